@@ -1,0 +1,318 @@
+//! Command-line interface: parses arguments, opens the repo, calls the library, and
+//! turns errors into one plain line on stderr.
+
+mod progress;
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use cid::Cid;
+use clap::{Args, Parser, Subcommand};
+
+use peerfs::add::{add_path, AddObserver, AddOptions, Added};
+use peerfs::repo::Repo;
+use peerfs::store::{Batcher, BlockSink, Blocks, NullSink};
+use peerfs::unixfs::{list, load_node, resolve, FileReader, Node, Overrides, Profile};
+use peerfs::{car, get};
+
+#[derive(Parser)]
+#[command(name = "peerfs", version, about = "A peer-to-peer filesystem of IPFS UnixFS blocks")]
+struct Cli {
+    /// The repo to use [default: $PEERFS_HOME, else ~/.local/share/peerfs]
+    #[arg(long, global = true, value_name = "DIR")]
+    repo: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a repo: a new identity (ed25519), a config, an empty block store
+    Init,
+    /// Add files or directories to the store and print their CIDs, like `ipfs add`
+    Add(AddArgs),
+    /// Write a file's contents to stdout
+    Cat {
+        /// CID, CID/path or /ipfs/CID/path
+        target: String,
+    },
+    /// List a directory
+    Ls {
+        /// Long listing: mode, size, mtime, name, CID
+        #[arg(short = 'l')]
+        long: bool,
+        target: String,
+    },
+    /// Recreate a file or tree on local disk, with modes, mtimes and symlinks
+    Get { target: String, out: PathBuf },
+    /// Write a DAG as a CARv1 archive to stdout (or -o FILE)
+    Export {
+        target: String,
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Import the blocks of a CAR archive (v1 or v2); `-` reads stdin
+    Import { car: PathBuf },
+}
+
+#[derive(Args)]
+struct AddArgs {
+    /// Add directories recursively
+    #[arg(short, long)]
+    recursive: bool,
+    /// Print only the root CID of each PATH
+    #[arg(short, long)]
+    quiet: bool,
+    /// Compute CIDs only; store nothing (needs no repo)
+    #[arg(short = 'n', long)]
+    only_hash: bool,
+    /// Import profile: unixfs-v1-2025 (default) or unixfs-v0-2015
+    #[arg(long)]
+    profile: Option<Profile>,
+    /// CID version (0 or 1); 1 implies --raw-leaves unless it is given
+    #[arg(long, value_name = "N")]
+    cid_version: Option<u8>,
+    /// Raw leaves (--raw-leaves or --raw-leaves=false)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    raw_leaves: Option<bool>,
+    /// Chunk size in bytes
+    #[arg(long, value_name = "BYTES")]
+    chunk_size: Option<u64>,
+    /// Most links in one file node
+    #[arg(long, value_name = "N")]
+    max_links: Option<usize>,
+    /// Record each entry's permission bits
+    #[arg(long)]
+    preserve_mode: bool,
+    /// Record each entry's modification time (with nanoseconds)
+    #[arg(long)]
+    preserve_mtime: bool,
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("peerfs: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let repo_path = cli.repo.clone().unwrap_or_else(Repo::default_path);
+    let open = || Repo::open(&repo_path).context("opening the repo");
+    match cli.command {
+        Command::Init => {
+            let repo = Repo::init(&repo_path).context("creating the repo")?;
+            println!("initialized peerfs repo at {}", repo.path().display());
+            println!("peer id: {}", repo.peer_id());
+            Ok(())
+        }
+        Command::Add(args) => add(args, &repo_path),
+        Command::Cat { target } => {
+            let repo = open()?;
+            let (cid, node) = resolve_target(repo.store(), &target)?;
+            let Node::File(f) = node else { bail!("{target}: not a file") };
+            let stdout = io::stdout();
+            let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
+            FileReader::from_node(repo.store(), cid, f).copy_to(&mut out, &mut |_| {})?;
+            out.flush()?;
+            Ok(())
+        }
+        Command::Ls { long, target } => ls(&open()?, &target, long),
+        Command::Get { target, out } => {
+            let repo = open()?;
+            let (cid, node) = resolve_target(repo.store(), &target)?;
+            let total = match &node {
+                Node::File(f) => Some(f.filesize),
+                _ => None,
+            };
+            let bar = progress::bytes(total, "get");
+            get::get(repo.store(), &cid, &out, &mut |n| bar.inc(n)).with_context(|| format!("writing {}", out.display()))?;
+            bar.finish_and_clear();
+            Ok(())
+        }
+        Command::Export { target, output } => {
+            let repo = open()?;
+            let (cid, _) = resolve_target(repo.store(), &target)?;
+            let sink: Box<dyn Write> = match &output {
+                Some(p) => Box::new(File::create(p).with_context(|| format!("creating {}", p.display()))?),
+                None if io::stdout().is_terminal() => bail!("refusing to write a CAR to a terminal: redirect stdout or use -o FILE"),
+                None => Box::new(io::stdout().lock()),
+            };
+            let mut out = BufWriter::with_capacity(1 << 20, sink);
+            let bar = progress::bytes(None, "export");
+            car::export(repo.store(), &cid, &mut out, &mut |n| bar.inc(n))?;
+            out.flush()?;
+            bar.finish_and_clear();
+            Ok(())
+        }
+        Command::Import { car: path } => {
+            let repo = open()?;
+            let input: Box<dyn io::Read> = if path.as_os_str() == "-" {
+                Box::new(io::stdin().lock())
+            } else {
+                Box::new(File::open(&path).with_context(|| format!("opening {}", path.display()))?)
+            };
+            let size = std::fs::metadata(&path).ok().filter(|m| m.is_file()).map(|m| m.len());
+            let bar = progress::bytes(size, "import");
+            let imported = car::import(repo.store(), BufReader::with_capacity(1 << 20, input), &mut |n| bar.inc(n))
+                .with_context(|| format!("importing {}", path.display()))?;
+            bar.finish_and_clear();
+            for root in &imported.roots {
+                if repo.store().has(root)? {
+                    repo.store().pin(root)?;
+                }
+                println!("imported {root} ({} blocks)", imported.blocks);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Accepts `CID`, `CID/path`, `/ipfs/CID/path` and `ipfs://CID/path`.
+fn parse_target(target: &str) -> Result<(Cid, &str)> {
+    let t = target.strip_prefix("ipfs://").or_else(|| target.strip_prefix("/ipfs/")).unwrap_or(target);
+    let (cid_str, path) = t.split_once('/').unwrap_or((t, ""));
+    let cid = Cid::try_from(cid_str).map_err(|e| anyhow!("{cid_str:?} is not a CID ({e})"))?;
+    Ok((cid, path))
+}
+
+fn resolve_target(blocks: &dyn Blocks, target: &str) -> Result<(Cid, Node)> {
+    let (cid, path) = parse_target(target)?;
+    Ok(resolve(blocks, &cid, path)?)
+}
+
+struct AddPrinter {
+    quiet: bool,
+    bar: indicatif::ProgressBar,
+}
+
+impl AddObserver for AddPrinter {
+    fn added(&mut self, e: &Added<'_>) {
+        if !self.quiet {
+            self.bar.suspend(|| println!("added {} {}", e.cid, e.display));
+        }
+    }
+
+    fn bytes(&mut self, n: u64) {
+        self.bar.inc(n);
+    }
+
+    fn skipped(&mut self, path: &Path, why: &str) {
+        self.bar.suspend(|| eprintln!("peerfs: {}: {why}", path.display()));
+    }
+}
+
+fn add(args: AddArgs, repo_path: &Path) -> Result<()> {
+    let repo = if args.only_hash { None } else { Some(Repo::open(repo_path).context("opening the repo")?) };
+    let profile = args.profile.or_else(|| repo.as_ref().map(|r| r.config().import.profile)).unwrap_or_default();
+    let overrides = Overrides {
+        cid_version: args.cid_version,
+        raw_leaves: args.raw_leaves,
+        chunk_size: args.chunk_size,
+        max_links: args.max_links,
+    };
+    let import = profile.options().with(&overrides).map_err(|e| anyhow!(e))?;
+    let opts = AddOptions { import, recursive: args.recursive, preserve_mode: args.preserve_mode, preserve_mtime: args.preserve_mtime };
+    let total = args.paths.iter().filter_map(|p| std::fs::metadata(p).ok()).filter(|m| m.is_file()).map(|m| m.len()).sum::<u64>();
+    let bar = progress::bytes((total > 0).then_some(total), "add");
+    let mut printer = AddPrinter { quiet: args.quiet, bar: bar.clone() };
+    for path in &args.paths {
+        let root = match &repo {
+            Some(repo) => {
+                let mut sink = Batcher::new(repo.store());
+                let root = add_path(path, &opts, &mut sink, &mut printer)?;
+                sink.finish()?;
+                repo.store().pin(&root.cid)?;
+                root
+            }
+            None => add_path(path, &opts, &mut NullSink as &mut dyn BlockSink, &mut printer)?,
+        };
+        if args.quiet {
+            bar.suspend(|| println!("{}", root.cid));
+        }
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn ls(repo: &Repo, target: &str, long: bool) -> Result<()> {
+    let blocks = repo.store();
+    let (cid, node) = resolve_target(blocks, target)?;
+    if !node.is_dir() {
+        print_entry(&mut io::stdout().lock(), target.as_bytes(), &cid, &node, long)?;
+        return Ok(());
+    }
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    for entry in list(blocks, &cid, &node)? {
+        let child = load_node(blocks, &entry.cid)?;
+        print_entry(&mut out, &entry.name, &entry.cid, &child, long)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn print_entry(out: &mut dyn Write, name: &[u8], cid: &Cid, node: &Node, long: bool) -> Result<()> {
+    let name = String::from_utf8_lossy(name);
+    let (size, suffix) = match node {
+        Node::File(f) => (f.filesize.to_string(), ""),
+        Node::Symlink { .. } => ("-".to_string(), "@"),
+        _ => ("-".to_string(), "/"),
+    };
+    if !long {
+        writeln!(out, "{cid} {size:>12} {name}{suffix}")?;
+        return Ok(());
+    }
+    let meta = node.meta();
+    let mtime = meta.mtime.map_or_else(|| "-".to_string(), |t| format_time(t.secs));
+    let link = match node {
+        Node::Symlink { target, .. } => format!(" -> {}", String::from_utf8_lossy(target)),
+        _ => String::new(),
+    };
+    writeln!(out, "{} {size:>12} {mtime:>20} {name}{link}  {cid}", mode_string(node))?;
+    Ok(())
+}
+
+fn mode_string(node: &Node) -> String {
+    let (kind, default) = match node {
+        Node::File(_) => ('-', 0o644),
+        Node::Symlink { .. } => ('l', 0o777),
+        _ => ('d', 0o755),
+    };
+    let mode = if kind == 'l' { 0o777 } else { node.meta().mode.unwrap_or(default) };
+    let mut s = String::with_capacity(10);
+    s.push(kind);
+    for shift in [6, 3, 0] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+/// RFC 3339 in UTC, to the second.
+fn format_time(secs: i64) -> String {
+    let t = if secs >= 0 {
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64)
+    } else {
+        std::time::UNIX_EPOCH - std::time::Duration::from_secs(secs.unsigned_abs())
+    };
+    humantime::format_rfc3339_seconds(t).to_string()
+}

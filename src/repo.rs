@@ -1,0 +1,180 @@
+//! A repo: the directory that holds one node's identity, config and block database.
+//!
+//! ```text
+//! $PEERFS_HOME/            (default ~/.local/share/peerfs)
+//!   identity.key           ed25519 keypair, libp2p protobuf encoding, mode 0600
+//!   config.toml            settings
+//!   db/                    RocksDB (see store::rocks)
+//!   repo.lock              held (flock) by the one process using the repo; holds its pid
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use libp2p_identity::{Keypair, PeerId};
+use serde::{Deserialize, Serialize};
+
+use crate::store::rocks::RocksStore;
+use crate::store::StoreError;
+use crate::unixfs::Profile;
+
+const IDENTITY_FILE: &str = "identity.key";
+const CONFIG_FILE: &str = "config.toml";
+const DB_DIR: &str = "db";
+const LOCK_FILE: &str = "repo.lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{0} is already a peerfs repo")]
+    Exists(PathBuf),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RepoError + '_ {
+    move |source| RepoError::Io { path: path.to_path_buf(), source }
+}
+
+/// Settings kept in `config.toml`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub import: ImportConfig,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportConfig {
+    /// Default import profile: "unixfs-v1-2025" or "unixfs-v0-2015".
+    #[serde(default, with = "profile_name")]
+    pub profile: Profile,
+}
+
+mod profile_name {
+    use super::Profile;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &Profile, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&p.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Profile, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+pub struct Repo {
+    root: PathBuf,
+    store: RocksStore,
+    keypair: Keypair,
+    config: Config,
+    /// Held for the repo's lifetime; the flock goes with the descriptor.
+    _lock: File,
+}
+
+impl Repo {
+    /// `$PEERFS_HOME`, else `~/.local/share/peerfs`.
+    pub fn default_path() -> PathBuf {
+        if let Some(p) = std::env::var_os("PEERFS_HOME").filter(|p| !p.is_empty()) {
+            return PathBuf::from(p);
+        }
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+        home.join(".local/share/peerfs")
+    }
+
+    /// Creates a repo: a new identity, a default config, an empty database.
+    pub fn init(root: &Path) -> Result<Repo, RepoError> {
+        if root.join(IDENTITY_FILE).exists() {
+            return Err(RepoError::Exists(root.to_path_buf()));
+        }
+        fs::create_dir_all(root).map_err(io_err(root))?;
+        let lock = lock(root)?;
+        let keypair = Keypair::generate_ed25519();
+        let encoded = keypair.to_protobuf_encoding().map_err(|e| RepoError::Invalid {
+            path: root.join(IDENTITY_FILE),
+            message: e.to_string(),
+        })?;
+        write_new(&root.join(IDENTITY_FILE), &encoded, 0o600)?;
+        let config = Config::default();
+        let text = toml::to_string_pretty(&config).map_err(|e| RepoError::Invalid {
+            path: root.join(CONFIG_FILE),
+            message: e.to_string(),
+        })?;
+        write_new(&root.join(CONFIG_FILE), text.as_bytes(), 0o644)?;
+        let store = RocksStore::open(&root.join(DB_DIR), true)?;
+        Ok(Repo { root: root.to_path_buf(), store, keypair, config, _lock: lock })
+    }
+
+    /// Opens an existing repo, taking its lock.
+    pub fn open(root: &Path) -> Result<Repo, RepoError> {
+        let key_path = root.join(IDENTITY_FILE);
+        if !key_path.exists() {
+            return Err(StoreError::NoRepo(root.display().to_string()).into());
+        }
+        let lock = lock(root)?;
+        let key_bytes = fs::read(&key_path).map_err(io_err(&key_path))?;
+        let keypair = Keypair::from_protobuf_encoding(&key_bytes)
+            .map_err(|e| RepoError::Invalid { path: key_path.clone(), message: format!("not an identity key: {e}") })?;
+        let config_path = root.join(CONFIG_FILE);
+        let config = match fs::read_to_string(&config_path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| RepoError::Invalid { path: config_path, message: e.to_string() })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+            Err(e) => return Err(io_err(&config_path)(e)),
+        };
+        let store = RocksStore::open(&root.join(DB_DIR), false)?;
+        Ok(Repo { root: root.to_path_buf(), store, keypair, config, _lock: lock })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn store(&self) -> &RocksStore {
+        &self.store
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.keypair.public().to_peer_id()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), RepoError> {
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(io_err(path))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io_err(path))
+}
+
+/// Takes the repo's exclusive lock, or says which process holds it.
+fn lock(root: &Path) -> Result<File, RepoError> {
+    let path = root.join(LOCK_FILE);
+    let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o644).open(&path).map_err(io_err(&path))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            let pid = pid.trim();
+            return Err(StoreError::InUse {
+                path: root.display().to_string(),
+                pid: if pid.is_empty() { "unknown".into() } else { pid.to_string() },
+            }
+            .into());
+        }
+        return Err(io_err(&path)(err));
+    }
+    f.set_len(0).and_then(|_| f.rewind()).and_then(|_| write!(f, "{}", std::process::id())).map_err(io_err(&path))?;
+    Ok(f)
+}

@@ -1,0 +1,210 @@
+//! Building UnixFS DAGs: files streamed chunk by chunk, directories (flat or HAMT by
+//! the profile's rule), symlinks. Every block goes to a `BlockSink` as soon as it is
+//! final, so memory stays at a few chunks plus one pending node per tree level.
+
+use cid::Cid;
+
+use super::dagpb::{PbLink, PbNode};
+use super::data::{DataType, Metadata, UnixFsData};
+use super::hamt;
+use super::profile::{ImportOptions, ShardStrategy};
+use super::Error;
+use crate::block::{Block, DAG_PB, RAW};
+use crate::store::BlockSink;
+
+/// A finished DAG: its root and the cumulative size its parent link records (Tsize).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Built {
+    pub cid: Cid,
+    pub tsize: u64,
+}
+
+/// One name in a directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub cid: Cid,
+    pub tsize: u64,
+}
+
+/// A node of a file DAG under construction.
+#[derive(Clone, Copy)]
+struct Part {
+    cid: Cid,
+    tsize: u64,
+    /// File bytes under this part.
+    filesize: u64,
+}
+
+/// Builds a file DAG in the balanced layout from chunks pushed in order.
+///
+/// Equivalent to the reference importers' bottom-up batching: every `max_links` parts
+/// of a level become one node of the level above; at the end partial groups are closed
+/// from the bottom up. A file of one chunk is that chunk's block, unless it has
+/// metadata, in which case it is a DAG-PB file node with the data inline (Kubo's form).
+pub struct FileBuilder<'o> {
+    opts: &'o ImportOptions,
+    meta: Metadata,
+    /// `levels[0]` holds leaves, `levels[1]` nodes over leaves, and so on.
+    levels: Vec<Vec<Part>>,
+    /// The first chunk, held back until we know whether it is the only one.
+    first: Option<Vec<u8>>,
+    chunks: u64,
+}
+
+impl<'o> FileBuilder<'o> {
+    pub fn new(opts: &'o ImportOptions, meta: Metadata) -> Self {
+        FileBuilder { opts, meta, levels: vec![Vec::new()], first: None, chunks: 0 }
+    }
+
+    pub fn chunk_size(&self) -> usize {
+        self.opts.chunk_size as usize
+    }
+
+    /// Adds the next chunk (`chunk_size` bytes, except for the last one).
+    pub fn push(&mut self, chunk: Vec<u8>, sink: &mut dyn BlockSink) -> Result<(), Error> {
+        self.chunks += 1;
+        if self.chunks == 1 {
+            self.first = Some(chunk);
+            return Ok(());
+        }
+        if let Some(first) = self.first.take() {
+            self.push_leaf(first, sink)?;
+        }
+        self.push_leaf(chunk, sink)
+    }
+
+    fn push_leaf(&mut self, chunk: Vec<u8>, sink: &mut dyn BlockSink) -> Result<(), Error> {
+        let part = self.leaf(chunk, sink)?;
+        self.add(0, part, sink)
+    }
+
+    fn leaf(&self, chunk: Vec<u8>, sink: &mut dyn BlockSink) -> Result<Part, Error> {
+        let filesize = chunk.len() as u64;
+        let block = if self.opts.raw_leaves {
+            Block::hash(cid::Version::V1, RAW, chunk)
+        } else {
+            let mut d = UnixFsData::new(DataType::File);
+            d.filesize = Some(filesize);
+            d.data = Some(chunk);
+            Block::hash(self.opts.cid_version, DAG_PB, PbNode { links: Vec::new(), data: Some(d.encode()) }.encode())
+        };
+        let part = Part { cid: *block.cid(), tsize: block.len(), filesize };
+        sink.put(block)?;
+        Ok(part)
+    }
+
+    fn add(&mut self, level: usize, part: Part, sink: &mut dyn BlockSink) -> Result<(), Error> {
+        if self.levels.len() == level {
+            self.levels.push(Vec::new());
+        }
+        self.levels[level].push(part);
+        if self.levels[level].len() == self.opts.max_links {
+            let group = std::mem::take(&mut self.levels[level]);
+            let node = self.reduce(&group, Metadata::default(), sink)?;
+            self.add(level + 1, node, sink)?;
+        }
+        Ok(())
+    }
+
+    fn reduce(&self, group: &[Part], meta: Metadata, sink: &mut dyn BlockSink) -> Result<Part, Error> {
+        let mut d = UnixFsData::new(DataType::File);
+        d.filesize = Some(group.iter().map(|p| p.filesize).sum());
+        d.blocksizes = group.iter().map(|p| p.filesize).collect();
+        d.meta = meta;
+        let links = group.iter().map(|p| PbLink::new(p.cid, Vec::new(), p.tsize)).collect();
+        let block = Block::hash(self.opts.cid_version, DAG_PB, PbNode { links, data: Some(d.encode()) }.encode());
+        let part = Part {
+            cid: *block.cid(),
+            tsize: block.len() + group.iter().map(|p| p.tsize).sum::<u64>(),
+            filesize: d.filesize.unwrap_or(0),
+        };
+        sink.put(block)?;
+        Ok(part)
+    }
+
+    /// Closes the DAG and returns its root.
+    pub fn finish(mut self, sink: &mut dyn BlockSink) -> Result<Built, Error> {
+        if self.chunks <= 1 {
+            return self.finish_single(sink);
+        }
+        let mut level = 0;
+        loop {
+            let top = level + 1 == self.levels.len();
+            let group = std::mem::take(&mut self.levels[level]);
+            if top && group.len() == 1 {
+                return Ok(Built { cid: group[0].cid, tsize: group[0].tsize });
+            }
+            if !group.is_empty() {
+                let meta = if top { self.meta } else { Metadata::default() };
+                let node = self.reduce(&group, meta, sink)?;
+                if self.levels.len() == level + 1 {
+                    self.levels.push(Vec::new());
+                }
+                if top {
+                    // This node is the root: nothing above it is pending.
+                    return Ok(Built { cid: node.cid, tsize: node.tsize });
+                }
+                self.levels[level + 1].push(node);
+            }
+            level += 1;
+        }
+    }
+
+    fn finish_single(mut self, sink: &mut dyn BlockSink) -> Result<Built, Error> {
+        let chunk = self.first.take().unwrap_or_default();
+        if self.meta.is_empty() {
+            let leaf = self.leaf(chunk, sink)?;
+            return Ok(Built { cid: leaf.cid, tsize: leaf.tsize });
+        }
+        let mut d = UnixFsData::new(DataType::File);
+        d.filesize = Some(chunk.len() as u64);
+        d.data = Some(chunk);
+        d.meta = self.meta;
+        let block = Block::hash(self.opts.cid_version, DAG_PB, PbNode { links: Vec::new(), data: Some(d.encode()) }.encode());
+        let built = Built { cid: *block.cid(), tsize: block.len() };
+        sink.put(block)?;
+        Ok(built)
+    }
+}
+
+/// Builds a directory: a flat node, or a HAMT when the profile's size estimate of the
+/// flat node is strictly greater than the threshold.
+pub fn build_directory(
+    mut entries: Vec<DirEntry>,
+    meta: Metadata,
+    opts: &ImportOptions,
+    sink: &mut dyn BlockSink,
+) -> Result<Built, Error> {
+    entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    let estimate = match opts.shard_strategy {
+        ShardStrategy::LinksBytes => entries.iter().map(|e| e.name.len() as u64 + e.cid.encoded_len() as u64).sum(),
+        ShardStrategy::BlockBytes => flat_node(&entries, meta).encoded_len(),
+    };
+    if estimate > opts.shard_threshold {
+        return hamt::build(entries, meta, opts, sink);
+    }
+    let children: u64 = entries.iter().map(|e| e.tsize).sum();
+    let block = Block::hash(opts.cid_version, DAG_PB, flat_node(&entries, meta).encode());
+    let built = Built { cid: *block.cid(), tsize: block.len() + children };
+    sink.put(block)?;
+    Ok(built)
+}
+
+fn flat_node(entries: &[DirEntry], meta: Metadata) -> PbNode {
+    let mut d = UnixFsData::new(DataType::Directory);
+    d.meta = meta;
+    let links = entries.iter().map(|e| PbLink::new(e.cid, e.name.clone(), e.tsize)).collect();
+    PbNode { links, data: Some(d.encode()) }
+}
+
+/// A symlink node. Symlinks carry no mode (Kubo's form); an mtime if given.
+pub fn build_symlink(target: &[u8], meta: Metadata, opts: &ImportOptions, sink: &mut dyn BlockSink) -> Result<Built, Error> {
+    let mut d = UnixFsData::new(DataType::Symlink);
+    d.data = Some(target.to_vec());
+    d.meta = Metadata { mode: None, mtime: meta.mtime };
+    let block = Block::hash(opts.cid_version, DAG_PB, PbNode { links: Vec::new(), data: Some(d.encode()) }.encode());
+    let built = Built { cid: *block.cid(), tsize: block.len() };
+    sink.put(block)?;
+    Ok(built)
+}

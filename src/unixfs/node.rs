@@ -1,0 +1,113 @@
+//! A decoded UnixFS node: what a block means as a file, directory, shard or symlink.
+
+use cid::Cid;
+
+use super::dagpb::{PbLink, PbNode};
+use super::data::{DataType, Metadata, UnixFsData};
+use super::profile::HAMT_HASH_MURMUR3;
+use super::FormatError;
+use crate::block::{DAG_PB, RAW};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Node {
+    File(FileNode),
+    Directory(DirNode),
+    Shard(ShardNode),
+    Symlink { target: Vec<u8>, meta: Metadata },
+}
+
+/// A file or a piece of one: its own bytes, then its children in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileNode {
+    pub inline: Vec<u8>,
+    /// Each child with the number of file bytes under it.
+    pub children: Vec<(Cid, u64)>,
+    pub filesize: u64,
+    pub meta: Metadata,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirNode {
+    pub links: Vec<PbLink>,
+    pub meta: Metadata,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardNode {
+    pub links: Vec<PbLink>,
+    /// Occupied slots, big-endian, leading zero bytes dropped.
+    pub bitfield: Vec<u8>,
+    pub fanout: u64,
+    pub meta: Metadata,
+}
+
+impl Node {
+    /// Interprets a block. The bytes are trusted to match `cid` (the store checks that);
+    /// their content is not: anything malformed is an error.
+    pub fn decode(cid: &Cid, bytes: Vec<u8>) -> Result<Node, FormatError> {
+        match cid.codec() {
+            RAW => {
+                let filesize = bytes.len() as u64;
+                Ok(Node::File(FileNode { inline: bytes, children: Vec::new(), filesize, meta: Metadata::default() }))
+            }
+            DAG_PB => Node::from_pb(PbNode::decode(&bytes)?),
+            other => Err(FormatError::Codec(other)),
+        }
+    }
+
+    fn from_pb(pb: PbNode) -> Result<Node, FormatError> {
+        let data = pb.data.as_deref().ok_or(FormatError::UnixFs("DAG-PB node without UnixFS Data"))?;
+        let d = UnixFsData::decode(data)?;
+        let meta = d.meta;
+        match d.kind {
+            DataType::File | DataType::Raw => {
+                if d.blocksizes.len() != pb.links.len() {
+                    return Err(FormatError::UnixFs("blocksizes do not match the links"));
+                }
+                let inline = d.data.unwrap_or_default();
+                let children: Vec<(Cid, u64)> = pb.links.iter().map(|l| l.cid).zip(d.blocksizes).collect();
+                let summed = children
+                    .iter()
+                    .try_fold(inline.len() as u64, |acc, (_, n)| acc.checked_add(*n))
+                    .ok_or(FormatError::UnixFs("file size overflows"))?;
+                if let Some(fs) = d.filesize {
+                    if fs != summed && !children.is_empty() {
+                        return Err(FormatError::UnixFs("filesize does not match its parts"));
+                    }
+                }
+                Ok(Node::File(FileNode { inline, children, filesize: summed, meta }))
+            }
+            DataType::Directory => Ok(Node::Directory(DirNode { links: pb.links, meta })),
+            DataType::HamtShard => {
+                if d.hash_type != Some(HAMT_HASH_MURMUR3) {
+                    return Err(FormatError::UnixFs("HAMT hash function is not murmur3-x64-64"));
+                }
+                let fanout = d.fanout.ok_or(FormatError::UnixFs("HAMT without a fanout"))?;
+                if !fanout.is_power_of_two() || !(2..=256).contains(&fanout) {
+                    return Err(FormatError::UnixFs("HAMT fanout is not a power of two up to 256"));
+                }
+                Ok(Node::Shard(ShardNode { links: pb.links, bitfield: d.data.unwrap_or_default(), fanout, meta }))
+            }
+            DataType::Symlink => {
+                if !pb.links.is_empty() {
+                    return Err(FormatError::UnixFs("symlink with links"));
+                }
+                Ok(Node::Symlink { target: d.data.unwrap_or_default(), meta })
+            }
+            DataType::Metadata => Err(FormatError::UnixFs("UnixFS Metadata nodes are not supported")),
+        }
+    }
+
+    pub fn meta(&self) -> Metadata {
+        match self {
+            Node::File(f) => f.meta,
+            Node::Directory(d) => d.meta,
+            Node::Shard(s) => s.meta,
+            Node::Symlink { meta, .. } => *meta,
+        }
+    }
+
+    pub fn is_dir(&self) -> bool {
+        matches!(self, Node::Directory(_) | Node::Shard(_))
+    }
+}
