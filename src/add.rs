@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use cid::Cid;
 
 use crate::store::BlockSink;
-use crate::unixfs::{self, build_directory, build_symlink, Built, DirEntry, FileBuilder, ImportOptions, Metadata, Mtime};
+use crate::unixfs::{
+    self, build_directory, build_symlink, Built, DirEntry, FileBuilder, ImportOptions, Metadata,
+    Mtime,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AddError {
@@ -24,7 +27,10 @@ pub enum AddError {
     #[error("{0}: cannot add a socket, FIFO or device")]
     Special(PathBuf),
     #[error("{path}: {source}")]
-    Format { path: PathBuf, source: unixfs::Error },
+    Format {
+        path: PathBuf,
+        source: unixfs::Error,
+    },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -50,7 +56,12 @@ pub trait AddObserver {
     fn skipped(&mut self, _path: &Path, _why: &str) {}
 }
 
-pub fn add_path(path: &Path, opts: &AddOptions, sink: &mut dyn BlockSink, obs: &mut dyn AddObserver) -> Result<Built, AddError> {
+pub fn add_path(
+    path: &Path,
+    opts: &AddOptions,
+    sink: &mut dyn BlockSink,
+    obs: &mut dyn AddObserver,
+) -> Result<Built, AddError> {
     let meta = fs::symlink_metadata(path).map_err(io_at(path))?;
     if meta.is_dir() && !opts.recursive {
         return Err(AddError::IsADirectory(path.to_path_buf()));
@@ -71,7 +82,10 @@ fn display_name(path: &Path) -> String {
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> AddError + '_ {
-    move |source| AddError::Io { path: path.to_path_buf(), source }
+    move |source| AddError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 struct Adder<'a> {
@@ -82,40 +96,68 @@ struct Adder<'a> {
 
 impl Adder<'_> {
     /// Adds one entry; `None` for a file type UnixFS cannot hold.
-    fn entry(&mut self, path: &Path, meta: &FsMetadata, display: &str) -> Result<Option<Built>, AddError> {
+    fn entry(
+        &mut self,
+        path: &Path,
+        meta: &FsMetadata,
+        display: &str,
+    ) -> Result<Option<Built>, AddError> {
         let ft = meta.file_type();
-        let fmt = |source| AddError::Format { path: path.to_path_buf(), source };
+        let fmt = |source| AddError::Format {
+            path: path.to_path_buf(),
+            source,
+        };
         let built = if ft.is_dir() {
             self.directory(path, meta, display)?
         } else if ft.is_file() {
             self.file(path, meta)?
         } else if ft.is_symlink() {
             let target = fs::read_link(path).map_err(io_at(path))?;
-            build_symlink(target.as_os_str().as_bytes(), self.metadata(meta), &self.opts.import, self.sink).map_err(fmt)?
+            build_symlink(
+                target.as_os_str().as_bytes(),
+                self.metadata(meta),
+                &self.opts.import,
+                self.sink,
+            )
+            .map_err(fmt)?
         } else {
-            let why = if ft.is_socket() || ft.is_fifo() || ft.is_block_device() || ft.is_char_device() {
-                "a socket, FIFO or device has no UnixFS form; skipped"
-            } else {
-                "unknown file type; skipped"
-            };
+            let why =
+                if ft.is_socket() || ft.is_fifo() || ft.is_block_device() || ft.is_char_device() {
+                    "a socket, FIFO or device has no UnixFS form; skipped"
+                } else {
+                    "unknown file type; skipped"
+                };
             self.obs.skipped(path, why);
             return Ok(None);
         };
-        self.obs.added(&Added { display, cid: built.cid, tsize: built.tsize });
+        self.obs.added(&Added {
+            display,
+            cid: built.cid,
+            tsize: built.tsize,
+        });
         Ok(Some(built))
     }
 
     fn metadata(&self, meta: &FsMetadata) -> Metadata {
         Metadata {
-            mode: self.opts.preserve_mode.then(|| meta.permissions().mode() & 0o7777),
-            mtime: self.opts.preserve_mtime.then(|| Mtime { secs: meta.mtime(), nanos: meta.mtime_nsec() as u32 }),
+            mode: self
+                .opts
+                .preserve_mode
+                .then(|| meta.permissions().mode() & 0o7777),
+            mtime: self.opts.preserve_mtime.then(|| Mtime {
+                secs: meta.mtime(),
+                nanos: meta.mtime_nsec() as u32,
+            }),
         }
     }
 
     fn file(&mut self, path: &Path, meta: &FsMetadata) -> Result<Built, AddError> {
         let mut f = File::open(path).map_err(io_at(path))?;
         let mut builder = FileBuilder::new(&self.opts.import, self.metadata(meta));
-        let fmt = |source| AddError::Format { path: path.to_path_buf(), source };
+        let fmt = |source| AddError::Format {
+            path: path.to_path_buf(),
+            source,
+        };
         loop {
             let chunk = read_chunk(&mut f, builder.chunk_size()).map_err(io_at(path))?;
             if chunk.is_empty() {
@@ -131,7 +173,12 @@ impl Adder<'_> {
         builder.finish(self.sink).map_err(fmt)
     }
 
-    fn directory(&mut self, path: &Path, meta: &FsMetadata, display: &str) -> Result<Built, AddError> {
+    fn directory(
+        &mut self,
+        path: &Path,
+        meta: &FsMetadata,
+        display: &str,
+    ) -> Result<Built, AddError> {
         let mut names: Vec<_> = fs::read_dir(path)
             .map_err(io_at(path))?
             .map(|e| e.map(|e| e.file_name()))
@@ -144,11 +191,19 @@ impl Adder<'_> {
             let child_meta = fs::symlink_metadata(&child).map_err(io_at(&child))?;
             let child_display = format!("{display}/{}", name.to_string_lossy());
             if let Some(built) = self.entry(&child, &child_meta, &child_display)? {
-                entries.push(DirEntry { name: name.as_bytes().to_vec(), cid: built.cid, tsize: built.tsize });
+                entries.push(DirEntry {
+                    name: name.as_bytes().to_vec(),
+                    cid: built.cid,
+                    tsize: built.tsize,
+                });
             }
         }
-        build_directory(entries, self.metadata(meta), &self.opts.import, self.sink)
-            .map_err(|source| AddError::Format { path: path.to_path_buf(), source })
+        build_directory(entries, self.metadata(meta), &self.opts.import, self.sink).map_err(
+            |source| AddError::Format {
+                path: path.to_path_buf(),
+                source,
+            },
+        )
     }
 }
 

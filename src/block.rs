@@ -65,7 +65,10 @@ impl Block {
 pub fn verify(cid: &Cid, data: &[u8]) -> Result<(), BlockError> {
     let mh = cid.hash();
     if mh.code() != SHA2_256 || mh.size() != 32 {
-        return Err(BlockError::UnsupportedHash { cid: *cid, code: mh.code() });
+        return Err(BlockError::UnsupportedHash {
+            cid: *cid,
+            code: mh.code(),
+        });
     }
     if mh.digest() != Sha256::digest(data).as_slice() {
         return Err(BlockError::HashMismatch { cid: *cid });
@@ -74,7 +77,8 @@ pub fn verify(cid: &Cid, data: &[u8]) -> Result<(), BlockError> {
 }
 
 pub fn sha256_multihash(data: &[u8]) -> Multihash<64> {
-    Multihash::wrap(SHA2_256, &Sha256::digest(data)).expect("a 32-byte digest fits a 64-byte multihash")
+    Multihash::wrap(SHA2_256, &Sha256::digest(data))
+        .expect("a 32-byte digest fits a 64-byte multihash")
 }
 
 pub fn cid_of(version: Version, codec: u64, data: &[u8]) -> Cid {
@@ -92,7 +96,10 @@ mod tests {
     #[test]
     fn empty_raw_block_has_the_well_known_cid() {
         let b = Block::hash(Version::V1, RAW, Vec::new());
-        assert_eq!(b.cid().to_string(), "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku");
+        assert_eq!(
+            b.cid().to_string(),
+            "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+        );
     }
 
     #[test]

@@ -18,7 +18,9 @@ const MAX_HEADER: u64 = 1 << 20;
 /// Largest block frame (CID + bytes) we accept; blocks over 2 MiB are not exchanged
 /// by any IPFS implementation.
 pub const MAX_FRAME: u64 = 4 << 20;
-const CARV2_PRAGMA: [u8; 11] = [0x0a, 0xa1, 0x67, b'v', b'e', b'r', b's', b'i', b'o', b'n', 0x02];
+const CARV2_PRAGMA: [u8; 11] = [
+    0x0a, 0xa1, 0x67, b'v', b'e', b'r', b's', b'i', b'o', b'n', 0x02,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CarError {
@@ -45,9 +47,17 @@ struct Header {
 
 /// Writes the DAG under `root` as a CARv1, each block once, in depth-first order (the
 /// order a streaming reader wants). Returns the number of blocks written.
-pub fn export(blocks: &dyn Blocks, root: &Cid, out: &mut dyn Write, progress: &mut dyn FnMut(u64)) -> Result<u64, CarError> {
-    let header = serde_ipld_dagcbor::to_vec(&Header { roots: vec![*root], version: 1 })
-        .map_err(|e| CarError::Malformed(format!("encoding the header: {e}")))?;
+pub fn export(
+    blocks: &dyn Blocks,
+    root: &Cid,
+    out: &mut dyn Write,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64, CarError> {
+    let header = serde_ipld_dagcbor::to_vec(&Header {
+        roots: vec![*root],
+        version: 1,
+    })
+    .map_err(|e| CarError::Malformed(format!("encoding the header: {e}")))?;
     write_frame(out, &[&header])?;
     let mut seen = HashSet::new();
     let mut stack = vec![*root];
@@ -61,7 +71,8 @@ pub fn export(blocks: &dyn Blocks, root: &Cid, out: &mut dyn Write, progress: &m
         count += 1;
         progress(data.len() as u64);
         if cid.codec() == DAG_PB {
-            let node = PbNode::decode(&data).map_err(|source| unixfs::Error::Malformed { cid, source })?;
+            let node =
+                PbNode::decode(&data).map_err(|source| unixfs::Error::Malformed { cid, source })?;
             stack.extend(node.links.iter().rev().map(|l| l.cid));
         }
     }
@@ -94,28 +105,47 @@ impl<R: Read> CarReader<R> {
         }
         let h = decode_header(&header)?;
         if h.version != 1 {
-            return Err(CarError::Malformed(format!("CAR version {} (1 and 2 are supported)", h.version)));
+            return Err(CarError::Malformed(format!(
+                "CAR version {} (1 and 2 are supported)",
+                h.version
+            )));
         }
-        Ok(CarReader { input, roots: h.roots, remaining: None })
+        Ok(CarReader {
+            input,
+            roots: h.roots,
+            remaining: None,
+        })
     }
 
     /// CARv2: a fixed header says where the inner CARv1 starts and how long it is.
     fn v2(mut input: R) -> Result<Self, CarError> {
         let mut fixed = [0u8; 40];
-        input.read_exact(&mut fixed).map_err(eof_as("CARv2 header"))?;
+        input
+            .read_exact(&mut fixed)
+            .map_err(eof_as("CARv2 header"))?;
         let offset = u64::from_le_bytes(fixed[16..24].try_into().expect("8 bytes"));
         let size = u64::from_le_bytes(fixed[24..32].try_into().expect("8 bytes"));
         let consumed = CARV2_PRAGMA.len() as u64 + 40;
-        let skip = offset.checked_sub(consumed).ok_or_else(|| CarError::Malformed("CARv2 data offset inside its header".into()))?;
+        let skip = offset
+            .checked_sub(consumed)
+            .ok_or_else(|| CarError::Malformed("CARv2 data offset inside its header".into()))?;
         io::copy(&mut (&mut input).take(skip), &mut io::sink())?;
         let mut payload = (&mut input).take(size);
-        let header = read_frame(&mut payload, MAX_HEADER)?.ok_or(CarError::Truncated("no CARv1 header inside the CARv2"))?;
+        let header = read_frame(&mut payload, MAX_HEADER)?
+            .ok_or(CarError::Truncated("no CARv1 header inside the CARv2"))?;
         let remaining = payload.limit();
         let h = decode_header(&header)?;
         if h.version != 1 {
-            return Err(CarError::Malformed(format!("CARv2 payload has version {}", h.version)));
+            return Err(CarError::Malformed(format!(
+                "CARv2 payload has version {}",
+                h.version
+            )));
         }
-        Ok(CarReader { input, roots: h.roots, remaining: Some(remaining) })
+        Ok(CarReader {
+            input,
+            roots: h.roots,
+            remaining: Some(remaining),
+        })
     }
 
     pub fn roots(&self) -> &[Cid] {
@@ -136,7 +166,8 @@ impl<R: Read> CarReader<R> {
         };
         let Some(frame) = frame else { return Ok(None) };
         let mut cursor = io::Cursor::new(&frame[..]);
-        let cid = Cid::read_bytes(&mut cursor).map_err(|e| CarError::Malformed(format!("block frame without a CID: {e}")))?;
+        let cid = Cid::read_bytes(&mut cursor)
+            .map_err(|e| CarError::Malformed(format!("block frame without a CID: {e}")))?;
         let data = frame[cursor.position() as usize..].to_vec();
         match Block::verified(cid, data) {
             Ok(b) => Ok(Some(b)),
@@ -147,11 +178,18 @@ impl<R: Read> CarReader<R> {
 }
 
 fn decode_header(bytes: &[u8]) -> Result<Header, CarError> {
-    serde_ipld_dagcbor::from_slice(bytes).map_err(|e| CarError::Malformed(format!("header is not a CAR header: {e}")))
+    serde_ipld_dagcbor::from_slice(bytes)
+        .map_err(|e| CarError::Malformed(format!("header is not a CAR header: {e}")))
 }
 
 fn eof_as(what: &'static str) -> impl FnOnce(io::Error) -> CarError {
-    move |e| if e.kind() == io::ErrorKind::UnexpectedEof { CarError::Truncated(what) } else { CarError::Io(e) }
+    move |e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            CarError::Truncated(what)
+        } else {
+            CarError::Io(e)
+        }
+    }
 }
 
 /// One varint-prefixed frame; `None` at a clean end of input.
@@ -169,14 +207,19 @@ fn read_frame(r: &mut dyn Read, limit: u64) -> Result<Option<Vec<u8>>, CarError>
         len |= u64::from(b[0] & 0x7f) << (7 * i);
         if b[0] & 0x80 == 0 {
             if len > limit {
-                return Err(CarError::Malformed(format!("frame of {len} bytes is over the {limit}-byte limit")));
+                return Err(CarError::Malformed(format!(
+                    "frame of {len} bytes is over the {limit}-byte limit"
+                )));
             }
             let mut buf = vec![0u8; len as usize];
-            r.read_exact(&mut buf).map_err(eof_as("a block is cut off"))?;
+            r.read_exact(&mut buf)
+                .map_err(eof_as("a block is cut off"))?;
             return Ok(Some(buf));
         }
     }
-    Err(CarError::Malformed("frame length varint is too long".into()))
+    Err(CarError::Malformed(
+        "frame length varint is too long".into(),
+    ))
 }
 
 /// What an import brought in.
@@ -187,7 +230,11 @@ pub struct Imported {
 
 /// Imports every block of a CAR. All or nothing: on any error the blocks this import
 /// added are removed again, so a bad CAR leaves the store as it was.
-pub fn import<R: Read>(store: &dyn Blocks, input: R, progress: &mut dyn FnMut(u64)) -> Result<Imported, CarError> {
+pub fn import<R: Read>(
+    store: &dyn Blocks,
+    input: R,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Imported, CarError> {
     let mut reader = CarReader::new(input)?;
     let mut batch = Batcher::recording(store);
     let mut count = 0;
@@ -204,7 +251,10 @@ pub fn import<R: Read>(store: &dyn Blocks, input: R, progress: &mut dyn FnMut(u6
     match result {
         Ok(()) => {
             batch.finish()?;
-            Ok(Imported { roots: reader.roots().to_vec(), blocks: count })
+            Ok(Imported {
+                roots: reader.roots().to_vec(),
+                blocks: count,
+            })
         }
         Err(e) => {
             // Drop what is pending, then remove what reached the store.

@@ -27,16 +27,30 @@ pub enum GetError {
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> GetError + '_ {
-    move |source| GetError::Io { path: path.to_path_buf(), source }
+    move |source| GetError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Writes the DAG at `cid` to `out`; `progress` hears file bytes as they are written.
-pub fn get(blocks: &dyn Blocks, cid: &Cid, out: &Path, progress: &mut dyn FnMut(u64)) -> Result<(), GetError> {
+pub fn get(
+    blocks: &dyn Blocks,
+    cid: &Cid,
+    out: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), GetError> {
     let node = load_node(blocks, cid)?;
     write_entry(blocks, cid, node, out, progress)
 }
 
-fn write_entry(blocks: &dyn Blocks, cid: &Cid, node: Node, out: &Path, progress: &mut dyn FnMut(u64)) -> Result<(), GetError> {
+fn write_entry(
+    blocks: &dyn Blocks,
+    cid: &Cid,
+    node: Node,
+    out: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), GetError> {
     let meta = node.meta();
     match node {
         Node::File(f) => {
@@ -75,8 +89,12 @@ fn write_entry(blocks: &dyn Blocks, cid: &Cid, node: Node, out: &Path, progress:
 }
 
 fn safe_name<'n>(dir: &Path, name: &'n [u8]) -> Result<&'n OsStr, GetError> {
-    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
-        return Err(GetError::UnsafeName { dir: dir.to_path_buf(), name: String::from_utf8_lossy(name).into_owned() });
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
+        return Err(GetError::UnsafeName {
+            dir: dir.to_path_buf(),
+            name: String::from_utf8_lossy(name).into_owned(),
+        });
     }
     Ok(OsStr::from_bytes(name))
 }
@@ -94,13 +112,27 @@ fn apply(path: &Path, meta: Metadata, symlink: bool) -> Result<(), GetError> {
 
 /// Sets the mtime (leaving atime) without following a symlink.
 pub fn set_mtime(path: &Path, secs: i64, nanos: u32) -> io::Result<()> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let times = [
-        libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
-        libc::timespec { tv_sec: secs as libc::time_t, tv_nsec: nanos as libc::c_long },
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: secs as libc::time_t,
+            tv_nsec: nanos as libc::c_long,
+        },
     ];
     // SAFETY: `c` is a valid NUL-terminated path and `times` two valid timespecs.
-    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     if rc == 0 {
         Ok(())
     } else {

@@ -11,6 +11,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -31,7 +32,10 @@ pub enum RepoError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("{0} is already a peerfs repo")]
@@ -39,7 +43,10 @@ pub enum RepoError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RepoError + '_ {
-    move |source| RepoError::Io { path: path.to_path_buf(), source }
+    move |source| RepoError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Settings kept in `config.toml`.
@@ -67,7 +74,9 @@ mod profile_name {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Profile, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -86,7 +95,9 @@ impl Repo {
         if let Some(p) = std::env::var_os("PEERFS_HOME").filter(|p| !p.is_empty()) {
             return PathBuf::from(p);
         }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/"));
         home.join(".local/share/peerfs")
     }
 
@@ -98,10 +109,12 @@ impl Repo {
         fs::create_dir_all(root).map_err(io_err(root))?;
         let lock = lock(root)?;
         let keypair = Keypair::generate_ed25519();
-        let encoded = keypair.to_protobuf_encoding().map_err(|e| RepoError::Invalid {
-            path: root.join(IDENTITY_FILE),
-            message: e.to_string(),
-        })?;
+        let encoded = keypair
+            .to_protobuf_encoding()
+            .map_err(|e| RepoError::Invalid {
+                path: root.join(IDENTITY_FILE),
+                message: e.to_string(),
+            })?;
         write_new(&root.join(IDENTITY_FILE), &encoded, 0o600)?;
         let config = Config::default();
         let text = toml::to_string_pretty(&config).map_err(|e| RepoError::Invalid {
@@ -110,7 +123,13 @@ impl Repo {
         })?;
         write_new(&root.join(CONFIG_FILE), text.as_bytes(), 0o644)?;
         let store = RocksStore::open(&root.join(DB_DIR), true)?;
-        Ok(Repo { root: root.to_path_buf(), store, keypair, config, _lock: lock })
+        Ok(Repo {
+            root: root.to_path_buf(),
+            store,
+            keypair,
+            config,
+            _lock: lock,
+        })
     }
 
     /// Opens an existing repo, taking its lock.
@@ -121,16 +140,28 @@ impl Repo {
         }
         let lock = lock(root)?;
         let key_bytes = fs::read(&key_path).map_err(io_err(&key_path))?;
-        let keypair = Keypair::from_protobuf_encoding(&key_bytes)
-            .map_err(|e| RepoError::Invalid { path: key_path.clone(), message: format!("not an identity key: {e}") })?;
+        let keypair =
+            Keypair::from_protobuf_encoding(&key_bytes).map_err(|e| RepoError::Invalid {
+                path: key_path.clone(),
+                message: format!("not an identity key: {e}"),
+            })?;
         let config_path = root.join(CONFIG_FILE);
         let config = match fs::read_to_string(&config_path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| RepoError::Invalid { path: config_path, message: e.to_string() })?,
+            Ok(text) => toml::from_str(&text).map_err(|e| RepoError::Invalid {
+                path: config_path,
+                message: e.to_string(),
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
             Err(e) => return Err(io_err(&config_path)(e)),
         };
         let store = RocksStore::open(&root.join(DB_DIR), false)?;
-        Ok(Repo { root: root.to_path_buf(), store, keypair, config, _lock: lock })
+        Ok(Repo {
+            root: root.to_path_buf(),
+            store,
+            keypair,
+            config,
+            _lock: lock,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -151,30 +182,58 @@ impl Repo {
 }
 
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), RepoError> {
-    let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(io_err(path))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io_err(path))
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(io_err(path))
 }
 
 /// Takes the repo's exclusive lock, or says which process holds it.
 fn lock(root: &Path) -> Result<File, RepoError> {
     let path = root.join(LOCK_FILE);
-    let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o644).open(&path).map_err(io_err(&path))?;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(&path)
+        .map_err(io_err(&path))?;
     // SAFETY: flock on a descriptor we own; no memory is involved.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
         if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            let mut pid = String::new();
-            let _ = f.read_to_string(&mut pid);
-            let pid = pid.trim();
             return Err(StoreError::InUse {
                 path: root.display().to_string(),
-                pid: if pid.is_empty() { "unknown".into() } else { pid.to_string() },
+                pid: holder_pid(&mut f),
             }
             .into());
         }
         return Err(io_err(&path)(err));
     }
-    f.set_len(0).and_then(|_| f.rewind()).and_then(|_| write!(f, "{}", std::process::id())).map_err(io_err(&path))?;
+    // Overwrite in place, then trim: the file is never empty while we hold the lock.
+    let pid = format!("{}\n", std::process::id());
+    f.write_all_at(pid.as_bytes(), 0)
+        .and_then(|_| f.set_len(pid.len() as u64))
+        .map_err(io_err(&path))?;
     Ok(f)
+}
+
+/// The pid written in a held lock file. A holder that has just taken the lock may not
+/// have written it yet, so an empty file is read again for a moment.
+fn holder_pid(f: &mut File) -> String {
+    for _ in 0..50 {
+        let mut pid = String::new();
+        if f.rewind().is_ok() && f.read_to_string(&mut pid).is_ok() && !pid.trim().is_empty() {
+            return pid.trim().to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    "unknown".to_string()
 }

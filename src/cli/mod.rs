@@ -19,7 +19,11 @@ use peerfs::unixfs::{list, load_node, resolve, FileReader, Node, Overrides, Prof
 use peerfs::{car, get};
 
 #[derive(Parser)]
-#[command(name = "peerfs", version, about = "A peer-to-peer filesystem of IPFS UnixFS blocks")]
+#[command(
+    name = "peerfs",
+    version,
+    about = "A peer-to-peer filesystem of IPFS UnixFS blocks"
+)]
 struct Cli {
     /// The repo to use [default: $PEERFS_HOME, else ~/.local/share/peerfs]
     #[arg(long, global = true, value_name = "DIR")]
@@ -109,7 +113,10 @@ pub fn main() -> ExitCode {
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe))
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -126,7 +133,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Cat { target } => {
             let repo = open()?;
             let (cid, node) = resolve_target(repo.store(), &target)?;
-            let Node::File(f) = node else { bail!("{target}: not a file") };
+            let Node::File(f) = node else {
+                bail!("{target}: not a file")
+            };
             let stdout = io::stdout();
             let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
             FileReader::from_node(repo.store(), cid, f).copy_to(&mut out, &mut |_| {})?;
@@ -142,7 +151,8 @@ fn run(cli: Cli) -> Result<()> {
                 _ => None,
             };
             let bar = progress::bytes(total, "get");
-            get::get(repo.store(), &cid, &out, &mut |n| bar.inc(n)).with_context(|| format!("writing {}", out.display()))?;
+            get::get(repo.store(), &cid, &out, &mut |n| bar.inc(n))
+                .with_context(|| format!("writing {}", out.display()))?;
             bar.finish_and_clear();
             Ok(())
         }
@@ -150,8 +160,12 @@ fn run(cli: Cli) -> Result<()> {
             let repo = open()?;
             let (cid, _) = resolve_target(repo.store(), &target)?;
             let sink: Box<dyn Write> = match &output {
-                Some(p) => Box::new(File::create(p).with_context(|| format!("creating {}", p.display()))?),
-                None if io::stdout().is_terminal() => bail!("refusing to write a CAR to a terminal: redirect stdout or use -o FILE"),
+                Some(p) => {
+                    Box::new(File::create(p).with_context(|| format!("creating {}", p.display()))?)
+                }
+                None if io::stdout().is_terminal() => {
+                    bail!("refusing to write a CAR to a terminal: redirect stdout or use -o FILE")
+                }
                 None => Box::new(io::stdout().lock()),
             };
             let mut out = BufWriter::with_capacity(1 << 20, sink);
@@ -168,10 +182,17 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 Box::new(File::open(&path).with_context(|| format!("opening {}", path.display()))?)
             };
-            let size = std::fs::metadata(&path).ok().filter(|m| m.is_file()).map(|m| m.len());
+            let size = std::fs::metadata(&path)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len());
             let bar = progress::bytes(size, "import");
-            let imported = car::import(repo.store(), BufReader::with_capacity(1 << 20, input), &mut |n| bar.inc(n))
-                .with_context(|| format!("importing {}", path.display()))?;
+            let imported = car::import(
+                repo.store(),
+                BufReader::with_capacity(1 << 20, input),
+                &mut |n| bar.inc(n),
+            )
+            .with_context(|| format!("importing {}", path.display()))?;
             bar.finish_and_clear();
             for root in &imported.roots {
                 if repo.store().has(root)? {
@@ -186,7 +207,10 @@ fn run(cli: Cli) -> Result<()> {
 
 /// Accepts `CID`, `CID/path`, `/ipfs/CID/path` and `ipfs://CID/path`.
 fn parse_target(target: &str) -> Result<(Cid, &str)> {
-    let t = target.strip_prefix("ipfs://").or_else(|| target.strip_prefix("/ipfs/")).unwrap_or(target);
+    let t = target
+        .strip_prefix("ipfs://")
+        .or_else(|| target.strip_prefix("/ipfs/"))
+        .unwrap_or(target);
     let (cid_str, path) = t.split_once('/').unwrap_or((t, ""));
     let cid = Cid::try_from(cid_str).map_err(|e| anyhow!("{cid_str:?} is not a CID ({e})"))?;
     Ok((cid, path))
@@ -205,7 +229,8 @@ struct AddPrinter {
 impl AddObserver for AddPrinter {
     fn added(&mut self, e: &Added<'_>) {
         if !self.quiet {
-            self.bar.suspend(|| println!("added {} {}", e.cid, e.display));
+            self.bar
+                .suspend(|| println!("added {} {}", e.cid, e.display));
         }
     }
 
@@ -214,13 +239,21 @@ impl AddObserver for AddPrinter {
     }
 
     fn skipped(&mut self, path: &Path, why: &str) {
-        self.bar.suspend(|| eprintln!("peerfs: {}: {why}", path.display()));
+        self.bar
+            .suspend(|| eprintln!("peerfs: {}: {why}", path.display()));
     }
 }
 
 fn add(args: AddArgs, repo_path: &Path) -> Result<()> {
-    let repo = if args.only_hash { None } else { Some(Repo::open(repo_path).context("opening the repo")?) };
-    let profile = args.profile.or_else(|| repo.as_ref().map(|r| r.config().import.profile)).unwrap_or_default();
+    let repo = if args.only_hash {
+        None
+    } else {
+        Some(Repo::open(repo_path).context("opening the repo")?)
+    };
+    let profile = args
+        .profile
+        .or_else(|| repo.as_ref().map(|r| r.config().import.profile))
+        .unwrap_or_default();
     let overrides = Overrides {
         cid_version: args.cid_version,
         raw_leaves: args.raw_leaves,
@@ -228,10 +261,24 @@ fn add(args: AddArgs, repo_path: &Path) -> Result<()> {
         max_links: args.max_links,
     };
     let import = profile.options().with(&overrides).map_err(|e| anyhow!(e))?;
-    let opts = AddOptions { import, recursive: args.recursive, preserve_mode: args.preserve_mode, preserve_mtime: args.preserve_mtime };
-    let total = args.paths.iter().filter_map(|p| std::fs::metadata(p).ok()).filter(|m| m.is_file()).map(|m| m.len()).sum::<u64>();
+    let opts = AddOptions {
+        import,
+        recursive: args.recursive,
+        preserve_mode: args.preserve_mode,
+        preserve_mtime: args.preserve_mtime,
+    };
+    let total = args
+        .paths
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum::<u64>();
     let bar = progress::bytes((total > 0).then_some(total), "add");
-    let mut printer = AddPrinter { quiet: args.quiet, bar: bar.clone() };
+    let mut printer = AddPrinter {
+        quiet: args.quiet,
+        bar: bar.clone(),
+    };
     for path in &args.paths {
         let root = match &repo {
             Some(repo) => {
@@ -241,7 +288,12 @@ fn add(args: AddArgs, repo_path: &Path) -> Result<()> {
                 repo.store().pin(&root.cid)?;
                 root
             }
-            None => add_path(path, &opts, &mut NullSink as &mut dyn BlockSink, &mut printer)?,
+            None => add_path(
+                path,
+                &opts,
+                &mut NullSink as &mut dyn BlockSink,
+                &mut printer,
+            )?,
         };
         if args.quiet {
             bar.suspend(|| println!("{}", root.cid));
@@ -255,7 +307,13 @@ fn ls(repo: &Repo, target: &str, long: bool) -> Result<()> {
     let blocks = repo.store();
     let (cid, node) = resolve_target(blocks, target)?;
     if !node.is_dir() {
-        print_entry(&mut io::stdout().lock(), target.as_bytes(), &cid, &node, long)?;
+        print_entry(
+            &mut io::stdout().lock(),
+            target.as_bytes(),
+            &cid,
+            &node,
+            long,
+        )?;
         return Ok(());
     }
     let stdout = io::stdout();
@@ -280,12 +338,18 @@ fn print_entry(out: &mut dyn Write, name: &[u8], cid: &Cid, node: &Node, long: b
         return Ok(());
     }
     let meta = node.meta();
-    let mtime = meta.mtime.map_or_else(|| "-".to_string(), |t| format_time(t.secs));
+    let mtime = meta
+        .mtime
+        .map_or_else(|| "-".to_string(), |t| format_time(t.secs));
     let link = match node {
         Node::Symlink { target, .. } => format!(" -> {}", String::from_utf8_lossy(target)),
         _ => String::new(),
     };
-    writeln!(out, "{} {size:>12} {mtime:>20} {name}{link}  {cid}", mode_string(node))?;
+    writeln!(
+        out,
+        "{} {size:>12} {mtime:>20} {name}{link}  {cid}",
+        mode_string(node)
+    )?;
     Ok(())
 }
 
@@ -295,7 +359,11 @@ fn mode_string(node: &Node) -> String {
         Node::Symlink { .. } => ('l', 0o777),
         _ => ('d', 0o755),
     };
-    let mode = if kind == 'l' { 0o777 } else { node.meta().mode.unwrap_or(default) };
+    let mode = if kind == 'l' {
+        0o777
+    } else {
+        node.meta().mode.unwrap_or(default)
+    };
     let mut s = String::with_capacity(10);
     s.push(kind);
     for shift in [6, 3, 0] {

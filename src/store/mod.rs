@@ -30,7 +30,10 @@ pub enum StoreError {
     #[error(transparent)]
     Block(#[from] BlockError),
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 pub trait Blocks: Send + Sync {
@@ -69,12 +72,20 @@ const BATCH_BYTES: u64 = 16 * 1024 * 1024;
 
 impl<'s> Batcher<'s> {
     pub fn new(store: &'s dyn Blocks) -> Self {
-        Batcher { store, pending: Vec::new(), bytes: 0, written: None }
+        Batcher {
+            store,
+            pending: Vec::new(),
+            bytes: 0,
+            written: None,
+        }
     }
 
     /// Also remembers every CID written (see `written`).
     pub fn recording(store: &'s dyn Blocks) -> Self {
-        Batcher { written: Some(Vec::new()), ..Batcher::new(store) }
+        Batcher {
+            written: Some(Vec::new()),
+            ..Batcher::new(store)
+        }
     }
 
     fn flush_pending(&mut self, durable: bool) -> Result<(), StoreError> {

@@ -36,13 +36,20 @@ impl RocksStore {
         opts.set_max_background_jobs(2);
         opts.set_bytes_per_sync(4 << 20);
         opts.set_keep_log_file_num(4);
-        let families = FAMILIES.iter().map(|&name| ColumnFamilyDescriptor::new(name, family_options(name)));
+        let families = FAMILIES
+            .iter()
+            .map(|&name| ColumnFamilyDescriptor::new(name, family_options(name)));
         let db = DB::open_cf_descriptors(&opts, path, families).map_err(|e| db_error(path, e))?;
-        Ok(RocksStore { db, path: path.to_path_buf() })
+        Ok(RocksStore {
+            db,
+            path: path.to_path_buf(),
+        })
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(name).expect("every column family is created at open")
+        self.db
+            .cf_handle(name)
+            .expect("every column family is created at open")
     }
 
     fn err(&self, e: rocksdb::Error) -> StoreError {
@@ -51,12 +58,17 @@ impl RocksStore {
 
     /// Records `cid` as a root that must stay (what `add` and `import` produce).
     pub fn pin(&self, cid: &Cid) -> Result<(), StoreError> {
-        self.db.put_cf(self.cf(CF_PINS), cid.to_bytes(), []).map_err(|e| self.err(e))
+        self.db
+            .put_cf(self.cf(CF_PINS), cid.to_bytes(), [])
+            .map_err(|e| self.err(e))
     }
 
     pub fn pins(&self) -> Result<Vec<Cid>, StoreError> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_PINS), rocksdb::IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_PINS), rocksdb::IteratorMode::Start)
+        {
             let (k, _) = item.map_err(|e| self.err(e))?;
             if let Ok(c) = Cid::try_from(&k[..]) {
                 out.push(c);
@@ -67,7 +79,13 @@ impl RocksStore {
 
     /// Bytes of the block column family on disk (SST and blob files), as RocksDB estimates.
     pub fn size_on_disk(&self) -> u64 {
-        let prop = |p: &str| self.db.property_int_value_cf(self.cf(CF_BLOCKS), p).ok().flatten().unwrap_or(0);
+        let prop = |p: &str| {
+            self.db
+                .property_int_value_cf(self.cf(CF_BLOCKS), p)
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        };
         prop("rocksdb.total-sst-files-size") + prop("rocksdb.total-blob-file-size")
     }
 }
@@ -92,12 +110,18 @@ fn db_error(path: &Path, e: rocksdb::Error) -> StoreError {
     if message.contains("No space left on device") {
         return StoreError::DiskFull(path.display().to_string());
     }
-    StoreError::Db { path: path.display().to_string(), message }
+    StoreError::Db {
+        path: path.display().to_string(),
+        message,
+    }
 }
 
 impl Blocks for RocksStore {
     fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
-        let v = self.db.get_pinned_cf(self.cf(CF_BLOCKS), cid.hash().to_bytes()).map_err(|e| self.err(e))?;
+        let v = self
+            .db
+            .get_pinned_cf(self.cf(CF_BLOCKS), cid.hash().to_bytes())
+            .map_err(|e| self.err(e))?;
         Ok(v.map(|v| v.to_vec()))
     }
 
@@ -107,18 +131,29 @@ impl Blocks for RocksStore {
         if !self.db.key_may_exist_cf(cf, &key) {
             return Ok(false);
         }
-        Ok(self.db.get_pinned_cf(cf, &key).map_err(|e| self.err(e))?.is_some())
+        Ok(self
+            .db
+            .get_pinned_cf(cf, &key)
+            .map_err(|e| self.err(e))?
+            .is_some())
     }
 
     fn put_many(&self, blocks: &[Block], durable: bool) -> Result<(), StoreError> {
-        let cf = self.cf(CF_BLOCKS);
-        let mut batch = WriteBatch::default();
-        for b in blocks {
-            batch.put_cf(cf, b.cid().hash().to_bytes(), b.data());
+        if !blocks.is_empty() {
+            let cf = self.cf(CF_BLOCKS);
+            let mut batch = WriteBatch::default();
+            for b in blocks {
+                batch.put_cf(cf, b.cid().hash().to_bytes(), b.data());
+            }
+            let mut wo = WriteOptions::default();
+            wo.set_sync(durable);
+            self.db.write_opt(batch, &wo).map_err(|e| self.err(e))?;
         }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(durable);
-        self.db.write_opt(batch, &wo).map_err(|e| self.err(e))
+        if durable {
+            // Also covers earlier unsynced batches, and an empty final batch.
+            self.db.flush_wal(true).map_err(|e| self.err(e))?;
+        }
+        Ok(())
     }
 
     fn delete_many(&self, cids: &[Cid]) -> Result<(), StoreError> {

@@ -54,7 +54,13 @@ pub struct FileBuilder<'o> {
 
 impl<'o> FileBuilder<'o> {
     pub fn new(opts: &'o ImportOptions, meta: Metadata) -> Self {
-        FileBuilder { opts, meta, levels: vec![Vec::new()], first: None, chunks: 0 }
+        FileBuilder {
+            opts,
+            meta,
+            levels: vec![Vec::new()],
+            first: None,
+            chunks: 0,
+        }
     }
 
     pub fn chunk_size(&self) -> usize {
@@ -87,9 +93,21 @@ impl<'o> FileBuilder<'o> {
             let mut d = UnixFsData::new(DataType::File);
             d.filesize = Some(filesize);
             d.data = Some(chunk);
-            Block::hash(self.opts.cid_version, DAG_PB, PbNode { links: Vec::new(), data: Some(d.encode()) }.encode())
+            Block::hash(
+                self.opts.cid_version,
+                DAG_PB,
+                PbNode {
+                    links: Vec::new(),
+                    data: Some(d.encode()),
+                }
+                .encode(),
+            )
         };
-        let part = Part { cid: *block.cid(), tsize: block.len(), filesize };
+        let part = Part {
+            cid: *block.cid(),
+            tsize: block.len(),
+            filesize,
+        };
         sink.put(block)?;
         Ok(part)
     }
@@ -107,13 +125,29 @@ impl<'o> FileBuilder<'o> {
         Ok(())
     }
 
-    fn reduce(&self, group: &[Part], meta: Metadata, sink: &mut dyn BlockSink) -> Result<Part, Error> {
+    fn reduce(
+        &self,
+        group: &[Part],
+        meta: Metadata,
+        sink: &mut dyn BlockSink,
+    ) -> Result<Part, Error> {
         let mut d = UnixFsData::new(DataType::File);
         d.filesize = Some(group.iter().map(|p| p.filesize).sum());
         d.blocksizes = group.iter().map(|p| p.filesize).collect();
         d.meta = meta;
-        let links = group.iter().map(|p| PbLink::new(p.cid, Vec::new(), p.tsize)).collect();
-        let block = Block::hash(self.opts.cid_version, DAG_PB, PbNode { links, data: Some(d.encode()) }.encode());
+        let links = group
+            .iter()
+            .map(|p| PbLink::new(p.cid, Vec::new(), p.tsize))
+            .collect();
+        let block = Block::hash(
+            self.opts.cid_version,
+            DAG_PB,
+            PbNode {
+                links,
+                data: Some(d.encode()),
+            }
+            .encode(),
+        );
         let part = Part {
             cid: *block.cid(),
             tsize: block.len() + group.iter().map(|p| p.tsize).sum::<u64>(),
@@ -133,7 +167,10 @@ impl<'o> FileBuilder<'o> {
             let top = level + 1 == self.levels.len();
             let group = std::mem::take(&mut self.levels[level]);
             if top && group.len() == 1 {
-                return Ok(Built { cid: group[0].cid, tsize: group[0].tsize });
+                return Ok(Built {
+                    cid: group[0].cid,
+                    tsize: group[0].tsize,
+                });
             }
             if !group.is_empty() {
                 let meta = if top { self.meta } else { Metadata::default() };
@@ -143,7 +180,10 @@ impl<'o> FileBuilder<'o> {
                 }
                 if top {
                     // This node is the root: nothing above it is pending.
-                    return Ok(Built { cid: node.cid, tsize: node.tsize });
+                    return Ok(Built {
+                        cid: node.cid,
+                        tsize: node.tsize,
+                    });
                 }
                 self.levels[level + 1].push(node);
             }
@@ -155,14 +195,28 @@ impl<'o> FileBuilder<'o> {
         let chunk = self.first.take().unwrap_or_default();
         if self.meta.is_empty() {
             let leaf = self.leaf(chunk, sink)?;
-            return Ok(Built { cid: leaf.cid, tsize: leaf.tsize });
+            return Ok(Built {
+                cid: leaf.cid,
+                tsize: leaf.tsize,
+            });
         }
         let mut d = UnixFsData::new(DataType::File);
         d.filesize = Some(chunk.len() as u64);
         d.data = Some(chunk);
         d.meta = self.meta;
-        let block = Block::hash(self.opts.cid_version, DAG_PB, PbNode { links: Vec::new(), data: Some(d.encode()) }.encode());
-        let built = Built { cid: *block.cid(), tsize: block.len() };
+        let block = Block::hash(
+            self.opts.cid_version,
+            DAG_PB,
+            PbNode {
+                links: Vec::new(),
+                data: Some(d.encode()),
+            }
+            .encode(),
+        );
+        let built = Built {
+            cid: *block.cid(),
+            tsize: block.len(),
+        };
         sink.put(block)?;
         Ok(built)
     }
@@ -178,7 +232,10 @@ pub fn build_directory(
 ) -> Result<Built, Error> {
     entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
     let estimate = match opts.shard_strategy {
-        ShardStrategy::LinksBytes => entries.iter().map(|e| e.name.len() as u64 + e.cid.encoded_len() as u64).sum(),
+        ShardStrategy::LinksBytes => entries
+            .iter()
+            .map(|e| e.name.len() as u64 + e.cid.encoded_len() as u64)
+            .sum(),
         ShardStrategy::BlockBytes => flat_node(&entries, meta).encoded_len(),
     };
     if estimate > opts.shard_threshold {
@@ -186,7 +243,10 @@ pub fn build_directory(
     }
     let children: u64 = entries.iter().map(|e| e.tsize).sum();
     let block = Block::hash(opts.cid_version, DAG_PB, flat_node(&entries, meta).encode());
-    let built = Built { cid: *block.cid(), tsize: block.len() + children };
+    let built = Built {
+        cid: *block.cid(),
+        tsize: block.len() + children,
+    };
     sink.put(block)?;
     Ok(built)
 }
@@ -194,17 +254,42 @@ pub fn build_directory(
 fn flat_node(entries: &[DirEntry], meta: Metadata) -> PbNode {
     let mut d = UnixFsData::new(DataType::Directory);
     d.meta = meta;
-    let links = entries.iter().map(|e| PbLink::new(e.cid, e.name.clone(), e.tsize)).collect();
-    PbNode { links, data: Some(d.encode()) }
+    let links = entries
+        .iter()
+        .map(|e| PbLink::new(e.cid, e.name.clone(), e.tsize))
+        .collect();
+    PbNode {
+        links,
+        data: Some(d.encode()),
+    }
 }
 
 /// A symlink node. Symlinks carry no mode (Kubo's form); an mtime if given.
-pub fn build_symlink(target: &[u8], meta: Metadata, opts: &ImportOptions, sink: &mut dyn BlockSink) -> Result<Built, Error> {
+pub fn build_symlink(
+    target: &[u8],
+    meta: Metadata,
+    opts: &ImportOptions,
+    sink: &mut dyn BlockSink,
+) -> Result<Built, Error> {
     let mut d = UnixFsData::new(DataType::Symlink);
     d.data = Some(target.to_vec());
-    d.meta = Metadata { mode: None, mtime: meta.mtime };
-    let block = Block::hash(opts.cid_version, DAG_PB, PbNode { links: Vec::new(), data: Some(d.encode()) }.encode());
-    let built = Built { cid: *block.cid(), tsize: block.len() };
+    d.meta = Metadata {
+        mode: None,
+        mtime: meta.mtime,
+    };
+    let block = Block::hash(
+        opts.cid_version,
+        DAG_PB,
+        PbNode {
+            links: Vec::new(),
+            data: Some(d.encode()),
+        }
+        .encode(),
+    );
+    let built = Built {
+        cid: *block.cid(),
+        tsize: block.len(),
+    };
     sink.put(block)?;
     Ok(built)
 }

@@ -27,7 +27,11 @@ pub struct PbLink {
 
 impl PbLink {
     pub fn new(cid: Cid, name: impl Into<Vec<u8>>, tsize: u64) -> Self {
-        PbLink { cid, name: Some(name.into()), tsize: Some(tsize) }
+        PbLink {
+            cid,
+            name: Some(name.into()),
+            tsize: Some(tsize),
+        }
     }
 
     fn body_len(&self) -> u64 {
@@ -55,7 +59,9 @@ impl PbNode {
             wire::put_key(&mut out, 2, wire::LEN);
             wire::put_varint(&mut out, link.body_len());
             cid_bytes.clear();
-            link.cid.write_bytes(&mut cid_bytes).expect("writing to a Vec cannot fail");
+            link.cid
+                .write_bytes(&mut cid_bytes)
+                .expect("writing to a Vec cannot fail");
             wire::put_bytes(&mut out, 1, &cid_bytes);
             if let Some(name) = &link.name {
                 wire::put_bytes(&mut out, 2, name);
@@ -72,7 +78,11 @@ impl PbNode {
 
     pub fn encoded_len(&self) -> u64 {
         let links: u64 = self.links.iter().map(PbLink::encoded_len).sum();
-        links + self.data.as_ref().map_or(0, |d| wire::bytes_field_len(d.len() as u64))
+        links
+            + self
+                .data
+                .as_ref()
+                .map_or(0, |d| wire::bytes_field_len(d.len() as u64))
     }
 
     pub fn decode(bytes: &[u8]) -> Result<PbNode, FormatError> {
@@ -109,7 +119,9 @@ fn decode_link(bytes: &[u8]) -> Result<PbLink, FormatError> {
             1 => {
                 Reader::expect(wire_type, wire::LEN)?;
                 let raw = r.bytes()?;
-                cid = Some(Cid::try_from(raw).map_err(|_| FormatError::DagPb("link Hash is not a CID"))?);
+                cid = Some(
+                    Cid::try_from(raw).map_err(|_| FormatError::DagPb("link Hash is not a CID"))?,
+                );
             }
             2 => {
                 Reader::expect(wire_type, wire::LEN)?;
@@ -134,7 +146,10 @@ mod tests {
     #[test]
     fn links_are_written_before_data_and_round_trip() {
         let child = cid_of(cid::Version::V1, RAW, b"x");
-        let node = PbNode { links: vec![PbLink::new(child, "a b", 1)], data: Some(vec![8, 1]) };
+        let node = PbNode {
+            links: vec![PbLink::new(child, "a b", 1)],
+            data: Some(vec![8, 1]),
+        };
         let bytes = node.encode();
         assert_eq!(bytes[0], 0x12, "field 2 (Links) comes first");
         assert_eq!(bytes.len() as u64, node.encoded_len());
@@ -145,7 +160,11 @@ mod tests {
     fn non_canonical_bytes_are_refused() {
         // Data then a link.
         let child = cid_of(cid::Version::V1, RAW, b"x");
-        let good = PbNode { links: vec![PbLink::new(child, "", 1)], data: None }.encode();
+        let good = PbNode {
+            links: vec![PbLink::new(child, "", 1)],
+            data: None,
+        }
+        .encode();
         let mut bad = vec![0x0a, 0x00];
         bad.extend_from_slice(&good);
         assert!(PbNode::decode(&bad).is_err());

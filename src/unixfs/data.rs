@@ -166,7 +166,10 @@ mod tests {
         let mut d = UnixFsData::new(DataType::File);
         d.filesize = Some(3);
         d.data = Some(b"abc".to_vec());
-        d.meta = Metadata { mode: Some(0o640), mtime: Some(Mtime { secs: -5, nanos: 7 }) };
+        d.meta = Metadata {
+            mode: Some(0o640),
+            mtime: Some(Mtime { secs: -5, nanos: 7 }),
+        };
         assert_eq!(UnixFsData::decode(&d.encode()).unwrap(), d);
     }
 

@@ -21,11 +21,12 @@ use crate::store::{BlockSink, Blocks};
 /// Bytes of hash the HAMT consumes: the first 64 bits of murmur3-x64-128.
 const HASH_BYTES: usize = 8;
 
-/// The hash that places `name` in a HAMT: the low half (h1) of murmur3-x64-128 with
-/// seed 0, little-endian, as go-unixfs reads it.
+/// The hash that places `name` in a HAMT, in the order the levels consume it: the first
+/// half (h1) of murmur3-x64-128 with seed 0, most significant byte first. (go-unixfs and
+/// the JS importer store it reversed and read it from the end: the same bits.)
 pub fn hash_name(name: &[u8]) -> [u8; HASH_BYTES] {
     let h = fastmurmur3::murmur3_x64_128(name, 0);
-    (h as u64).to_le_bytes()
+    (h as u64).to_be_bytes()
 }
 
 /// Geometry of a shard: bits of hash per level and width of the hex slot label.
@@ -73,8 +74,18 @@ pub fn build(
     opts: &ImportOptions,
     sink: &mut dyn BlockSink,
 ) -> Result<Built, Error> {
-    let mut hashed: Vec<Hashed> = entries.into_iter().map(|e| Hashed { hash: hash_name(&e.name), entry: e }).collect();
-    hashed.sort_unstable_by(|a, b| a.hash.cmp(&b.hash).then_with(|| a.entry.name.cmp(&b.entry.name)));
+    let mut hashed: Vec<Hashed> = entries
+        .into_iter()
+        .map(|e| Hashed {
+            hash: hash_name(&e.name),
+            entry: e,
+        })
+        .collect();
+    hashed.sort_unstable_by(|a, b| {
+        a.hash
+            .cmp(&b.hash)
+            .then_with(|| a.entry.name.cmp(&b.entry.name))
+    });
     build_level(&hashed, 0, meta, Geometry::of(HAMT_FANOUT), opts, sink)
 }
 
@@ -91,7 +102,9 @@ fn build_level(
     let mut children_size = 0u64;
     let mut i = 0;
     while i < entries.len() {
-        let slot = geo.slot(&entries[i].hash, level).ok_or(Error::HashCollision)?;
+        let slot = geo
+            .slot(&entries[i].hash, level)
+            .ok_or(Error::HashCollision)?;
         let mut j = i + 1;
         while j < entries.len() && geo.slot(&entries[j].hash, level) == Some(slot) {
             j += 1;
@@ -104,22 +117,38 @@ fn build_level(
             name.extend_from_slice(&e.name);
             PbLink::new(e.cid, name, e.tsize)
         } else {
-            let sub = build_level(&entries[i..j], level + 1, Metadata::default(), geo, opts, sink)?;
+            let sub = build_level(
+                &entries[i..j],
+                level + 1,
+                Metadata::default(),
+                geo,
+                opts,
+                sink,
+            )?;
             PbLink::new(sub.cid, geo.label(slot), sub.tsize)
         };
         children_size += link.tsize.unwrap_or(0);
         links.push(link);
         i = j;
     }
-    let first_used = occupied.iter().position(|&b| b != 0).unwrap_or(occupied.len());
+    let first_used = occupied
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(occupied.len());
     let mut data = UnixFsData::new(DataType::HamtShard);
     data.data = Some(occupied[first_used..].to_vec());
     data.fanout = Some(HAMT_FANOUT);
     data.hash_type = Some(HAMT_HASH_MURMUR3);
     data.meta = meta;
-    let node = PbNode { links, data: Some(data.encode()) };
+    let node = PbNode {
+        links,
+        data: Some(data.encode()),
+    };
     let block = Block::hash(opts.cid_version, DAG_PB, node.encode());
-    let built = Built { cid: *block.cid(), tsize: block.len() + children_size };
+    let built = Built {
+        cid: *block.cid(),
+        tsize: block.len() + children_size,
+    };
     sink.put(block)?;
     Ok(built)
 }
@@ -128,28 +157,48 @@ fn build_level(
 fn entry_of(link: &PbLink, geo: Geometry) -> Option<DirEntry> {
     let label = link.name.as_deref()?;
     let name = label.get(geo.label_len..)?;
-    Some(DirEntry { name: name.to_vec(), cid: link.cid, tsize: link.tsize.unwrap_or(0) })
+    Some(DirEntry {
+        name: name.to_vec(),
+        cid: link.cid,
+        tsize: link.tsize.unwrap_or(0),
+    })
 }
 
 fn check_label(link: &PbLink, geo: Geometry, cid: &Cid) -> Result<bool, Error> {
     let label = link.name.as_deref().unwrap_or_default();
-    let prefix = label.get(..geo.label_len).filter(|p| p.iter().all(u8::is_ascii_hexdigit));
+    let prefix = label
+        .get(..geo.label_len)
+        .filter(|p| p.iter().all(u8::is_ascii_hexdigit));
     if prefix.is_none() {
-        return Err(Error::Malformed { cid: *cid, source: FormatError::UnixFs("HAMT link name has no slot label") });
+        return Err(Error::Malformed {
+            cid: *cid,
+            source: FormatError::UnixFs("HAMT link name has no slot label"),
+        });
     }
     Ok(label.len() == geo.label_len)
 }
 
 /// Finds `name` by following its hash path: one block per level, never a listing.
-pub fn lookup(blocks: &dyn Blocks, root_cid: &Cid, root: &ShardNode, name: &[u8]) -> Result<Option<DirEntry>, Error> {
+pub fn lookup(
+    blocks: &dyn Blocks,
+    root_cid: &Cid,
+    root: &ShardNode,
+    name: &[u8],
+) -> Result<Option<DirEntry>, Error> {
     let hash = hash_name(name);
     let geo = Geometry::of(root.fanout);
     let mut cid = *root_cid;
     let mut shard = root.clone();
     for level in 0..geo.max_levels() {
-        let Some(slot) = geo.slot(&hash, level) else { break };
+        let Some(slot) = geo.slot(&hash, level) else {
+            break;
+        };
         let label = geo.label(slot);
-        let Some(link) = shard.links.iter().find(|l| l.name.as_deref().is_some_and(|n| n.starts_with(label.as_bytes()))) else {
+        let Some(link) = shard.links.iter().find(|l| {
+            l.name
+                .as_deref()
+                .is_some_and(|n| n.starts_with(label.as_bytes()))
+        }) else {
             return Ok(None);
         };
         if !check_label(link, geo, &cid)? {
@@ -158,30 +207,54 @@ pub fn lookup(blocks: &dyn Blocks, root_cid: &Cid, root: &ShardNode, name: &[u8]
         cid = link.cid;
         shard = match load_node(blocks, &cid)? {
             Node::Shard(s) if s.fanout == root.fanout => s,
-            _ => return Err(Error::Malformed { cid, source: FormatError::UnixFs("HAMT sub-shard is not a shard") }),
+            _ => {
+                return Err(Error::Malformed {
+                    cid,
+                    source: FormatError::UnixFs("HAMT sub-shard is not a shard"),
+                })
+            }
         };
     }
     Ok(None)
 }
 
 /// Every entry of the shard tree, in slot order.
-pub fn entries(blocks: &dyn Blocks, root_cid: &Cid, root: &ShardNode) -> Result<Vec<DirEntry>, Error> {
+pub fn entries(
+    blocks: &dyn Blocks,
+    root_cid: &Cid,
+    root: &ShardNode,
+) -> Result<Vec<DirEntry>, Error> {
     let geo = Geometry::of(root.fanout);
     let mut out = Vec::new();
     collect(blocks, root_cid, root, geo, 0, &mut out)?;
     Ok(out)
 }
 
-fn collect(blocks: &dyn Blocks, cid: &Cid, shard: &ShardNode, geo: Geometry, level: u32, out: &mut Vec<DirEntry>) -> Result<(), Error> {
+fn collect(
+    blocks: &dyn Blocks,
+    cid: &Cid,
+    shard: &ShardNode,
+    geo: Geometry,
+    level: u32,
+    out: &mut Vec<DirEntry>,
+) -> Result<(), Error> {
     if level >= geo.max_levels() {
-        return Err(Error::Malformed { cid: *cid, source: FormatError::UnixFs("HAMT deeper than its hash") });
+        return Err(Error::Malformed {
+            cid: *cid,
+            source: FormatError::UnixFs("HAMT deeper than its hash"),
+        });
     }
     for link in &shard.links {
         if check_label(link, geo, cid)? {
             match load_node(blocks, &link.cid)? {
-                Node::Shard(sub) if sub.fanout == shard.fanout => collect(blocks, &link.cid, &sub, geo, level + 1, out)?,
+                Node::Shard(sub) if sub.fanout == shard.fanout => {
+                    collect(blocks, &link.cid, &sub, geo, level + 1, out)?
+                }
                 _ => {
-                    return Err(Error::Malformed { cid: link.cid, source: FormatError::UnixFs("HAMT sub-shard is not a shard") })
+                    return Err(Error::Malformed {
+                        cid: link.cid,
+                        source: FormatError::UnixFs("HAMT sub-shard is not a shard"),
+                    })
                 }
             }
         } else if let Some(e) = entry_of(link, geo) {
@@ -199,12 +272,13 @@ mod tests {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
-    /// Vectors printed by @multiformats/murmur3 the way ipfs-unixfs-importer uses it.
+    /// From @multiformats/murmur3 as ipfs-unixfs-importer uses it (its hash bytes read
+    /// from the end, as hamt-sharding consumes them): "a" sits in slot 0x85 of a root shard.
     #[test]
     fn hash_matches_the_reference_importer() {
-        assert_eq!(hex(&hash_name(b"a")), "897859f665555585");
-        assert_eq!(hex(&hash_name(b"hello")), "029bbd41b3a7d8cb");
-        assert_eq!(hex(&hash_name(b"file-0001.txt")), "98b5fbe89909b8c6");
+        assert_eq!(hex(&hash_name(b"a")), "85555565f6597889");
+        assert_eq!(hex(&hash_name(b"hello")), "cbd8a7b341bd9b02");
+        assert_eq!(hex(&hash_name(b"file-0001.txt")), "c6b80999e8fbb598");
         assert_eq!(hex(&hash_name(b"")), "0000000000000000");
     }
 

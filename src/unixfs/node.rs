@@ -48,7 +48,12 @@ impl Node {
         match cid.codec() {
             RAW => {
                 let filesize = bytes.len() as u64;
-                Ok(Node::File(FileNode { inline: bytes, children: Vec::new(), filesize, meta: Metadata::default() }))
+                Ok(Node::File(FileNode {
+                    inline: bytes,
+                    children: Vec::new(),
+                    filesize,
+                    meta: Metadata::default(),
+                }))
             }
             DAG_PB => Node::from_pb(PbNode::decode(&bytes)?),
             other => Err(FormatError::Codec(other)),
@@ -56,7 +61,10 @@ impl Node {
     }
 
     fn from_pb(pb: PbNode) -> Result<Node, FormatError> {
-        let data = pb.data.as_deref().ok_or(FormatError::UnixFs("DAG-PB node without UnixFS Data"))?;
+        let data = pb
+            .data
+            .as_deref()
+            .ok_or(FormatError::UnixFs("DAG-PB node without UnixFS Data"))?;
         let d = UnixFsData::decode(data)?;
         let meta = d.meta;
         match d.kind {
@@ -65,7 +73,8 @@ impl Node {
                     return Err(FormatError::UnixFs("blocksizes do not match the links"));
                 }
                 let inline = d.data.unwrap_or_default();
-                let children: Vec<(Cid, u64)> = pb.links.iter().map(|l| l.cid).zip(d.blocksizes).collect();
+                let children: Vec<(Cid, u64)> =
+                    pb.links.iter().map(|l| l.cid).zip(d.blocksizes).collect();
                 let summed = children
                     .iter()
                     .try_fold(inline.len() as u64, |acc, (_, n)| acc.checked_add(*n))
@@ -75,26 +84,50 @@ impl Node {
                         return Err(FormatError::UnixFs("filesize does not match its parts"));
                     }
                 }
-                Ok(Node::File(FileNode { inline, children, filesize: summed, meta }))
+                Ok(Node::File(FileNode {
+                    inline,
+                    children,
+                    filesize: summed,
+                    meta,
+                }))
             }
-            DataType::Directory => Ok(Node::Directory(DirNode { links: pb.links, meta })),
+            DataType::Directory => Ok(Node::Directory(DirNode {
+                links: pb.links,
+                meta,
+            })),
             DataType::HamtShard => {
                 if d.hash_type != Some(HAMT_HASH_MURMUR3) {
-                    return Err(FormatError::UnixFs("HAMT hash function is not murmur3-x64-64"));
+                    return Err(FormatError::UnixFs(
+                        "HAMT hash function is not murmur3-x64-64",
+                    ));
                 }
-                let fanout = d.fanout.ok_or(FormatError::UnixFs("HAMT without a fanout"))?;
+                let fanout = d
+                    .fanout
+                    .ok_or(FormatError::UnixFs("HAMT without a fanout"))?;
                 if !fanout.is_power_of_two() || !(2..=256).contains(&fanout) {
-                    return Err(FormatError::UnixFs("HAMT fanout is not a power of two up to 256"));
+                    return Err(FormatError::UnixFs(
+                        "HAMT fanout is not a power of two up to 256",
+                    ));
                 }
-                Ok(Node::Shard(ShardNode { links: pb.links, bitfield: d.data.unwrap_or_default(), fanout, meta }))
+                Ok(Node::Shard(ShardNode {
+                    links: pb.links,
+                    bitfield: d.data.unwrap_or_default(),
+                    fanout,
+                    meta,
+                }))
             }
             DataType::Symlink => {
                 if !pb.links.is_empty() {
                     return Err(FormatError::UnixFs("symlink with links"));
                 }
-                Ok(Node::Symlink { target: d.data.unwrap_or_default(), meta })
+                Ok(Node::Symlink {
+                    target: d.data.unwrap_or_default(),
+                    meta,
+                })
             }
-            DataType::Metadata => Err(FormatError::UnixFs("UnixFS Metadata nodes are not supported")),
+            DataType::Metadata => Err(FormatError::UnixFs(
+                "UnixFS Metadata nodes are not supported",
+            )),
         }
     }
 

@@ -39,7 +39,9 @@ impl FromStr for Profile {
         match s {
             "unixfs-v1-2025" => Ok(Profile::V1_2025),
             "unixfs-v0-2015" => Ok(Profile::V0_2015),
-            _ => Err(format!("unknown profile {s:?} (known: unixfs-v1-2025, unixfs-v0-2015)")),
+            _ => Err(format!(
+                "unknown profile {s:?} (known: unixfs-v1-2025, unixfs-v0-2015)"
+            )),
         }
     }
 }

@@ -25,7 +25,9 @@ pub fn resolve(blocks: &dyn Blocks, root: &Cid, path: &str) -> Result<(Cid, Node
             other => other?,
         };
         walked = format!("{walked}/{part}");
-        let Some(entry) = next else { return Err(Error::NotFound(walked)) };
+        let Some(entry) = next else {
+            return Err(Error::NotFound(walked));
+        };
         cid = entry.cid;
         node = load_node(blocks, &cid)?;
     }
@@ -34,13 +36,22 @@ pub fn resolve(blocks: &dyn Blocks, root: &Cid, path: &str) -> Result<(Cid, Node
 
 /// Looks a name up in a directory node: a scan of a flat directory's links, or the
 /// hash path of a HAMT.
-pub fn lookup(blocks: &dyn Blocks, dir_cid: &Cid, dir: &Node, name: &[u8]) -> Result<Option<DirEntry>, Error> {
+pub fn lookup(
+    blocks: &dyn Blocks,
+    dir_cid: &Cid,
+    dir: &Node,
+    name: &[u8],
+) -> Result<Option<DirEntry>, Error> {
     match dir {
-        Node::Directory(d) => Ok(d.links.iter().find(|l| l.name.as_deref() == Some(name)).map(|l| DirEntry {
-            name: name.to_vec(),
-            cid: l.cid,
-            tsize: l.tsize.unwrap_or(0),
-        })),
+        Node::Directory(d) => Ok(d
+            .links
+            .iter()
+            .find(|l| l.name.as_deref() == Some(name))
+            .map(|l| DirEntry {
+                name: name.to_vec(),
+                cid: l.cid,
+                tsize: l.tsize.unwrap_or(0),
+            })),
         Node::Shard(s) => hamt::lookup(blocks, dir_cid, s, name),
         _ => Err(Error::NotADirectory(dir_cid.to_string())),
     }
@@ -52,7 +63,11 @@ pub fn list(blocks: &dyn Blocks, dir_cid: &Cid, dir: &Node) -> Result<Vec<DirEnt
         Node::Directory(d) => d
             .links
             .iter()
-            .map(|l| DirEntry { name: l.name.clone().unwrap_or_default(), cid: l.cid, tsize: l.tsize.unwrap_or(0) })
+            .map(|l| DirEntry {
+                name: l.name.clone().unwrap_or_default(),
+                cid: l.cid,
+                tsize: l.tsize.unwrap_or(0),
+            })
             .collect(),
         Node::Shard(s) => hamt::entries(blocks, dir_cid, s)?,
         _ => return Err(Error::NotADirectory(dir_cid.to_string())),
@@ -71,14 +86,22 @@ pub struct FileReader<'b> {
 impl<'b> FileReader<'b> {
     pub fn open(blocks: &'b dyn Blocks, cid: &Cid) -> Result<Self, Error> {
         match load_node(blocks, cid)? {
-            Node::File(root) => Ok(FileReader { blocks, root, root_cid: *cid }),
+            Node::File(root) => Ok(FileReader {
+                blocks,
+                root,
+                root_cid: *cid,
+            }),
             n if n.is_dir() => Err(Error::IsADirectory(cid.to_string())),
             _ => Err(Error::NotAFile(cid.to_string())),
         }
     }
 
     pub fn from_node(blocks: &'b dyn Blocks, cid: Cid, root: FileNode) -> Self {
-        FileReader { blocks, root, root_cid: cid }
+        FileReader {
+            blocks,
+            root,
+            root_cid: cid,
+        }
     }
 
     pub fn size(&self) -> u64 {
@@ -97,9 +120,19 @@ impl<'b> FileReader<'b> {
 
     /// Copies `buf.len()` bytes starting `offset` bytes into `node` (the caller keeps
     /// the range inside the node).
-    fn read_node(&self, node: &FileNode, cid: &Cid, offset: u64, buf: &mut [u8], depth: usize) -> Result<(), Error> {
+    fn read_node(
+        &self,
+        node: &FileNode,
+        cid: &Cid,
+        offset: u64,
+        buf: &mut [u8],
+        depth: usize,
+    ) -> Result<(), Error> {
         if depth > MAX_FILE_DEPTH {
-            return Err(Error::Malformed { cid: *cid, source: FormatError::UnixFs("file DAG too deep") });
+            return Err(Error::Malformed {
+                cid: *cid,
+                source: FormatError::UnixFs("file DAG too deep"),
+            });
         }
         let mut pos = 0u64; // start of the current piece within the node
         let mut done = 0usize;
@@ -124,28 +157,54 @@ impl<'b> FileReader<'b> {
             let child = match load_node(self.blocks, child_cid)? {
                 Node::File(f) if f.filesize == *size => f,
                 _ => {
-                    return Err(Error::Malformed { cid: *child_cid, source: FormatError::UnixFs("file part has the wrong size or type") })
+                    return Err(Error::Malformed {
+                        cid: *child_cid,
+                        source: FormatError::UnixFs("file part has the wrong size or type"),
+                    })
                 }
             };
-            self.read_node(&child, child_cid, within, &mut buf[done..done + n], depth + 1)?;
+            self.read_node(
+                &child,
+                child_cid,
+                within,
+                &mut buf[done..done + n],
+                depth + 1,
+            )?;
             done += n;
             pos += size;
         }
         if done != buf.len() {
-            return Err(Error::Malformed { cid: *cid, source: FormatError::UnixFs("file is shorter than its size") });
+            return Err(Error::Malformed {
+                cid: *cid,
+                source: FormatError::UnixFs("file is shorter than its size"),
+            });
         }
         Ok(())
     }
 
     /// Streams the whole file to `out`, visiting each block once, in order. `progress`
     /// hears the number of bytes after each block.
-    pub fn copy_to(&self, out: &mut dyn Write, progress: &mut dyn FnMut(u64)) -> Result<u64, Error> {
+    pub fn copy_to(
+        &self,
+        out: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<u64, Error> {
         self.stream(&self.root, &self.root_cid, out, progress, 0)
     }
 
-    fn stream(&self, node: &FileNode, cid: &Cid, out: &mut dyn Write, progress: &mut dyn FnMut(u64), depth: usize) -> Result<u64, Error> {
+    fn stream(
+        &self,
+        node: &FileNode,
+        cid: &Cid,
+        out: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+        depth: usize,
+    ) -> Result<u64, Error> {
         if depth > MAX_FILE_DEPTH {
-            return Err(Error::Malformed { cid: *cid, source: FormatError::UnixFs("file DAG too deep") });
+            return Err(Error::Malformed {
+                cid: *cid,
+                source: FormatError::UnixFs("file DAG too deep"),
+            });
         }
         out.write_all(&node.inline).map_err(Error::Io)?;
         let mut written = node.inline.len() as u64;
@@ -153,14 +212,166 @@ impl<'b> FileReader<'b> {
         for (child_cid, size) in &node.children {
             let child = match load_node(self.blocks, child_cid)? {
                 Node::File(f) => f,
-                _ => return Err(Error::Malformed { cid: *child_cid, source: FormatError::UnixFs("file part is not a file") }),
+                _ => {
+                    return Err(Error::Malformed {
+                        cid: *child_cid,
+                        source: FormatError::UnixFs("file part is not a file"),
+                    })
+                }
             };
             let n = self.stream(&child, child_cid, out, progress, depth + 1)?;
             if n != *size {
-                return Err(Error::Malformed { cid: *child_cid, source: FormatError::UnixFs("file part has the wrong size") });
+                return Err(Error::Malformed {
+                    cid: *child_cid,
+                    source: FormatError::UnixFs("file part has the wrong size"),
+                });
             }
             written += n;
         }
         Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::block::Block;
+    use crate::store::{MemoryBlocks, StoreError};
+    use crate::unixfs::build::{build_directory, FileBuilder};
+    use crate::unixfs::{ImportOptions, Metadata, Profile};
+
+    /// Counts block reads, to show which blocks a read touches.
+    #[derive(Default)]
+    struct Counting {
+        inner: MemoryBlocks,
+        gets: AtomicUsize,
+    }
+
+    impl Blocks for Counting {
+        fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+            self.gets.fetch_add(1, Ordering::Relaxed);
+            self.inner.get(cid)
+        }
+        fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
+            self.inner.has(cid)
+        }
+        fn put_many(&self, blocks: &[Block], durable: bool) -> Result<(), StoreError> {
+            self.inner.put_many(blocks, durable)
+        }
+        fn delete_many(&self, cids: &[Cid]) -> Result<(), StoreError> {
+            self.inner.delete_many(cids)
+        }
+    }
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    fn small_opts(raw_leaves: bool) -> ImportOptions {
+        ImportOptions {
+            chunk_size: 100,
+            max_links: 4,
+            raw_leaves,
+            ..Profile::V1_2025.options()
+        }
+    }
+
+    fn build_file(store: &Counting, content: &[u8], opts: &ImportOptions) -> Cid {
+        let mut sink = &store.inner;
+        let mut b = FileBuilder::new(opts, Metadata::default());
+        for chunk in content.chunks(100) {
+            b.push(chunk.to_vec(), &mut sink).unwrap();
+        }
+        b.finish(&mut sink).unwrap().cid
+    }
+
+    #[test]
+    fn random_reads_return_the_right_bytes_and_touch_only_their_path() {
+        for raw in [true, false] {
+            let store = Counting::default();
+            let content = data(10_000); // 100 chunks, 4 links per node: 4 levels of nodes
+            let cid = build_file(&store, &content, &small_opts(raw));
+            let reader = FileReader::open(&store, &cid).unwrap();
+            assert_eq!(reader.size(), 10_000);
+            for (off, len) in [
+                (0, 1),
+                (99, 2),
+                (5_000, 777),
+                (9_999, 10),
+                (0, 10_000),
+                (12_000, 5),
+            ] {
+                let mut buf = vec![0u8; len];
+                let n = reader.read_at(off as u64, &mut buf).unwrap();
+                let end = (off + len).min(content.len());
+                let want = if off < content.len() {
+                    &content[off..end]
+                } else {
+                    &[][..]
+                };
+                assert_eq!(&buf[..n], want, "read at {off} len {len}");
+            }
+            // One byte: the root was read at open; then one node per level down to a leaf.
+            store.gets.store(0, Ordering::Relaxed);
+            reader.read_at(4_321, &mut [0u8; 1]).unwrap();
+            assert_eq!(
+                store.gets.load(Ordering::Relaxed),
+                4,
+                "levels below the root: 3 nodes + 1 leaf"
+            );
+        }
+    }
+
+    #[test]
+    fn streaming_copy_matches_the_content() {
+        let store = Counting::default();
+        let content = data(12_345);
+        let cid = build_file(&store, &content, &small_opts(false));
+        let mut out = Vec::new();
+        FileReader::open(&store, &cid)
+            .unwrap()
+            .copy_to(&mut out, &mut |_| {})
+            .unwrap();
+        assert_eq!(out, content);
+    }
+
+    #[test]
+    fn hamt_lookup_follows_the_hash_path() {
+        let store = Counting::default();
+        let opts = ImportOptions {
+            shard_threshold: 1000,
+            ..Profile::V1_2025.options()
+        };
+        let leaf = Block::hash(cid::Version::V1, crate::block::RAW, b"x".to_vec());
+        let entries: Vec<DirEntry> = (0..3000)
+            .map(|i| DirEntry {
+                name: format!("name-{i}").into_bytes(),
+                cid: *leaf.cid(),
+                tsize: 1,
+            })
+            .collect();
+        let mut sink = &store.inner;
+        let root = build_directory(entries, Metadata::default(), &opts, &mut sink)
+            .unwrap()
+            .cid;
+        let node = load_node(&store, &root).unwrap();
+        assert!(matches!(node, Node::Shard(_)));
+        for i in [0, 1, 1234, 2999] {
+            store.gets.store(0, Ordering::Relaxed);
+            let found = lookup(&store, &root, &node, format!("name-{i}").as_bytes()).unwrap();
+            assert_eq!(
+                found.map(|e| e.name),
+                Some(format!("name-{i}").into_bytes())
+            );
+            assert!(
+                store.gets.load(Ordering::Relaxed) <= 3,
+                "a lookup reads one block per level"
+            );
+        }
+        assert_eq!(lookup(&store, &root, &node, b"absent").unwrap(), None);
+        let all = list(&store, &root, &node).unwrap();
+        assert_eq!(all.len(), 3000);
     }
 }

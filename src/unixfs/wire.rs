@@ -76,7 +76,8 @@ impl<'a> Reader<'a> {
     /// The next field key as (field number, wire type).
     pub fn key(&mut self) -> Result<(u32, u8), FormatError> {
         let k = self.varint()?;
-        let field = u32::try_from(k >> 3).map_err(|_| FormatError::Protobuf("field number too large"))?;
+        let field =
+            u32::try_from(k >> 3).map_err(|_| FormatError::Protobuf("field number too large"))?;
         if field == 0 {
             return Err(FormatError::Protobuf("field number 0"));
         }

@@ -1,0 +1,169 @@
+//! Helpers for the integration tests: a repo in a temp dir, the `peerfs` binary, the
+//! reference importer as an oracle, and deterministic test data.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use tempfile::TempDir;
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_peerfs")
+}
+
+/// A fresh repo in a temp dir, removed on drop.
+pub struct TestRepo {
+    pub dir: TempDir,
+}
+
+impl TestRepo {
+    pub fn new() -> TestRepo {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = TestRepo { dir };
+        repo.ok(&["init"]);
+        repo
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--repo").arg(self.path()).args(args);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run peerfs")
+    }
+
+    /// Runs and insists on success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "peerfs {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Runs and insists on failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "peerfs {args:?} should have failed, printed {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+/// CIDs as `peerfs add -q -n` computes them (no repo needed).
+pub fn peerfs_cid(path: &Path, args: &[&str]) -> String {
+    let out = Command::new(bin())
+        .args(["add", "-r", "-q", "-n"])
+        .args(args)
+        .arg(path)
+        .output()
+        .expect("run peerfs");
+    assert!(
+        out.status.success(),
+        "peerfs add failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
+}
+
+fn oracle_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracle")
+}
+
+/// Runs the reference JS stack. The oracle is a requirement, not an option: a missing
+/// install fails the test with the command that fixes it.
+pub fn oracle(args: &[&str]) -> String {
+    let dir = oracle_dir();
+    assert!(
+        dir.join("node_modules/ipfs-unixfs-importer").is_dir(),
+        "the interop oracle is not installed: run `npm ci --prefix {}`",
+        dir.display()
+    );
+    let out = Command::new("node")
+        .arg(dir.join("oracle.mjs"))
+        .args(args)
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "oracle {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
+}
+
+/// (root CID, UnixFS type of the root) as the reference importer makes them.
+pub fn oracle_add(path: &Path, options_json: &str) -> (String, String) {
+    let line = oracle(&["add", path.to_str().expect("utf-8 path"), options_json]);
+    let (cid, kind) = line.split_once(' ').expect("cid and type");
+    (cid.to_string(), kind.to_string())
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), so failures reproduce.
+pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn write(path: &Path, data: &[u8]) {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).expect("mkdir");
+    }
+    fs::write(path, data).expect("write");
+}
+
+pub fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// Sets an mtime (seconds, nanoseconds) without following symlinks.
+pub fn set_mtime(path: &Path, secs: i64, nanos: u32) {
+    peerfs::get::set_mtime(path, secs, nanos).expect("set mtime");
+}
+
+/// `diff -r` of two trees (symlinks compared as links); panics with the difference.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let out = Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(a)
+        .arg(b)
+        .output()
+        .expect("run diff");
+    assert!(
+        out.status.success(),
+        "trees differ:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
