@@ -29,7 +29,7 @@ pub enum AddError {
     #[error("{path}: {source}")]
     Format {
         path: PathBuf,
-        source: unixfs::Error,
+        source: Box<unixfs::Error>,
     },
 }
 
@@ -81,6 +81,13 @@ fn display_name(path: &Path) -> String {
     }
 }
 
+fn format_at(path: &Path) -> impl FnOnce(unixfs::Error) -> AddError + '_ {
+    move |source| AddError::Format {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    }
+}
+
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> AddError + '_ {
     move |source| AddError::Io {
         path: path.to_path_buf(),
@@ -103,10 +110,6 @@ impl Adder<'_> {
         display: &str,
     ) -> Result<Option<Built>, AddError> {
         let ft = meta.file_type();
-        let fmt = |source| AddError::Format {
-            path: path.to_path_buf(),
-            source,
-        };
         let built = if ft.is_dir() {
             self.directory(path, meta, display)?
         } else if ft.is_file() {
@@ -119,7 +122,7 @@ impl Adder<'_> {
                 &self.opts.import,
                 self.sink,
             )
-            .map_err(fmt)?
+            .map_err(format_at(path))?
         } else {
             let why =
                 if ft.is_socket() || ft.is_fifo() || ft.is_block_device() || ft.is_char_device() {
@@ -154,10 +157,6 @@ impl Adder<'_> {
     fn file(&mut self, path: &Path, meta: &FsMetadata) -> Result<Built, AddError> {
         let mut f = File::open(path).map_err(io_at(path))?;
         let mut builder = FileBuilder::new(&self.opts.import, self.metadata(meta));
-        let fmt = |source| AddError::Format {
-            path: path.to_path_buf(),
-            source,
-        };
         loop {
             let chunk = read_chunk(&mut f, builder.chunk_size()).map_err(io_at(path))?;
             if chunk.is_empty() {
@@ -165,12 +164,12 @@ impl Adder<'_> {
             }
             self.obs.bytes(chunk.len() as u64);
             let full = chunk.len() == builder.chunk_size();
-            builder.push(chunk, self.sink).map_err(fmt)?;
+            builder.push(chunk, self.sink).map_err(format_at(path))?;
             if !full {
                 break;
             }
         }
-        builder.finish(self.sink).map_err(fmt)
+        builder.finish(self.sink).map_err(format_at(path))
     }
 
     fn directory(
@@ -198,12 +197,8 @@ impl Adder<'_> {
                 });
             }
         }
-        build_directory(entries, self.metadata(meta), &self.opts.import, self.sink).map_err(
-            |source| AddError::Format {
-                path: path.to_path_buf(),
-                source,
-            },
-        )
+        build_directory(entries, self.metadata(meta), &self.opts.import, self.sink)
+            .map_err(format_at(path))
     }
 }
 

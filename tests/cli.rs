@@ -208,7 +208,7 @@ fn a_car_with_a_lying_block_is_refused_naming_it_and_nothing_is_kept() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     // The blocks before the bad one, a whole write batch of them, were rolled back.
     for cid in [&root, &big] {
-        let e = repo.fails(&["cat", &format!("{cid}")]);
+        let e = repo.fails(&["cat", cid]);
         assert!(
             e.contains("is not in the store"),
             "{cid} should be gone: {e}"

@@ -2,7 +2,7 @@
 //! the profile's rule), symlinks. Every block goes to a `BlockSink` as soon as it is
 //! final, so memory stays at a few chunks plus one pending node per tree level.
 
-use cid::Cid;
+use cid::{Cid, Version};
 
 use super::dagpb::{PbLink, PbNode};
 use super::data::{DataType, Metadata, UnixFsData};
@@ -27,6 +27,32 @@ pub struct DirEntry {
     pub tsize: u64,
 }
 
+/// Encodes a DAG-PB node, names it, and hands it to `sink`. Its Tsize is its own size
+/// plus its links' Tsizes, as the reference importers count it.
+pub(crate) fn emit_node(
+    version: Version,
+    links: Vec<PbLink>,
+    data: &UnixFsData,
+    sink: &mut dyn BlockSink,
+) -> Result<Built, Error> {
+    let children: u64 = links.iter().filter_map(|l| l.tsize).sum();
+    let block = Block::hash(
+        version,
+        DAG_PB,
+        PbNode {
+            links,
+            data: Some(data.encode()),
+        }
+        .encode(),
+    );
+    let built = Built {
+        cid: *block.cid(),
+        tsize: block.len() + children,
+    };
+    sink.put(block)?;
+    Ok(built)
+}
+
 /// A node of a file DAG under construction.
 #[derive(Clone, Copy)]
 struct Part {
@@ -42,6 +68,7 @@ struct Part {
 /// of a level become one node of the level above; at the end partial groups are closed
 /// from the bottom up. A file of one chunk is that chunk's block, unless it has
 /// metadata, in which case it is a DAG-PB file node with the data inline (Kubo's form).
+/// Metadata goes on the root only.
 pub struct FileBuilder<'o> {
     opts: &'o ImportOptions,
     meta: Metadata,
@@ -87,22 +114,20 @@ impl<'o> FileBuilder<'o> {
 
     fn leaf(&self, chunk: Vec<u8>, sink: &mut dyn BlockSink) -> Result<Part, Error> {
         let filesize = chunk.len() as u64;
-        let block = if self.opts.raw_leaves {
-            Block::hash(cid::Version::V1, RAW, chunk)
-        } else {
-            let mut d = UnixFsData::new(DataType::File);
-            d.filesize = Some(filesize);
-            d.data = Some(chunk);
-            Block::hash(
+        if !self.opts.raw_leaves {
+            let built = emit_node(
                 self.opts.cid_version,
-                DAG_PB,
-                PbNode {
-                    links: Vec::new(),
-                    data: Some(d.encode()),
-                }
-                .encode(),
-            )
-        };
+                Vec::new(),
+                &file_data(chunk, Metadata::default()),
+                sink,
+            )?;
+            return Ok(Part {
+                cid: built.cid,
+                tsize: built.tsize,
+                filesize,
+            });
+        }
+        let block = Block::hash(Version::V1, RAW, chunk);
         let part = Part {
             cid: *block.cid(),
             tsize: block.len(),
@@ -131,30 +156,21 @@ impl<'o> FileBuilder<'o> {
         meta: Metadata,
         sink: &mut dyn BlockSink,
     ) -> Result<Part, Error> {
+        let filesize = group.iter().map(|p| p.filesize).sum();
         let mut d = UnixFsData::new(DataType::File);
-        d.filesize = Some(group.iter().map(|p| p.filesize).sum());
+        d.filesize = Some(filesize);
         d.blocksizes = group.iter().map(|p| p.filesize).collect();
         d.meta = meta;
         let links = group
             .iter()
             .map(|p| PbLink::new(p.cid, Vec::new(), p.tsize))
             .collect();
-        let block = Block::hash(
-            self.opts.cid_version,
-            DAG_PB,
-            PbNode {
-                links,
-                data: Some(d.encode()),
-            }
-            .encode(),
-        );
-        let part = Part {
-            cid: *block.cid(),
-            tsize: block.len() + group.iter().map(|p| p.tsize).sum::<u64>(),
-            filesize: d.filesize.unwrap_or(0),
-        };
-        sink.put(block)?;
-        Ok(part)
+        let built = emit_node(self.opts.cid_version, links, &d, sink)?;
+        Ok(Part {
+            cid: built.cid,
+            tsize: built.tsize,
+            filesize,
+        })
     }
 
     /// Closes the DAG and returns its root.
@@ -175,11 +191,7 @@ impl<'o> FileBuilder<'o> {
             if !group.is_empty() {
                 let meta = if top { self.meta } else { Metadata::default() };
                 let node = self.reduce(&group, meta, sink)?;
-                if self.levels.len() == level + 1 {
-                    self.levels.push(Vec::new());
-                }
                 if top {
-                    // This node is the root: nothing above it is pending.
                     return Ok(Built {
                         cid: node.cid,
                         tsize: node.tsize,
@@ -200,26 +212,22 @@ impl<'o> FileBuilder<'o> {
                 tsize: leaf.tsize,
             });
         }
-        let mut d = UnixFsData::new(DataType::File);
-        d.filesize = Some(chunk.len() as u64);
-        d.data = Some(chunk);
-        d.meta = self.meta;
-        let block = Block::hash(
+        emit_node(
             self.opts.cid_version,
-            DAG_PB,
-            PbNode {
-                links: Vec::new(),
-                data: Some(d.encode()),
-            }
-            .encode(),
-        );
-        let built = Built {
-            cid: *block.cid(),
-            tsize: block.len(),
-        };
-        sink.put(block)?;
-        Ok(built)
+            Vec::new(),
+            &file_data(chunk, self.meta),
+            sink,
+        )
     }
+}
+
+/// A file node holding `chunk` inline.
+fn file_data(chunk: Vec<u8>, meta: Metadata) -> UnixFsData {
+    let mut d = UnixFsData::new(DataType::File);
+    d.filesize = Some(chunk.len() as u64);
+    d.data = Some(chunk);
+    d.meta = meta;
+    d
 }
 
 /// Builds a directory: a flat node, or a HAMT when the profile's size estimate of the
@@ -231,37 +239,23 @@ pub fn build_directory(
     sink: &mut dyn BlockSink,
 ) -> Result<Built, Error> {
     entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    let links: Vec<PbLink> = entries
+        .iter()
+        .map(|e| PbLink::new(e.cid, e.name.clone(), e.tsize))
+        .collect();
+    let mut data = UnixFsData::new(DataType::Directory);
+    data.meta = meta;
     let estimate = match opts.shard_strategy {
         ShardStrategy::LinksBytes => entries
             .iter()
             .map(|e| e.name.len() as u64 + e.cid.encoded_len() as u64)
             .sum(),
-        ShardStrategy::BlockBytes => flat_node(&entries, meta).encoded_len(),
+        ShardStrategy::BlockBytes => PbNode::encoded_len_of(&links, &data.encode()),
     };
     if estimate > opts.shard_threshold {
         return hamt::build(entries, meta, opts, sink);
     }
-    let children: u64 = entries.iter().map(|e| e.tsize).sum();
-    let block = Block::hash(opts.cid_version, DAG_PB, flat_node(&entries, meta).encode());
-    let built = Built {
-        cid: *block.cid(),
-        tsize: block.len() + children,
-    };
-    sink.put(block)?;
-    Ok(built)
-}
-
-fn flat_node(entries: &[DirEntry], meta: Metadata) -> PbNode {
-    let mut d = UnixFsData::new(DataType::Directory);
-    d.meta = meta;
-    let links = entries
-        .iter()
-        .map(|e| PbLink::new(e.cid, e.name.clone(), e.tsize))
-        .collect();
-    PbNode {
-        links,
-        data: Some(d.encode()),
-    }
+    emit_node(opts.cid_version, links, &data, sink)
 }
 
 /// A symlink node. Symlinks carry no mode (Kubo's form); an mtime if given.
@@ -277,19 +271,5 @@ pub fn build_symlink(
         mode: None,
         mtime: meta.mtime,
     };
-    let block = Block::hash(
-        opts.cid_version,
-        DAG_PB,
-        PbNode {
-            links: Vec::new(),
-            data: Some(d.encode()),
-        }
-        .encode(),
-    );
-    let built = Built {
-        cid: *block.cid(),
-        tsize: block.len(),
-    };
-    sink.put(block)?;
-    Ok(built)
+    emit_node(opts.cid_version, Vec::new(), &d, sink)
 }

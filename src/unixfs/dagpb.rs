@@ -85,6 +85,12 @@ impl PbNode {
                 .map_or(0, |d| wire::bytes_field_len(d.len() as u64))
     }
 
+    /// Encoded size of a node with these links and this Data, without building it.
+    pub fn encoded_len_of(links: &[PbLink], data: &[u8]) -> u64 {
+        links.iter().map(PbLink::encoded_len).sum::<u64>()
+            + wire::bytes_field_len(data.len() as u64)
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<PbNode, FormatError> {
         let mut r = Reader::new(bytes);
         let mut node = PbNode::default();

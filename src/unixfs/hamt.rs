@@ -9,13 +9,12 @@
 
 use cid::Cid;
 
-use super::build::{Built, DirEntry};
-use super::dagpb::{PbLink, PbNode};
+use super::build::{emit_node, Built, DirEntry};
+use super::dagpb::PbLink;
 use super::data::{DataType, Metadata, UnixFsData};
 use super::node::{Node, ShardNode};
 use super::profile::{ImportOptions, HAMT_FANOUT, HAMT_HASH_MURMUR3};
 use super::{load_node, Error, FormatError};
-use crate::block::{Block, DAG_PB};
 use crate::store::{BlockSink, Blocks};
 
 /// Bytes of hash the HAMT consumes: the first 64 bits of murmur3-x64-128.
@@ -99,7 +98,6 @@ fn build_level(
 ) -> Result<Built, Error> {
     let mut links = Vec::new();
     let mut occupied = vec![0u8; (HAMT_FANOUT as usize).div_ceil(8)];
-    let mut children_size = 0u64;
     let mut i = 0;
     while i < entries.len() {
         let slot = geo
@@ -127,7 +125,6 @@ fn build_level(
             )?;
             PbLink::new(sub.cid, geo.label(slot), sub.tsize)
         };
-        children_size += link.tsize.unwrap_or(0);
         links.push(link);
         i = j;
     }
@@ -140,17 +137,7 @@ fn build_level(
     data.fanout = Some(HAMT_FANOUT);
     data.hash_type = Some(HAMT_HASH_MURMUR3);
     data.meta = meta;
-    let node = PbNode {
-        links,
-        data: Some(data.encode()),
-    };
-    let block = Block::hash(opts.cid_version, DAG_PB, node.encode());
-    let built = Built {
-        cid: *block.cid(),
-        tsize: block.len() + children_size,
-    };
-    sink.put(block)?;
-    Ok(built)
+    emit_node(opts.cid_version, links, &data, sink)
 }
 
 /// A directory entry found in a shard: its name without the slot label.
