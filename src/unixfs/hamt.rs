@@ -1,11 +1,14 @@
 //! HAMT-sharded directories (UnixFS HAMTShard), exact to what Kubo and the JS importer
-//! write: murmur3-x64-64 of the name, fanout 256 (one hash byte per level), link names
+//! write: murmur3-x64-64 of the name, fanout 256 (one byte of hash per level), link names
 //! = two upper-case hex digits of the slot followed by the entry name (the digits alone
 //! for a sub-shard), bitfield big-endian without leading zero bytes, metadata only on
 //! the root shard.
 //!
 //! The shape is canonical: a slot holds a sub-shard exactly when two or more names share
-//! its hash prefix, so building from scratch and editing in place give the same CID.
+//! its hash prefix. So `insert` and `remove`, which read and rewrite only the nodes on
+//! one name's hash path, give the same CID as building the new set from scratch.
+
+use std::collections::BTreeMap;
 
 use cid::Cid;
 
@@ -20,10 +23,12 @@ use crate::store::{BlockSink, Blocks};
 /// Bytes of hash the HAMT consumes: the first 64 bits of murmur3-x64-128.
 const HASH_BYTES: usize = 8;
 
+type Hash = [u8; HASH_BYTES];
+
 /// The hash that places `name` in a HAMT, in the order the levels consume it: the first
 /// half (h1) of murmur3-x64-128 with seed 0, most significant byte first. (go-unixfs and
 /// the JS importer store it reversed and read it from the end: the same bits.)
-pub fn hash_name(name: &[u8]) -> [u8; HASH_BYTES] {
+pub fn hash_name(name: &[u8]) -> Hash {
     let h = fastmurmur3::murmur3_x64_128(name, 0);
     (h as u64).to_be_bytes()
 }
@@ -42,18 +47,23 @@ impl Geometry {
         Geometry { bits, label_len }
     }
 
+    fn fanout(self) -> u64 {
+        1 << self.bits
+    }
+
     fn max_levels(self) -> u32 {
         (HASH_BYTES as u32 * 8) / self.bits
     }
 
-    /// The slot of a hash at `level`: the level's bits, most significant first.
-    fn slot(self, hash: &[u8; HASH_BYTES], level: u32) -> Option<usize> {
+    /// The slot of a hash at `level`: the level's bits, most significant first. `None`
+    /// once the hash is used up (two names with equal 64-bit hashes).
+    fn slot(self, hash: &Hash, level: u32) -> Result<usize, Error> {
         let start = level * self.bits;
         if start + self.bits > (HASH_BYTES as u32) * 8 {
-            return None;
+            return Err(Error::HashCollision);
         }
         let v = u64::from_be_bytes(*hash);
-        Some(((v << start) >> (64 - self.bits)) as usize)
+        Ok(((v << start) >> (64 - self.bits)) as usize)
     }
 
     fn label(self, slot: usize) -> String {
@@ -61,9 +71,87 @@ impl Geometry {
     }
 }
 
-struct Hashed {
-    hash: [u8; HASH_BYTES],
-    entry: DirEntry,
+/// What one slot of a shard holds.
+#[derive(Clone)]
+enum Child {
+    Entry(DirEntry),
+    Shard(Built),
+}
+
+/// A shard node's slots, in slot order.
+type Slots = BTreeMap<usize, Child>;
+
+fn malformed(cid: &Cid, what: &'static str) -> Error {
+    Error::Malformed {
+        cid: *cid,
+        source: FormatError::UnixFs(what),
+    }
+}
+
+/// Reads a shard node's links into slots, checking each label.
+fn slots_of(cid: &Cid, shard: &ShardNode, geo: Geometry) -> Result<Slots, Error> {
+    let mut slots = Slots::new();
+    for link in &shard.links {
+        let label = link.name.as_deref().unwrap_or_default();
+        let prefix = label
+            .get(..geo.label_len)
+            .and_then(|p| std::str::from_utf8(p).ok());
+        let slot = prefix
+            .and_then(|p| usize::from_str_radix(p, 16).ok())
+            .filter(|&s| (s as u64) < geo.fanout())
+            .ok_or_else(|| malformed(cid, "HAMT link name has no slot label"))?;
+        let tsize = link.tsize.unwrap_or(0);
+        let child = if label.len() == geo.label_len {
+            Child::Shard(Built {
+                cid: link.cid,
+                tsize,
+            })
+        } else {
+            Child::Entry(DirEntry {
+                name: label[geo.label_len..].to_vec(),
+                cid: link.cid,
+                tsize,
+            })
+        };
+        if slots.insert(slot, child).is_some() {
+            return Err(malformed(cid, "two HAMT links in one slot"));
+        }
+    }
+    Ok(slots)
+}
+
+/// Writes one shard node for `slots`.
+fn emit_shard(
+    slots: &Slots,
+    meta: Metadata,
+    geo: Geometry,
+    opts: &ImportOptions,
+    sink: &mut dyn BlockSink,
+) -> Result<Built, Error> {
+    let mut occupied = vec![0u8; (geo.fanout() as usize).div_ceil(8)];
+    let last = occupied.len() - 1;
+    let mut links = Vec::with_capacity(slots.len());
+    for (&slot, child) in slots {
+        occupied[last - slot / 8] |= 1 << (slot % 8);
+        links.push(match child {
+            Child::Entry(e) => {
+                let mut name = geo.label(slot).into_bytes();
+                name.extend_from_slice(&e.name);
+                PbLink::new(e.cid, name, e.tsize)
+            }
+            Child::Shard(b) => PbLink::new(b.cid, geo.label(slot), b.tsize),
+        });
+    }
+    let first_used = occupied
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(occupied.len());
+    let mut data = UnixFsData::new(DataType::HamtShard);
+    data.data = Some(occupied[first_used..].to_vec());
+    data.fanout = Some(geo.fanout());
+    data.hash_type = Some(HAMT_HASH_MURMUR3);
+    data.meta = meta;
+    emit_node(opts.cid_version, links, &data, sink)
 }
 
 /// Builds the shard tree for `entries` (unique names), writing every node to `sink`.
@@ -73,96 +161,202 @@ pub fn build(
     opts: &ImportOptions,
     sink: &mut dyn BlockSink,
 ) -> Result<Built, Error> {
-    let mut hashed: Vec<Hashed> = entries
+    let mut hashed: Vec<(Hash, DirEntry)> = entries
         .into_iter()
-        .map(|e| Hashed {
-            hash: hash_name(&e.name),
-            entry: e,
-        })
+        .map(|e| (hash_name(&e.name), e))
         .collect();
-    hashed.sort_unstable_by(|a, b| {
-        a.hash
-            .cmp(&b.hash)
-            .then_with(|| a.entry.name.cmp(&b.entry.name))
-    });
+    hashed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
     build_level(&hashed, 0, meta, Geometry::of(HAMT_FANOUT), opts, sink)
 }
 
 fn build_level(
-    entries: &[Hashed],
+    entries: &[(Hash, DirEntry)],
     level: u32,
     meta: Metadata,
     geo: Geometry,
     opts: &ImportOptions,
     sink: &mut dyn BlockSink,
 ) -> Result<Built, Error> {
-    let mut links = Vec::new();
-    let mut occupied = vec![0u8; (HAMT_FANOUT as usize).div_ceil(8)];
+    let mut slots = Slots::new();
     let mut i = 0;
     while i < entries.len() {
-        let slot = geo
-            .slot(&entries[i].hash, level)
-            .ok_or(Error::HashCollision)?;
+        let slot = geo.slot(&entries[i].0, level)?;
         let mut j = i + 1;
-        while j < entries.len() && geo.slot(&entries[j].hash, level) == Some(slot) {
+        while j < entries.len() && geo.slot(&entries[j].0, level)? == slot {
             j += 1;
         }
-        let last = occupied.len() - 1;
-        occupied[last - slot / 8] |= 1 << (slot % 8);
-        let link = if j - i == 1 {
-            let e = &entries[i].entry;
-            let mut name = geo.label(slot).into_bytes();
-            name.extend_from_slice(&e.name);
-            PbLink::new(e.cid, name, e.tsize)
+        let child = if j - i == 1 {
+            Child::Entry(entries[i].1.clone())
         } else {
-            let sub = build_level(
+            Child::Shard(build_level(
                 &entries[i..j],
                 level + 1,
                 Metadata::default(),
                 geo,
                 opts,
                 sink,
-            )?;
-            PbLink::new(sub.cid, geo.label(slot), sub.tsize)
+            )?)
         };
-        links.push(link);
+        slots.insert(slot, child);
         i = j;
     }
-    let first_used = occupied
-        .iter()
-        .position(|&b| b != 0)
-        .unwrap_or(occupied.len());
-    let mut data = UnixFsData::new(DataType::HamtShard);
-    data.data = Some(occupied[first_used..].to_vec());
-    data.fanout = Some(HAMT_FANOUT);
-    data.hash_type = Some(HAMT_HASH_MURMUR3);
-    data.meta = meta;
-    emit_node(opts.cid_version, links, &data, sink)
+    emit_shard(&slots, meta, geo, opts, sink)
 }
 
-/// A directory entry found in a shard: its name without the slot label.
-fn entry_of(link: &PbLink, geo: Geometry) -> Option<DirEntry> {
-    let label = link.name.as_deref()?;
-    let name = label.get(geo.label_len..)?;
-    Some(DirEntry {
-        name: name.to_vec(),
-        cid: link.cid,
-        tsize: link.tsize.unwrap_or(0),
-    })
-}
-
-fn check_label(link: &PbLink, geo: Geometry, cid: &Cid) -> Result<bool, Error> {
-    let label = link.name.as_deref().unwrap_or_default();
-    let prefix = label
-        .get(..geo.label_len)
-        .filter(|p| p.iter().all(u8::is_ascii_hexdigit));
-    if prefix.is_none() {
-        return Err(Error::Malformed {
-            cid: *cid,
-            source: FormatError::UnixFs("HAMT link name has no slot label"),
-        });
+fn load_shard(blocks: &dyn Blocks, cid: &Cid, fanout: u64) -> Result<ShardNode, Error> {
+    match load_node(blocks, cid)? {
+        Node::Shard(s) if s.fanout == fanout => Ok(s),
+        _ => Err(malformed(
+            cid,
+            "HAMT sub-shard is not a shard of the same fanout",
+        )),
     }
-    Ok(label.len() == geo.label_len)
+}
+
+/// Adds or replaces `entry`, reading and rewriting only the shards on its hash path.
+pub fn insert(
+    blocks: &dyn Blocks,
+    root_cid: &Cid,
+    root: &ShardNode,
+    entry: DirEntry,
+    opts: &ImportOptions,
+    sink: &mut dyn BlockSink,
+) -> Result<Built, Error> {
+    let geo = Geometry::of(root.fanout);
+    let hash = hash_name(&entry.name);
+    let mut ctx = Edit {
+        blocks,
+        geo,
+        opts,
+        sink,
+    };
+    ctx.insert_at(root_cid, root, (hash, entry), 0, root.meta)
+}
+
+/// Removes `name`; `None` when it is not there. Sub-shards left holding a single entry
+/// fold back into their parent, keeping the shape canonical.
+pub fn remove(
+    blocks: &dyn Blocks,
+    root_cid: &Cid,
+    root: &ShardNode,
+    name: &[u8],
+    opts: &ImportOptions,
+    sink: &mut dyn BlockSink,
+) -> Result<Option<Built>, Error> {
+    let geo = Geometry::of(root.fanout);
+    let mut ctx = Edit {
+        blocks,
+        geo,
+        opts,
+        sink,
+    };
+    match ctx.remove_at(root_cid, root, &hash_name(name), name, 0, root.meta)? {
+        Removed::NotFound => Ok(None),
+        Removed::Shard(b) => Ok(Some(b)),
+        Removed::Single(_) => unreachable!("the root shard never folds"),
+    }
+}
+
+struct Edit<'a> {
+    blocks: &'a dyn Blocks,
+    geo: Geometry,
+    opts: &'a ImportOptions,
+    sink: &'a mut dyn BlockSink,
+}
+
+enum Removed {
+    NotFound,
+    /// The shard after the removal.
+    Shard(Built),
+    /// A sub-shard left with one entry: the parent takes the entry instead.
+    Single(DirEntry),
+}
+
+impl Edit<'_> {
+    fn insert_at(
+        &mut self,
+        cid: &Cid,
+        shard: &ShardNode,
+        new: (Hash, DirEntry),
+        level: u32,
+        meta: Metadata,
+    ) -> Result<Built, Error> {
+        let mut slots = slots_of(cid, shard, self.geo)?;
+        let slot = self.geo.slot(&new.0, level)?;
+        let child = match slots.remove(&slot) {
+            None => Child::Entry(new.1),
+            Some(Child::Entry(old)) if old.name == new.1.name => Child::Entry(new.1),
+            Some(Child::Entry(old)) => {
+                let mut pair = [(hash_name(&old.name), old), new];
+                pair.sort_unstable_by_key(|p| p.0);
+                Child::Shard(build_level(
+                    &pair,
+                    level + 1,
+                    Metadata::default(),
+                    self.geo,
+                    self.opts,
+                    self.sink,
+                )?)
+            }
+            Some(Child::Shard(sub)) => {
+                let node = load_shard(self.blocks, &sub.cid, self.geo.fanout())?;
+                Child::Shard(self.insert_at(
+                    &sub.cid,
+                    &node,
+                    new,
+                    level + 1,
+                    Metadata::default(),
+                )?)
+            }
+        };
+        slots.insert(slot, child);
+        emit_shard(&slots, meta, self.geo, self.opts, self.sink)
+    }
+
+    fn remove_at(
+        &mut self,
+        cid: &Cid,
+        shard: &ShardNode,
+        hash: &Hash,
+        name: &[u8],
+        level: u32,
+        meta: Metadata,
+    ) -> Result<Removed, Error> {
+        let mut slots = slots_of(cid, shard, self.geo)?;
+        let slot = self.geo.slot(hash, level)?;
+        match slots.get(&slot) {
+            None => return Ok(Removed::NotFound),
+            Some(Child::Entry(e)) if e.name != name => return Ok(Removed::NotFound),
+            Some(Child::Entry(_)) => {
+                slots.remove(&slot);
+            }
+            Some(Child::Shard(sub)) => {
+                let sub_cid = sub.cid;
+                let node = load_shard(self.blocks, &sub_cid, self.geo.fanout())?;
+                let child = match self.remove_at(
+                    &sub_cid,
+                    &node,
+                    hash,
+                    name,
+                    level + 1,
+                    Metadata::default(),
+                )? {
+                    Removed::NotFound => return Ok(Removed::NotFound),
+                    Removed::Shard(b) => Child::Shard(b),
+                    Removed::Single(e) => Child::Entry(e),
+                };
+                slots.insert(slot, child);
+            }
+        }
+        if level > 0 && slots.len() == 1 {
+            if let Some(Child::Entry(e)) = slots.values().next() {
+                return Ok(Removed::Single(e.clone()));
+            }
+        }
+        Ok(Removed::Shard(emit_shard(
+            &slots, meta, self.geo, self.opts, self.sink,
+        )?))
+    }
 }
 
 /// Finds `name` by following its hash path: one block per level, never a listing.
@@ -177,30 +371,15 @@ pub fn lookup(
     let mut cid = *root_cid;
     let mut shard = root.clone();
     for level in 0..geo.max_levels() {
-        let Some(slot) = geo.slot(&hash, level) else {
-            break;
-        };
-        let label = geo.label(slot);
-        let Some(link) = shard.links.iter().find(|l| {
-            l.name
-                .as_deref()
-                .is_some_and(|n| n.starts_with(label.as_bytes()))
-        }) else {
-            return Ok(None);
-        };
-        if !check_label(link, geo, &cid)? {
-            return Ok(entry_of(link, geo).filter(|e| e.name == name));
-        }
-        cid = link.cid;
-        shard = match load_node(blocks, &cid)? {
-            Node::Shard(s) if s.fanout == root.fanout => s,
-            _ => {
-                return Err(Error::Malformed {
-                    cid,
-                    source: FormatError::UnixFs("HAMT sub-shard is not a shard"),
-                })
+        let slot = geo.slot(&hash, level)?;
+        match slots_of(&cid, &shard, geo)?.remove(&slot) {
+            None => return Ok(None),
+            Some(Child::Entry(e)) => return Ok(Some(e).filter(|e| e.name == name)),
+            Some(Child::Shard(sub)) => {
+                cid = sub.cid;
+                shard = load_shard(blocks, &cid, root.fanout)?;
             }
-        };
+        }
     }
     Ok(None)
 }
@@ -226,26 +405,15 @@ fn collect(
     out: &mut Vec<DirEntry>,
 ) -> Result<(), Error> {
     if level >= geo.max_levels() {
-        return Err(Error::Malformed {
-            cid: *cid,
-            source: FormatError::UnixFs("HAMT deeper than its hash"),
-        });
+        return Err(malformed(cid, "HAMT deeper than its hash"));
     }
-    for link in &shard.links {
-        if check_label(link, geo, cid)? {
-            match load_node(blocks, &link.cid)? {
-                Node::Shard(sub) if sub.fanout == shard.fanout => {
-                    collect(blocks, &link.cid, &sub, geo, level + 1, out)?
-                }
-                _ => {
-                    return Err(Error::Malformed {
-                        cid: link.cid,
-                        source: FormatError::UnixFs("HAMT sub-shard is not a shard"),
-                    })
-                }
+    for child in slots_of(cid, shard, geo)?.into_values() {
+        match child {
+            Child::Entry(e) => out.push(e),
+            Child::Shard(sub) => {
+                let node = load_shard(blocks, &sub.cid, geo.fanout())?;
+                collect(blocks, &sub.cid, &node, geo, level + 1, out)?;
             }
-        } else if let Some(e) = entry_of(link, geo) {
-            out.push(e);
         }
     }
     Ok(())
@@ -254,6 +422,9 @@ fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block::{Block, RAW};
+    use crate::store::MemoryBlocks;
+    use crate::unixfs::Profile;
 
     fn hex(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()
@@ -273,12 +444,104 @@ mod tests {
     fn slots_take_bits_from_the_front() {
         let g = Geometry::of(256);
         let h = [0xab, 0xcd, 0, 0, 0, 0, 0, 0];
-        assert_eq!(g.slot(&h, 0), Some(0xab));
-        assert_eq!(g.slot(&h, 1), Some(0xcd));
-        assert_eq!(g.slot(&h, 8), None);
+        assert_eq!(g.slot(&h, 0).unwrap(), 0xab);
+        assert_eq!(g.slot(&h, 1).unwrap(), 0xcd);
+        assert!(g.slot(&h, 8).is_err());
         assert_eq!(g.label(0xab), "AB");
         let g16 = Geometry::of(16);
-        assert_eq!(g16.slot(&h, 1), Some(0xb));
+        assert_eq!(g16.slot(&h, 1).unwrap(), 0xb);
         assert_eq!(g16.label(3), "3");
+    }
+
+    fn entry(i: usize, version: u32) -> DirEntry {
+        let leaf = Block::hash(cid::Version::V1, RAW, format!("{i}.{version}").into_bytes());
+        DirEntry {
+            name: format!("entry-{i}").into_bytes(),
+            cid: *leaf.cid(),
+            tsize: leaf.len(),
+        }
+    }
+
+    fn built_from_scratch(
+        store: &MemoryBlocks,
+        entries: &BTreeMap<usize, DirEntry>,
+        meta: Metadata,
+    ) -> Built {
+        build(
+            entries.values().cloned().collect(),
+            meta,
+            &Profile::V1_2025.options(),
+            &mut &*store,
+        )
+        .unwrap()
+    }
+
+    /// Any sequence of edits lands on the CID a fresh build of the same set gets.
+    #[test]
+    fn edits_along_the_hash_path_equal_a_fresh_build() {
+        let store = MemoryBlocks::default();
+        let opts = Profile::V1_2025.options();
+        let meta = Metadata {
+            mode: Some(0o750),
+            mtime: None,
+        };
+        let mut set: BTreeMap<usize, DirEntry> = (0..600).map(|i| (i, entry(i, 0))).collect();
+        let mut root = built_from_scratch(&store, &set, meta);
+        // A deterministic walk of inserts, replacements and removals, some of them misses.
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for step in 0..1500 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let i = (x % 900) as usize;
+            let node = match load_node(&store, &root.cid).unwrap() {
+                Node::Shard(s) => s,
+                other => panic!("root is not a shard: {other:?}"),
+            };
+            if x % 3 == 0 {
+                let removed = remove(
+                    &store,
+                    &root.cid,
+                    &node,
+                    &entry(i, 0).name,
+                    &opts,
+                    &mut &store,
+                )
+                .unwrap();
+                assert_eq!(
+                    removed.is_some(),
+                    set.remove(&i).is_some(),
+                    "step {step}: presence of {i}"
+                );
+                if let Some(b) = removed {
+                    root = b;
+                }
+            } else {
+                let e = entry(i, step % 2);
+                set.insert(i, e.clone());
+                root = insert(&store, &root.cid, &node, e, &opts, &mut &store).unwrap();
+            }
+            if step % 100 == 0 || step == 1499 {
+                assert_eq!(root, built_from_scratch(&store, &set, meta), "step {step}");
+            }
+        }
+        // And down to a handful of names: deep sub-shards fold back up.
+        for i in set.keys().copied().collect::<Vec<_>>().into_iter().skip(3) {
+            let Node::Shard(node) = load_node(&store, &root.cid).unwrap() else {
+                panic!("not a shard")
+            };
+            root = remove(
+                &store,
+                &root.cid,
+                &node,
+                &entry(i, 0).name,
+                &opts,
+                &mut &store,
+            )
+            .unwrap()
+            .unwrap();
+            set.remove(&i);
+        }
+        assert_eq!(root, built_from_scratch(&store, &set, meta));
     }
 }
