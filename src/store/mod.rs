@@ -42,6 +42,14 @@ pub trait Blocks: Send + Sync {
     /// Writes all of `blocks` or none; with `durable` they are on disk before it returns.
     fn put_many(&self, blocks: &[Block], durable: bool) -> Result<(), StoreError>;
     fn delete_many(&self, cids: &[Cid]) -> Result<(), StoreError>;
+    /// Writes blocks of a bulk import; they may stay volatile until `finish_bulk`.
+    fn put_bulk(&self, blocks: &[Block]) -> Result<(), StoreError> {
+        self.put_many(blocks, false)
+    }
+    /// Makes every earlier `put_bulk` durable.
+    fn finish_bulk(&self) -> Result<(), StoreError> {
+        self.put_many(&[], true)
+    }
 }
 
 /// Receives the blocks a builder makes, in the order it makes them.
@@ -58,7 +66,7 @@ impl BlockSink for NullSink {
     }
 }
 
-/// Batches puts into write batches of about `BATCH_BYTES`.
+/// Batches puts into bulk writes of about `BATCH_BYTES`; `finish` makes them durable.
 pub struct Batcher<'s> {
     store: &'s dyn Blocks,
     pending: Vec<Block>,
@@ -88,11 +96,11 @@ impl<'s> Batcher<'s> {
         }
     }
 
-    fn flush_pending(&mut self, durable: bool) -> Result<(), StoreError> {
-        if self.pending.is_empty() && !durable {
+    fn flush_pending(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
             return Ok(());
         }
-        self.store.put_many(&self.pending, durable)?;
+        self.store.put_bulk(&self.pending)?;
         if let Some(w) = &mut self.written {
             w.extend(self.pending.iter().map(|b| *b.cid()));
         }
@@ -109,7 +117,8 @@ impl<'s> Batcher<'s> {
 
     /// Writes what is pending and makes everything written durable.
     pub fn finish(mut self) -> Result<Vec<Cid>, StoreError> {
-        self.flush_pending(true)?;
+        self.flush_pending()?;
+        self.store.finish_bulk()?;
         Ok(self.written.take().unwrap_or_default())
     }
 }
@@ -119,7 +128,7 @@ impl BlockSink for Batcher<'_> {
         self.bytes += block.len();
         self.pending.push(block);
         if self.bytes >= BATCH_BYTES {
-            self.flush_pending(false)?;
+            self.flush_pending()?;
         }
         Ok(())
     }
