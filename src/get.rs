@@ -57,9 +57,9 @@ fn write_entry(
             let file = File::create(out).map_err(io_at(out))?;
             let mut w = BufWriter::with_capacity(1 << 20, file);
             let mut last = 0;
-            FileReader::from_node(blocks, *cid, f).copy_to(&mut w, &mut |n| {
-                progress(n.saturating_sub(last));
-                last = n;
+            FileReader::from_node(blocks, *cid, f).copy_to(&mut w, &mut |total| {
+                progress(total - last);
+                last = total;
             })?;
             w.flush().map_err(io_at(out))?;
             apply(out, meta, false)?;

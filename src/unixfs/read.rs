@@ -14,6 +14,9 @@ use crate::store::Blocks;
 /// before 10); a deeper one is hostile, and refusing it keeps recursion bounded.
 const MAX_FILE_DEPTH: usize = 32;
 
+/// Blocks a streaming read keeps in flight ahead of the writer: 8 MiB of 1 MiB leaves.
+const READ_AHEAD: usize = 8;
+
 /// Follows `path` (components separated by `/`) from `root`, one lookup per component.
 pub fn resolve(blocks: &dyn Blocks, root: &Cid, path: &str) -> Result<(Cid, Node), Error> {
     let mut cid = *root;
@@ -182,22 +185,53 @@ impl<'b> FileReader<'b> {
         Ok(())
     }
 
-    /// Streams the whole file to `out`, visiting each block once, in order. `progress`
-    /// hears the number of bytes after each block.
+    /// Streams the whole file to `out`, visiting each block once, in order. A second
+    /// thread reads up to `READ_AHEAD` blocks ahead while this one writes, so the store
+    /// and `out` are busy at the same time. `progress` hears the total bytes written.
     pub fn copy_to(
         &self,
         out: &mut dyn Write,
         progress: &mut dyn FnMut(u64),
     ) -> Result<u64, Error> {
-        self.stream(&self.root, &self.root_cid, out, progress, 0)
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(READ_AHEAD);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(move || {
+                let mut root = self.root.clone();
+                self.stream(
+                    &mut root,
+                    &self.root_cid,
+                    &mut |piece| tx.send(piece).is_ok(),
+                    0,
+                )
+            });
+            let mut written = 0u64;
+            let mut write_error = None;
+            for piece in rx.iter() {
+                if let Err(e) = out.write_all(&piece) {
+                    write_error = Some(e);
+                    break; // dropping `rx` stops the reader at its next send
+                }
+                written += piece.len() as u64;
+                progress(written);
+            }
+            drop(rx);
+            let read = reader
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            match write_error {
+                Some(e) => Err(Error::Io(e)),
+                None => read.map(|_| written),
+            }
+        })
     }
 
+    /// Hands the file's bytes under `node` to `emit`, in order; returns how many. Stops
+    /// early (with the count so far) when `emit` says the receiver is gone.
     fn stream(
         &self,
-        node: &FileNode,
+        node: &mut FileNode,
         cid: &Cid,
-        out: &mut dyn Write,
-        progress: &mut dyn FnMut(u64),
+        emit: &mut dyn FnMut(Vec<u8>) -> bool,
         depth: usize,
     ) -> Result<u64, Error> {
         if depth > MAX_FILE_DEPTH {
@@ -206,11 +240,12 @@ impl<'b> FileReader<'b> {
                 source: FormatError::UnixFs("file DAG too deep"),
             });
         }
-        out.write_all(&node.inline).map_err(Error::Io)?;
-        let mut written = node.inline.len() as u64;
-        progress(written);
+        let mut produced = node.inline.len() as u64;
+        if !node.inline.is_empty() && !emit(std::mem::take(&mut node.inline)) {
+            return Ok(produced);
+        }
         for (child_cid, size) in &node.children {
-            let child = match load_node(self.blocks, child_cid)? {
+            let mut child = match load_node(self.blocks, child_cid)? {
                 Node::File(f) => f,
                 _ => {
                     return Err(Error::Malformed {
@@ -219,16 +254,16 @@ impl<'b> FileReader<'b> {
                     })
                 }
             };
-            let n = self.stream(&child, child_cid, out, progress, depth + 1)?;
+            let n = self.stream(&mut child, child_cid, emit, depth + 1)?;
             if n != *size {
                 return Err(Error::Malformed {
                     cid: *child_cid,
                     source: FormatError::UnixFs("file part has the wrong size"),
                 });
             }
-            written += n;
+            produced += n;
         }
-        Ok(written)
+        Ok(produced)
     }
 }
 
