@@ -9,7 +9,7 @@ use cid::Cid;
 use serde::{Deserialize, Serialize};
 
 use crate::block::{Block, BlockError, DAG_PB};
-use crate::store::{Batcher, BlockSink, Blocks, StoreError};
+use crate::store::{write_behind, Blocks, StoreError};
 use crate::unixfs::dagpb::PbNode;
 use crate::unixfs::{self, wire};
 
@@ -235,32 +235,25 @@ pub fn import<R: Read>(
     input: R,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Imported, CarError> {
-    let mut reader = CarReader::new(input)?;
-    let mut batch = Batcher::recording(store);
-    let mut count = 0;
-    let result = (|| {
+    let mut added = Vec::new();
+    let result = write_behind(store, |sink| {
+        let mut reader = CarReader::new(input)?;
+        let mut count = 0;
         while let Some(block) = reader.next_block()? {
             count += 1;
             progress(block.len());
             if !store.has(block.cid())? {
-                batch.put(block)?;
+                added.push(*block.cid());
+                sink.put(block)?;
             }
         }
-        Ok::<(), CarError>(())
-    })();
-    match result {
-        Ok(()) => {
-            batch.finish()?;
-            Ok(Imported {
-                roots: reader.roots().to_vec(),
-                blocks: count,
-            })
-        }
-        Err(e) => {
-            // Drop what is pending, then remove what reached the store.
-            let written = batch.abandon();
-            store.delete_many(&written)?;
-            Err(e)
-        }
+        Ok::<_, CarError>(Imported {
+            roots: reader.roots().to_vec(),
+            blocks: count,
+        })
+    });
+    if result.is_err() {
+        store.delete_many(&added)?;
     }
+    result
 }

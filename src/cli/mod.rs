@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 
 use peerfs::add::{add_path, AddObserver, AddOptions, Added};
 use peerfs::repo::Repo;
-use peerfs::store::{Batcher, BlockSink, Blocks, NullSink};
+use peerfs::store::{write_behind, BlockSink, Blocks, NullSink};
 use peerfs::unixfs::{list, load_node, resolve, FileReader, Node, Overrides, Profile};
 use peerfs::{car, get};
 
@@ -282,9 +282,9 @@ fn add(args: AddArgs, repo_path: &Path) -> Result<()> {
     for path in &args.paths {
         let root = match &repo {
             Some(repo) => {
-                let mut sink = Batcher::new(repo.store());
-                let root = add_path(path, &opts, &mut sink, &mut printer)?;
-                sink.finish()?;
+                let root = write_behind(repo.store(), |sink| {
+                    Ok::<_, anyhow::Error>(add_path(path, &opts, sink, &mut printer)?)
+                })?;
                 repo.store().pin(&root.cid)?;
                 root
             }

@@ -2,8 +2,8 @@
 //!
 //! - `Blocks`: get / has / put / delete, keyed by CID (stored by multihash, so a CIDv0
 //!   and a CIDv1 of the same DAG-PB bytes are one block).
-//! - `BlockSink`: where builders put finished blocks; `Batcher` turns many puts into a
-//!   few large write batches.
+//! - `BlockSink`: where builders put finished blocks; `write_behind` gives one whose
+//!   blocks a second thread writes in large batches.
 //! - `MemoryBlocks`: in memory, for pure format tests.
 //! - `rocks`: the persistent store in RocksDB (feature `rocksdb`, on by default).
 
@@ -29,6 +29,8 @@ pub enum StoreError {
     DiskFull(String),
     #[error(transparent)]
     Block(#[from] BlockError),
+    #[error("the block writer stopped")]
+    WriterStopped,
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -66,69 +68,65 @@ impl BlockSink for NullSink {
     }
 }
 
-/// Batches puts into bulk writes of about `BATCH_BYTES`; `finish` makes them durable.
-pub struct Batcher<'s> {
-    store: &'s dyn Blocks,
-    pending: Vec<Block>,
-    bytes: u64,
-    /// Every CID written, for callers that must undo a failed import.
-    written: Option<Vec<Cid>>,
-}
-
 /// Large enough that per-batch costs vanish, small enough to stay a few chunks of memory.
 const BATCH_BYTES: u64 = 16 * 1024 * 1024;
+/// Batches queued for the writer thread: the importer runs at most this far ahead.
+const QUEUED_BATCHES: usize = 2;
 
-impl<'s> Batcher<'s> {
-    pub fn new(store: &'s dyn Blocks) -> Self {
-        Batcher {
-            store,
+/// Runs `work` with a sink whose blocks a second thread writes to `store` in bulk
+/// batches, so hashing (here) and storing (there) use both cores; then makes every block
+/// durable. A store error ends `work` at its next put and is the error returned.
+pub fn write_behind<T, E: From<StoreError>>(
+    store: &dyn Blocks,
+    work: impl FnOnce(&mut dyn BlockSink) -> Result<T, E>,
+) -> Result<T, E> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Block>>(QUEUED_BATCHES);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || rx.iter().try_for_each(|batch| store.put_bulk(&batch)));
+        let mut sink = QueueSink {
+            tx,
             pending: Vec::new(),
             bytes: 0,
-            written: None,
-        }
-    }
+        };
+        let result = work(&mut sink);
+        let sent = sink.send_pending();
+        drop(sink);
+        let written = writer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        written?;
+        let value = result?;
+        sent?;
+        store.finish_bulk()?;
+        Ok(value)
+    })
+}
 
-    /// Also remembers every CID written (see `written`).
-    pub fn recording(store: &'s dyn Blocks) -> Self {
-        Batcher {
-            written: Some(Vec::new()),
-            ..Batcher::new(store)
-        }
-    }
+struct QueueSink {
+    tx: std::sync::mpsc::SyncSender<Vec<Block>>,
+    pending: Vec<Block>,
+    bytes: u64,
+}
 
-    fn flush_pending(&mut self) -> Result<(), StoreError> {
+impl QueueSink {
+    fn send_pending(&mut self) -> Result<(), StoreError> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.store.put_bulk(&self.pending)?;
-        if let Some(w) = &mut self.written {
-            w.extend(self.pending.iter().map(|b| *b.cid()));
-        }
-        self.pending.clear();
         self.bytes = 0;
-        Ok(())
-    }
-
-    /// Drops what is pending and returns what already reached the store.
-    pub fn abandon(mut self) -> Vec<Cid> {
-        self.pending.clear();
-        self.written.take().unwrap_or_default()
-    }
-
-    /// Writes what is pending and makes everything written durable.
-    pub fn finish(mut self) -> Result<Vec<Cid>, StoreError> {
-        self.flush_pending()?;
-        self.store.finish_bulk()?;
-        Ok(self.written.take().unwrap_or_default())
+        // A closed queue means the writer failed; `write_behind` reports its error.
+        self.tx
+            .send(std::mem::take(&mut self.pending))
+            .map_err(|_| StoreError::WriterStopped)
     }
 }
 
-impl BlockSink for Batcher<'_> {
+impl BlockSink for QueueSink {
     fn put(&mut self, block: Block) -> Result<(), StoreError> {
         self.bytes += block.len();
         self.pending.push(block);
         if self.bytes >= BATCH_BYTES {
-            self.flush_pending()?;
+            self.send_pending()?;
         }
         Ok(())
     }
@@ -184,5 +182,73 @@ impl Blocks for MemoryBlocks {
 impl BlockSink for &MemoryBlocks {
     fn put(&mut self, block: Block) -> Result<(), StoreError> {
         self.put_many(std::slice::from_ref(&block), false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store whose disk fills up after `room` bulk batches.
+    struct FillsUp {
+        inner: MemoryBlocks,
+        room: Mutex<usize>,
+    }
+
+    impl Blocks for FillsUp {
+        fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(cid)
+        }
+        fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
+            self.inner.has(cid)
+        }
+        fn put_many(&self, blocks: &[Block], durable: bool) -> Result<(), StoreError> {
+            let mut room = self.room.lock().unwrap();
+            if *room == 0 {
+                return Err(StoreError::DiskFull("test".into()));
+            }
+            *room -= 1;
+            self.inner.put_many(blocks, durable)
+        }
+        fn delete_many(&self, cids: &[Cid]) -> Result<(), StoreError> {
+            self.inner.delete_many(cids)
+        }
+    }
+
+    fn megabyte(i: u32) -> Block {
+        let mut data = vec![0u8; 1 << 20];
+        data[..4].copy_from_slice(&i.to_le_bytes());
+        Block::hash(cid::Version::V1, crate::block::RAW, data)
+    }
+
+    #[test]
+    fn write_behind_stores_everything_and_returns_the_value() {
+        let store = MemoryBlocks::default();
+        let v = write_behind(&store, |sink| {
+            (0..40).try_for_each(|i| sink.put(megabyte(i)))?;
+            Ok::<_, StoreError>(7)
+        })
+        .unwrap();
+        assert_eq!(v, 7);
+        assert_eq!(store.len(), 40);
+    }
+
+    #[test]
+    fn a_failing_writer_stops_the_work_with_its_own_error() {
+        let store = FillsUp {
+            inner: MemoryBlocks::default(),
+            room: Mutex::new(1),
+        };
+        let mut puts = 0;
+        let err = write_behind(&store, |sink| {
+            for i in 0..400 {
+                sink.put(megabyte(i))?;
+                puts += 1;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .unwrap_err();
+        assert!(matches!(err, StoreError::DiskFull(_)), "{err}");
+        assert!(puts < 400, "the importer stopped early ({puts} puts)");
     }
 }
