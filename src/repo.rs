@@ -122,14 +122,7 @@ impl Repo {
             message: e.to_string(),
         })?;
         write_new(&root.join(CONFIG_FILE), text.as_bytes(), 0o644)?;
-        let store = RocksStore::open(&root.join(DB_DIR), true)?;
-        Ok(Repo {
-            root: root.to_path_buf(),
-            store,
-            keypair,
-            config,
-            _lock: lock,
-        })
+        Repo::assemble(root, lock, keypair, config, true)
     }
 
     /// Opens an existing repo, taking its lock.
@@ -154,7 +147,18 @@ impl Repo {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
             Err(e) => return Err(io_err(&config_path)(e)),
         };
-        let store = RocksStore::open(&root.join(DB_DIR), false)?;
+        Repo::assemble(root, lock, keypair, config, false)
+    }
+
+    /// Opens the database (creating it for `init`) once the lock is held.
+    fn assemble(
+        root: &Path,
+        lock: File,
+        keypair: Keypair,
+        config: Config,
+        create: bool,
+    ) -> Result<Repo, RepoError> {
+        let store = RocksStore::open(&root.join(DB_DIR), create)?;
         Ok(Repo {
             root: root.to_path_buf(),
             store,
