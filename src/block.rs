@@ -55,10 +55,6 @@ impl Block {
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
     }
-
-    pub fn into_parts(self) -> (Cid, Vec<u8>) {
-        (self.cid, self.data)
-    }
 }
 
 /// Checks that `data` hashes to `cid`.

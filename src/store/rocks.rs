@@ -66,20 +66,6 @@ impl RocksStore {
             .map_err(|e| self.err(e))
     }
 
-    pub fn pins(&self) -> Result<Vec<Cid>, StoreError> {
-        let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_PINS), rocksdb::IteratorMode::Start)
-        {
-            let (k, _) = item.map_err(|e| self.err(e))?;
-            if let Ok(c) = Cid::try_from(&k[..]) {
-                out.push(c);
-            }
-        }
-        Ok(out)
-    }
-
     /// Writes `blocks` in one atomic batch.
     fn write_blocks(&self, blocks: &[Block], wo: &WriteOptions) -> Result<(), StoreError> {
         if blocks.is_empty() {
@@ -91,18 +77,6 @@ impl RocksStore {
             batch.put_cf(cf, b.cid().hash().to_bytes(), b.data());
         }
         self.db.write_opt(batch, wo).map_err(|e| self.err(e))
-    }
-
-    /// Bytes of the block column family on disk (SST and blob files), as RocksDB estimates.
-    pub fn size_on_disk(&self) -> u64 {
-        let prop = |p: &str| {
-            self.db
-                .property_int_value_cf(self.cf(CF_BLOCKS), p)
-                .ok()
-                .flatten()
-                .unwrap_or(0)
-        };
-        prop("rocksdb.total-sst-files-size") + prop("rocksdb.total-blob-file-size")
     }
 }
 

@@ -462,6 +462,25 @@ mod tests {
         }
     }
 
+    fn shard_at(store: &MemoryBlocks, root: &Built) -> ShardNode {
+        match load_node(store, &root.cid).unwrap() {
+            Node::Shard(s) => s,
+            other => panic!("root is not a shard: {other:?}"),
+        }
+    }
+
+    fn remove_entry(store: &MemoryBlocks, root: &Built, i: usize) -> Result<Option<Built>, Error> {
+        let opts = Profile::V1_2025.options();
+        remove(
+            store,
+            &root.cid,
+            &shard_at(store, root),
+            &entry(i, 0).name,
+            &opts,
+            &mut &*store,
+        )
+    }
+
     fn built_from_scratch(
         store: &MemoryBlocks,
         entries: &BTreeMap<usize, DirEntry>,
@@ -494,20 +513,8 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let i = (x % 900) as usize;
-            let node = match load_node(&store, &root.cid).unwrap() {
-                Node::Shard(s) => s,
-                other => panic!("root is not a shard: {other:?}"),
-            };
             if x % 3 == 0 {
-                let removed = remove(
-                    &store,
-                    &root.cid,
-                    &node,
-                    &entry(i, 0).name,
-                    &opts,
-                    &mut &store,
-                )
-                .unwrap();
+                let removed = remove_entry(&store, &root, i).unwrap();
                 assert_eq!(
                     removed.is_some(),
                     set.remove(&i).is_some(),
@@ -519,7 +526,15 @@ mod tests {
             } else {
                 let e = entry(i, step % 2);
                 set.insert(i, e.clone());
-                root = insert(&store, &root.cid, &node, e, &opts, &mut &store).unwrap();
+                root = insert(
+                    &store,
+                    &root.cid,
+                    &shard_at(&store, &root),
+                    e,
+                    &opts,
+                    &mut &store,
+                )
+                .unwrap();
             }
             if step % 100 == 0 || step == 1499 {
                 assert_eq!(root, built_from_scratch(&store, &set, meta), "step {step}");
@@ -527,19 +542,7 @@ mod tests {
         }
         // And down to a handful of names: deep sub-shards fold back up.
         for i in set.keys().copied().collect::<Vec<_>>().into_iter().skip(3) {
-            let Node::Shard(node) = load_node(&store, &root.cid).unwrap() else {
-                panic!("not a shard")
-            };
-            root = remove(
-                &store,
-                &root.cid,
-                &node,
-                &entry(i, 0).name,
-                &opts,
-                &mut &store,
-            )
-            .unwrap()
-            .unwrap();
+            root = remove_entry(&store, &root, i).unwrap().unwrap();
             set.remove(&i);
         }
         assert_eq!(root, built_from_scratch(&store, &set, meta));
