@@ -14,13 +14,24 @@
 //! - [`repo`]: a repo directory: identity, config, database, the lock that keeps it to
 //!   one process.
 //!
-//! Later issues add `drive` (the mutable drive), `fuse` (the mount), `net` (libp2p) and
-//! `daemon` (wiring them); only `daemon` and the CLI will know everybody.
+//! - [`fsck`]: checks every block reachable from a root.
+//! - [`head`]: a drive's signed head record `{peer, seq, root, time}`.
+//! - [`drive`]: the mutable drive: inodes over a UnixFS tree, copy-on-write file
+//!   contents, batched commits of new blocks plus a new head. Uses `unixfs`, `store`.
+//! - [`fuse`]: the FUSE adapter: kernel requests to `drive` calls, errors to errno.
+//! - [`daemon`]: one process per repo: mounts, commits on an interval, answers the
+//!   control socket. It and the CLI are the only modules that know everybody.
 
 pub mod add;
 pub mod block;
 pub mod car;
+#[cfg(feature = "rocksdb")]
+pub mod daemon;
+pub mod drive;
+pub mod fuse;
+pub mod fsck;
 pub mod get;
+pub mod head;
 #[cfg(feature = "rocksdb")]
 pub mod repo;
 pub mod store;

@@ -14,6 +14,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use libp2p_identity::{Keypair, PeerId};
 use serde::{Deserialize, Serialize};
@@ -82,7 +83,7 @@ mod profile_name {
 
 pub struct Repo {
     root: PathBuf,
-    store: RocksStore,
+    store: Arc<RocksStore>,
     keypair: Keypair,
     config: Config,
     /// Held for the repo's lifetime; the flock goes with the descriptor.
@@ -158,7 +159,7 @@ impl Repo {
         config: Config,
         create: bool,
     ) -> Result<Repo, RepoError> {
-        let store = RocksStore::open(&root.join(DB_DIR), create)?;
+        let store = Arc::new(RocksStore::open(&root.join(DB_DIR), create)?);
         Ok(Repo {
             root: root.to_path_buf(),
             store,
@@ -174,6 +175,15 @@ impl Repo {
 
     pub fn store(&self) -> &RocksStore {
         &self.store
+    }
+
+    /// A shared handle on the store, for the drive and the daemon's threads.
+    pub fn shared_store(&self) -> Arc<RocksStore> {
+        Arc::clone(&self.store)
+    }
+
+    pub fn keypair(&self) -> &Keypair {
+        &self.keypair
     }
 
     pub fn peer_id(&self) -> PeerId {

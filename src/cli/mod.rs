@@ -1,6 +1,7 @@
 //! Command-line interface: parses arguments, opens the repo, calls the library, and
 //! turns errors into one plain line on stderr.
 
+mod mount;
 mod progress;
 
 use std::fs::File;
@@ -60,6 +61,28 @@ enum Command {
     },
     /// Import the blocks of a CAR archive (v1 or v2); `-` reads stdin
     Import { car: PathBuf },
+    /// Mount the drive at DIR/drive (and peers at DIR/peers); runs the repo's daemon
+    Mount {
+        dir: PathBuf,
+        /// Stay in the foreground instead of returning once the mount answers
+        #[arg(long)]
+        foreground: bool,
+        /// Log lines as text or json (RUST_LOG sets the level)
+        #[arg(long, value_name = "FORMAT", default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Commit, flush and unmount DIR
+    Unmount { dir: PathBuf },
+    /// Show the running daemon's state: root CID, commit sequence, mount point, store size
+    Status,
+    /// Check every block reachable from the drive's root (the daemon must not be running)
+    Fsck,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Args)]
@@ -130,6 +153,14 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Add(args) => add(args, &repo_path),
+        Command::Mount {
+            dir,
+            foreground,
+            log_format,
+        } => mount::mount(&repo_path, &dir, foreground, log_format),
+        Command::Unmount { dir } => mount::unmount(&repo_path, &dir),
+        Command::Status => mount::status(&repo_path),
+        Command::Fsck => mount::fsck(&open()?),
         Command::Cat { target } => {
             let repo = open()?;
             let (cid, node) = resolve_target(repo.store(), &target)?;

@@ -54,6 +54,14 @@ pub trait Blocks: Send + Sync {
     }
 }
 
+/// A block store that also keeps named heads (a drive's current root record), each
+/// written in one atomic batch with the blocks it names.
+pub trait HeadStore: Blocks {
+    fn head(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Writes `blocks` and sets head `name` to `record` atomically and durably.
+    fn commit(&self, blocks: &[Block], name: &str, record: &[u8]) -> Result<(), StoreError>;
+}
+
 /// Receives the blocks a builder makes, in the order it makes them.
 pub trait BlockSink {
     fn put(&mut self, block: Block) -> Result<(), StoreError>;

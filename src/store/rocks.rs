@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use cid::Cid;
 use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
-use super::{Blocks, StoreError};
+use super::{Blocks, HeadStore, StoreError};
 use crate::block::Block;
 
 pub const CF_BLOCKS: &str = "blocks";
@@ -77,6 +77,26 @@ impl RocksStore {
             batch.put_cf(cf, b.cid().hash().to_bytes(), b.data());
         }
         self.db.write_opt(batch, wo).map_err(|e| self.err(e))
+    }
+}
+
+impl HeadStore for RocksStore {
+    fn head(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db
+            .get_cf(self.cf(CF_HEADS), name.as_bytes())
+            .map_err(|e| self.err(e))
+    }
+
+    fn commit(&self, blocks: &[Block], name: &str, record: &[u8]) -> Result<(), StoreError> {
+        let cf = self.cf(CF_BLOCKS);
+        let mut batch = WriteBatch::default();
+        for b in blocks {
+            batch.put_cf(cf, b.cid().hash().to_bytes(), b.data());
+        }
+        batch.put_cf(self.cf(CF_HEADS), name.as_bytes(), record);
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo).map_err(|e| self.err(e))
     }
 }
 

@@ -113,28 +113,28 @@ impl<'o> FileBuilder<'o> {
     }
 
     fn leaf(&self, chunk: Vec<u8>, sink: &mut dyn BlockSink) -> Result<Part, Error> {
-        let filesize = chunk.len() as u64;
-        if !self.opts.raw_leaves {
-            let built = emit_node(
-                self.opts.cid_version,
-                Vec::new(),
-                &file_data(chunk, Metadata::default()),
-                sink,
-            )?;
-            return Ok(Part {
-                cid: built.cid,
-                tsize: built.tsize,
-                filesize,
-            });
-        }
-        let block = Block::hash(Version::V1, RAW, chunk);
-        let part = Part {
-            cid: *block.cid(),
-            tsize: block.len(),
-            filesize,
-        };
+        let (block, leaf) = leaf_block(self.opts, chunk);
         sink.put(block)?;
-        Ok(part)
+        Ok(Part {
+            cid: leaf.cid,
+            tsize: leaf.tsize,
+            filesize: leaf.len,
+        })
+    }
+
+    /// Adds a leaf that is already stored. Only for files of two or more chunks: a
+    /// one-chunk file's form depends on its bytes, so it must come through `push`.
+    pub fn push_stored(&mut self, leaf: StoredLeaf, sink: &mut dyn BlockSink) -> Result<(), Error> {
+        self.chunks += 1;
+        if let Some(first) = self.first.take() {
+            self.push_leaf(first, sink)?;
+        }
+        let part = Part {
+            cid: leaf.cid,
+            tsize: leaf.tsize,
+            filesize: leaf.len,
+        };
+        self.add(0, part, sink)
     }
 
     fn add(&mut self, level: usize, part: Part, sink: &mut dyn BlockSink) -> Result<(), Error> {
@@ -219,6 +219,36 @@ impl<'o> FileBuilder<'o> {
             sink,
         )
     }
+}
+
+/// A leaf of a file DAG that is already stored: what its parent's link records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredLeaf {
+    pub cid: Cid,
+    pub tsize: u64,
+    /// File bytes in the leaf.
+    pub len: u64,
+}
+
+/// The block for one chunk of a file: raw, or a UnixFS file node, as the profile says.
+pub fn leaf_block(opts: &ImportOptions, chunk: Vec<u8>) -> (Block, StoredLeaf) {
+    let len = chunk.len() as u64;
+    let block = if opts.raw_leaves {
+        Block::hash(Version::V1, RAW, chunk)
+    } else {
+        let data = file_data(chunk, Metadata::default()).encode();
+        let node = PbNode {
+            links: Vec::new(),
+            data: Some(data),
+        };
+        Block::hash(opts.cid_version, DAG_PB, node.encode())
+    };
+    let leaf = StoredLeaf {
+        cid: *block.cid(),
+        tsize: block.len(),
+        len,
+    };
+    (block, leaf)
 }
 
 /// A file node holding `chunk` inline.

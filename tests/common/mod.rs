@@ -167,3 +167,87 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A running daemon with its drive mounted in a temp dir; unmounted (and, failing that,
+/// killed by PID and detached) on drop.
+pub struct Mounted {
+    pub repo: TestRepo,
+    pub mnt: TempDir,
+    pub pid: u32,
+}
+
+impl Mounted {
+    pub fn new() -> Mounted {
+        Mounted::with_repo(TestRepo::new())
+    }
+
+    pub fn with_repo(repo: TestRepo) -> Mounted {
+        Mounted::with_repo_at(repo, tempfile::tempdir().expect("temp dir"))
+    }
+
+    pub fn drive(&self) -> PathBuf {
+        self.mnt.path().join("drive")
+    }
+
+    pub fn unmount(&self) {
+        self.repo.ok(&["unmount", self.mnt.path().to_str().unwrap()]);
+    }
+
+    /// Mounts the same repo again after an unmount.
+    pub fn remount(self) -> Mounted {
+        let Mounted { repo, mnt, .. } = self;
+        Mounted::with_repo_at(repo, mnt)
+    }
+
+    fn with_repo_at(repo: TestRepo, mnt: TempDir) -> Mounted {
+        let out = repo.ok(&["mount", mnt.path().to_str().unwrap()]);
+        let pid = out
+            .split("daemon pid ")
+            .nth(1)
+            .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no daemon pid in {out:?}"));
+        Mounted { repo, mnt, pid }
+    }
+
+    pub fn alive(&self) -> bool {
+        Path::new(&format!("/proc/{}", self.pid)).exists()
+            && !fs::read_to_string(format!("/proc/{}/stat", self.pid))
+                .unwrap_or_default()
+                .contains(") Z ")
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let mnt = self.mnt.path().to_str().unwrap().to_string();
+        if self.alive() {
+            let _ = self.repo.run(&["unmount", &mnt]);
+        }
+        if self.alive() {
+            let _ = Command::new("kill").arg("-9").arg(self.pid.to_string()).status();
+        }
+        let _ = Command::new("fusermount3").args(["-u", "-z", &mnt]).output();
+    }
+}
+
+/// Runs a shell command line in `dir`; panics with its output if it fails.
+pub fn sh(dir: &Path, script: &str) -> String {
+    let out = Command::new("bash")
+        .arg("-euo")
+        .arg("pipefail")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bash");
+    assert!(
+        out.status.success(),
+        "`{script}` failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,91 @@
+//! The control socket (`peerfs.sock` in the repo): one JSON request per line, one JSON
+//! response per line. The CLI's `status` and `unmount` speak it to the running daemon.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The socket's file name inside the repo.
+pub const SOCKET: &str = "peerfs.sock";
+/// How long a client waits for an answer; an unmount commits first, so allow for a
+/// slow disk.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest request line the daemon reads.
+pub const MAX_REQUEST: u64 = 64 * 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    /// Commit, flush and unmount; the daemon exits after answering.
+    Unmount,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Status(Status),
+    Unmounted { root: Option<String> },
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub pid: u32,
+    pub peer_id: String,
+    pub mountpoint: PathBuf,
+    pub root: Option<String>,
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub last_commit_ms: Option<u64>,
+    pub uncommitted_changes: bool,
+    pub open_files: usize,
+    pub store_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no daemon is running for repo {0} (start one with `peerfs mount DIR`)")]
+    NotRunning(PathBuf),
+    #[error("control socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("control socket {path}: bad answer: {message}")]
+    Protocol { path: PathBuf, message: String },
+}
+
+/// Sends one request to the daemon of `repo` and waits for its answer.
+pub fn request(repo: &Path, req: &Request) -> Result<Response, ControlError> {
+    let path = repo.join(SOCKET);
+    let io = |source| ControlError::Io {
+        path: path.clone(),
+        source,
+    };
+    let stream = match UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(ControlError::NotRunning(repo.to_path_buf()))
+        }
+        Err(e) => return Err(io(e)),
+    };
+    stream.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(io)?;
+    let mut line = serde_json::to_string(req).expect("requests always encode");
+    line.push('\n');
+    (&stream).write_all(line.as_bytes()).map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
+    serde_json::from_str(&answer).map_err(|e| ControlError::Protocol {
+        path: path.clone(),
+        message: e.to_string(),
+    })
+}

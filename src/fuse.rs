@@ -1,0 +1,650 @@
+//! The FUSE adapter: kernel requests become `Drive` calls, errors become errno values
+//! (`DriveError::errno`). The mount's top level is virtual:
+//!
+//! ```text
+//! DIR/drive/   my drive, read-write (the drive's root inode)
+//! DIR/peers/   followed peers' drives, read-only (empty until the network lands)
+//! ```
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::drive::{self, Attr, Drive, DriveError, Kind, SetAttr};
+
+const MOUNT_ROOT: u64 = 1;
+const PEERS: u64 = 3;
+/// The drive changes only through this mount, so the kernel's view stays right; the
+/// TTL bounds staleness if that ever stops being true.
+const TTL: Duration = Duration::from_secs(1);
+/// The largest write the kernel sends in one request: a whole 1 MiB chunk.
+const MAX_WRITE: u32 = 1024 * 1024;
+/// The attribute every entry answers: its CID.
+pub const CID_XATTR: &str = "user.peerfs.cid";
+
+pub struct PeerFs {
+    drive: Arc<Drive>,
+    /// Everything appears owned by the user who mounted.
+    uid: u32,
+    gid: u32,
+    /// For statfs: the disk the repo lives on.
+    repo: PathBuf,
+    /// Directory listings taken at opendir, so readdir pages are consistent and cheap.
+    listings: Mutex<HashMap<u64, Vec<(Vec<u8>, Attr)>>>,
+    next_listing: Mutex<u64>,
+    started: SystemTime,
+}
+
+impl PeerFs {
+    pub fn new(drive: Arc<Drive>, repo: &Path) -> PeerFs {
+        // SAFETY: getuid/getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        PeerFs {
+            drive,
+            uid,
+            gid,
+            repo: repo.to_path_buf(),
+            listings: Mutex::new(HashMap::new()),
+            next_listing: Mutex::new(1),
+            started: SystemTime::now(),
+        }
+    }
+
+    fn file_attr(&self, a: &Attr) -> FileAttr {
+        let kind = match a.kind {
+            Kind::File => FileType::RegularFile,
+            Kind::Directory => FileType::Directory,
+            Kind::Symlink => FileType::Symlink,
+        };
+        FileAttr {
+            ino: INodeNo(a.ino),
+            size: a.size,
+            blocks: a.size.div_ceil(512),
+            atime: a.mtime,
+            mtime: a.mtime,
+            ctime: a.ctime,
+            crtime: a.ctime,
+            kind,
+            perm: a.perm,
+            // Directories say 1: "link count unknown", so find(1) does not count subdirs.
+            nlink: 1,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    /// The mount's own directories: the top level and `peers/`.
+    fn virtual_attr(&self, ino: u64) -> Attr {
+        Attr {
+            ino,
+            kind: Kind::Directory,
+            size: 0,
+            perm: 0o755,
+            mtime: self.started,
+            ctime: self.started,
+        }
+    }
+
+    fn attr_of(&self, ino: u64) -> Result<Attr, DriveError> {
+        match ino {
+            MOUNT_ROOT | PEERS => Ok(self.virtual_attr(ino)),
+            _ => self.drive.getattr(ino),
+        }
+    }
+
+    /// Lists a directory with `.` and `..` first.
+    fn listing(&self, ino: u64) -> Result<Vec<(Vec<u8>, Attr)>, DriveError> {
+        let (parent, entries) = match ino {
+            MOUNT_ROOT => {
+                let drive = self.drive.getattr(drive::ROOT)?;
+                let peers = self.virtual_attr(PEERS);
+                (MOUNT_ROOT, vec![(b"drive".to_vec(), drive), (b"peers".to_vec(), peers)])
+            }
+            PEERS => (MOUNT_ROOT, Vec::new()),
+            drive::ROOT => (MOUNT_ROOT, self.drive.list(ino)?),
+            _ => (self.drive.parent(ino), self.drive.list(ino)?),
+        };
+        let mut out = vec![
+            (b".".to_vec(), self.attr_of(ino)?),
+            (b"..".to_vec(), self.attr_of(parent)?),
+        ];
+        out.extend(entries);
+        Ok(out)
+    }
+
+    fn listing_page(&self, fh: FileHandle, offset: u64) -> Vec<(usize, Vec<u8>, Attr)> {
+        let listings = self.listings.lock().unwrap_or_else(|e| e.into_inner());
+        listings.get(&fh.0).map_or_else(Vec::new, |l| {
+            l.iter()
+                .enumerate()
+                .skip(offset as usize)
+                .map(|(i, (n, a))| (i, n.clone(), *a))
+                .collect()
+        })
+    }
+}
+
+fn errno(e: &DriveError) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+/// Where writes are refused: the mount's own directories and everything under peers/.
+fn read_only(ino: u64) -> bool {
+    ino == MOUNT_ROOT || ino == PEERS
+}
+
+fn time(t: TimeOrNow) -> SystemTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+impl Filesystem for PeerFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(MAX_WRITE);
+        let _ = config.set_max_readahead(MAX_WRITE);
+        for cap in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+        ] {
+            let _ = config.add_capabilities(cap);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = name.as_bytes();
+        let found = match parent.0 {
+            MOUNT_ROOT => match name {
+                b"drive" => self.drive.lookup_root(),
+                b"peers" => Ok(self.virtual_attr(PEERS)),
+                _ => Err(DriveError::NotFound),
+            },
+            PEERS => Err(DriveError::NotFound),
+            p => self.drive.lookup(p, name),
+        };
+        match found {
+            Ok(a) => reply.entry(&TTL, &self.file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if !read_only(ino.0) {
+            self.drive.forget(ino.0, nlookup);
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.attr_of(ino.0) {
+            Ok(a) => reply.attr(&TTL, &self.file_attr(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        if read_only(ino.0) {
+            return reply.error(Errno::EROFS);
+        }
+        // Owners are not stored (UnixFS has no field for them): chown is accepted and
+        // changes nothing, so `rsync -a` and `cp -a` as root succeed.
+        let set = SetAttr {
+            mode,
+            size,
+            mtime: mtime.map(time),
+        };
+        match self.drive.setattr(ino.0, set) {
+            Ok(a) => reply.attr(&TTL, &self.file_attr(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.drive.readlink(ino.0) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        if read_only(parent.0) {
+            return reply.error(Errno::EROFS);
+        }
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            // Device nodes, FIFOs and sockets have no UnixFS form.
+            return reply.error(Errno::EPERM);
+        }
+        match self.drive.create(parent.0, name.as_bytes(), mode & !umask) {
+            Ok((a, fh)) => {
+                let _ = self.drive.release(fh);
+                reply.entry(&TTL, &self.file_attr(&a), Generation(0))
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        if read_only(parent.0) {
+            return reply.error(Errno::EROFS);
+        }
+        match self.drive.mkdir(parent.0, name.as_bytes(), mode & !umask) {
+            Ok(a) => reply.entry(&TTL, &self.file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if read_only(parent.0) {
+            return reply.error(Errno::EROFS);
+        }
+        match self.drive.unlink(parent.0, name.as_bytes()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if read_only(parent.0) {
+            return reply.error(Errno::EROFS);
+        }
+        match self.drive.rmdir(parent.0, name.as_bytes()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        if read_only(parent.0) {
+            return reply.error(Errno::EROFS);
+        }
+        let target = target.as_os_str().as_bytes();
+        match self.drive.symlink(parent.0, link_name.as_bytes(), target) {
+            Ok(a) => reply.entry(&TTL, &self.file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if read_only(parent.0) || read_only(newparent.0) {
+            return reply.error(Errno::EROFS);
+        }
+        if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
+            return reply.error(Errno::EINVAL);
+        }
+        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        match self.drive.rename(
+            parent.0,
+            name.as_bytes(),
+            newparent.0,
+            newname.as_bytes(),
+            no_replace,
+        ) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        // UnixFS has no hard links.
+        reply.error(Errno::EPERM);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let truncate = flags.0 & libc::O_TRUNC != 0;
+        match self.drive.open(ino.0, truncate) {
+            // Every change to the drive comes through this mount, so cached pages stay true.
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.drive.read(fh.0, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.drive.write(fh.0, offset, data) {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        match self.drive.flush(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.drive.release(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let done = self.drive.flush(fh.0).and_then(|()| self.drive.commit().map(drop));
+        match done {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.listing(ino.0) {
+            Ok(entries) => {
+                let mut next = self.next_listing.lock().unwrap_or_else(|e| e.into_inner());
+                let fh = *next;
+                *next += 1;
+                self.listings
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(fh, entries);
+                reply.opened(FileHandle(fh), FopenFlags::empty())
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        for (i, name, a) in self.listing_page(fh, offset) {
+            let kind = self.file_attr(&a).kind;
+            if reply.add(INodeNo(a.ino), i as u64 + 1, kind, OsStr::from_bytes(&name)) {
+                break;
+            }
+        }
+        reply.ok()
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        for (i, name, a) in self.listing_page(fh, offset) {
+            let attr = self.file_attr(&a);
+            let name = OsStr::from_bytes(&name);
+            if reply.add(INodeNo(a.ino), i as u64 + 1, name, &TTL, &attr, Generation(0)) {
+                break;
+            }
+            // The kernel holds every entry but . and .. as if looked up.
+            if i >= 2 && !read_only(a.ino) {
+                self.drive.remember(a.ino);
+            }
+        }
+        reply.ok()
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
+        reply.ok()
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.drive.commit() {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match statvfs(&self.repo) {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                255,
+                s.f_frsize as u32,
+            ),
+            Err(e) => reply.error(Errno::from(e)),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if name.as_bytes() != CID_XATTR.as_bytes() {
+            return reply.error(Errno::from_i32(libc::ENODATA));
+        }
+        let cid = match ino.0 {
+            MOUNT_ROOT | PEERS => return reply.error(Errno::from_i32(libc::ENODATA)),
+            i => self.drive.cid(i),
+        };
+        match cid {
+            Ok(cid) => xattr_reply(reply, cid.to_string().as_bytes(), size),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let names = if read_only(ino.0) {
+            Vec::new()
+        } else {
+            format!("{CID_XATTR}\0").into_bytes()
+        };
+        xattr_reply(reply, &names, size)
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::from_i32(libc::ENOTSUP));
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::from_i32(libc::ENOTSUP));
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        if mask.contains(AccessFlags::W_OK) && read_only(ino.0) {
+            return reply.error(Errno::EROFS);
+        }
+        match self.attr_of(ino.0) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        if read_only(parent.0) {
+            return reply.error(Errno::EROFS);
+        }
+        match self.drive.create(parent.0, name.as_bytes(), mode & !umask) {
+            Ok((a, fh)) => reply.created(
+                &TTL,
+                &self.file_attr(&a),
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}
+
+fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(value.len() as u32)
+    } else if value.len() > size as usize {
+        reply.error(Errno::from_i32(libc::ERANGE))
+    } else {
+        reply.data(value)
+    }
+}
+
+fn statvfs(path: &Path) -> std::io::Result<libc::statvfs> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let mut s = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a valid C string and `s` is a properly sized out-parameter.
+    if unsafe { libc::statvfs(c.as_ptr(), s.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled `s`.
+    Ok(unsafe { s.assume_init() })
+}
