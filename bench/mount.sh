@@ -4,14 +4,17 @@
 #
 #   bench/mount.sh [MiB]      (default 1024: the sequential file's size)
 #
-# Needs root (drop_caches). Installs bindfs if missing. Uses a release build.
+# Needs root (drop_caches). Installs bindfs if missing. Uses a release build, or the
+# binary PEERFS_BIN names.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 size_mib="${1:-1024}"
 command -v bindfs >/dev/null || { apt-get update -qq && apt-get install -y -qq bindfs >/dev/null; }
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/peerfs-ci/target}"
-cargo build --release --quiet --manifest-path "$here/Cargo.toml"
-peerfs="$CARGO_TARGET_DIR/release/peerfs"
+if [ -z "${PEERFS_BIN:-}" ]; then
+  cargo build --release --quiet --manifest-path "$here/Cargo.toml"
+fi
+peerfs="${PEERFS_BIN:-$CARGO_TARGET_DIR/release/peerfs}"
 
 work="$(mktemp -d /var/tmp/peerfs-bench.XXXXXX)"
 repo="$work/repo" mnt="$work/mnt" raw="$work/raw" bind="$work/bind" bindsrc="$work/bindsrc"

@@ -71,7 +71,7 @@ fn mount_refuses_bad_mount_points() {
 
 #[test]
 fn files_survive_unmount_byte_for_byte_with_modes_and_mtimes() {
-    let m = Mounted::new();
+    let mut m = Mounted::new();
     let local = tempfile::tempdir().unwrap();
     let src = local.path().join("src");
     fs::create_dir_all(src.join("a/b")).unwrap();
@@ -83,10 +83,8 @@ fn files_survive_unmount_byte_for_byte_with_modes_and_mtimes() {
     std::os::unix::fs::symlink("a/small.txt", src.join("link")).unwrap();
     sh(local.path(), &format!("cp -a src/. {}/", m.drive().display()));
     sh(local.path(), &format!("diff -r src {}", m.drive().display()));
-    let m = {
-        m.unmount();
-        m.remount()
-    };
+    m.unmount();
+    m.remount();
     sh(local.path(), &format!("diff -r src {}", m.drive().display()));
     // Same modes and mtimes: rsync sees nothing to do.
     let out = sh(
@@ -166,7 +164,7 @@ fn writes_inside_a_big_file_touch_only_their_chunks() {
     );
     // The mount's CID is the importer's for the same bytes and metadata.
     sh(local.path(), &format!("touch -r {0}/big big; chmod --reference={0}/big big", m.drive().display()));
-    let mut f = fs::OpenOptions::new().read(true).write(true).open(m.drive().join("big")).unwrap();
+    let f = fs::OpenOptions::new().read(true).write(true).open(m.drive().join("big")).unwrap();
     f.sync_all().unwrap();
     drop(f);
     let expected = peerfs_cid(&local.path().join("big"), &["--preserve-mode", "--preserve-mtime"]);
@@ -215,7 +213,7 @@ fn git_clone_status_and_fsck_are_clean() {
 
 #[test]
 fn a_directory_of_20000_entries() {
-    let m = Mounted::new();
+    let mut m = Mounted::new();
     let d = m.drive().join("many");
     sh(
         &m.drive(),
@@ -223,10 +221,8 @@ fn a_directory_of_20000_entries() {
     );
     assert_eq!(fs::read_dir(&d).unwrap().count(), 20_000);
     sh(&d, "find . -type f -printf '%s\\n' | wc -l | grep -qx 20000");
-    let m = {
-        m.unmount();
-        m.remount()
-    };
+    m.unmount();
+    m.remount();
     let d = m.drive().join("many");
     assert_eq!(fs::read_dir(&d).unwrap().count(), 20_000);
     sh(&m.drive(), "rm -r many && test ! -e many");
@@ -248,7 +244,7 @@ fn tar_extracts_into_the_mount() {
 
 #[test]
 fn kill_9_keeps_what_was_fsynced_or_closed_before_a_commit() {
-    let m = Mounted::new();
+    let mut m = Mounted::new();
     let d = m.drive();
     write(&d.join("closed.txt"), b"closed long ago");
     let mut synced = fs::File::create(d.join("synced.txt")).unwrap();
@@ -264,7 +260,7 @@ fn kill_9_keeps_what_was_fsynced_or_closed_before_a_commit() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     // The next mount cleans the stale mount up.
-    let m = m.remount();
+    m.remount();
     assert_eq!(fs::read(m.drive().join("closed.txt")).unwrap(), b"closed long ago");
     assert_eq!(fs::read(m.drive().join("synced.txt")).unwrap(), b"fsynced");
     // Never half a file: either absent or as it was at its last close (empty).

@@ -100,6 +100,21 @@ pub fn mount(repo_path: &Path, dir: &Path, foreground: bool, format: LogFormat) 
     )
 }
 
+/// How long `peerfs unmount` waits for the daemon to exit after it answered.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits (bounded) until process `pid` is gone, so the repo is free when we return.
+fn wait_for_exit(pid: u32) {
+    let deadline = Instant::now() + EXIT_TIMEOUT;
+    while Instant::now() < deadline {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.contains(") Z ") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn log_since(path: &Path, start: u64) -> String {
     let mut text = String::new();
     if let Ok(mut f) = std::fs::File::open(path) {
@@ -135,6 +150,7 @@ pub fn unmount(repo_path: &Path, dir: &Path) -> Result<()> {
             }
             match control::request(repo_path, &Request::Unmount)? {
                 Response::Unmounted { root } => {
+                    wait_for_exit(s.pid);
                     println!(
                         "unmounted {} (drive root {})",
                         s.mountpoint.display(),

@@ -123,7 +123,7 @@ enum Event {
 pub fn run(repo: Repo, mountpoint: &Path) -> Result<(), DaemonError> {
     let mountpoint = preflight(mountpoint)?;
     let opts = repo.config().import.profile.options();
-    let drive = Arc::new(Drive::open(
+    let drive = Arc::new(Drive::load(
         repo.shared_store(),
         opts,
         repo.keypair().clone(),

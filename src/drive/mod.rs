@@ -176,7 +176,7 @@ pub struct Drive {
 
 impl Drive {
     /// Opens the drive at its last committed head, or a new empty one.
-    pub fn open(
+    pub fn load(
         store: Arc<dyn HeadStore>,
         opts: ImportOptions,
         key: Keypair,

@@ -193,20 +193,13 @@ impl Mounted {
         self.repo.ok(&["unmount", self.mnt.path().to_str().unwrap()]);
     }
 
-    /// Mounts the same repo again after an unmount.
-    pub fn remount(self) -> Mounted {
-        let Mounted { repo, mnt, .. } = self;
-        Mounted::with_repo_at(repo, mnt)
+    /// Mounts the same repo at the same place again (after an unmount or a crash).
+    pub fn remount(&mut self) {
+        self.pid = mount(&self.repo, &self.mnt);
     }
 
     fn with_repo_at(repo: TestRepo, mnt: TempDir) -> Mounted {
-        let out = repo.ok(&["mount", mnt.path().to_str().unwrap()]);
-        let pid = out
-            .split("daemon pid ")
-            .nth(1)
-            .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no daemon pid in {out:?}"));
+        let pid = mount(&repo, &mnt);
         Mounted { repo, mnt, pid }
     }
 
@@ -216,6 +209,16 @@ impl Mounted {
                 .unwrap_or_default()
                 .contains(") Z ")
     }
+}
+
+/// `peerfs mount`; returns the daemon's PID.
+fn mount(repo: &TestRepo, mnt: &TempDir) -> u32 {
+    let out = repo.ok(&["mount", mnt.path().to_str().unwrap()]);
+    out.split("daemon pid ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no daemon pid in {out:?}"))
 }
 
 impl Drop for Mounted {
