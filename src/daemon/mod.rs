@@ -143,8 +143,9 @@ pub fn run(repo: Repo, mountpoint: &Path) -> Result<(), DaemonError> {
         source,
     };
     let mut session = Session::new(fs, &mountpoint, &config).map_err(mount_err)?;
+    // `Session::spawn` would move the mount out of reach of this unmounter; running the
+    // session on our own thread keeps it shared.
     let mut unmounter = session.unmount_callable();
-    let background = session.spawn().map_err(mount_err)?;
     info!(
         "mounted {} (drive root {:?})",
         mountpoint.display(),
@@ -154,7 +155,7 @@ pub fn run(repo: Repo, mountpoint: &Path) -> Result<(), DaemonError> {
     let (events, inbox) = mpsc::channel();
     let ended = events.clone();
     std::thread::spawn(move || {
-        if let Err(e) = background.join() {
+        if let Err(e) = session.run() {
             error!("FUSE session ended with an error: {e}");
         }
         let _ = ended.send(Event::SessionEnded);
