@@ -57,14 +57,21 @@ pub fn preflight(mountpoint: &Path) -> Result<PathBuf, DaemonError> {
         path: mountpoint.to_path_buf(),
         reason: reason.to_string(),
     };
-    if let Err(e) = std::fs::metadata(mountpoint) {
-        if e.raw_os_error() == Some(libc::ENOTCONN) {
+    let probe = || -> std::io::Result<(std::fs::Metadata, bool)> {
+        let meta = std::fs::metadata(mountpoint)?;
+        let empty = !meta.is_dir() || std::fs::read_dir(mountpoint)?.next().is_none();
+        Ok((meta, empty))
+    };
+    let probed = match probe() {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             warn!("{}: cleaning up a stale mount", mountpoint.display());
             unmount_stale(mountpoint);
+            probe()
         }
-    }
-    let meta = match std::fs::metadata(mountpoint) {
-        Ok(m) => m,
+        other => other,
+    };
+    let (meta, empty) = match probed {
+        Ok(p) => p,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(fail("does not exist (create it with mkdir)"))
         }
@@ -73,8 +80,7 @@ pub fn preflight(mountpoint: &Path) -> Result<PathBuf, DaemonError> {
     if !meta.is_dir() {
         return Err(fail("is not a directory"));
     }
-    let mut entries = std::fs::read_dir(mountpoint).map_err(|e| fail(&e.to_string()))?;
-    if entries.next().is_some() {
+    if !empty {
         return Err(fail("is not empty (is something mounted there already?)"));
     }
     if !Path::new("/dev/fuse").exists() {
