@@ -34,7 +34,9 @@ pub fn check(blocks: &dyn Blocks, root: &Cid, progress: &mut dyn FnMut(u64)) -> 
                 continue;
             }
             Err(e) => {
-                report.problems.push(format!("block {cid} cannot be read: {e}"));
+                report
+                    .problems
+                    .push(format!("block {cid} cannot be read: {e}"));
                 continue;
             }
         };

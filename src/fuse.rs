@@ -15,9 +15,9 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::drive::{self, Attr, Drive, DriveError, Kind, SetAttr};
@@ -111,7 +111,10 @@ impl PeerFs {
             MOUNT_ROOT => {
                 let drive = self.drive.getattr(drive::ROOT)?;
                 let peers = self.virtual_attr(PEERS);
-                (MOUNT_ROOT, vec![(b"drive".to_vec(), drive), (b"peers".to_vec(), peers)])
+                (
+                    MOUNT_ROOT,
+                    vec![(b"drive".to_vec(), drive), (b"peers".to_vec(), peers)],
+                )
             }
             PEERS => (MOUNT_ROOT, Vec::new()),
             drive::ROOT => (MOUNT_ROOT, self.drive.list(ino)?),
@@ -445,7 +448,10 @@ impl Filesystem for PeerFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let done = self.drive.flush(fh.0).and_then(|()| self.drive.commit().map(drop));
+        let done = self
+            .drive
+            .flush(fh.0)
+            .and_then(|()| self.drive.commit().map(drop));
         match done {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -496,7 +502,14 @@ impl Filesystem for PeerFs {
         for (i, name, a) in self.listing_page(fh, offset) {
             let attr = self.file_attr(&a);
             let name = OsStr::from_bytes(&name);
-            if reply.add(INodeNo(a.ino), i as u64 + 1, name, &TTL, &attr, Generation(0)) {
+            if reply.add(
+                INodeNo(a.ino),
+                i as u64 + 1,
+                name,
+                &TTL,
+                &attr,
+                Generation(0),
+            ) {
                 break;
             }
             // The kernel holds every entry but . and .. as if looked up.

@@ -28,8 +28,8 @@ pub mod car;
 #[cfg(feature = "rocksdb")]
 pub mod daemon;
 pub mod drive;
-pub mod fuse;
 pub mod fsck;
+pub mod fuse;
 pub mod get;
 pub mod head;
 #[cfg(feature = "rocksdb")]

@@ -21,7 +21,11 @@ fn cid_xattr(path: &Path) -> String {
         .arg(path)
         .output()
         .expect("getfattr");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -81,21 +85,39 @@ fn files_survive_unmount_byte_for_byte_with_modes_and_mtimes() {
     common::chmod(&src.join("a/small.txt"), 0o600);
     common::set_mtime(&src.join("a/small.txt"), 1_600_000_000, 123_456_789);
     std::os::unix::fs::symlink("a/small.txt", src.join("link")).unwrap();
-    sh(local.path(), &format!("cp -a src/. {}/", m.drive().display()));
-    sh(local.path(), &format!("diff -r src {}", m.drive().display()));
+    sh(
+        local.path(),
+        &format!("cp -a src/. {}/", m.drive().display()),
+    );
+    sh(
+        local.path(),
+        &format!("diff -r src {}", m.drive().display()),
+    );
     m.unmount();
     m.remount();
-    sh(local.path(), &format!("diff -r src {}", m.drive().display()));
+    sh(
+        local.path(),
+        &format!("diff -r src {}", m.drive().display()),
+    );
     // Same modes and mtimes: rsync sees nothing to do.
     let out = sh(
         local.path(),
-        &format!("rsync -a --itemize-changes --dry-run src/ {}/", m.drive().display()),
+        &format!(
+            "rsync -a --itemize-changes --dry-run src/ {}/",
+            m.drive().display()
+        ),
     );
-    assert!(out.lines().all(|l| l.starts_with(".d") || l.is_empty()), "{out}");
+    assert!(
+        out.lines().all(|l| l.starts_with(".d") || l.is_empty()),
+        "{out}"
+    );
     let meta = fs::metadata(m.drive().join("a/small.txt")).unwrap();
     assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
     use std::os::unix::fs::MetadataExt;
-    assert_eq!((meta.mtime(), meta.mtime_nsec()), (1_600_000_000, 123_456_789));
+    assert_eq!(
+        (meta.mtime(), meta.mtime_nsec()),
+        (1_600_000_000, 123_456_789)
+    );
 }
 
 #[test]
@@ -139,10 +161,19 @@ fn ordinary_tools_work() {
     let (from, to) = (cstr(&d.join("p")), cstr(&d.join("b")));
     // SAFETY: both paths are valid C strings.
     let r = unsafe {
-        libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::RENAME_NOREPLACE)
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
     };
     assert_eq!(r, -1);
-    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EEXIST));
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EEXIST)
+    );
     assert_eq!(fs::read(d.join("b")).unwrap(), b"one");
 }
 
@@ -163,11 +194,24 @@ fn writes_inside_a_big_file_touch_only_their_chunks() {
         ),
     );
     // The mount's CID is the importer's for the same bytes and metadata.
-    sh(local.path(), &format!("touch -r {0}/big big; chmod --reference={0}/big big", m.drive().display()));
-    let f = fs::OpenOptions::new().read(true).write(true).open(m.drive().join("big")).unwrap();
+    sh(
+        local.path(),
+        &format!(
+            "touch -r {0}/big big; chmod --reference={0}/big big",
+            m.drive().display()
+        ),
+    );
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.drive().join("big"))
+        .unwrap();
     f.sync_all().unwrap();
     drop(f);
-    let expected = peerfs_cid(&local.path().join("big"), &["--preserve-mode", "--preserve-mtime"]);
+    let expected = peerfs_cid(
+        &local.path().join("big"),
+        &["--preserve-mode", "--preserve-mtime"],
+    );
     assert_eq!(cid_xattr(&m.drive().join("big")), expected.trim());
 }
 
@@ -176,7 +220,11 @@ fn an_unlinked_open_file_stays_readable_and_writable() {
     let m = Mounted::new();
     let path = m.drive().join("tmp");
     write(&path, b"still here");
-    let mut f = fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
     fs::remove_file(&path).unwrap();
     assert!(!path.exists());
     std::thread::sleep(std::time::Duration::from_millis(1500)); // a commit passes
@@ -220,7 +268,10 @@ fn a_directory_of_20000_entries() {
         "mkdir many && cd many && seq -f 'file-%06g' 1 20000 | xargs touch",
     );
     assert_eq!(fs::read_dir(&d).unwrap().count(), 20_000);
-    sh(&d, "find . -type f -printf '%s\\n' | wc -l | grep -qx 20000");
+    sh(
+        &d,
+        "find . -type f -printf '%s\\n' | wc -l | grep -qx 20000",
+    );
     m.unmount();
     m.remount();
     let d = m.drive().join("many");
@@ -238,7 +289,10 @@ fn tar_extracts_into_the_mount() {
     );
     sh(
         local.path(),
-        &format!("tar xf t.tar -C {0} && diff -r t {0}/t", m.drive().display()),
+        &format!(
+            "tar xf t.tar -C {0} && diff -r t {0}/t",
+            m.drive().display()
+        ),
     );
 }
 
@@ -254,14 +308,21 @@ fn kill_9_keeps_what_was_fsynced_or_closed_before_a_commit() {
     // A file in the middle of being written when the daemon dies.
     let mut partial = fs::File::create(d.join("partial.bin")).unwrap();
     partial.write_all(&bytes(3 << 20, 3)).unwrap();
-    Command::new("kill").arg("-9").arg(m.pid.to_string()).status().unwrap();
+    Command::new("kill")
+        .arg("-9")
+        .arg(m.pid.to_string())
+        .status()
+        .unwrap();
     drop(partial);
     while m.alive() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     // The next mount cleans the stale mount up.
     m.remount();
-    assert_eq!(fs::read(m.drive().join("closed.txt")).unwrap(), b"closed long ago");
+    assert_eq!(
+        fs::read(m.drive().join("closed.txt")).unwrap(),
+        b"closed long ago"
+    );
     assert_eq!(fs::read(m.drive().join("synced.txt")).unwrap(), b"fsynced");
     // Never half a file: either absent or as it was at its last close (empty).
     if let Ok(p) = fs::read(m.drive().join("partial.bin")) {

@@ -164,10 +164,8 @@ pub fn unmount(repo_path: &Path, dir: &Path) -> Result<()> {
         }
         Ok(other) => bail!("unexpected answer from the daemon: {other:?}"),
         Err(ControlError::NotRunning(_)) => {
-            let stale = std::fs::metadata(dir)
-                .err()
-                .and_then(|e| e.raw_os_error())
-                == Some(libc::ENOTCONN);
+            let stale =
+                std::fs::metadata(dir).err().and_then(|e| e.raw_os_error()) == Some(libc::ENOTCONN);
             if stale {
                 daemon::unmount_stale(dir);
                 println!("cleaned up the stale mount at {}", dir.display());
@@ -192,7 +190,10 @@ pub fn status(repo_path: &Path) -> Result<()> {
     println!("daemon pid:    {}", s.pid);
     println!("peer id:       {}", s.peer_id);
     println!("mount point:   {}", s.mountpoint.display());
-    println!("root:          {}", s.root.as_deref().unwrap_or("(empty drive)"));
+    println!(
+        "root:          {}",
+        s.root.as_deref().unwrap_or("(empty drive)")
+    );
     println!(
         "commit seq:    {}{}",
         s.seq,
@@ -208,10 +209,7 @@ pub fn status(repo_path: &Path) -> Result<()> {
             .map_or_else(|| "never".to_string(), format_time_ms)
     );
     println!("open files:    {}", s.open_files);
-    println!(
-        "store size:    {}",
-        indicatif::HumanBytes(s.store_bytes)
-    );
+    println!("store size:    {}", indicatif::HumanBytes(s.store_bytes));
     Ok(())
 }
 

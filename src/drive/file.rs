@@ -111,7 +111,12 @@ impl FileContent {
         self.size
     }
 
-    pub fn read(&mut self, blocks: &dyn Blocks, offset: u64, len: u32) -> Result<Vec<u8>, DriveError> {
+    pub fn read(
+        &mut self,
+        blocks: &dyn Blocks,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, DriveError> {
         if offset >= self.size {
             return Ok(Vec::new());
         }
@@ -138,7 +143,11 @@ impl FileContent {
     }
 
     /// A stored leaf's bytes, checked against the length its parent promised.
-    fn stored(&mut self, blocks: &dyn Blocks, leaf: &StoredLeaf) -> Result<Arc<Vec<u8>>, DriveError> {
+    fn stored(
+        &mut self,
+        blocks: &dyn Blocks,
+        leaf: &StoredLeaf,
+    ) -> Result<Arc<Vec<u8>>, DriveError> {
         if let Some((c, bytes)) = &self.cached {
             if *c == leaf.cid {
                 return Ok(Arc::clone(bytes));
@@ -207,7 +216,12 @@ impl FileContent {
     }
 
     /// Stores a full dirty chunk and keeps only its leaf.
-    fn seal(&mut self, staging: &Staging, opts: &ImportOptions, idx: usize) -> Result<(), DriveError> {
+    fn seal(
+        &mut self,
+        staging: &Staging,
+        opts: &ImportOptions,
+        idx: usize,
+    ) -> Result<(), DriveError> {
         if let Chunk::Dirty(b) = &mut self.chunks[idx] {
             let (block, leaf) = leaf_block(opts, std::mem::take(b));
             if let Err(e) = staging.put_chunk(block.clone()) {
@@ -313,7 +327,10 @@ fn leaf_bytes(blocks: &dyn Blocks, cid: &Cid) -> Result<Vec<u8>, DriveError> {
         .data
         .ok_or(FormatError::UnixFs("DAG-PB node without UnixFS Data"))
         .map_err(malformed)?;
-    Ok(UnixFsData::decode(&data).map_err(malformed)?.data.unwrap_or_default())
+    Ok(UnixFsData::decode(&data)
+        .map_err(malformed)?
+        .data
+        .unwrap_or_default())
 }
 
 /// Appends the leaves under `cid` in order; false when the DAG is not the plain

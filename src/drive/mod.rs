@@ -183,11 +183,9 @@ impl Drive {
     ) -> Result<Drive, DriveError> {
         let staging = Staging::new(store);
         let head = match staging.store().head(OWN_HEAD)? {
-            Some(bytes) => Some(SignedHead::verify(&bytes).map_err(|e| {
-                StoreError::Db {
-                    path: "heads/self".into(),
-                    message: e.to_string(),
-                }
+            Some(bytes) => Some(SignedHead::verify(&bytes).map_err(|e| StoreError::Db {
+                path: "heads/self".into(),
+                message: e.to_string(),
             })?),
             None => None,
         };
@@ -240,7 +238,9 @@ impl Drive {
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, DriveError> {
         let mut st = self.lock();
-        let ino = self.child(&mut st, parent, name)?.ok_or(DriveError::NotFound)?;
+        let ino = self
+            .child(&mut st, parent, name)?
+            .ok_or(DriveError::NotFound)?;
         let inode = st.inodes.get_mut(&ino).ok_or(DriveError::NotFound)?;
         inode.lookups += 1;
         Ok(inode.attr(ino))
@@ -268,7 +268,13 @@ impl Drive {
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, DriveError> {
-        match &self.lock().inodes.get(&ino).ok_or(DriveError::NotFound)?.body {
+        match &self
+            .lock()
+            .inodes
+            .get(&ino)
+            .ok_or(DriveError::NotFound)?
+            .body
+        {
             Body::Symlink { target } => Ok(target.clone()),
             _ => Err(DriveError::Invalid),
         }
@@ -391,7 +397,9 @@ impl Drive {
 
     pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<(), DriveError> {
         let mut st = self.lock();
-        let ino = self.child(&mut st, parent, name)?.ok_or(DriveError::NotFound)?;
+        let ino = self
+            .child(&mut st, parent, name)?
+            .ok_or(DriveError::NotFound)?;
         if st.inodes[&ino].kind() == Kind::Directory {
             return Err(DriveError::IsADirectory);
         }
@@ -403,7 +411,9 @@ impl Drive {
 
     pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<(), DriveError> {
         let mut st = self.lock();
-        let ino = self.child(&mut st, parent, name)?.ok_or(DriveError::NotFound)?;
+        let ino = self
+            .child(&mut st, parent, name)?
+            .ok_or(DriveError::NotFound)?;
         self.check_empty_dir(&mut st, ino)?;
         children_mut(&mut st, parent)?.remove(name);
         detach(&mut st, ino);
@@ -434,7 +444,9 @@ impl Drive {
     ) -> Result<(), DriveError> {
         check_name(new_name)?;
         let mut st = self.lock();
-        let ino = self.child(&mut st, parent, name)?.ok_or(DriveError::NotFound)?;
+        let ino = self
+            .child(&mut st, parent, name)?
+            .ok_or(DriveError::NotFound)?;
         let is_dir = st.inodes[&ino].kind() == Kind::Directory;
         // A directory cannot move into itself or below itself.
         let mut up = new_parent;
@@ -501,7 +513,11 @@ impl Drive {
             None => {
                 let root = self.lock().inodes[&ino].built.map(|b| b.cid);
                 let root = root.ok_or(DriveError::NotFound)?;
-                Arc::new(Mutex::new(FileContent::load(&self.staging, &self.opts, &root)?))
+                Arc::new(Mutex::new(FileContent::load(
+                    &self.staging,
+                    &self.opts,
+                    &root,
+                )?))
             }
         };
         let mut content = content.lock().unwrap_or_else(|e| e.into_inner());
@@ -615,7 +631,12 @@ impl Drive {
     }
 
     /// Builds the file's DAG with its current metadata and marks its directory changed.
-    fn publish(&self, st: &mut State, ino: u64, content: &mut FileContent) -> Result<(), DriveError> {
+    fn publish(
+        &self,
+        st: &mut State,
+        ino: u64,
+        content: &mut FileContent,
+    ) -> Result<(), DriveError> {
         let inode = st.inodes.get_mut(&ino).ok_or(DriveError::NotFound)?;
         let built = content.build(&self.staging, &self.opts, inode.meta())?;
         inode.built = Some(built);
@@ -637,7 +658,12 @@ impl Drive {
 
     /// The CID of an entry as of now: commits first if it has changed.
     pub fn cid(&self, ino: u64) -> Result<Cid, DriveError> {
-        let built = self.lock().inodes.get(&ino).ok_or(DriveError::NotFound)?.built;
+        let built = self
+            .lock()
+            .inodes
+            .get(&ino)
+            .ok_or(DriveError::NotFound)?
+            .built;
         if let Some(b) = built {
             return Ok(b.cid);
         }
@@ -745,9 +771,7 @@ impl Drive {
         }
         self.load_dir(st, parent)?;
         match &st.inodes.get(&parent).ok_or(DriveError::NotFound)?.body {
-            Body::Dir {
-                children: Some(c),
-            } => Ok(c.get(name).copied()),
+            Body::Dir { children: Some(c) } => Ok(c.get(name).copied()),
             _ => Err(DriveError::NotADirectory),
         }
     }
@@ -832,9 +856,7 @@ fn check_name(name: &[u8]) -> Result<(), DriveError> {
 
 fn children_mut(st: &mut State, dir: u64) -> Result<&mut BTreeMap<Vec<u8>, u64>, DriveError> {
     match st.inodes.get_mut(&dir).map(|i| &mut i.body) {
-        Some(Body::Dir {
-            children: Some(c),
-        }) => Ok(c),
+        Some(Body::Dir { children: Some(c) }) => Ok(c),
         Some(_) => Err(DriveError::NotADirectory),
         None => Err(DriveError::NotFound),
     }
@@ -929,6 +951,7 @@ pub fn to_system_time(m: Mtime) -> SystemTime {
     if m.secs >= 0 {
         UNIX_EPOCH + Duration::new(m.secs as u64, m.nanos)
     } else {
-        UNIX_EPOCH - Duration::from_secs(m.secs.unsigned_abs()) + Duration::from_nanos(m.nanos.into())
+        UNIX_EPOCH - Duration::from_secs(m.secs.unsigned_abs())
+            + Duration::from_nanos(m.nanos.into())
     }
 }

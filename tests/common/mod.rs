@@ -190,7 +190,8 @@ impl Mounted {
     }
 
     pub fn unmount(&self) {
-        self.repo.ok(&["unmount", self.mnt.path().to_str().unwrap()]);
+        self.repo
+            .ok(&["unmount", self.mnt.path().to_str().unwrap()]);
     }
 
     /// Mounts the same repo at the same place again (after an unmount or a crash).
@@ -228,9 +229,14 @@ impl Drop for Mounted {
             let _ = self.repo.run(&["unmount", &mnt]);
         }
         if self.alive() {
-            let _ = Command::new("kill").arg("-9").arg(self.pid.to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-9")
+                .arg(self.pid.to_string())
+                .status();
         }
-        let _ = Command::new("fusermount3").args(["-u", "-z", &mnt]).output();
+        let _ = Command::new("fusermount3")
+            .args(["-u", "-z", &mnt])
+            .output();
     }
 }
 
