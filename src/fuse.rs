@@ -140,6 +140,14 @@ impl PeerFs {
     }
 }
 
+/// Answers an operation that returns nothing but success or an errno.
+fn reply_empty(reply: ReplyEmpty, result: Result<(), DriveError>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
 fn errno(e: &DriveError) -> Errno {
     Errno::from_i32(e.errno())
 }
@@ -291,20 +299,14 @@ impl Filesystem for PeerFs {
         if read_only(parent.0) {
             return reply.error(Errno::EROFS);
         }
-        match self.drive.unlink(parent.0, name.as_bytes()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(reply, self.drive.unlink(parent.0, name.as_bytes()))
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         if read_only(parent.0) {
             return reply.error(Errno::EROFS);
         }
-        match self.drive.rmdir(parent.0, name.as_bytes()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(reply, self.drive.rmdir(parent.0, name.as_bytes()))
     }
 
     fn symlink(
@@ -342,16 +344,16 @@ impl Filesystem for PeerFs {
             return reply.error(Errno::EINVAL);
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        match self.drive.rename(
-            parent.0,
-            name.as_bytes(),
-            newparent.0,
-            newname.as_bytes(),
-            no_replace,
-        ) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(
+            reply,
+            self.drive.rename(
+                parent.0,
+                name.as_bytes(),
+                newparent.0,
+                newname.as_bytes(),
+                no_replace,
+            ),
+        )
     }
 
     fn link(
@@ -418,10 +420,7 @@ impl Filesystem for PeerFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.drive.flush(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(reply, self.drive.flush(fh.0))
     }
 
     fn release(
@@ -434,10 +433,7 @@ impl Filesystem for PeerFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        match self.drive.release(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(reply, self.drive.release(fh.0))
     }
 
     fn fsync(

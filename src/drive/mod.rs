@@ -120,6 +120,21 @@ struct Inode {
 }
 
 impl Inode {
+    /// A new entry made through the mount, modified now.
+    fn new(parent: u64, body: Body, mode: u32) -> Inode {
+        let now = SystemTime::now();
+        Inode {
+            parent,
+            body,
+            mode: mode & 0o7777,
+            mtime: to_mtime(now),
+            ctime: now,
+            built: None,
+            lookups: 1,
+            linked: true,
+        }
+    }
+
     fn kind(&self) -> Kind {
         match self.body {
             Body::Dir { .. } => Kind::Directory,
@@ -309,37 +324,25 @@ impl Drive {
 
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32) -> Result<Attr, DriveError> {
         let mut st = self.lock();
-        let now = SystemTime::now();
-        let inode = Inode {
+        let inode = Inode::new(
             parent,
-            body: Body::Dir {
+            Body::Dir {
                 children: Some(BTreeMap::new()),
             },
-            mode: mode & 0o7777,
-            mtime: to_mtime(now),
-            ctime: now,
-            built: None,
-            lookups: 1,
-            linked: true,
-        };
+            mode,
+        );
         self.insert(&mut st, parent, name, inode)
     }
 
     pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8]) -> Result<Attr, DriveError> {
         let mut st = self.lock();
-        let now = SystemTime::now();
-        let mut inode = Inode {
+        let mut inode = Inode::new(
             parent,
-            body: Body::Symlink {
+            Body::Symlink {
                 target: target.to_vec(),
             },
-            mode: 0o777,
-            mtime: to_mtime(now),
-            ctime: now,
-            built: None,
-            lookups: 1,
-            linked: true,
-        };
+            0o777,
+        );
         inode.built = Some(self.build_symlink(&inode)?);
         self.insert(&mut st, parent, name, inode)
     }
@@ -347,22 +350,13 @@ impl Drive {
     /// Creates an empty file and opens it; returns its attributes and a handle.
     pub fn create(&self, parent: u64, name: &[u8], mode: u32) -> Result<(Attr, u64), DriveError> {
         let mut st = self.lock();
-        let now = SystemTime::now();
         let mut content = FileContent::empty(&self.opts);
-        let mut inode = Inode {
-            parent,
-            body: Body::File {
-                size: 0,
-                content: None,
-                open: 0,
-            },
-            mode: mode & 0o7777,
-            mtime: to_mtime(now),
-            ctime: now,
-            built: None,
-            lookups: 1,
-            linked: true,
+        let body = Body::File {
+            size: 0,
+            content: None,
+            open: 0,
         };
+        let mut inode = Inode::new(parent, body, mode);
         inode.built = Some(content.build(&self.staging, &self.opts, inode.meta())?);
         let content = Arc::new(Mutex::new(content));
         inode.body = Body::File {
