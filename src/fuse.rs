@@ -3,13 +3,18 @@
 //!
 //! ```text
 //! DIR/drive/   my drive, read-write (the drive's root inode)
-//! DIR/peers/   followed peers' drives, read-only (empty until the network lands)
+//! DIR/peers/   followed peers' drives, read-only (`peers::PeerView`)
 //! ```
+//!
+//! Requests on peers' files may wait on the network, so they run on a blocking pool
+//! and answer from there: a slow peer never holds a session thread, and `ls` of my own
+//! drive keeps answering.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -21,9 +26,10 @@ use fuser::{
 };
 
 use crate::drive::{self, Attr, Drive, DriveError, Kind, SetAttr};
+use crate::peers::{is_peer_ino, PeerView};
 
 const MOUNT_ROOT: u64 = 1;
-const PEERS: u64 = 3;
+pub const PEERS: u64 = 3;
 /// The drive changes only through this mount, so the kernel's view stays right; the
 /// TTL bounds staleness if that ever stops being true.
 const TTL: Duration = Duration::from_secs(1);
@@ -32,34 +38,84 @@ const MAX_WRITE: u32 = 1024 * 1024;
 /// The attribute every entry answers: its CID.
 pub const CID_XATTR: &str = "user.peerfs.cid";
 
-pub struct PeerFs {
-    drive: Arc<Drive>,
-    /// Everything appears owned by the user who mounted.
+type Listing = Vec<(Vec<u8>, Attr)>;
+
+/// Directory listings taken at opendir, so readdir pages are consistent and cheap.
+#[derive(Default)]
+struct Listings {
+    open: Mutex<HashMap<u64, Listing>>,
+    next: AtomicU64,
+}
+
+impl Listings {
+    fn insert(&self, listing: Listing) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fh, listing);
+        fh
+    }
+}
+
+/// Everything appears owned by the user who mounted.
+#[derive(Clone, Copy)]
+struct Owner {
     uid: u32,
     gid: u32,
+}
+
+pub struct PeerFs {
+    drive: Arc<Drive>,
+    peers: Option<Arc<PeerView>>,
+    /// Where requests that may wait on the network run.
+    pool: Option<tokio::runtime::Handle>,
+    owner: Owner,
     /// For statfs: the disk the repo lives on.
     repo: PathBuf,
-    /// Directory listings taken at opendir, so readdir pages are consistent and cheap.
-    listings: Mutex<HashMap<u64, Vec<(Vec<u8>, Attr)>>>,
-    next_listing: Mutex<u64>,
+    listings: Arc<Listings>,
     started: SystemTime,
 }
 
 impl PeerFs {
-    pub fn new(drive: Arc<Drive>, repo: &Path) -> PeerFs {
+    pub fn new(
+        drive: Arc<Drive>,
+        peers: Option<(Arc<PeerView>, tokio::runtime::Handle)>,
+        repo: &Path,
+    ) -> PeerFs {
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (peers, pool) = peers.unzip();
         PeerFs {
             drive,
-            uid,
-            gid,
+            peers,
+            pool,
+            owner: Owner { uid, gid },
             repo: repo.to_path_buf(),
-            listings: Mutex::new(HashMap::new()),
-            next_listing: Mutex::new(1),
+            listings: Arc::default(),
             started: SystemTime::now(),
         }
     }
 
+    fn file_attr(&self, a: &Attr) -> FileAttr {
+        self.owner.file_attr(a)
+    }
+
+    /// The peer view, for an inode that belongs to it.
+    fn peer_view(&self) -> Result<Arc<PeerView>, DriveError> {
+        self.peers.clone().ok_or(DriveError::NotFound)
+    }
+
+    /// Runs `job` on the blocking pool, so it may wait on the network.
+    fn offload(&self, job: impl FnOnce() + Send + 'static) {
+        match &self.pool {
+            Some(pool) => drop(pool.spawn_blocking(job)),
+            None => job(),
+        }
+    }
+}
+
+impl Owner {
     fn file_attr(&self, a: &Attr) -> FileAttr {
         let kind = match a.kind {
             Kind::File => FileType::RegularFile,
@@ -85,7 +141,9 @@ impl PeerFs {
             flags: 0,
         }
     }
+}
 
+impl PeerFs {
     /// The mount's own directories: the top level and `peers/`.
     fn virtual_attr(&self, ino: u64) -> Attr {
         Attr {
@@ -101,6 +159,7 @@ impl PeerFs {
     fn attr_of(&self, ino: u64) -> Result<Attr, DriveError> {
         match ino {
             MOUNT_ROOT | PEERS => Ok(self.virtual_attr(ino)),
+            i if is_peer_ino(i) => self.peer_view()?.getattr(i),
             _ => self.drive.getattr(ino),
         }
     }
@@ -116,7 +175,14 @@ impl PeerFs {
                     vec![(b"drive".to_vec(), drive), (b"peers".to_vec(), peers)],
                 )
             }
-            PEERS => (MOUNT_ROOT, Vec::new()),
+            PEERS => (
+                MOUNT_ROOT,
+                self.peers.as_ref().map(|p| p.tops()).unwrap_or_default(),
+            ),
+            i if is_peer_ino(i) => {
+                let view = self.peer_view()?;
+                (view.parent(i), view.list(i)?)
+            }
             drive::ROOT => (MOUNT_ROOT, self.drive.list(ino)?),
             _ => (self.drive.parent(ino), self.drive.list(ino)?),
         };
@@ -129,7 +195,7 @@ impl PeerFs {
     }
 
     fn listing_page(&self, fh: FileHandle, offset: u64) -> Vec<(usize, Vec<u8>, Attr)> {
-        let listings = self.listings.lock().unwrap_or_else(|e| e.into_inner());
+        let listings = self.listings.open.lock().unwrap_or_else(|e| e.into_inner());
         listings.get(&fh.0).map_or_else(Vec::new, |l| {
             l.iter()
                 .enumerate()
@@ -154,7 +220,7 @@ fn errno(e: &DriveError) -> Errno {
 
 /// Where writes are refused: the mount's own directories and everything under peers/.
 fn read_only(ino: u64) -> bool {
-    ino == MOUNT_ROOT || ino == PEERS
+    ino == MOUNT_ROOT || ino == PEERS || is_peer_ino(ino)
 }
 
 fn time(t: TimeOrNow) -> SystemTime {
@@ -188,7 +254,17 @@ impl Filesystem for PeerFs {
                 b"peers" => Ok(self.virtual_attr(PEERS)),
                 _ => Err(DriveError::NotFound),
             },
-            PEERS => Err(DriveError::NotFound),
+            p if p == PEERS || is_peer_ino(p) => {
+                let view = match self.peer_view() {
+                    Ok(v) => v,
+                    Err(e) => return reply.error(errno(&e)),
+                };
+                let (name, owner) = (name.to_vec(), self.owner);
+                return self.offload(move || match view.lookup(p, &name) {
+                    Ok(a) => reply.entry(&TTL, &owner.file_attr(&a), Generation(0)),
+                    Err(e) => reply.error(errno(&e)),
+                });
+            }
             p => self.drive.lookup(p, name),
         };
         match found {
@@ -245,6 +321,16 @@ impl Filesystem for PeerFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        if is_peer_ino(ino.0) {
+            let view = match self.peer_view() {
+                Ok(v) => v,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            return self.offload(move || match view.readlink(ino.0) {
+                Ok(t) => reply.data(&t),
+                Err(e) => reply.error(errno(&e)),
+            });
+        }
         match self.drive.readlink(ino.0) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(&e)),
@@ -370,6 +456,15 @@ impl Filesystem for PeerFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let truncate = flags.0 & libc::O_TRUNC != 0;
+        if is_peer_ino(ino.0) {
+            let writing = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+            return match self.attr_of(ino.0) {
+                Ok(_) if writing || truncate => reply.error(Errno::EROFS),
+                // A new head of the peer invalidates the cached pages it changed.
+                Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+                Err(e) => reply.error(errno(&e)),
+            };
+        }
         match self.drive.open(ino.0, truncate) {
             // Every change to the drive comes through this mount, so cached pages stay true.
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
@@ -380,7 +475,7 @@ impl Filesystem for PeerFs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -388,6 +483,16 @@ impl Filesystem for PeerFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if is_peer_ino(ino.0) {
+            let view = match self.peer_view() {
+                Ok(v) => v,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            return self.offload(move || match view.read(ino.0, offset, size) {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(errno(&e)),
+            });
+        }
         match self.drive.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(&e)),
@@ -415,35 +520,44 @@ impl Filesystem for PeerFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        if is_peer_ino(ino.0) {
+            return reply.ok();
+        }
         reply_empty(reply, self.drive.flush(fh.0))
     }
 
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        if is_peer_ino(ino.0) {
+            return reply.ok();
+        }
         reply_empty(reply, self.drive.release(fh.0))
     }
 
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        if is_peer_ino(ino.0) {
+            return reply.ok();
+        }
         let done = self
             .drive
             .flush(fh.0)
@@ -455,15 +569,35 @@ impl Filesystem for PeerFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if is_peer_ino(ino.0) {
+            let (view, listings) = match self.peer_view() {
+                Ok(v) => (v, Arc::clone(&self.listings)),
+                Err(e) => return reply.error(errno(&e)),
+            };
+            let peers_attr = self.virtual_attr(PEERS);
+            return self.offload(move || {
+                let listing = view.list(ino.0).and_then(|entries| {
+                    let parent = view.parent(ino.0);
+                    let attr_of = |i| match i {
+                        PEERS => Ok(peers_attr),
+                        _ => view.getattr(i),
+                    };
+                    let mut out = vec![
+                        (b".".to_vec(), attr_of(ino.0)?),
+                        (b"..".to_vec(), attr_of(parent)?),
+                    ];
+                    out.extend(entries);
+                    Ok(out)
+                });
+                match listing {
+                    Ok(l) => reply.opened(FileHandle(listings.insert(l)), FopenFlags::empty()),
+                    Err(e) => reply.error(errno(&e)),
+                }
+            });
+        }
         match self.listing(ino.0) {
             Ok(entries) => {
-                let mut next = self.next_listing.lock().unwrap_or_else(|e| e.into_inner());
-                let fh = *next;
-                *next += 1;
-                self.listings
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(fh, entries);
+                let fh = self.listings.insert(entries);
                 reply.opened(FileHandle(fh), FopenFlags::empty())
             }
             Err(e) => reply.error(errno(&e)),
@@ -525,6 +659,7 @@ impl Filesystem for PeerFs {
         reply: ReplyEmpty,
     ) {
         self.listings
+            .open
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&fh.0);
@@ -567,6 +702,7 @@ impl Filesystem for PeerFs {
         }
         let cid = match ino.0 {
             MOUNT_ROOT | PEERS => return reply.error(Errno::from_i32(libc::ENODATA)),
+            i if is_peer_ino(i) => self.peer_view().and_then(|v| v.cid(i)),
             i => self.drive.cid(i),
         };
         match cid {
@@ -576,7 +712,7 @@ impl Filesystem for PeerFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let names = if read_only(ino.0) {
+        let names = if ino.0 == MOUNT_ROOT || ino.0 == PEERS {
             Vec::new()
         } else {
             format!("{CID_XATTR}\0").into_bytes()

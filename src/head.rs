@@ -22,6 +22,9 @@ pub struct Head {
     pub root: Cid,
     /// Commit time, milliseconds since the Unix epoch.
     pub time_ms: u64,
+    /// The owner lets everyone read the drive (`readers = ["*"]`), so peers holding its
+    /// blocks may pass them on. A restricted drive is served by its owner only.
+    pub open: bool,
 }
 
 /// What is signed: the head's fields, DAG-CBOR encoded.
@@ -33,6 +36,9 @@ struct Payload {
     #[serde(with = "serde_bytes")]
     root: Vec<u8>,
     time_ms: u64,
+    /// Absent in heads written before it existed: those count as restricted.
+    #[serde(default)]
+    open: bool,
 }
 
 /// The stored and transmitted form: the payload and its signature.
@@ -57,6 +63,7 @@ impl Head {
             seq: self.seq,
             root: self.root.to_bytes(),
             time_ms: self.time_ms,
+            open: self.open,
         };
         serde_ipld_dagcbor::to_vec(&p).expect("a plain struct always encodes")
     }
@@ -95,6 +102,7 @@ impl SignedHead {
                 seq: p.seq,
                 root,
                 time_ms: p.time_ms,
+                open: p.open,
             },
             encoded: bytes.to_vec(),
         })
@@ -122,6 +130,7 @@ mod tests {
             seq: 7,
             root: cid_of(cid::Version::V1, RAW, b"x"),
             time_ms: 1,
+            open: true,
         };
         let signed = head.clone().sign(&key);
         assert_eq!(SignedHead::verify(signed.encoded()).unwrap().head(), &head);

@@ -19,6 +19,10 @@
 //! - [`drive`]: the mutable drive: inodes over a UnixFS tree, copy-on-write file
 //!   contents, batched commits of new blocks plus a new head. Uses `unixfs`, `store`.
 //! - [`fuse`]: the FUSE adapter: kernel requests to `drive` calls, errors to errno.
+//! - [`net`]: the libp2p node: peer book, signed heads over GossipSub and
+//!   `/peerfs/head/1`, verified block fetch with fallback over `/peerfs/block/1`.
+//! - [`peers`]: followed peers' drives as read-only inode trees, kept current by
+//!   their heads. Uses `net`, `unixfs`.
 //! - [`daemon`]: one process per repo: mounts, commits on an interval, answers the
 //!   control socket. It and the CLI are the only modules that know everybody.
 
@@ -32,6 +36,8 @@ pub mod fsck;
 pub mod fuse;
 pub mod get;
 pub mod head;
+pub mod net;
+pub mod peers;
 #[cfg(feature = "rocksdb")]
 pub mod repo;
 pub mod store;

@@ -51,11 +51,81 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RepoError + '_ {
 }
 
 /// Settings kept in `config.toml`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Multiaddrs the node listens on (TCP and QUIC).
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    /// Find peers on the local network by multicast DNS.
+    #[serde(default = "yes")]
+    pub mdns: bool,
+    /// Who may read my drive: `["*"]`, or peer IDs and peer-book names.
+    #[serde(default = "everyone")]
+    pub readers: Vec<String>,
+    /// How long a read waits for a block nobody delivers before it fails with EIO.
+    #[serde(default = "default_fetch_timeout", with = "duration_text")]
+    pub fetch_timeout: std::time::Duration,
+    /// Room for peers' blocks fetched on demand; the least recently used go first.
+    #[serde(default = "default_cache_size")]
+    pub cache_size: bytesize::ByteSize,
+    /// Multiaddrs (with `/p2p/…`) of DHT nodes to join at start.
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
     #[serde(default)]
     pub import: ImportConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: default_listen(),
+            mdns: true,
+            readers: everyone(),
+            fetch_timeout: default_fetch_timeout(),
+            cache_size: default_cache_size(),
+            bootstrap: Vec::new(),
+            import: ImportConfig::default(),
+        }
+    }
+}
+
+/// peerfs's own port, beside IPFS's 4001.
+fn default_listen() -> Vec<String> {
+    vec![
+        "/ip4/0.0.0.0/tcp/4011".into(),
+        "/ip4/0.0.0.0/udp/4011/quic-v1".into(),
+    ]
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn everyone() -> Vec<String> {
+    vec!["*".into()]
+}
+
+fn default_fetch_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
+}
+
+fn default_cache_size() -> bytesize::ByteSize {
+    bytesize::ByteSize::gib(10)
+}
+
+/// Durations as people write them: "30s", "2m".
+mod duration_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        humantime::parse_duration(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -167,6 +167,7 @@ fn unknown_cids_and_missing_paths_are_one_line_errors() {
     let err = repo.fails(&["add", dir.path().join("d").to_str().unwrap()]);
     assert!(err.contains("is a directory (use -r"), "{err}");
     let err = TestRepo {
+        env: Vec::new(),
         dir: tempfile::tempdir().unwrap(),
     }
     .fails(&["ls", &root]);

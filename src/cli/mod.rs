@@ -2,6 +2,7 @@
 //! turns errors into one plain line on stderr.
 
 mod mount;
+mod peer;
 mod progress;
 
 use std::fs::File;
@@ -70,6 +71,12 @@ enum Command {
         /// Log lines as text or json (RUST_LOG sets the level)
         #[arg(long, value_name = "FORMAT", default_value = "text")]
         log_format: LogFormat,
+        /// Listen on this multiaddr instead of config's `listen` (repeatable)
+        #[arg(long = "listen", value_name = "MULTIADDR")]
+        listen: Vec<String>,
+        /// Do not look for peers on the LAN with mDNS
+        #[arg(long)]
+        no_mdns: bool,
     },
     /// Commit, flush and unmount DIR
     Unmount { dir: PathBuf },
@@ -77,6 +84,27 @@ enum Command {
     Status,
     /// Check every block reachable from the drive's root (the daemon must not be running)
     Fsck,
+    /// Print this node's peer ID and listen addresses (with /p2p/…)
+    Id,
+    /// Follow or stop following a peer
+    #[command(subcommand)]
+    Peer(PeerCommand),
+    /// List followed peers: connection, RTT, head, last seen, bad blocks
+    Peers,
+}
+
+#[derive(Subcommand)]
+enum PeerCommand {
+    /// Follow a peer: its drive appears at DIR/peers/NAME
+    Add {
+        /// A multiaddr ending in /p2p/PEERID, or a bare peer ID
+        target: String,
+        /// The name under DIR/peers/ [default: the peer ID]
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Stop following a peer (by name or peer ID)
+    Rm { name: String },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -157,7 +185,21 @@ fn run(cli: Cli) -> Result<()> {
             dir,
             foreground,
             log_format,
-        } => mount::mount(&repo_path, &dir, foreground, log_format),
+            listen,
+            no_mdns,
+        } => mount::mount(
+            &repo_path,
+            &dir,
+            foreground,
+            log_format,
+            peerfs::daemon::NetFlags { listen, no_mdns },
+        ),
+        Command::Id => peer::id(&repo_path),
+        Command::Peer(PeerCommand::Add { target, name }) => {
+            peer::add(&repo_path, &target, name.as_deref())
+        }
+        Command::Peer(PeerCommand::Rm { name }) => peer::rm(&repo_path, &name),
+        Command::Peers => peer::list(&repo_path),
         Command::Unmount { dir } => mount::unmount(&repo_path, &dir),
         Command::Status => mount::status(&repo_path),
         Command::Fsck => mount::fsck(&open()?),

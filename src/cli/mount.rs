@@ -22,7 +22,13 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// The daemon's log, in the repo, when it runs in the background.
 const DAEMON_LOG: &str = "daemon.log";
 
-pub fn mount(repo_path: &Path, dir: &Path, foreground: bool, format: LogFormat) -> Result<()> {
+pub fn mount(
+    repo_path: &Path,
+    dir: &Path,
+    foreground: bool,
+    format: LogFormat,
+    net: daemon::NetFlags,
+) -> Result<()> {
     if let Ok(Response::Status(s)) = control::request(repo_path, &Request::Status) {
         bail!(
             "repo {} is already mounted at {} (daemon pid {})",
@@ -34,7 +40,7 @@ pub fn mount(repo_path: &Path, dir: &Path, foreground: bool, format: LogFormat) 
     if foreground {
         init_logging(format);
         let repo = Repo::open(repo_path).context("opening the repo")?;
-        return daemon::run(repo, dir).context("peerfs daemon");
+        return daemon::run(repo, dir, net).context("peerfs daemon");
     }
     daemon::preflight(dir)?;
     // Fails now, with a plain message, if there is no repo or it is in use.
@@ -59,6 +65,8 @@ pub fn mount(repo_path: &Path, dir: &Path, foreground: bool, format: LogFormat) 
         .arg("mount")
         .arg(dir)
         .args(["--foreground", "--log-format", format_arg])
+        .args(net.listen.iter().flat_map(|a| ["--listen", a.as_str()]))
+        .args(net.no_mdns.then_some("--no-mdns"))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::net::peerbook::PeerEntry;
+use crate::net::PeerInfo;
+
 /// The socket's file name inside the repo.
 pub const SOCKET: &str = "peerfs.sock";
 /// How long a client waits for an answer; an unmount commits first, so allow for a
@@ -22,6 +25,18 @@ pub enum Request {
     Status,
     /// Commit, flush and unmount; the daemon exits after answering.
     Unmount,
+    /// The node's peer ID and listen addresses.
+    Id,
+    /// Follow a peer (a peer ID, or a multiaddr ending in /p2p/ID).
+    PeerAdd {
+        target: String,
+        name: Option<String>,
+    },
+    /// Stop following a peer, by name or peer ID.
+    PeerRm {
+        name: String,
+    },
+    Peers,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -29,6 +44,10 @@ pub enum Request {
 pub enum Response {
     Status(Status),
     Unmounted { root: Option<String> },
+    Id { peer_id: String, addrs: Vec<String> },
+    PeerAdded(PeerEntry),
+    PeerRemoved(PeerEntry),
+    Peers { peers: Vec<PeerInfo> },
     Error { message: String },
 }
 

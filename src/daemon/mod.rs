@@ -6,19 +6,26 @@
 
 pub mod control;
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use fuser::{MountOption, Session};
+use fuser::{INodeNo, MountOption, Notifier, Session};
 use tracing::{error, info, warn};
 
 use crate::drive::{Drive, DriveError};
-use crate::fuse::PeerFs;
+use crate::fuse::{PeerFs, PEERS};
+use crate::head::SignedHead;
+use crate::net::peerbook::{PeerBook, PeerBookError};
+use crate::net::{self, NetConfig, NetError, NetEvent, NetHandle, Readers};
+use crate::peers::{Invalidation, PeerView};
 use crate::repo::Repo;
+use crate::store::HeadStore;
 use control::{Request, Response, Status};
 
 /// How often changes are committed; fsync and unmount commit at once.
@@ -48,6 +55,51 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Drive(#[from] DriveError),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    PeerBook(#[from] PeerBookError),
+    #[error("config `readers`: {0:?} is neither a peer ID nor a name in the peer book")]
+    UnknownReader(String),
+}
+
+/// Network settings given on the command line; they override `config.toml`.
+#[derive(Clone, Debug, Default)]
+pub struct NetFlags {
+    pub listen: Vec<String>,
+    pub no_mdns: bool,
+}
+
+/// The node's settings: config.toml, then flags, then the test-only fault switch.
+fn net_config(repo: &Repo, book: &PeerBook, flags: &NetFlags) -> Result<NetConfig, DaemonError> {
+    let config = repo.config();
+    let listen = if flags.listen.is_empty() {
+        &config.listen
+    } else {
+        &flags.listen
+    };
+    let readers = if config.readers.iter().any(|r| r == "*") {
+        Readers::Everyone
+    } else {
+        let mut ids = std::collections::HashSet::new();
+        for r in &config.readers {
+            let id = r
+                .parse()
+                .ok()
+                .or_else(|| book.by_name(r).and_then(|e| e.peer_id()))
+                .ok_or_else(|| DaemonError::UnknownReader(r.clone()))?;
+            ids.insert(id);
+        }
+        Readers::Only(ids)
+    };
+    Ok(NetConfig {
+        listen: net::parse_addrs(listen)?,
+        mdns: config.mdns && !flags.no_mdns,
+        readers,
+        fetch_timeout: config.fetch_timeout,
+        bootstrap: net::parse_addrs(&config.bootstrap)?,
+        corrupt_served_blocks: std::env::var_os("PEERFS_TEST_CORRUPT_BLOCKS").is_some(),
+    })
 }
 
 /// Checks that `mountpoint` can be mounted on, cleaning up a stale mount a crashed
@@ -125,16 +177,34 @@ enum Event {
     SessionEnded,
 }
 
-/// Mounts the repo's drive at `mountpoint` and serves until told to stop.
-pub fn run(repo: Repo, mountpoint: &Path) -> Result<(), DaemonError> {
+/// Mounts the repo's drive at `mountpoint`, runs the node, and serves until told to stop.
+pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonError> {
     let mountpoint = preflight(mountpoint)?;
     let opts = repo.config().import.profile.options();
-    let drive = Arc::new(Drive::load(
-        repo.shared_store(),
-        opts,
+    let store = repo.shared_store();
+    let drive = Arc::new(Drive::load(store.clone(), opts, repo.keypair().clone())?);
+    let book = PeerBook::load(repo.path())?;
+    let net_config = net_config(&repo, &book, &flags)?;
+    drive.set_open(matches!(net_config.readers, Readers::Everyone));
+    let (net_events, net_inbox) = mpsc::channel();
+    let (net, runtime) = net::node::start(
         repo.keypair().clone(),
-    )?);
-    let fs = PeerFs::new(Arc::clone(&drive), repo.path());
+        net_config,
+        store.clone(),
+        book.entries().to_vec(),
+        net_events,
+    )?;
+    let view = Arc::new(PeerView::new(store.clone(), net.clone(), PEERS));
+    for entry in book.entries() {
+        if let Some(peer) = entry.peer_id() {
+            view.add_peer(&entry.name, peer, stored_root(store.as_ref(), &entry.id));
+        }
+    }
+    let fs = PeerFs::new(
+        Arc::clone(&drive),
+        Some((Arc::clone(&view), runtime.handle().clone())),
+        repo.path(),
+    );
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::FSName("peerfs".into()),
@@ -152,6 +222,7 @@ pub fn run(repo: Repo, mountpoint: &Path) -> Result<(), DaemonError> {
     // `Session::spawn` would move the mount out of reach of this unmounter; running the
     // session on our own thread keeps it shared.
     let mut unmounter = session.unmount_callable();
+    let notifier = session.notifier();
     info!(
         "mounted {} (drive root {:?})",
         mountpoint.display(),
@@ -167,15 +238,27 @@ pub fn run(repo: Repo, mountpoint: &Path) -> Result<(), DaemonError> {
         let _ = ended.send(Event::SessionEnded);
     });
     watch_signals(events.clone());
+    let book = Arc::new(Mutex::new(book));
+    follow_heads(
+        net_inbox,
+        Arc::clone(&view),
+        Arc::clone(&book),
+        notifier.clone(),
+    );
     let socket = repo.path().join(control::SOCKET);
-    let status = StatusSource {
+    let context = Context {
         drive: Arc::clone(&drive),
         repo: repo.path().to_path_buf(),
-        peer_id: repo.peer_id().to_string(),
+        peer_id: repo.peer_id(),
         mountpoint: mountpoint.clone(),
+        net: net.clone(),
+        book,
+        view,
+        notifier,
+        store: store.clone(),
     };
-    serve_control(&socket, status, events.clone())?;
-    let (stop_commits, committer) = start_committer(Arc::clone(&drive));
+    serve_control(&socket, context, events.clone())?;
+    let (stop_commits, committer) = start_committer(Arc::clone(&drive), net.clone());
 
     let mut session_ended = false;
     let requester = loop {
@@ -217,6 +300,11 @@ pub fn run(repo: Repo, mountpoint: &Path) -> Result<(), DaemonError> {
         }
     }
     let _ = std::fs::remove_file(&socket);
+    if let Some(head) = drive.head() {
+        net.publish(head);
+    }
+    // A moment for the last head to leave; the node ends with its runtime.
+    runtime.shutdown_timeout(Duration::from_millis(500));
     let root = drive.status().root.map(|c| c.to_string());
     info!("unmounted; drive root {:?}", root);
     if let Some(reply) = requester {
@@ -231,20 +319,75 @@ pub fn run(repo: Repo, mountpoint: &Path) -> Result<(), DaemonError> {
     committed.map(drop).map_err(DaemonError::from)
 }
 
-/// Commits every `COMMIT_INTERVAL` until the returned sender is dropped.
-fn start_committer(drive: Arc<Drive>) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+/// Commits every `COMMIT_INTERVAL` until the returned sender is dropped, and announces
+/// each new head, including those fsync committed in between.
+fn start_committer(
+    drive: Arc<Drive>,
+    net: NetHandle,
+) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
     let (stop, stopped) = mpsc::channel::<()>();
+    let mut announced = drive.head().map_or(0, |h| h.head().seq);
     let handle = std::thread::spawn(move || loop {
         match stopped.recv_timeout(COMMIT_INTERVAL) {
             Err(RecvTimeoutError::Timeout) => {
                 if let Err(e) = drive.commit() {
                     error!("commit failed (will retry): {e}");
                 }
+                if let Some(head) = drive.head().filter(|h| h.head().seq > announced) {
+                    announced = head.head().seq;
+                    net.publish(head);
+                }
             }
             _ => return,
         }
     });
     (stop, handle)
+}
+
+/// The root of the newest head stored for peer `id`.
+fn stored_root(store: &dyn HeadStore, id: &str) -> Option<cid::Cid> {
+    let bytes = store.head(id).ok()??;
+    SignedHead::verify(&bytes).ok().map(|h| h.head().root)
+}
+
+/// Moves the peer view to each new head a followed peer announces, and tells the
+/// kernel exactly what changed.
+fn follow_heads(
+    inbox: mpsc::Receiver<NetEvent>,
+    view: Arc<PeerView>,
+    book: Arc<Mutex<PeerBook>>,
+    notifier: Notifier,
+) {
+    std::thread::spawn(move || {
+        for event in inbox {
+            match event {
+                NetEvent::Head(head) => {
+                    let h = head.head();
+                    let name = book
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .by_id(&h.peer)
+                        .map(|e| e.name.clone());
+                    let Some(name) = name else { continue };
+                    let changes = view.add_peer(&name, h.peer, Some(h.root));
+                    invalidate(&notifier, changes);
+                }
+            }
+        }
+    });
+}
+
+/// Tells the kernel to drop what a head change made stale. Errors only mean the kernel
+/// did not hold that entry.
+fn invalidate(notifier: &Notifier, changes: Vec<Invalidation>) {
+    for change in changes {
+        let _ = match &change {
+            Invalidation::Entry { parent, name } => {
+                notifier.inval_entry(INodeNo(*parent), OsStr::from_bytes(name))
+            }
+            Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
+        };
+    }
 }
 
 fn watch_signals(events: mpsc::Sender<Event>) {
@@ -277,19 +420,25 @@ fn watch_signals(events: mpsc::Sender<Event>) {
     });
 }
 
-struct StatusSource {
+/// What the control socket's answers need.
+struct Context {
     drive: Arc<Drive>,
     repo: PathBuf,
-    peer_id: String,
+    peer_id: libp2p::PeerId,
     mountpoint: PathBuf,
+    net: NetHandle,
+    book: Arc<Mutex<PeerBook>>,
+    view: Arc<PeerView>,
+    notifier: Notifier,
+    store: Arc<dyn HeadStore>,
 }
 
-impl StatusSource {
+impl Context {
     fn status(&self) -> Status {
         let d = self.drive.status();
         Status {
             pid: std::process::id(),
-            peer_id: self.peer_id.clone(),
+            peer_id: self.peer_id.to_string(),
             mountpoint: self.mountpoint.clone(),
             root: d.root.map(|c| c.to_string()),
             seq: d.seq,
@@ -302,6 +451,54 @@ impl StatusSource {
             open_files: d.open_files,
             store_bytes: dir_size(&self.repo.join("db")),
         }
+    }
+
+    fn peer_add(&self, target: &str, name: Option<&str>) -> Response {
+        let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        let before: Vec<_> = book.entries().to_vec();
+        let entry = match book.add(target, name, &self.peer_id) {
+            Ok(e) => e,
+            Err(e) => return error_response(e),
+        };
+        drop(book);
+        let Some(peer) = entry.peer_id() else {
+            return error_response("bad peer ID in the peer book");
+        };
+        // A rename shows the peer under its new name only.
+        for old in before
+            .iter()
+            .filter(|o| o.id == entry.id && o.name != entry.name)
+        {
+            invalidate(&self.notifier, self.view.remove_peer(&old.name));
+        }
+        self.net.follow(entry.clone());
+        let root = stored_root(self.store.as_ref(), &entry.id);
+        invalidate(&self.notifier, self.view.add_peer(&entry.name, peer, root));
+        Response::PeerAdded(entry)
+    }
+
+    fn peer_rm(&self, name: &str) -> Response {
+        let removed = self
+            .book
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        match removed {
+            Ok(entry) => {
+                if let Some(peer) = entry.peer_id() {
+                    self.net.unfollow(peer);
+                }
+                invalidate(&self.notifier, self.view.remove_peer(&entry.name));
+                Response::PeerRemoved(entry)
+            }
+            Err(e) => error_response(e),
+        }
+    }
+}
+
+fn error_response(e: impl std::fmt::Display) -> Response {
+    Response::Error {
+        message: e.to_string(),
     }
 }
 
@@ -319,7 +516,7 @@ fn dir_size(dir: &Path) -> u64 {
 /// Binds the control socket and answers it on a thread per connection.
 fn serve_control(
     path: &Path,
-    status: StatusSource,
+    context: Context,
     events: mpsc::Sender<Event>,
 ) -> Result<(), DaemonError> {
     // We hold the repo lock, so a socket file left here belongs to a dead daemon.
@@ -328,14 +525,14 @@ fn serve_control(
         path: path.to_path_buf(),
         source,
     })?;
-    let status = Arc::new(status);
+    let context = Arc::new(context);
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
-            let status = Arc::clone(&status);
+            let context = Arc::clone(&context);
             let events = events.clone();
             std::thread::spawn(move || {
-                if let Err(e) = answer(conn, &status, &events) {
+                if let Err(e) = answer(conn, &context, &events) {
                     warn!("control connection: {e}");
                 }
             });
@@ -346,14 +543,28 @@ fn serve_control(
 
 fn answer(
     conn: UnixStream,
-    status: &StatusSource,
+    context: &Context,
     events: &mpsc::Sender<Event>,
 ) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut line = String::new();
     BufReader::new((&conn).take(control::MAX_REQUEST)).read_line(&mut line)?;
     let response = match serde_json::from_str::<Request>(&line) {
-        Ok(Request::Status) => Response::Status(status.status()),
+        Ok(Request::Status) => Response::Status(context.status()),
+        Ok(Request::Id) => Response::Id {
+            peer_id: context.peer_id.to_string(),
+            addrs: context
+                .net
+                .listen_addrs()
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+        },
+        Ok(Request::PeerAdd { target, name }) => context.peer_add(&target, name.as_deref()),
+        Ok(Request::PeerRm { name }) => context.peer_rm(&name),
+        Ok(Request::Peers) => Response::Peers {
+            peers: context.net.peers(),
+        },
         Ok(Request::Unmount) => {
             let (tx, rx) = mpsc::channel();
             if events.send(Event::Unmount(tx)).is_err() {

@@ -1,6 +1,6 @@
 //! The drive's errors and the one place they become errno values.
 
-use crate::store::StoreError;
+use crate::store::{StoreError, Unavailable};
 use crate::unixfs;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,9 @@ pub enum DriveError {
     NotSupported,
     #[error("no such attribute")]
     NoAttribute,
+    /// Peers' drives: only their owners write them.
+    #[error("read-only: a peer's drive")]
+    ReadOnly,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -45,6 +48,7 @@ impl DriveError {
             DriveError::BadHandle => libc::EBADF,
             DriveError::NotSupported => libc::EPERM,
             DriveError::NoAttribute => libc::ENODATA,
+            DriveError::ReadOnly => libc::EROFS,
             DriveError::Store(e) | DriveError::Format(unixfs::Error::Store(e)) => store_errno(e),
             DriveError::Format(_) => libc::EIO,
         }
@@ -54,6 +58,10 @@ impl DriveError {
 fn store_errno(e: &StoreError) -> i32 {
     match e {
         StoreError::DiskFull(_) => libc::ENOSPC,
+        StoreError::Unavailable {
+            why: Unavailable::Refused,
+            ..
+        } => libc::EACCES,
         StoreError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         _ => libc::EIO,
     }

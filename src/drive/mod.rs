@@ -16,6 +16,7 @@ pub mod file;
 pub mod staging;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -180,6 +181,8 @@ struct State {
     seq: u64,
     root: Option<Cid>,
     last_commit: Option<SystemTime>,
+    /// The newest committed head, for announcing.
+    head: Option<SignedHead>,
 }
 
 pub struct Drive {
@@ -187,6 +190,8 @@ pub struct Drive {
     staging: Staging,
     opts: ImportOptions,
     key: Keypair,
+    /// Written into every head: may holders of my blocks pass them on?
+    open: AtomicBool,
 }
 
 impl Drive {
@@ -237,12 +242,14 @@ impl Drive {
             last_commit: head
                 .as_ref()
                 .map(|h| UNIX_EPOCH + Duration::from_millis(h.head().time_ms)),
+            head,
         };
         Ok(Drive {
             state: Mutex::new(state),
             staging,
             opts,
             key,
+            open: AtomicBool::new(false),
         })
     }
 
@@ -668,6 +675,16 @@ impl Drive {
         inode.built.map(|b| b.cid).ok_or(DriveError::NotFound)
     }
 
+    /// Says in future heads whether everyone may read the drive (see `Head::open`).
+    pub fn set_open(&self, open: bool) {
+        self.open.store(open, Ordering::Relaxed);
+    }
+
+    /// The newest committed head, if the drive was ever committed.
+    pub fn head(&self) -> Option<SignedHead> {
+        self.lock().head.clone()
+    }
+
     pub fn status(&self) -> DriveStatus {
         let st = self.lock();
         DriveStatus {
@@ -696,6 +713,7 @@ impl Drive {
             time_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
+            open: self.open.load(Ordering::Relaxed),
         }
         .sign(&self.key);
         self.staging.commit(&blocks, OWN_HEAD, head.encoded())?;
@@ -707,6 +725,7 @@ impl Drive {
         st.seq += 1;
         st.root = Some(root.cid);
         st.last_commit = Some(SystemTime::now());
+        st.head = Some(head.clone());
         Ok(Some(Commit { head }))
     }
 
@@ -803,6 +822,25 @@ impl BlockSink for VecSink<'_> {
     fn put(&mut self, block: Block) -> Result<(), StoreError> {
         self.0.push(block);
         Ok(())
+    }
+}
+
+/// What `stat` shows of a stored node, with the defaults for fields it lacks.
+pub fn node_attr(ino: u64, node: &Node) -> Attr {
+    let meta = node.meta();
+    let (kind, size, default_mode) = match node {
+        Node::File(f) => (Kind::File, f.filesize, DEFAULT_FILE_MODE),
+        Node::Symlink { target, .. } => (Kind::Symlink, target.len() as u64, 0o777),
+        Node::Directory(_) | Node::Shard(_) => (Kind::Directory, 0, DEFAULT_DIR_MODE),
+    };
+    let mtime = to_system_time(meta.mtime.unwrap_or_default());
+    Attr {
+        ino,
+        kind,
+        size,
+        perm: (meta.mode.unwrap_or(default_mode) & 0o7777) as u16,
+        mtime,
+        ctime: mtime,
     }
 }
 

@@ -31,11 +31,27 @@ pub enum StoreError {
     Block(#[from] BlockError),
     #[error("the block writer stopped")]
     WriterStopped,
+    /// A block that is not here and that no peer delivered.
+    #[error("block {cid}: {why}")]
+    Unavailable { cid: Cid, why: Unavailable },
     #[error("{path}: {source}")]
     Io {
         path: String,
         source: std::io::Error,
     },
+}
+
+/// Why a remote block did not arrive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    #[error("no connected peer has it")]
+    NoPeer,
+    #[error("the peers that have it do not let us read it")]
+    Refused,
+    #[error("no peer delivered it within the fetch timeout")]
+    Timeout,
+    #[error("the network is not running")]
+    Stopped,
 }
 
 pub trait Blocks: Send + Sync {

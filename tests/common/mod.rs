@@ -16,12 +16,39 @@ pub fn bin() -> &'static str {
 /// A fresh repo in a temp dir, removed on drop.
 pub struct TestRepo {
     pub dir: TempDir,
+    /// Extra environment for every command (the daemon inherits it).
+    pub env: Vec<(String, String)>,
 }
 
 impl TestRepo {
+    /// Changes one `key = value` line of the repo's config.toml.
+    pub fn set_config(&self, key: &str, value: &str) {
+        let path = self.path().join("config.toml");
+        let text = fs::read_to_string(&path).expect("config.toml");
+        let prefix = format!("{key} = ");
+        assert!(
+            text.lines().any(|l| l.starts_with(&prefix)),
+            "no {key} in config"
+        );
+        let text: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with(&prefix) {
+                    format!("{key} = {value}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        fs::write(&path, text.join("\n") + "\n").expect("write config.toml");
+    }
+
     pub fn new() -> TestRepo {
         let dir = tempfile::tempdir().expect("temp dir");
-        let repo = TestRepo { dir };
+        let repo = TestRepo {
+            dir,
+            env: Vec::new(),
+        };
         repo.ok(&["init"]);
         repo
     }
@@ -33,6 +60,7 @@ impl TestRepo {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.arg("--repo").arg(self.path()).args(args);
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
@@ -212,9 +240,17 @@ impl Mounted {
     }
 }
 
-/// `peerfs mount`; returns the daemon's PID.
+/// `peerfs mount` on loopback with an ephemeral port and no mDNS, so tests never meet
+/// each other or the LAN; returns the daemon's PID.
 fn mount(repo: &TestRepo, mnt: &TempDir) -> u32 {
-    let out = repo.ok(&["mount", mnt.path().to_str().unwrap()]);
+    let mnt = mnt.path().to_str().unwrap();
+    let out = repo.ok(&[
+        "mount",
+        mnt,
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--no-mdns",
+    ]);
     out.split("daemon pid ")
         .nth(1)
         .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())

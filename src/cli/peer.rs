@@ -1,0 +1,140 @@
+//! `id`, `peer add`, `peer rm` and `peers`: through the running daemon when there is
+//! one (so it dials and shows the peer at once), else on the repo's files directly.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use peerfs::daemon::control::{self, ControlError, Request, Response};
+use peerfs::daemon::format_time_ms;
+use peerfs::net::peerbook::{PeerBook, PeerEntry};
+use peerfs::net::PeerInfo;
+use peerfs::repo::Repo;
+
+/// Sends `req` to the daemon; `None` when no daemon runs.
+fn ask(repo: &Path, req: Request) -> Result<Option<Response>> {
+    match control::request(repo, &req) {
+        Ok(Response::Error { message }) => bail!("{message}"),
+        Ok(r) => Ok(Some(r)),
+        Err(ControlError::NotRunning(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn unexpected(r: Response) -> anyhow::Error {
+    anyhow::anyhow!("unexpected answer from the daemon: {r:?}")
+}
+
+pub fn id(repo_path: &Path) -> Result<()> {
+    match ask(repo_path, Request::Id)? {
+        Some(Response::Id { peer_id, addrs }) => {
+            println!("{peer_id}");
+            for a in addrs {
+                println!("{a}");
+            }
+        }
+        Some(other) => return Err(unexpected(other)),
+        None => {
+            let repo = Repo::open(repo_path).context("opening the repo")?;
+            let me = repo.peer_id();
+            println!("{me}");
+            // Not running: these are the configured addresses, not bound ones.
+            for a in &repo.config().listen {
+                println!("{a}/p2p/{me}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn add(repo_path: &Path, target: &str, name: Option<&str>) -> Result<()> {
+    let request = Request::PeerAdd {
+        target: target.to_string(),
+        name: name.map(str::to_string),
+    };
+    let entry = match ask(repo_path, request)? {
+        Some(Response::PeerAdded(e)) => e,
+        Some(other) => return Err(unexpected(other)),
+        None => {
+            let repo = Repo::open(repo_path).context("opening the repo")?;
+            PeerBook::load(repo.path())?.add(target, name, &repo.peer_id())?
+        }
+    };
+    println!("following {} ({})", entry.name, entry.id);
+    Ok(())
+}
+
+pub fn rm(repo_path: &Path, name: &str) -> Result<()> {
+    let request = Request::PeerRm {
+        name: name.to_string(),
+    };
+    let entry = match ask(repo_path, request)? {
+        Some(Response::PeerRemoved(e)) => e,
+        Some(other) => return Err(unexpected(other)),
+        None => {
+            let repo = Repo::open(repo_path).context("opening the repo")?;
+            PeerBook::load(repo.path())?.remove(name)?
+        }
+    };
+    println!("no longer following {} ({})", entry.name, entry.id);
+    Ok(())
+}
+
+pub fn list(repo_path: &Path) -> Result<()> {
+    let peers = match ask(repo_path, Request::Peers)? {
+        Some(Response::Peers { peers }) => peers,
+        Some(other) => return Err(unexpected(other)),
+        None => {
+            let repo = Repo::open(repo_path).context("opening the repo")?;
+            println!("(no daemon is running: showing the peer book only)");
+            PeerBook::load(repo.path())?
+                .entries()
+                .iter()
+                .map(offline_info)
+                .collect()
+        }
+    };
+    if peers.is_empty() {
+        println!("following no one (add a peer with `peerfs peer add MULTIADDR --name NAME`)");
+    }
+    for p in peers {
+        print_peer(&p);
+    }
+    Ok(())
+}
+
+fn offline_info(e: &PeerEntry) -> PeerInfo {
+    PeerInfo {
+        name: e.name.clone(),
+        id: e.id.clone(),
+        connected: false,
+        addrs: e.addrs.clone(),
+        rtt_ms: None,
+        head_seq: None,
+        head_root: None,
+        last_seen_ms: None,
+        bad_blocks: 0,
+    }
+}
+
+fn print_peer(p: &PeerInfo) {
+    println!("{}", p.name);
+    println!("  peer id:     {}", p.id);
+    println!(
+        "  connected:   {}{}",
+        if p.connected { "yes" } else { "no" },
+        p.rtt_ms
+            .map_or_else(String::new, |r| format!(" (rtt {r:.1} ms)"))
+    );
+    println!("  addresses:   {}", p.addrs.join(" "));
+    match (&p.head_seq, &p.head_root) {
+        (Some(seq), Some(root)) => println!("  head:        seq {seq}, root {root}"),
+        _ => println!("  head:        none seen yet"),
+    }
+    println!(
+        "  last seen:   {}",
+        p.last_seen_ms
+            .map_or_else(|| "never".into(), format_time_ms)
+    );
+    println!("  bad blocks:  {}", p.bad_blocks);
+}

@@ -1,0 +1,960 @@
+//! The swarm and its event loop.
+//!
+//! One task owns the swarm and all network state; the rest of the daemon reaches it
+//! through `NetHandle` commands. Work that touches the disk (serving blocks) runs on
+//! tokio's blocking pool and hands its answer back through a channel, so the loop never
+//! waits on RocksDB for long.
+//!
+//! Fetching: every wanted CID is a `Want`. It is asked of the drive's owner first, then
+//! of every other connected peer in turn; a peer that is slow past `HEDGE_AFTER` gets
+//! company (the next source is asked too). Wrong bytes, "don't have", a refusal or a
+//! failed stream move the want on; with no source left it waits for new connections
+//! until its deadline, then fails.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cid::Cid;
+use libp2p::futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity};
+use libp2p::kad::{self, store::MemoryStore};
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    connection_limits, identify, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol,
+    Swarm,
+};
+use libp2p_identity::Keypair;
+use serde_bytes::ByteBuf;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::peerbook::PeerEntry;
+use super::protocol::{
+    BlockMessages, BlockRequest, BlockResponse, Codec, HeadMessages, HeadRequest, HeadResponse,
+    BLOCK_PROTOCOL, HEAD_PROTOCOL, MAX_BLOCK, MAX_HEADS, MAX_WANT, RESPONSE_BUDGET,
+};
+use super::{BlockReply, Command, NetConfig, NetError, NetEvent, NetHandle, PeerInfo};
+use crate::block::{Block, RAW};
+use crate::drive::OWN_HEAD;
+use crate::head::SignedHead;
+use crate::store::{HeadStore, Unavailable};
+
+/// A source that has not answered in this long gets a second one asked beside it.
+const HEDGE_AFTER: Duration = Duration::from_secs(2);
+/// One request's limit; the want's own deadline (the fetch timeout) bounds the whole.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often wants are checked for hedging and deadlines, and peers for redialling.
+const TICK: Duration = Duration::from_millis(250);
+const REDIAL_MIN: Duration = Duration::from_secs(1);
+const REDIAL_MAX: Duration = Duration::from_secs(60);
+/// Leaves are large: one per request, so several stream in parallel.
+const LEAVES_PER_REQUEST: usize = 1;
+/// A block that just failed fails again at once for this long, unless a new peer
+/// connects: the kernel retries a failed read, and each retry must not wait again.
+const FAILED_MEMORY: Duration = Duration::from_secs(10);
+const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerfs/kad/1.0.0");
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    limits: connection_limits::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    kad: kad::Behaviour<MemoryStore>,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    gossipsub: gossipsub::Behaviour,
+    blocks: request_response::Behaviour<Codec<BlockMessages>>,
+    heads: request_response::Behaviour<Codec<HeadMessages>>,
+}
+
+fn head_topic(peer: &PeerId) -> IdentTopic {
+    IdentTopic::new(format!("/peerfs/head/{peer}"))
+}
+
+fn head_key(peer: &PeerId) -> kad::RecordKey {
+    kad::RecordKey::new(&format!("/peerfs/head/{peer}"))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+struct Want {
+    owner: Option<PeerId>,
+    waiters: Vec<BlockReply>,
+    /// Peers asked already (or that failed us) for this block.
+    tried: HashSet<PeerId>,
+    /// Requests out now, with when each was sent.
+    in_flight: Vec<(OutboundRequestId, Instant)>,
+    refused: bool,
+    deadline: Instant,
+}
+
+/// What we know of a followed peer.
+struct Followed {
+    entry: PeerEntry,
+    head: Option<SignedHead>,
+    next_dial: Instant,
+    backoff: Duration,
+}
+
+#[derive(Default)]
+struct PeerStats {
+    rtt: Option<Duration>,
+    last_seen_ms: Option<u64>,
+    bad_blocks: u64,
+}
+
+struct Node {
+    swarm: Swarm<Behaviour>,
+    me: PeerId,
+    store: Arc<dyn HeadStore>,
+    config: NetConfig,
+    events: std::sync::mpsc::Sender<NetEvent>,
+    own_head: Option<SignedHead>,
+    followed: HashMap<PeerId, Followed>,
+    stats: HashMap<PeerId, PeerStats>,
+    wants: HashMap<Cid, Want>,
+    requests: HashMap<OutboundRequestId, (PeerId, Vec<Cid>)>,
+    /// Recent failures, forgotten when a peer connects.
+    failed: HashMap<Cid, (Instant, Unavailable)>,
+    served: mpsc::UnboundedSender<(ResponseChannel<BlockResponse>, BlockResponse)>,
+    listen_addrs: Vec<Multiaddr>,
+}
+
+/// Starts the node on its own runtime. `followed` are the peer book's entries.
+pub fn start(
+    keypair: Keypair,
+    config: NetConfig,
+    store: Arc<dyn HeadStore>,
+    followed: Vec<PeerEntry>,
+    events: std::sync::mpsc::Sender<NetEvent>,
+) -> Result<(NetHandle, tokio::runtime::Runtime), NetError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("peerfs-net")
+        .enable_all()
+        .build()
+        .map_err(|e| NetError::Start(e.to_string()))?;
+    // Transports and listeners register with the runtime they are made in.
+    let _guard = runtime.enter();
+    let swarm = build_swarm(&keypair, &config)?;
+    let me = keypair.public().to_peer_id();
+    let (commands, inbox) = mpsc::unbounded_channel();
+    let (served, served_inbox) = mpsc::unbounded_channel();
+    let own_head = load_head(store.as_ref(), OWN_HEAD);
+    let mut node = Node {
+        swarm,
+        me,
+        store,
+        config: config.clone(),
+        events,
+        own_head,
+        followed: HashMap::new(),
+        stats: HashMap::new(),
+        wants: HashMap::new(),
+        requests: HashMap::new(),
+        failed: HashMap::new(),
+        served,
+        listen_addrs: Vec::new(),
+    };
+    for addr in &config.listen {
+        node.swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NetError::Listen {
+                addr: addr.to_string(),
+                message: e.to_string(),
+            })?;
+    }
+    node.join_dht();
+    for entry in followed {
+        node.follow(entry);
+    }
+    runtime.spawn(node.run(inbox, served_inbox));
+    let handle = NetHandle {
+        commands,
+        runtime: runtime.handle().clone(),
+        fetch_timeout: config.fetch_timeout,
+    };
+    drop(_guard);
+    Ok((handle, runtime))
+}
+
+fn build_swarm(keypair: &Keypair, config: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
+    let mdns_on = config.mdns;
+    let start_err = |e: &dyn std::fmt::Display| NetError::Start(e.to_string());
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair.clone())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| start_err(&e))?
+        .with_quic()
+        .with_behaviour(|key| {
+            let me = key.public().to_peer_id();
+            let limits = connection_limits::ConnectionLimits::default()
+                .with_max_pending_incoming(Some(64))
+                .with_max_established_incoming(Some(256))
+                .with_max_established_per_peer(Some(4));
+            let gossip_config = gossipsub::ConfigBuilder::default()
+                .heartbeat_interval(Duration::from_millis(500))
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .max_transmit_size(64 * 1024)
+                .build()?;
+            let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+            kad_config.set_record_ttl(Some(Duration::from_secs(7 * 24 * 3600)));
+            let mut kad = kad::Behaviour::with_config(me, MemoryStore::new(me), kad_config);
+            kad.set_mode(Some(kad::Mode::Server));
+            let rr_config = request_response::Config::default()
+                .with_request_timeout(REQUEST_TIMEOUT)
+                .with_max_concurrent_streams(256);
+            let mdns = if mdns_on {
+                Some(mdns::tokio::Behaviour::new(mdns::Config::default(), me)?)
+            } else {
+                None
+            };
+            Ok(Behaviour {
+                limits: connection_limits::Behaviour::new(limits),
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/peerfs/1.0.0".into(),
+                    key.public(),
+                )),
+                ping: ping::Behaviour::new(ping::Config::new()),
+                kad,
+                mdns: Toggle::from(mdns),
+                gossipsub: gossipsub::Behaviour::new(
+                    MessageAuthenticity::Signed(key.clone()),
+                    gossip_config,
+                )?,
+                blocks: request_response::Behaviour::new(
+                    [(BLOCK_PROTOCOL, ProtocolSupport::Full)],
+                    rr_config.clone(),
+                ),
+                heads: request_response::Behaviour::new(
+                    [(HEAD_PROTOCOL, ProtocolSupport::Full)],
+                    rr_config,
+                ),
+            })
+        })
+        .map_err(|e| start_err(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
+        .build();
+    Ok(swarm)
+}
+
+fn load_head(store: &dyn HeadStore, name: &str) -> Option<SignedHead> {
+    let bytes = store.head(name).ok()??;
+    match SignedHead::verify(&bytes) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            warn!("stored head {name} is unreadable: {e}");
+            None
+        }
+    }
+}
+
+type BlockEvent = request_response::Event<BlockRequest, BlockResponse>;
+type HeadEvent = request_response::Event<HeadRequest, HeadResponse>;
+
+impl Node {
+    async fn run(
+        mut self,
+        mut inbox: mpsc::UnboundedReceiver<Command>,
+        mut served: mpsc::UnboundedReceiver<(ResponseChannel<BlockResponse>, BlockResponse)>,
+    ) {
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                command = inbox.recv() => match command {
+                    Some(c) => {
+                        self.command(c);
+                        // Take whatever else is queued, so wants batch into requests.
+                        while let Ok(c) = inbox.try_recv() {
+                            self.command(c);
+                        }
+                        self.dispatch();
+                    }
+                    None => return,
+                },
+                Some((channel, response)) = served.recv() => {
+                    let _ = self.swarm.behaviour_mut().blocks.send_response(channel, response);
+                }
+                event = self.swarm.select_next_some() => self.swarm_event(event),
+                _ = tick.tick() => self.tick(),
+            }
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Fetch { cid, owner, reply } => {
+                // It may have arrived since the asker looked.
+                match reply {
+                    None if self.store.has(&cid).unwrap_or(false) => return,
+                    Some(r) => match self.store.get(&cid) {
+                        Ok(Some(bytes)) => return drop(r.send(Ok(bytes))),
+                        _ => self.want(cid, owner, Some(r)),
+                    },
+                    None => self.want(cid, owner, None),
+                }
+            }
+            Command::Publish(head) => self.publish(head),
+            Command::Follow(entry) => self.follow(entry),
+            Command::Unfollow(peer) => {
+                if self.followed.remove(&peer).is_some() {
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .unsubscribe(&head_topic(&peer));
+                }
+            }
+            Command::Peers(reply) => {
+                let _ = reply.send(self.peer_infos());
+            }
+            Command::ListenAddrs(reply) => {
+                let me = self.me;
+                let addrs = self
+                    .listen_addrs
+                    .iter()
+                    .map(|a| a.clone().with_p2p(me).unwrap_or_else(|a| a))
+                    .collect();
+                let _ = reply.send(addrs);
+            }
+        }
+    }
+
+    fn want(&mut self, cid: Cid, owner: Option<PeerId>, reply: Option<BlockReply>) {
+        if let Some((when, why)) = self.failed.get(&cid) {
+            if when.elapsed() < FAILED_MEMORY {
+                if let Some(r) = reply {
+                    let _ = r.send(Err(*why));
+                }
+                return;
+            }
+            self.failed.remove(&cid);
+        }
+        let deadline = Instant::now() + self.config.fetch_timeout;
+        let want = self.wants.entry(cid).or_insert_with(|| Want {
+            owner,
+            waiters: Vec::new(),
+            tried: HashSet::new(),
+            in_flight: Vec::new(),
+            refused: false,
+            deadline,
+        });
+        if reply.is_some() {
+            want.deadline = want.deadline.max(deadline);
+        }
+        want.waiters.extend(reply);
+    }
+
+    fn join_dht(&mut self) {
+        for addr in self.config.bootstrap.clone() {
+            let mut a = addr.clone();
+            match a.pop() {
+                Some(libp2p::multiaddr::Protocol::P2p(peer)) => {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, a);
+                }
+                _ => warn!("bootstrap address {addr} has no /p2p/ part; skipped"),
+            }
+        }
+        if !self.config.bootstrap.is_empty() {
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
+    }
+
+    fn follow(&mut self, entry: PeerEntry) {
+        let Some(peer) = entry.peer_id() else { return };
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&head_topic(&peer));
+        for addr in entry.multiaddrs() {
+            self.swarm.add_peer_address(peer, addr.clone());
+            self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+        }
+        let head = self
+            .followed
+            .remove(&peer)
+            .and_then(|f| f.head)
+            .or_else(|| load_head(self.store.as_ref(), &peer.to_string()));
+        self.followed.insert(
+            peer,
+            Followed {
+                entry,
+                head,
+                next_dial: Instant::now(),
+                backoff: REDIAL_MIN,
+            },
+        );
+        if self.swarm.is_connected(&peer) {
+            self.ask_heads(peer);
+        }
+    }
+
+    fn publish(&mut self, head: SignedHead) {
+        let encoded = head.encoded().to_vec();
+        let topic = head_topic(&self.me);
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(topic, encoded.clone())
+        {
+            // No follower online: they ask for the head when they connect.
+            debug!("head {} not gossiped: {e}", head.head().seq);
+        }
+        let record = kad::Record::new(head_key(&self.me), encoded);
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .put_record(record, kad::Quorum::One);
+        self.own_head = Some(head);
+    }
+
+    /// Asks `peer` for the newest heads it knows of everyone I follow.
+    fn ask_heads(&mut self, peer: PeerId) {
+        let peers = self
+            .followed
+            .keys()
+            .take(MAX_HEADS)
+            .map(|p| ByteBuf::from(p.to_bytes()))
+            .collect::<Vec<_>>();
+        if !peers.is_empty() {
+            self.swarm
+                .behaviour_mut()
+                .heads
+                .send_request(&peer, HeadRequest { peers });
+        }
+    }
+
+    /// Takes a head from the network if it is signed, followed and newer.
+    fn receive_head(&mut self, bytes: &[u8], from: PeerId) {
+        let head = match SignedHead::verify(bytes) {
+            Ok(h) => h,
+            Err(e) => return warn!("head from {from} rejected: {e}"),
+        };
+        let owner = head.head().peer;
+        let Some(f) = self.followed.get_mut(&owner) else {
+            return debug!("head of {owner} (not followed) from {from} ignored");
+        };
+        let seq = head.head().seq;
+        if f.head.as_ref().is_some_and(|h| h.head().seq >= seq) {
+            return debug!("head {seq} of {owner} from {from} is not newer; ignored");
+        }
+        if let Err(e) = self.store.commit(&[], &owner.to_string(), head.encoded()) {
+            warn!("cannot store head {seq} of {owner}: {e}");
+        }
+        info!(
+            "peer {} is at seq {seq}, root {}",
+            f.entry.name,
+            head.head().root
+        );
+        f.head = Some(head.clone());
+        let _ = self.events.send(NetEvent::Head(head));
+    }
+
+    fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!("listening on {address}/p2p/{}", self.me);
+                self.listen_addrs.push(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| a != &address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                endpoint,
+                ..
+            } => {
+                self.seen(peer_id);
+                if num_established.get() == 1 {
+                    debug!(
+                        "connected to {peer_id} at {}",
+                        endpoint.get_remote_address()
+                    );
+                    if let Some(f) = self.followed.get_mut(&peer_id) {
+                        f.backoff = REDIAL_MIN;
+                    }
+                    self.failed.clear();
+                    self.ask_heads(peer_id);
+                    // Wants waiting for a source get one.
+                    self.dispatch();
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => debug!("disconnected from {peer_id}"),
+            SwarmEvent::Behaviour(b) => self.behaviour_event(b),
+            _ => {}
+        }
+    }
+
+    fn behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Blocks(e) => self.block_event(e),
+            BehaviourEvent::Heads(e) => self.head_event(e),
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. }) => {
+                let from = message.source.unwrap_or(self.me);
+                self.receive_head(&message.data, from);
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            }) => {
+                self.seen(peer);
+                self.stats.entry(peer).or_default().rtt = Some(rtt);
+            }
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    self.swarm.add_peer_address(peer, addr.clone());
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                    if self.followed.contains_key(&peer) && !self.swarm.is_connected(&peer) {
+                        let _ = self.swarm.dial(peer);
+                    }
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(r))),
+                ..
+            }) => {
+                let from = r.peer.unwrap_or(self.me);
+                self.receive_head(&r.record.value, from);
+            }
+            _ => {}
+        }
+    }
+
+    fn seen(&mut self, peer: PeerId) {
+        self.stats.entry(peer).or_default().last_seen_ms = Some(now_ms());
+    }
+
+    fn head_event(&mut self, event: HeadEvent) {
+        let request_response::Event::Message { peer, message, .. } = event else {
+            return;
+        };
+        match message {
+            request_response::Message::Request {
+                request, channel, ..
+            } => {
+                let heads = request
+                    .peers
+                    .iter()
+                    .filter_map(|p| PeerId::from_bytes(p).ok())
+                    .filter_map(|p| {
+                        if p == self.me {
+                            self.own_head.clone()
+                        } else {
+                            self.followed.get(&p).and_then(|f| f.head.clone())
+                        }
+                    })
+                    .map(|h| ByteBuf::from(h.encoded().to_vec()))
+                    .collect();
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .heads
+                    .send_response(channel, HeadResponse { heads });
+            }
+            request_response::Message::Response { response, .. } => {
+                self.seen(peer);
+                for h in response.heads.iter().take(MAX_HEADS) {
+                    self.receive_head(h, peer);
+                }
+            }
+        }
+    }
+
+    fn block_event(&mut self, event: BlockEvent) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => self.serve(peer, request, channel),
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => self.received(peer, request_id, response),
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                debug!("block request to {peer} failed: {error}");
+                self.source_failed(request_id, peer);
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!("block request from {peer} failed: {error}");
+            }
+            _ => {}
+        }
+    }
+
+    /// Answers a block request from the store, off the event loop.
+    fn serve(
+        &mut self,
+        peer: PeerId,
+        request: BlockRequest,
+        channel: ResponseChannel<BlockResponse>,
+    ) {
+        if let Some(reason) = self.refusal(&peer, &request) {
+            info!("refused blocks to {peer}: {reason}");
+            let refusal = BlockResponse::Refused { reason };
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .blocks
+                .send_response(channel, refusal);
+            return;
+        }
+        let store = Arc::clone(&self.store);
+        let served = self.served.clone();
+        let corrupt = self.config.corrupt_served_blocks;
+        tokio::task::spawn_blocking(move || {
+            let response = answer(store.as_ref(), request, corrupt);
+            let _ = served.send((channel, response));
+        });
+    }
+
+    /// Why `peer` may not have the blocks it asks for, if it may not. My own drive
+    /// follows my `readers`; another's drive I pass on only when its owner's head says
+    /// everyone may read it.
+    fn refusal(&self, peer: &PeerId, request: &BlockRequest) -> Option<String> {
+        if !self.config.readers.allows(peer) {
+            return Some("this node does not list you in `readers`".into());
+        }
+        let owner = request
+            .owner
+            .as_ref()
+            .and_then(|o| PeerId::from_bytes(o).ok())
+            .filter(|o| *o != self.me)?;
+        let open = self
+            .followed
+            .get(&owner)
+            .and_then(|f| f.head.as_ref())
+            .is_some_and(|h| h.head().open);
+        (!open).then(|| format!("drive {owner} is not open to everyone; ask its owner"))
+    }
+
+    /// Takes the blocks in a response that match what we asked for.
+    fn received(&mut self, peer: PeerId, id: OutboundRequestId, response: BlockResponse) {
+        let Some((_, asked)) = self.requests.remove(&id) else {
+            return;
+        };
+        self.seen(peer);
+        let asked_set: HashSet<Cid> = asked.iter().copied().collect();
+        let mut settled = HashSet::new();
+        match response {
+            BlockResponse::Refused { reason } => {
+                info!("{peer} refused blocks: {reason}");
+                for cid in &asked {
+                    if let Some(w) = self.wants.get_mut(cid) {
+                        w.refused = true;
+                    }
+                }
+                self.give_up_on(peer, id, &asked);
+                self.dispatch();
+                return;
+            }
+            BlockResponse::Blocks { blocks, missing } => {
+                for (cid, data) in blocks {
+                    let Some(cid) = Cid::try_from(cid.as_slice())
+                        .ok()
+                        .filter(|c| asked_set.contains(c))
+                    else {
+                        self.bad_block(peer, "a block we did not ask for");
+                        continue;
+                    };
+                    match Block::verified(cid, data.into_vec()) {
+                        Ok(block) => {
+                            settled.insert(cid);
+                            self.deliver(block);
+                        }
+                        Err(e) => {
+                            self.bad_block(peer, &e.to_string());
+                            self.give_up_on(peer, id, &[cid]);
+                            settled.insert(cid);
+                        }
+                    }
+                }
+                let missing: Vec<Cid> = missing
+                    .iter()
+                    .filter_map(|c| Cid::try_from(c.as_slice()).ok())
+                    .filter(|c| asked_set.contains(c))
+                    .collect();
+                self.give_up_on(peer, id, &missing);
+                settled.extend(missing);
+            }
+        }
+        // CIDs that did not fit in the response: ask again, the same peer included.
+        for cid in asked.iter().filter(|c| !settled.contains(c)) {
+            if let Some(w) = self.wants.get_mut(cid) {
+                w.in_flight.retain(|(r, _)| *r != id);
+            }
+        }
+        self.dispatch();
+    }
+
+    fn bad_block(&mut self, peer: PeerId, what: &str) {
+        warn!("{peer} sent a bad block ({what}); asking elsewhere");
+        self.stats.entry(peer).or_default().bad_blocks += 1;
+    }
+
+    /// `peer` will not deliver `cids` on request `id`: try elsewhere.
+    fn give_up_on(&mut self, peer: PeerId, id: OutboundRequestId, cids: &[Cid]) {
+        for cid in cids {
+            if let Some(w) = self.wants.get_mut(cid) {
+                w.tried.insert(peer);
+                w.in_flight.retain(|(r, _)| *r != id);
+            }
+        }
+    }
+
+    fn source_failed(&mut self, id: OutboundRequestId, peer: PeerId) {
+        if let Some((_, asked)) = self.requests.remove(&id) {
+            self.give_up_on(peer, id, &asked);
+            self.dispatch();
+        }
+    }
+
+    /// Keeps a verified block and answers everyone waiting for it.
+    fn deliver(&mut self, block: Block) {
+        let Some(want) = self.wants.remove(block.cid()) else {
+            return;
+        };
+        if let Err(e) = self.store.put_many(std::slice::from_ref(&block), false) {
+            warn!("cannot cache block {}: {e}", block.cid());
+        }
+        let cid = *block.cid();
+        let data = block.data().to_vec();
+        for w in want.waiters {
+            let _ = w.send(Ok(data.clone()));
+        }
+        debug!("fetched {cid}");
+    }
+
+    /// Sends requests for every want that has no request out, grouped by source.
+    fn dispatch(&mut self) {
+        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        let mut batches: HashMap<PeerId, Vec<Cid>> = HashMap::new();
+        for (cid, want) in &self.wants {
+            if !want.in_flight.is_empty() {
+                continue;
+            }
+            if let Some(source) = next_source(want, &connected) {
+                batches.entry(source).or_default().push(*cid);
+            }
+        }
+        for (peer, cids) in batches {
+            self.request(peer, cids);
+        }
+    }
+
+    /// Sends `cids` to `peer`, raw leaves one per request and nodes in batches.
+    fn request(&mut self, peer: PeerId, cids: Vec<Cid>) {
+        // Requests name one owner: group by it.
+        let mut by_owner: HashMap<Option<PeerId>, Vec<Cid>> = HashMap::new();
+        for cid in cids {
+            let owner = self.wants.get(&cid).and_then(|w| w.owner);
+            by_owner.entry(owner).or_default().push(cid);
+        }
+        for (owner, cids) in by_owner {
+            self.request_of(peer, owner, cids);
+        }
+    }
+
+    fn request_of(&mut self, peer: PeerId, owner: Option<PeerId>, cids: Vec<Cid>) {
+        let (leaves, nodes): (Vec<Cid>, Vec<Cid>) =
+            cids.into_iter().partition(|c| c.codec() == RAW);
+        let groups = leaves
+            .chunks(LEAVES_PER_REQUEST)
+            .chain(nodes.chunks(MAX_WANT))
+            .map(<[Cid]>::to_vec)
+            .collect::<Vec<_>>();
+        let now = Instant::now();
+        for group in groups {
+            let want = group.iter().map(|c| ByteBuf::from(c.to_bytes())).collect();
+            let owner = owner.map(|o| ByteBuf::from(o.to_bytes()));
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .blocks
+                .send_request(&peer, BlockRequest { want, owner });
+            for cid in &group {
+                if let Some(w) = self.wants.get_mut(cid) {
+                    w.tried.insert(peer);
+                    w.in_flight.push((id, now));
+                }
+            }
+            self.requests.insert(id, (peer, group));
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        let expired: Vec<Cid> = self
+            .wants
+            .iter()
+            .filter(|(_, w)| {
+                let stranded = w.in_flight.is_empty() && next_source(w, &connected).is_none();
+                // With no source left, a prefetch nobody waits for is dropped, and a
+                // block every source refused fails at once.
+                w.deadline <= now || (stranded && (w.waiters.is_empty() || w.refused))
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        for cid in expired {
+            if let Some(w) = self.wants.remove(&cid) {
+                let why = if w.refused {
+                    Unavailable::Refused
+                } else if connected.iter().all(|p| w.tried.contains(p)) && w.in_flight.is_empty() {
+                    Unavailable::NoPeer
+                } else {
+                    Unavailable::Timeout
+                };
+                debug!("giving up on {cid}: {why}");
+                if !w.waiters.is_empty() {
+                    self.failed.insert(cid, (now, why));
+                }
+                for waiter in w.waiters {
+                    let _ = waiter.send(Err(why));
+                }
+            }
+        }
+        // Hedging: a slow source gets company.
+        let mut hedges: HashMap<PeerId, Vec<Cid>> = HashMap::new();
+        for (cid, w) in &self.wants {
+            let slow = w
+                .in_flight
+                .iter()
+                .all(|(_, sent)| now.duration_since(*sent) >= HEDGE_AFTER);
+            if !w.in_flight.is_empty() && slow && w.in_flight.len() < 3 {
+                if let Some(source) = next_source(w, &connected) {
+                    hedges.entry(source).or_default().push(*cid);
+                }
+            }
+        }
+        for (peer, cids) in hedges {
+            self.request(peer, cids);
+        }
+        self.dispatch();
+        self.redial(now);
+    }
+
+    /// Dials followed peers that are not connected, backing off per peer.
+    fn redial(&mut self, now: Instant) {
+        let mut lookups = Vec::new();
+        let mut dials = Vec::new();
+        for (peer, f) in &mut self.followed {
+            if self.swarm.is_connected(peer) || f.next_dial > now {
+                continue;
+            }
+            f.next_dial = now + f.backoff;
+            f.backoff = (f.backoff * 2).min(REDIAL_MAX);
+            dials.push((*peer, f.entry.multiaddrs()));
+            // The known addresses may be stale: ask the DHT where the peer is now.
+            lookups.push(*peer);
+        }
+        for (peer, addrs) in dials {
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .extend_addresses_through_behaviour()
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                debug!("dialling {peer}: {e}");
+            }
+        }
+        for peer in lookups {
+            let kad = &mut self.swarm.behaviour_mut().kad;
+            kad.get_closest_peers(peer);
+            kad.get_record(head_key(&peer));
+        }
+    }
+
+    fn peer_infos(&self) -> Vec<PeerInfo> {
+        let mut out: Vec<PeerInfo> = self
+            .followed
+            .iter()
+            .map(|(peer, f)| {
+                let stats = self.stats.get(peer);
+                PeerInfo {
+                    name: f.entry.name.clone(),
+                    id: peer.to_string(),
+                    connected: self.swarm.is_connected(peer),
+                    addrs: f.entry.addrs.clone(),
+                    rtt_ms: stats.and_then(|s| s.rtt).map(|d| d.as_secs_f64() * 1000.0),
+                    head_seq: f.head.as_ref().map(|h| h.head().seq),
+                    head_root: f.head.as_ref().map(|h| h.head().root.to_string()),
+                    last_seen_ms: stats.and_then(|s| s.last_seen_ms),
+                    bad_blocks: stats.map_or(0, |s| s.bad_blocks),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+}
+
+/// The next peer to ask for a want: its owner first, then any other connected peer.
+fn next_source(want: &Want, connected: &[PeerId]) -> Option<PeerId> {
+    want.owner
+        .filter(|o| connected.contains(o) && !want.tried.contains(o))
+        .or_else(|| connected.iter().find(|p| !want.tried.contains(p)).copied())
+}
+
+/// The blocks of `request` we have, up to the response budget.
+fn answer(store: &dyn HeadStore, request: BlockRequest, corrupt: bool) -> BlockResponse {
+    let mut blocks = Vec::new();
+    let mut missing = Vec::new();
+    let mut bytes = 0usize;
+    for raw in request.want.into_iter().take(MAX_WANT) {
+        let Ok(cid) = Cid::try_from(raw.as_slice()) else {
+            missing.push(raw);
+            continue;
+        };
+        if bytes >= RESPONSE_BUDGET {
+            break;
+        }
+        match store.get(&cid) {
+            Ok(Some(data)) if data.len() <= MAX_BLOCK => {
+                bytes += data.len();
+                let mut data = data;
+                if corrupt {
+                    if let Some(b) = data.first_mut() {
+                        *b ^= 0xff;
+                    }
+                }
+                blocks.push((raw, ByteBuf::from(data)));
+            }
+            Ok(_) => missing.push(raw),
+            Err(e) => {
+                warn!("serving {cid}: {e}");
+                missing.push(raw);
+            }
+        }
+    }
+    BlockResponse::Blocks { blocks, missing }
+}

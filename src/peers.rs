@@ -1,0 +1,486 @@
+//! Followed peers' drives as read-only inode trees, for `DIR/peers/<name>/`.
+//!
+//! Nodes load lazily through `RemoteBlocks` (local store, else the owner, else any peer
+//! that has them), so every call here may wait on the network: the FUSE layer runs them
+//! off its session threads. Inode numbers live above `PEER_INO_BASE`, apart from the
+//! drive's, and stay stable across a peer's new heads: `switch_head` walks only what
+//! the kernel has seen, swaps CIDs in place, and returns the exact entries and inodes
+//! the kernel must forget.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::UNIX_EPOCH;
+
+use cid::Cid;
+use libp2p::PeerId;
+
+use crate::block::RAW;
+use crate::drive::{node_attr, Attr, DriveError, Kind};
+use crate::net::{NetHandle, RemoteBlocks};
+use crate::store::Blocks;
+use crate::unixfs::{list, load_node, FileNode, FileReader, Node};
+
+/// Peer inodes are numbered from here up; the drive's stay below.
+pub const PEER_INO_BASE: u64 = 1 << 62;
+/// How far ahead of a sequential reader leaves are fetched.
+const PREFETCH_WINDOW: u64 = 32 << 20;
+
+pub fn is_peer_ino(ino: u64) -> bool {
+    ino >= PEER_INO_BASE
+}
+
+/// What the kernel must drop after a head change.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Invalidation {
+    /// The name `name` in directory `parent` changed (added, removed or replaced).
+    Entry { parent: u64, name: Vec<u8> },
+    /// The inode's content or attributes changed.
+    Inode(u64),
+}
+
+struct PeerNode {
+    owner: PeerId,
+    parent: u64,
+    /// `None` for a followed peer whose head we have not seen yet.
+    cid: Option<Cid>,
+    attr: Attr,
+    /// Loaded on first lookup or listing.
+    children: Option<BTreeMap<Vec<u8>, u64>>,
+    /// A file's root node, kept after the first read.
+    file: Option<Arc<FileNode>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Peer name → the inode of its drive's root.
+    tops: BTreeMap<Vec<u8>, u64>,
+    nodes: HashMap<u64, PeerNode>,
+    next_ino: u64,
+}
+
+pub struct PeerView {
+    local: Arc<dyn Blocks>,
+    net: NetHandle,
+    /// The inode of `peers/` itself, the parent of every top.
+    peers_ino: u64,
+    state: Mutex<State>,
+}
+
+fn empty_dir_attr(ino: u64) -> Attr {
+    Attr {
+        ino,
+        kind: Kind::Directory,
+        size: 0,
+        perm: 0o555,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+    }
+}
+
+impl PeerView {
+    pub fn new(local: Arc<dyn Blocks>, net: NetHandle, peers_ino: u64) -> PeerView {
+        PeerView {
+            local,
+            net,
+            peers_ino,
+            state: Mutex::new(State {
+                next_ino: PEER_INO_BASE,
+                ..State::default()
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn blocks(&self, owner: PeerId) -> RemoteBlocks {
+        RemoteBlocks {
+            local: Arc::clone(&self.local),
+            net: self.net.clone(),
+            owner: Some(owner),
+        }
+    }
+
+    /// Shows `name` for `peer` at `root` (or empty while its head is unknown). A peer
+    /// already shown keeps its inode and moves to the new root through `switch_head`.
+    pub fn add_peer(&self, name: &str, peer: PeerId, root: Option<Cid>) -> Vec<Invalidation> {
+        let existing = self.lock().tops.get(name.as_bytes()).copied();
+        if existing.is_some() {
+            return match root {
+                Some(root) => self.switch_head(peer, root),
+                None => Vec::new(),
+            };
+        }
+        // Only what is here: a peer being added must not wait on the network.
+        let attr = root
+            .and_then(|r| load_node(self.local.as_ref(), &r).ok())
+            .map_or_else(|| empty_dir_attr(0), |n| node_attr(0, &n));
+        let mut st = self.lock();
+        let ino = st.next_ino;
+        st.next_ino += 1;
+        st.nodes.insert(
+            ino,
+            PeerNode {
+                owner: peer,
+                parent: self.peers_ino,
+                cid: root,
+                attr: Attr { ino, ..attr },
+                children: if root.is_none() {
+                    Some(BTreeMap::new())
+                } else {
+                    None
+                },
+                file: None,
+            },
+        );
+        st.tops.insert(name.as_bytes().to_vec(), ino);
+        vec![Invalidation::Entry {
+            parent: self.peers_ino,
+            name: name.as_bytes().to_vec(),
+        }]
+    }
+
+    /// Stops showing the peer called `name`.
+    pub fn remove_peer(&self, name: &str) -> Vec<Invalidation> {
+        let mut st = self.lock();
+        if st.tops.remove(name.as_bytes()).is_none() {
+            return Vec::new();
+        }
+        vec![Invalidation::Entry {
+            parent: self.peers_ino,
+            name: name.as_bytes().to_vec(),
+        }]
+    }
+
+    /// The peers shown, by name.
+    pub fn tops(&self) -> Vec<(Vec<u8>, Attr)> {
+        let st = self.lock();
+        st.tops
+            .iter()
+            .filter_map(|(name, ino)| st.nodes.get(ino).map(|n| (name.clone(), n.attr)))
+            .collect()
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr, DriveError> {
+        self.lock()
+            .nodes
+            .get(&ino)
+            .map(|n| n.attr)
+            .ok_or(DriveError::NotFound)
+    }
+
+    pub fn parent(&self, ino: u64) -> u64 {
+        self.lock()
+            .nodes
+            .get(&ino)
+            .map_or(self.peers_ino, |n| n.parent)
+    }
+
+    pub fn cid(&self, ino: u64) -> Result<Cid, DriveError> {
+        self.lock()
+            .nodes
+            .get(&ino)
+            .ok_or(DriveError::NotFound)?
+            .cid
+            .ok_or(DriveError::NoAttribute)
+    }
+
+    /// Looks `name` up in `parent` (`peers/` itself, or a directory in a peer's drive).
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, DriveError> {
+        if parent == self.peers_ino {
+            let st = self.lock();
+            let ino = st.tops.get(name).ok_or(DriveError::NotFound)?;
+            return Ok(st.nodes[ino].attr);
+        }
+        let children = self.children(parent)?;
+        let ino = children.get(name).ok_or(DriveError::NotFound)?;
+        self.getattr(*ino)
+    }
+
+    pub fn list(&self, ino: u64) -> Result<Vec<(Vec<u8>, Attr)>, DriveError> {
+        let children = self.children(ino)?;
+        let st = self.lock();
+        Ok(children
+            .into_iter()
+            .filter_map(|(name, c)| st.nodes.get(&c).map(|n| (name, n.attr)))
+            .collect())
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, DriveError> {
+        let (owner, cid) = self.owner_cid(ino)?;
+        match load_node(&self.blocks(owner), &cid)? {
+            Node::Symlink { target, .. } => Ok(target),
+            _ => Err(DriveError::Invalid),
+        }
+    }
+
+    /// Reads up to `len` bytes at `offset`, and starts fetching what a sequential
+    /// reader will want next.
+    pub fn read(&self, ino: u64, offset: u64, len: u32) -> Result<Vec<u8>, DriveError> {
+        let (owner, cid) = self.owner_cid(ino)?;
+        let blocks = self.blocks(owner);
+        let cached = self.lock().nodes.get(&ino).and_then(|n| n.file.clone());
+        let root = match cached {
+            Some(f) => f,
+            None => {
+                let Node::File(f) = load_node(&blocks, &cid)? else {
+                    return Err(DriveError::IsADirectory);
+                };
+                let f = Arc::new(f);
+                if let Some(n) = self.lock().nodes.get_mut(&ino) {
+                    if n.cid == Some(cid) {
+                        n.file = Some(Arc::clone(&f));
+                    }
+                }
+                f
+            }
+        };
+        let end = offset.saturating_add(len as u64).min(root.filesize);
+        self.prefetch(owner, &root, end, PREFETCH_WINDOW);
+        let reader = FileReader::from_node(&blocks, cid, (*root).clone());
+        let mut buf = vec![0u8; end.saturating_sub(offset) as usize];
+        let n = reader.read_at(offset, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Asks for the blocks under `[from, from + window)` that are not here yet. Nodes
+    /// below the root are walked only when they are already local.
+    fn prefetch(&self, owner: PeerId, node: &FileNode, from: u64, window: u64) {
+        let mut pos = node.inline.len() as u64;
+        let end = from.saturating_add(window);
+        for (cid, size) in &node.children {
+            let (start, stop) = (pos, pos + size);
+            pos = stop;
+            if stop <= from {
+                continue;
+            }
+            if start >= end {
+                break;
+            }
+            match self.local.get(cid) {
+                Ok(Some(bytes)) if cid.codec() != RAW => {
+                    if let Ok(Node::File(child)) = Node::decode(cid, bytes) {
+                        self.prefetch(
+                            owner,
+                            &child,
+                            from.saturating_sub(start),
+                            end - start.min(end),
+                        );
+                    }
+                }
+                Ok(Some(_)) => {}
+                _ => self.net.prefetch(cid, Some(owner)),
+            }
+        }
+    }
+
+    fn owner_cid(&self, ino: u64) -> Result<(PeerId, Cid), DriveError> {
+        let st = self.lock();
+        let n = st.nodes.get(&ino).ok_or(DriveError::NotFound)?;
+        Ok((n.owner, n.cid.ok_or(DriveError::NotFound)?))
+    }
+
+    fn node_attr(&self, owner: PeerId, cid: &Cid) -> Result<Attr, DriveError> {
+        Ok(node_attr(0, &load_node(&self.blocks(owner), cid)?))
+    }
+
+    /// A directory's entries, loading them (and each child's node, for its attributes)
+    /// on first use.
+    fn children(&self, ino: u64) -> Result<BTreeMap<Vec<u8>, u64>, DriveError> {
+        let (owner, cid) = {
+            let st = self.lock();
+            let n = st.nodes.get(&ino).ok_or(DriveError::NotFound)?;
+            if n.attr.kind != Kind::Directory {
+                return Err(DriveError::NotADirectory);
+            }
+            if let Some(c) = &n.children {
+                return Ok(c.clone());
+            }
+            (n.owner, n.cid.ok_or(DriveError::NotFound)?)
+        };
+        let loaded = self.load_entries(owner, &cid)?;
+        let mut st = self.lock();
+        // Another thread may have loaded it meanwhile, or a new head replaced it.
+        match st.nodes.get(&ino) {
+            Some(n) if n.cid == Some(cid) => {}
+            _ => return Err(DriveError::NotFound),
+        }
+        if let Some(c) = &st.nodes[&ino].children {
+            return Ok(c.clone());
+        }
+        let mut children = BTreeMap::new();
+        for (name, child_cid, attr) in loaded {
+            let child = st.next_ino;
+            st.next_ino += 1;
+            st.nodes.insert(
+                child,
+                PeerNode {
+                    owner,
+                    parent: ino,
+                    cid: Some(child_cid),
+                    attr: Attr { ino: child, ..attr },
+                    children: None,
+                    file: None,
+                },
+            );
+            children.insert(name, child);
+        }
+        if let Some(n) = st.nodes.get_mut(&ino) {
+            n.children = Some(children.clone());
+        }
+        Ok(children)
+    }
+
+    /// A directory's entries with each one's attributes. Every child node missing here
+    /// is asked for at once, so a listing costs a few round trips, not one per entry.
+    fn load_entries(
+        &self,
+        owner: PeerId,
+        dir: &Cid,
+    ) -> Result<Vec<(Vec<u8>, Cid, Attr)>, DriveError> {
+        let blocks = self.blocks(owner);
+        let node = load_node(&blocks, dir)?;
+        let entries = list(&blocks, dir, &node)?;
+        for e in &entries {
+            if e.cid.codec() != RAW && !self.local.has(&e.cid)? {
+                self.net.prefetch(&e.cid, Some(owner));
+            }
+        }
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let attr = if e.cid.codec() == RAW {
+                // A raw block is a whole file with no metadata: its size is the link's.
+                raw_file_attr(e.tsize)
+            } else {
+                node_attr(0, &load_node(&blocks, &e.cid)?)
+            };
+            out.push((e.name, e.cid, attr));
+        }
+        Ok(out)
+    }
+
+    /// Moves `peer`'s tree to `root`: inodes the kernel knows keep their numbers and
+    /// take their new CIDs; what changed is returned for invalidation.
+    pub fn switch_head(&self, peer: PeerId, root: Cid) -> Vec<Invalidation> {
+        let top = {
+            let st = self.lock();
+            st.tops
+                .values()
+                .copied()
+                .find(|ino| st.nodes.get(ino).is_some_and(|n| n.owner == peer))
+        };
+        let Some(top) = top else {
+            return Vec::new();
+        };
+        // A peer seen for the first time shows its root at once; its attributes follow.
+        if let Some(n) = self.lock().nodes.get_mut(&top).filter(|n| n.cid.is_none()) {
+            n.cid = Some(root);
+            n.children = None;
+        }
+        let mut out = Vec::new();
+        let attr = self.node_attr(peer, &root).ok();
+        self.retarget(top, root, attr, &mut out);
+        out
+    }
+
+    /// Points `ino` at `cid`; for a loaded directory, diffs its entries too.
+    fn retarget(&self, ino: u64, cid: Cid, attr: Option<Attr>, out: &mut Vec<Invalidation>) {
+        let (owner, old_children) = {
+            let mut st = self.lock();
+            let Some(n) = st.nodes.get_mut(&ino) else {
+                return;
+            };
+            if n.cid == Some(cid) {
+                return;
+            }
+            n.cid = Some(cid);
+            n.file = None;
+            if let Some(a) = attr {
+                n.attr = Attr { ino, ..a };
+            }
+            out.push(Invalidation::Inode(ino));
+            (n.owner, n.children.take())
+        };
+        let Some(old) = old_children else { return };
+        if attr.is_none_or(|a| a.kind != Kind::Directory) {
+            for name in old.into_keys() {
+                out.push(Invalidation::Entry { parent: ino, name });
+            }
+            return;
+        }
+        let new = match self.load_entries(owner, &cid) {
+            Ok(e) => e,
+            Err(_) => {
+                // Not loadable now: forget the listing; it loads again on next use.
+                for name in old.into_keys() {
+                    out.push(Invalidation::Entry { parent: ino, name });
+                }
+                return;
+            }
+        };
+        let mut children = BTreeMap::new();
+        let mut old = old;
+        for (name, child_cid, child_attr) in new {
+            let same_kind = old
+                .get(&name)
+                .and_then(|c| {
+                    self.lock()
+                        .nodes
+                        .get(c)
+                        .map(|n| n.attr.kind == child_attr.kind)
+                })
+                .unwrap_or(false);
+            match old.remove(&name) {
+                Some(child) if same_kind => {
+                    self.retarget(child, child_cid, Some(child_attr), out);
+                    children.insert(name, child);
+                }
+                _ => {
+                    // Replaced by another kind, or new (the kernel may hold a negative
+                    // entry for it): either way the name must be looked up again.
+                    out.push(Invalidation::Entry {
+                        parent: ino,
+                        name: name.clone(),
+                    });
+                    let mut st = self.lock();
+                    let child = st.next_ino;
+                    st.next_ino += 1;
+                    st.nodes.insert(
+                        child,
+                        PeerNode {
+                            owner,
+                            parent: ino,
+                            cid: Some(child_cid),
+                            attr: Attr {
+                                ino: child,
+                                ..child_attr
+                            },
+                            children: None,
+                            file: None,
+                        },
+                    );
+                    children.insert(name, child);
+                }
+            }
+        }
+        for name in old.into_keys() {
+            out.push(Invalidation::Entry { parent: ino, name });
+        }
+        if let Some(n) = self.lock().nodes.get_mut(&ino) {
+            n.children = Some(children);
+        }
+    }
+}
+
+fn raw_file_attr(size: u64) -> Attr {
+    Attr {
+        ino: 0,
+        kind: Kind::File,
+        size,
+        perm: 0o644,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+    }
+}

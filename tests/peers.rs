@@ -1,0 +1,285 @@
+//! Several daemons, each its own process with its own repo and mount, talking libp2p
+//! over 127.0.0.1: following, reading peers' drives with ordinary tools, live updates,
+//! access control, fallback to other holders, lying and dead peers.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{assert_same_tree, bytes, sh, write, Mounted, TestRepo};
+
+/// Waits (bounded) until `ready` holds; panics naming `what` if it never does.
+fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if ready() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{what}: not within {limit:?}");
+}
+
+/// The node's first full listen address (with /p2p/).
+fn addr(m: &Mounted) -> String {
+    let mut found = None;
+    wait_for("a listen address", Duration::from_secs(10), || {
+        found = m.repo.ok(&["id"]).lines().nth(1).map(str::to_string);
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+fn follow(follower: &Mounted, target: &Mounted, name: &str) {
+    follower
+        .repo
+        .ok(&["peer", "add", &addr(target), "--name", name]);
+}
+
+fn kill(m: &Mounted) {
+    Command::new("kill")
+        .arg("-9")
+        .arg(m.pid.to_string())
+        .status()
+        .expect("kill");
+    wait_for("the daemon to die", Duration::from_secs(10), || !m.alive());
+}
+
+fn cid_of(path: &Path) -> String {
+    let out = Command::new("getfattr")
+        .args(["--only-values", "-n", "user.peerfs.cid"])
+        .arg(path)
+        .output()
+        .expect("getfattr");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A small tree with the shapes tools care about.
+fn make_tree(root: &Path) {
+    write(&root.join("docs/readme.txt"), b"the needle is here\n");
+    write(&root.join("docs/deep/er/notes.md"), b"# notes\n");
+    write(
+        &root.join("docs/\u{00e9}t\u{00e9} \u{1f600}.txt"),
+        b"unicode\n",
+    );
+    write(&root.join("docs/big.bin"), &bytes(6 << 20, 7));
+    std::fs::create_dir_all(root.join("docs/empty")).unwrap();
+    std::os::unix::fs::symlink("readme.txt", root.join("docs/link")).unwrap();
+}
+
+#[test]
+fn peers_read_each_other_with_ordinary_tools_and_see_updates() {
+    let a = Mounted::new();
+    let b = Mounted::new();
+    follow(&b, &a, "alice");
+    follow(&a, &b, "bob");
+    make_tree(&a.drive());
+    let mine = a.drive().join("docs");
+    let theirs = b.mnt.path().join("peers/alice/docs");
+    wait_for(
+        "alice's tree on bob's mount",
+        Duration::from_secs(15),
+        || theirs.join("big.bin").exists() && cid_of(&theirs) == cid_of(&mine),
+    );
+    let local = tempfile::tempdir().unwrap();
+    let l = local.path().display();
+    let out = sh(
+        b.mnt.path(),
+        &format!(
+            "cat peers/alice/docs/readme.txt
+             cp -a peers/alice/docs {l}/cp
+             find peers/alice | sort > {l}/find.txt
+             grep -r needle peers/alice
+             rsync -a peers/alice/docs/ {l}/rsync/"
+        ),
+    );
+    assert!(out.contains("the needle is here"), "{out}");
+    assert_same_tree(&mine, &local.path().join("cp"));
+    assert_same_tree(&mine, &local.path().join("rsync"));
+    let found = std::fs::read_to_string(local.path().join("find.txt")).unwrap();
+    assert!(
+        found.contains("peers/alice/docs/deep/er/notes.md"),
+        "{found}"
+    );
+
+    // Peers' drives are read-only.
+    for script in [
+        "touch peers/alice/docs/new",
+        "echo x >> peers/alice/docs/readme.txt",
+        "rm peers/alice/docs/readme.txt",
+        "mkdir peers/alice/d",
+        "mv peers/alice/docs/link peers/alice/docs/link2",
+    ] {
+        let out = Command::new("bash")
+            .args(["-c", script])
+            .current_dir(b.mnt.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("Read-only file system"),
+            "{script}: {err}"
+        );
+    }
+
+    // Every version A writes reaches B, through the kernel's caches.
+    let file = theirs.join("readme.txt");
+    let mut waits = Vec::new();
+    for i in 0..5 {
+        let text = format!("version {i}\n");
+        std::fs::write(mine.join("readme.txt"), &text).unwrap();
+        waits.push(wait_for("a new version", Duration::from_secs(10), || {
+            std::fs::read_to_string(&file).is_ok_and(|t| t == text)
+        }));
+    }
+    println!("update waits: {waits:?}");
+    // A removed file disappears, a new one appears.
+    std::fs::remove_file(mine.join("link")).unwrap();
+    write(&mine.join("fresh.txt"), b"fresh\n");
+    wait_for("remove and create", Duration::from_secs(10), || {
+        !theirs.join("link").exists()
+            && std::fs::read_to_string(theirs.join("fresh.txt")).is_ok_and(|t| t == "fresh\n")
+    });
+
+    let peers = b.repo.ok(&["peers"]);
+    assert!(
+        peers.contains("alice") && peers.contains("connected:   yes"),
+        "{peers}"
+    );
+    assert!(peers.contains("bad blocks:  0"), "{peers}");
+}
+
+#[test]
+fn a_reader_not_listed_is_refused_and_gets_no_block() {
+    let b = Mounted::new();
+    let d = Mounted::new();
+    let a_repo = TestRepo::new();
+    let b_id = b.repo.ok(&["id"]).lines().next().unwrap().to_string();
+    a_repo.set_config("readers", &format!("[\"{b_id}\"]"));
+    let a = Mounted::with_repo(a_repo);
+    write(&a.drive().join("secret.txt"), b"for bob only\n");
+    follow(&b, &a, "alice");
+    follow(&d, &a, "alice");
+    let for_b = b.mnt.path().join("peers/alice/secret.txt");
+    wait_for("bob reads", Duration::from_secs(15), || {
+        std::fs::read_to_string(&for_b).is_ok_and(|t| t == "for bob only\n")
+    });
+    // D knows the head (heads are public) but gets no block of the drive.
+    let top = d.mnt.path().join("peers/alice");
+    wait_for("dave sees alice's head", Duration::from_secs(15), || {
+        !cid_of(&top).is_empty()
+    });
+    let err = std::fs::read_dir(&top)
+        .and_then(|mut r| r.next().transpose())
+        .and_then(|_| std::fs::read(top.join("secret.txt")))
+        .expect_err("dave must not read alice's drive");
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
+    let log = std::fs::read_to_string(a.repo.path().join("daemon.log")).unwrap();
+    assert!(log.contains("refused blocks to"), "{log}");
+}
+
+#[test]
+fn a_dead_peer_gives_eio_in_time_and_my_drive_keeps_answering() {
+    let a = Mounted::new();
+    let b_repo = TestRepo::new();
+    b_repo.set_config("fetch_timeout", "\"3s\"");
+    let b = Mounted::with_repo(b_repo);
+    follow(&b, &a, "alice");
+    write(&a.drive().join("never-read.bin"), &bytes(2 << 20, 3));
+    write(&b.drive().join("mine.txt"), b"mine\n");
+    let theirs = b.mnt.path().join("peers/alice/never-read.bin");
+    wait_for("the head", Duration::from_secs(15), || theirs.exists());
+    kill(&a);
+
+    let reader = std::thread::spawn(move || {
+        let start = Instant::now();
+        let err = std::fs::read(&theirs).expect_err("nobody can deliver");
+        (err.raw_os_error(), start.elapsed(), theirs)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let listing = sh(&b.drive(), "ls; cat mine.txt");
+    let own = start.elapsed();
+    assert!(listing.contains("mine.txt") && listing.contains("mine\n"));
+    let (errno, waited, theirs) = reader.join().unwrap();
+    assert_eq!(errno, Some(libc::EIO));
+    assert!(waited < Duration::from_secs(8), "EIO after {waited:?}");
+    assert!(own < Duration::from_secs(2), "own drive took {own:?}");
+    // A retry fails at once rather than waiting again.
+    let start = Instant::now();
+    assert!(std::fs::read(&theirs).is_err());
+    assert!(start.elapsed() < Duration::from_secs(2));
+    // The last known head stays visible.
+    assert!(b.mnt.path().join("peers/alice/never-read.bin").exists());
+}
+
+#[test]
+fn blocks_come_from_another_holder_and_lies_are_rejected() {
+    let a = Mounted::new();
+    make_tree(&a.drive());
+    let c = Mounted::new();
+    let mut liar_repo = TestRepo::new();
+    liar_repo
+        .env
+        .push(("PEERFS_TEST_CORRUPT_BLOCKS".into(), "1".into()));
+    let liar = Mounted::with_repo(liar_repo);
+    let b = Mounted::new();
+    for (m, name) in [(&c, "c"), (&liar, "liar"), (&b, "b")] {
+        follow(m, &a, "alice");
+        let docs = m.mnt.path().join("peers/alice/docs/big.bin");
+        wait_for(
+            &format!("{name} sees alice"),
+            Duration::from_secs(15),
+            || docs.exists(),
+        );
+    }
+    // C and the liar hold alice's blocks; B has read nothing.
+    sh(
+        c.mnt.path(),
+        "find peers/alice/docs -type f -exec cat {} + > /dev/null",
+    );
+    sh(
+        liar.mnt.path(),
+        "find peers/alice/docs -type f -exec cat {} + > /dev/null",
+    );
+    follow(&b, &liar, "liar");
+    wait_for("b connects to the liar", Duration::from_secs(15), || {
+        b.repo.ok(&["peers"]).matches("connected:   yes").count() == 2
+    });
+    kill(&a);
+    // The liar is B's only source now; C joins a moment later.
+    let adder = std::thread::spawn({
+        let c_addr = addr(&c);
+        let b_repo = b.repo.path();
+        move || {
+            std::thread::sleep(Duration::from_secs(1));
+            let out = Command::new(common::bin())
+                .arg("--repo")
+                .arg(b_repo)
+                .args(["peer", "add", &c_addr, "--name", "c"])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+        }
+    });
+    let local = tempfile::tempdir().unwrap();
+    sh(
+        b.mnt.path(),
+        &format!("cp -a peers/alice/docs {}/docs", local.path().display()),
+    );
+    adder.join().unwrap();
+    assert_same_tree(
+        &c.mnt.path().join("peers/alice/docs"),
+        &local.path().join("docs"),
+    );
+    let peers = b.repo.ok(&["peers"]);
+    let liar_part = peers.split("\nliar").nth(1).unwrap_or_default();
+    let bad: u64 = liar_part
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("bad blocks:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(bad >= 1, "the liar's bad blocks were not counted:\n{peers}");
+}
