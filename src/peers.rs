@@ -58,6 +58,27 @@ struct State {
     next_ino: u64,
 }
 
+impl State {
+    /// A new inode under `parent`; returns its number.
+    fn add_node(&mut self, owner: PeerId, parent: u64, cid: Option<Cid>, attr: Attr) -> u64 {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.nodes.insert(
+            ino,
+            PeerNode {
+                owner,
+                parent,
+                cid,
+                attr: Attr { ino, ..attr },
+                // A peer whose head is unknown shows as an empty directory.
+                children: cid.is_none().then(BTreeMap::new),
+                file: None,
+            },
+        );
+        ino
+    }
+}
+
 pub struct PeerView {
     local: Arc<dyn Blocks>,
     net: NetHandle,
@@ -117,23 +138,7 @@ impl PeerView {
             .and_then(|r| load_node(self.local.as_ref(), &r).ok())
             .map_or_else(|| empty_dir_attr(0), |n| node_attr(0, &n));
         let mut st = self.lock();
-        let ino = st.next_ino;
-        st.next_ino += 1;
-        st.nodes.insert(
-            ino,
-            PeerNode {
-                owner: peer,
-                parent: self.peers_ino,
-                cid: root,
-                attr: Attr { ino, ..attr },
-                children: if root.is_none() {
-                    Some(BTreeMap::new())
-                } else {
-                    None
-                },
-                file: None,
-            },
-        );
+        let ino = st.add_node(peer, self.peers_ino, root, attr);
         st.tops.insert(name.as_bytes().to_vec(), ino);
         vec![Invalidation::Entry {
             parent: self.peers_ino,
@@ -312,19 +317,7 @@ impl PeerView {
         }
         let mut children = BTreeMap::new();
         for (name, child_cid, attr) in loaded {
-            let child = st.next_ino;
-            st.next_ino += 1;
-            st.nodes.insert(
-                child,
-                PeerNode {
-                    owner,
-                    parent: ino,
-                    cid: Some(child_cid),
-                    attr: Attr { ino: child, ..attr },
-                    children: None,
-                    file: None,
-                },
-            );
+            let child = st.add_node(owner, ino, Some(child_cid), attr);
             children.insert(name, child);
         }
         if let Some(n) = st.nodes.get_mut(&ino) {
@@ -444,23 +437,9 @@ impl PeerView {
                         parent: ino,
                         name: name.clone(),
                     });
-                    let mut st = self.lock();
-                    let child = st.next_ino;
-                    st.next_ino += 1;
-                    st.nodes.insert(
-                        child,
-                        PeerNode {
-                            owner,
-                            parent: ino,
-                            cid: Some(child_cid),
-                            attr: Attr {
-                                ino: child,
-                                ..child_attr
-                            },
-                            children: None,
-                            file: None,
-                        },
-                    );
+                    let child = self
+                        .lock()
+                        .add_node(owner, ino, Some(child_cid), child_attr);
                     children.insert(name, child);
                 }
             }
