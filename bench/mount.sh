@@ -27,7 +27,7 @@ cleanup() {
 trap cleanup EXIT
 
 "$peerfs" --repo "$repo" init >/dev/null
-"$peerfs" --repo "$repo" mount "$mnt" >/dev/null
+"$peerfs" --repo "$repo" mount "$mnt" --listen /ip4/127.0.0.1/tcp/0 --no-mdns >/dev/null
 pid="$("$peerfs" --repo "$repo" status | awk '/daemon pid/ {print $3}')"
 bindfs -o big_writes,multithreaded "$bindsrc" "$bind" 2>/dev/null || bindfs "$bindsrc" "$bind"
 

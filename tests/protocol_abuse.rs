@@ -1,0 +1,214 @@
+//! A raw libp2p client sends malformed, truncated and oversized `/peerfs/block/1` and
+//! `/peerfs/head/1` messages to a running daemon; each is refused, the daemon lives on,
+//! and an honest peer is still served.
+
+mod common;
+
+use std::io;
+use std::time::Duration;
+
+use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{noise, tcp, yamux, Multiaddr, StreamProtocol};
+use peerfs::net::protocol::{encode, BlockRequest, BLOCK_PROTOCOL, HEAD_PROTOCOL};
+
+use common::{write, Mounted};
+
+/// Writes requests byte for byte as given; reads whatever comes back.
+#[derive(Clone, Default)]
+struct Raw;
+
+impl request_response::Codec for Raw {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let mut v = Vec::new();
+        io.take(1 << 20).read_to_end(&mut v).await?;
+        Ok(v)
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let mut v = Vec::new();
+        io.take(16 << 20).read_to_end(&mut v).await?;
+        Ok(v)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&req).await?;
+        io.close().await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&res).await?;
+        io.close().await
+    }
+}
+
+/// Sends each message on `protocol` to the daemon at `addr`; returns, per message, the
+/// response bytes or the failure.
+fn send_all(
+    addr: &Multiaddr,
+    protocol: StreamProtocol,
+    messages: Vec<Vec<u8>>,
+) -> Vec<Result<Vec<u8>, String>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|_| {
+                request_response::Behaviour::<Raw>::new(
+                    [(protocol, ProtocolSupport::Outbound)],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(10)),
+                )
+            })
+            .unwrap()
+            .build();
+        let mut addr = addr.clone();
+        let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.pop() else {
+            panic!("no /p2p/ in {addr}")
+        };
+        swarm.add_peer_address(peer, addr);
+        let mut pending = std::collections::HashMap::new();
+        for (i, m) in messages.into_iter().enumerate() {
+            pending.insert(swarm.behaviour_mut().send_request(&peer, m), i);
+        }
+        let mut results: Vec<Option<Result<Vec<u8>, String>>> = vec![None; pending.len()];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while results.iter().any(Option::is_none) {
+            let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
+                .await
+                .expect("the daemon answers or fails every message in time");
+            if let SwarmEvent::Behaviour(e) = event {
+                match e {
+                    request_response::Event::Message {
+                        message:
+                            request_response::Message::Response {
+                                request_id,
+                                response,
+                            },
+                        ..
+                    } => results[pending[&request_id]] = Some(Ok(response)),
+                    request_response::Event::OutboundFailure {
+                        request_id, error, ..
+                    } => results[pending[&request_id]] = Some(Err(error.to_string())),
+                    _ => {}
+                }
+            }
+        }
+        results.into_iter().map(Option::unwrap).collect()
+    })
+}
+
+fn frame(len: u32, body: &[u8]) -> Vec<u8> {
+    let mut v = len.to_be_bytes().to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+#[test]
+fn hostile_messages_are_refused_and_the_daemon_keeps_serving() {
+    let a = Mounted::new();
+    write(&a.drive().join("f.txt"), b"still served\n");
+    std::thread::sleep(Duration::from_millis(1500));
+    let addr: Multiaddr = a
+        .repo
+        .ok(&["id"])
+        .lines()
+        .nth(1)
+        .expect("address")
+        .parse()
+        .unwrap();
+    let root_cid = {
+        let out = std::process::Command::new("getfattr")
+            .args(["--only-values", "-n", "user.peerfs.cid"])
+            .arg(a.drive())
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let root: cid::Cid = root_cid.parse().unwrap();
+
+    // A well-formed request through the same client is answered: the harness works.
+    let good = encode(
+        &BlockRequest {
+            want: vec![serde_bytes::ByteBuf::from(root.to_bytes())],
+            owner: None,
+        },
+        1 << 20,
+    )
+    .unwrap();
+    let hostile = vec![
+        good.clone(),
+        frame(u32::MAX, b""),          // oversized, by its length alone
+        frame(64 << 20, &[0u8; 1024]), // oversized and partly sent
+        frame(100, &[0xa1, 0x64]),     // truncated
+        frame(3, &[0xff, 0x00, 0x13]), // not DAG-CBOR
+        frame(2, &[0xa0, 0x00]),       // CBOR, wrong shape
+        vec![0x00, 0x00],              // not even a length
+        Vec::new(),                    // nothing at all
+    ];
+    let results = send_all(&addr, BLOCK_PROTOCOL, hostile);
+    let answered = results[0].as_ref().expect("the good request is answered");
+    assert!(answered.len() > 4, "an empty answer to a good request");
+    // Refused: the stream fails, or closes with no answer.
+    let refused = |r: &Result<Vec<u8>, String>| r.as_ref().map_or(true, Vec::is_empty);
+    for (i, r) in results.iter().enumerate().skip(1) {
+        assert!(refused(r), "hostile block message {i} got an answer: {r:?}");
+    }
+    let results = send_all(
+        &addr,
+        HEAD_PROTOCOL,
+        vec![frame(u32::MAX, b""), frame(5, b"junk!")],
+    );
+    assert!(results.iter().all(refused), "{results:?}");
+
+    // The daemon is alive and serves an honest follower.
+    assert!(a.alive());
+    let b = Mounted::new();
+    b.repo
+        .ok(&["peer", "add", &addr.to_string(), "--name", "alice"]);
+    let file = b.mnt.path().join("peers/alice/f.txt");
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&file).ok().as_deref() != Some("still served\n") {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "bob never read alice's file"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
