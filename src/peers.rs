@@ -14,10 +14,10 @@ use std::time::UNIX_EPOCH;
 use cid::Cid;
 use libp2p::PeerId;
 
-use crate::block::RAW;
+use crate::block::{Block, RAW};
 use crate::drive::{node_attr, Attr, DriveError, Kind};
 use crate::net::{NetHandle, RemoteBlocks};
-use crate::store::Blocks;
+use crate::store::{Blocks, StoreError};
 use crate::unixfs::{list, load_node, FileNode, FileReader, Node};
 
 /// Peer inodes are numbered from here up; the drive's stay below.
@@ -48,6 +48,8 @@ struct PeerNode {
     children: Option<BTreeMap<Vec<u8>, u64>>,
     /// A file's root node, kept after the first read.
     file: Option<Arc<FileNode>>,
+    /// How far ahead of the reader blocks have been asked for.
+    prefetched_to: u64,
 }
 
 #[derive(Default)]
@@ -73,14 +75,20 @@ impl State {
                 // A peer whose head is unknown shows as an empty directory.
                 children: cid.is_none().then(BTreeMap::new),
                 file: None,
+                prefetched_to: 0,
             },
         );
         ino
     }
 }
 
+/// How many recently read blocks a view keeps: the kernel reads 128 KiB at a time, and
+/// each leaf is 1 MiB, so without this every leaf would be loaded eight times.
+const RECENT_BLOCKS: usize = 8;
+
 pub struct PeerView {
     local: Arc<dyn Blocks>,
+    recent: Mutex<std::collections::VecDeque<(Cid, Arc<Vec<u8>>)>>,
     net: NetHandle,
     /// The inode of `peers/` itself, the parent of every top.
     peers_ino: u64,
@@ -104,6 +112,7 @@ impl PeerView {
             local,
             net,
             peers_ino,
+            recent: Mutex::default(),
             state: Mutex::new(State {
                 next_ino: PEER_INO_BASE,
                 ..State::default()
@@ -242,12 +251,37 @@ impl PeerView {
             }
         };
         let end = offset.saturating_add(len as u64).min(root.filesize);
-        self.prefetch(owner, &root, end, PREFETCH_WINDOW);
-        let reader = FileReader::from_node(&blocks, cid, (*root).clone());
+        self.prefetch_after(ino, owner, &root, end);
+        let reading = RecentBlocks {
+            view: self,
+            inner: &blocks,
+        };
+        let reader = FileReader::from_node(&reading, cid, (*root).clone());
         let mut buf = vec![0u8; end.saturating_sub(offset) as usize];
         let n = reader.read_at(offset, &mut buf)?;
         buf.truncate(n);
         Ok(buf)
+    }
+
+    /// Keeps the blocks ahead of a reader at `pos` asked for, a window at a time.
+    fn prefetch_after(&self, ino: u64, owner: PeerId, root: &FileNode, pos: u64) {
+        let from = {
+            let mut st = self.lock();
+            let Some(n) = st.nodes.get_mut(&ino) else {
+                return;
+            };
+            // A reader that jumped back or far ahead starts a new window.
+            if n.prefetched_to < pos || n.prefetched_to > pos + 2 * PREFETCH_WINDOW {
+                n.prefetched_to = pos;
+            }
+            if n.prefetched_to >= pos + PREFETCH_WINDOW / 2 || n.prefetched_to >= root.filesize {
+                return;
+            }
+            let from = n.prefetched_to;
+            n.prefetched_to = pos + PREFETCH_WINDOW;
+            from
+        };
+        self.prefetch(owner, root, from, pos + PREFETCH_WINDOW - from);
     }
 
     /// Asks for the blocks under `[from, from + window)` that are not here yet. Nodes
@@ -264,8 +298,14 @@ impl PeerView {
             if start >= end {
                 break;
             }
+            if cid.codec() == RAW {
+                if !self.local.has(cid).unwrap_or(false) {
+                    self.net.prefetch(cid, Some(owner));
+                }
+                continue;
+            }
             match self.local.get(cid) {
-                Ok(Some(bytes)) if cid.codec() != RAW => {
+                Ok(Some(bytes)) => {
                     if let Ok(Node::File(child)) = Node::decode(cid, bytes) {
                         self.prefetch(
                             owner,
@@ -275,7 +315,6 @@ impl PeerView {
                         );
                     }
                 }
-                Ok(Some(_)) => {}
                 _ => self.net.prefetch(cid, Some(owner)),
             }
         }
@@ -461,5 +500,47 @@ fn raw_file_attr(size: u64) -> Attr {
         perm: 0o644,
         mtime: UNIX_EPOCH,
         ctime: UNIX_EPOCH,
+    }
+}
+
+/// A view's reads: recent blocks from memory, the rest through `inner`.
+struct RecentBlocks<'a> {
+    view: &'a PeerView,
+    inner: &'a RemoteBlocks,
+}
+
+impl Blocks for RecentBlocks<'_> {
+    fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        let hit = {
+            let recent = self.view.recent.lock().unwrap_or_else(|e| e.into_inner());
+            recent
+                .iter()
+                .find(|(c, _)| c == cid)
+                .map(|(_, b)| Arc::clone(b))
+        };
+        if let Some(b) = hit {
+            return Ok(Some(b.to_vec()));
+        }
+        let got = self.inner.get(cid)?;
+        if let Some(b) = &got {
+            let mut recent = self.view.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if recent.len() >= RECENT_BLOCKS {
+                recent.pop_front();
+            }
+            recent.push_back((*cid, Arc::new(b.clone())));
+        }
+        Ok(got)
+    }
+
+    fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
+        self.inner.has(cid)
+    }
+
+    fn put_many(&self, blocks: &[Block], durable: bool) -> Result<(), StoreError> {
+        self.inner.put_many(blocks, durable)
+    }
+
+    fn delete_many(&self, cids: &[Cid]) -> Result<(), StoreError> {
+        self.inner.delete_many(cids)
     }
 }
