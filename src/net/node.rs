@@ -744,15 +744,17 @@ impl Node {
         let Some(want) = self.wants.remove(block.cid()) else {
             return;
         };
-        if let Err(e) = self.store.put_many(std::slice::from_ref(&block), false) {
-            warn!("cannot cache block {}: {e}", block.cid());
-        }
-        let cid = *block.cid();
-        let data = block.data().to_vec();
         for w in want.waiters {
-            let _ = w.send(Ok(data.clone()));
+            let _ = w.send(Ok(block.data().to_vec()));
         }
-        debug!("fetched {cid}");
+        // Off the event loop, and without the write-ahead log: a fetched block lost in
+        // a crash is only fetched again.
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.put_bulk(std::slice::from_ref(&block)) {
+                warn!("cannot keep block {}: {e}", block.cid());
+            }
+        });
     }
 
     /// Sends requests for every want that has no request out, grouped by source.
