@@ -141,7 +141,8 @@ impl NetHandle {
         .unwrap_or(Err(Unavailable::Stopped))
     }
 
-    /// Asks for `cid` in the background; it lands in the store.
+    /// Asks for `cid` in the background; it lands in the store. The caller has checked
+    /// that the store lacks it.
     pub fn prefetch(&self, cid: &Cid, owner: Option<PeerId>) {
         self.send(Command::Fetch {
             cid: *cid,

@@ -295,9 +295,9 @@ impl Node {
     fn command(&mut self, c: Command) {
         match c {
             Command::Fetch { cid, owner, reply } => {
-                // It may have arrived since the asker looked.
+                // A waiting block may have arrived since the asker looked. Prefetchers
+                // check the store themselves, off this loop.
                 match reply {
-                    None if self.store.has(&cid).unwrap_or(false) => return,
                     Some(r) => match self.store.get(&cid) {
                         Ok(Some(bytes)) => return drop(r.send(Ok(bytes))),
                         _ => self.want(cid, owner, Some(r)),
