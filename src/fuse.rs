@@ -30,6 +30,9 @@ use crate::peers::{is_peer_ino, PeerView};
 
 const MOUNT_ROOT: u64 = 1;
 pub const PEERS: u64 = 3;
+/// The names of the mount's two top-level directories.
+pub const DRIVE_DIR: &str = "drive";
+pub const PEERS_DIR: &str = "peers";
 /// The drive changes only through this mount, so the kernel's view stays right; the
 /// TTL bounds staleness if that ever stops being true.
 const TTL: Duration = Duration::from_secs(1);
@@ -172,7 +175,10 @@ impl PeerFs {
                 let peers = self.virtual_attr(PEERS);
                 (
                     MOUNT_ROOT,
-                    vec![(b"drive".to_vec(), drive), (b"peers".to_vec(), peers)],
+                    vec![
+                        (DRIVE_DIR.as_bytes().to_vec(), drive),
+                        (PEERS_DIR.as_bytes().to_vec(), peers),
+                    ],
                 )
             }
             PEERS => (
@@ -250,8 +256,8 @@ impl Filesystem for PeerFs {
         let name = name.as_bytes();
         let found = match parent.0 {
             MOUNT_ROOT => match name {
-                b"drive" => self.drive.lookup_root(),
-                b"peers" => Ok(self.virtual_attr(PEERS)),
+                n if n == DRIVE_DIR.as_bytes() => self.drive.lookup_root(),
+                n if n == PEERS_DIR.as_bytes() => Ok(self.virtual_attr(PEERS)),
                 _ => Err(DriveError::NotFound),
             },
             p if p == PEERS || is_peer_ino(p) => {

@@ -23,6 +23,7 @@
 //!   `/peerfs/head/1`, verified block fetch with fallback over `/peerfs/block/1`.
 //! - [`peers`]: followed peers' drives as read-only inode trees, kept current by
 //!   their heads. Uses `net`, `unixfs`.
+//! - [`pin`]: pinning a whole DAG so it stays, and `gc` of what nothing reaches.
 //! - [`daemon`]: one process per repo: mounts, commits on an interval, answers the
 //!   control socket. It and the CLI are the only modules that know everybody.
 
@@ -38,6 +39,8 @@ pub mod get;
 pub mod head;
 pub mod net;
 pub mod peers;
+#[cfg(feature = "rocksdb")]
+pub mod pin;
 #[cfg(feature = "rocksdb")]
 pub mod repo;
 pub mod store;

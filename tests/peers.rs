@@ -8,53 +8,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{assert_same_tree, bytes, sh, write, Mounted, TestRepo};
-
-/// Waits (bounded) until `ready` holds; panics naming `what` if it never does.
-fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if ready() {
-            return start.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("{what}: not within {limit:?}");
-}
-
-/// The node's first full listen address (with /p2p/).
-fn addr(m: &Mounted) -> String {
-    let mut found = None;
-    wait_for("a listen address", Duration::from_secs(10), || {
-        found = m.repo.ok(&["id"]).lines().nth(1).map(str::to_string);
-        found.is_some()
-    });
-    found.unwrap()
-}
-
-fn follow(follower: &Mounted, target: &Mounted, name: &str) {
-    follower
-        .repo
-        .ok(&["peer", "add", &addr(target), "--name", name]);
-}
-
-fn kill(m: &Mounted) {
-    Command::new("kill")
-        .arg("-9")
-        .arg(m.pid.to_string())
-        .status()
-        .expect("kill");
-    wait_for("the daemon to die", Duration::from_secs(10), || !m.alive());
-}
-
-fn cid_of(path: &Path) -> String {
-    let out = Command::new("getfattr")
-        .args(["--only-values", "-n", "user.peerfs.cid"])
-        .arg(path)
-        .output()
-        .expect("getfattr");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use common::{
+    addr, assert_same_tree, bytes, cid_of, follow, kill, sh, wait_for, write, Mounted, TestRepo,
+};
 
 /// A small tree with the shapes tools care about.
 fn make_tree(root: &Path) {
@@ -235,11 +191,14 @@ fn blocks_come_from_another_holder_and_lies_are_rejected() {
             || docs.exists(),
         );
     }
-    // C and the liar hold alice's blocks; B has read nothing.
-    sh(
-        c.mnt.path(),
-        "find peers/alice/docs -type f -exec cat {} + > /dev/null",
+    // C pins alice's docs, the liar has read them; B has read nothing.
+    let docs = c.mnt.path().join("peers/alice/docs");
+    let pinned = c.repo.ok(&["pin", docs.to_str().unwrap()]);
+    assert!(
+        pinned.starts_with(&format!("pinned {}", cid_of(&docs))),
+        "{pinned}"
     );
+    assert!(c.repo.ok(&["pins"]).contains(docs.to_str().unwrap()));
     sh(
         liar.mnt.path(),
         "find peers/alice/docs -type f -exec cat {} + > /dev/null",

@@ -3,6 +3,7 @@
 
 mod mount;
 mod peer;
+mod pin;
 mod progress;
 
 use std::fs::File;
@@ -15,6 +16,7 @@ use cid::Cid;
 use clap::{Args, Parser, Subcommand};
 
 use peerfs::add::{add_path, AddObserver, AddOptions, Added};
+use peerfs::daemon::control::{self, ControlError, Request, Response};
 use peerfs::repo::Repo;
 use peerfs::store::{write_behind, BlockSink, Blocks, NullSink};
 use peerfs::unixfs::{list, load_node, resolve, FileReader, Node, Overrides, Profile};
@@ -91,6 +93,14 @@ enum Command {
     Peer(PeerCommand),
     /// List followed peers: connection, RTT, head, last seen, bad blocks
     Peers,
+    /// Fetch a whole tree and keep it: a path in the mount (under peers/ or drive/) or a CID
+    Pin { target: String },
+    /// Stop keeping a pinned tree (by CID, or the path it was pinned as); `gc` frees it
+    Unpin { target: String },
+    /// List pins: CID and what was pinned
+    Pins,
+    /// Delete every block that no pin and no drive head reaches (the daemon must not be running)
+    Gc,
 }
 
 #[derive(Subcommand)]
@@ -105,6 +115,20 @@ enum PeerCommand {
     },
     /// Stop following a peer (by name or peer ID)
     Rm { name: String },
+}
+
+/// Sends `req` to the daemon; `None` when no daemon runs.
+pub(crate) fn ask(repo: &Path, req: Request) -> Result<Option<Response>> {
+    match control::request(repo, &req) {
+        Ok(Response::Error { message }) => bail!("{message}"),
+        Ok(r) => Ok(Some(r)),
+        Err(ControlError::NotRunning(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) fn unexpected(r: Response) -> anyhow::Error {
+    anyhow::anyhow!("unexpected answer from the daemon: {r:?}")
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -200,6 +224,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Peer(PeerCommand::Rm { name }) => peer::rm(&repo_path, &name),
         Command::Peers => peer::list(&repo_path),
+        Command::Pin { target } => pin::pin(&repo_path, &target),
+        Command::Unpin { target } => pin::unpin(&repo_path, &target),
+        Command::Pins => pin::list(&repo_path),
+        Command::Gc => pin::gc(&repo_path),
         Command::Unmount { dir } => mount::unmount(&repo_path, &dir),
         Command::Status => mount::status(&repo_path),
         Command::Fsck => mount::fsck(&open()?),
@@ -269,7 +297,8 @@ fn run(cli: Cli) -> Result<()> {
             bar.finish_and_clear();
             for root in &imported.roots {
                 if repo.store().has(root)? {
-                    repo.store().pin(root)?;
+                    repo.store()
+                        .pin(root, &format!("import {}", path.display()))?;
                 }
                 println!("imported {root} ({} blocks)", imported.blocks);
             }
@@ -358,7 +387,8 @@ fn add(args: AddArgs, repo_path: &Path) -> Result<()> {
                 let root = write_behind(repo.store(), |sink| {
                     Ok::<_, anyhow::Error>(add_path(path, &opts, sink, &mut printer)?)
                 })?;
-                repo.store().pin(&root.cid)?;
+                repo.store()
+                    .pin(&root.cid, &format!("add {}", path.display()))?;
                 root
             }
             None => add_path(

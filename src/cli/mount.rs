@@ -218,6 +218,11 @@ pub fn status(repo_path: &Path) -> Result<()> {
     );
     println!("open files:    {}", s.open_files);
     println!("store size:    {}", indicatif::HumanBytes(s.store_bytes));
+    println!(
+        "peer cache:    {} of {}",
+        indicatif::HumanBytes(s.cache_bytes),
+        indicatif::HumanBytes(s.cache_cap)
+    );
     Ok(())
 }
 

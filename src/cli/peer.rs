@@ -3,27 +3,14 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-use peerfs::daemon::control::{self, ControlError, Request, Response};
+use super::{ask, unexpected};
+use peerfs::daemon::control::{Request, Response};
 use peerfs::daemon::format_time_ms;
 use peerfs::net::peerbook::{PeerBook, PeerEntry};
 use peerfs::net::PeerInfo;
 use peerfs::repo::Repo;
-
-/// Sends `req` to the daemon; `None` when no daemon runs.
-fn ask(repo: &Path, req: Request) -> Result<Option<Response>> {
-    match control::request(repo, &req) {
-        Ok(Response::Error { message }) => bail!("{message}"),
-        Ok(r) => Ok(Some(r)),
-        Err(ControlError::NotRunning(_)) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn unexpected(r: Response) -> anyhow::Error {
-    anyhow::anyhow!("unexpected answer from the daemon: {r:?}")
-}
 
 pub fn id(repo_path: &Path) -> Result<()> {
     match ask(repo_path, Request::Id)? {

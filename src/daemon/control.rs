@@ -1,5 +1,6 @@
 //! The control socket (`peerfs.sock` in the repo): one JSON request per line, one JSON
-//! response per line. The CLI's `status` and `unmount` speak it to the running daemon.
+//! response per line (a pin sends progress lines first). The CLI speaks it to the
+//! running daemon.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::net::peerbook::PeerEntry;
 use crate::net::PeerInfo;
+use crate::pin::WalkProgress;
 
 /// The socket's file name inside the repo.
 pub const SOCKET: &str = "peerfs.sock";
@@ -37,18 +39,58 @@ pub enum Request {
         name: String,
     },
     Peers,
+    /// Fetch the whole DAG of `cid` and keep it. `path` is where it was named in the
+    /// mount, which says whose drive it is.
+    Pin {
+        cid: String,
+        path: Option<PathBuf>,
+    },
+    /// Remove the pins whose CID or label is `target` (or whose CID is `cid`).
+    Unpin {
+        target: String,
+        cid: Option<String>,
+    },
+    Pins,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     Status(Status),
-    Unmounted { root: Option<String> },
-    Id { peer_id: String, addrs: Vec<String> },
+    Unmounted {
+        root: Option<String>,
+    },
+    Id {
+        peer_id: String,
+        addrs: Vec<String>,
+    },
     PeerAdded(PeerEntry),
     PeerRemoved(PeerEntry),
-    Peers { peers: Vec<PeerInfo> },
-    Error { message: String },
+    Peers {
+        peers: Vec<PeerInfo>,
+    },
+    /// Sent while a pin runs, before its final answer.
+    Progress(WalkProgress),
+    Pinned {
+        cid: String,
+        blocks: u64,
+        bytes: u64,
+    },
+    Unpinned {
+        cids: Vec<String>,
+    },
+    Pins {
+        pins: Vec<PinInfo>,
+    },
+    Error {
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PinInfo {
+    pub cid: String,
+    pub label: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +105,11 @@ pub struct Status {
     pub uncommitted_changes: bool,
     pub open_files: usize,
     pub store_bytes: u64,
+    /// Bytes of evictable blocks fetched from peers, and the cap (`cache_size`).
+    #[serde(default)]
+    pub cache_bytes: u64,
+    #[serde(default)]
+    pub cache_cap: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +127,15 @@ pub enum ControlError {
 
 /// Sends one request to the daemon of `repo` and waits for its answer.
 pub fn request(repo: &Path, req: &Request) -> Result<Response, ControlError> {
+    request_with_progress(repo, req, |_| {})
+}
+
+/// Like `request`, for requests that report progress before they answer.
+pub fn request_with_progress(
+    repo: &Path,
+    req: &Request,
+    mut progress: impl FnMut(WalkProgress),
+) -> Result<Response, ControlError> {
     let path = repo.join(SOCKET);
     let io = |source| ControlError::Io {
         path: path.clone(),
@@ -101,10 +157,17 @@ pub fn request(repo: &Path, req: &Request) -> Result<Response, ControlError> {
     let mut line = serde_json::to_string(req).expect("requests always encode");
     line.push('\n');
     (&stream).write_all(line.as_bytes()).map_err(io)?;
-    let mut answer = String::new();
-    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
-    serde_json::from_str(&answer).map_err(|e| ControlError::Protocol {
-        path: path.clone(),
-        message: e.to_string(),
-    })
+    let mut reader = BufReader::new(&stream);
+    loop {
+        let mut answer = String::new();
+        reader.read_line(&mut answer).map_err(io)?;
+        let response = serde_json::from_str(&answer).map_err(|e| ControlError::Protocol {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        match response {
+            Response::Progress(p) => progress(p),
+            other => return Ok(other),
+        }
+    }
 }

@@ -19,14 +19,16 @@ use fuser::{INodeNo, MountOption, Notifier, Session};
 use tracing::{error, info, warn};
 
 use crate::drive::{Drive, DriveError};
-use crate::fuse::{PeerFs, PEERS};
+use crate::fuse::{PeerFs, PEERS, PEERS_DIR};
 use crate::head::SignedHead;
 use crate::net::peerbook::{PeerBook, PeerBookError};
-use crate::net::{self, NetConfig, NetError, NetEvent, NetHandle, Readers};
+use crate::net::{self, NetConfig, NetError, NetEvent, NetHandle, Readers, RemoteBlocks};
 use crate::peers::{Invalidation, PeerView};
+use crate::pin::{self, WalkProgress};
 use crate::repo::Repo;
-use crate::store::HeadStore;
-use control::{Request, Response, Status};
+use crate::store::rocks::RocksStore;
+use crate::store::{Blocks, HeadStore};
+use control::{PinInfo, Request, Response, Status};
 
 /// How often changes are committed; fsync and unmount commit at once.
 pub const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
@@ -59,6 +61,8 @@ pub enum DaemonError {
     Net(#[from] NetError),
     #[error(transparent)]
     PeerBook(#[from] PeerBookError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("config `readers`: {0:?} is neither a peer ID nor a name in the peer book")]
     UnknownReader(String),
 }
@@ -182,6 +186,7 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     let mountpoint = preflight(mountpoint)?;
     let opts = repo.config().import.profile.options();
     let store = repo.shared_store();
+    store.enable_cache(repo.config().cache_size.as_u64())?;
     let drive = Arc::new(Drive::load(store.clone(), opts, repo.keypair().clone())?);
     let book = PeerBook::load(repo.path())?;
     let net_config = net_config(&repo, &book, &flags)?;
@@ -280,6 +285,10 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     let committed = drive.flush_all().and_then(|()| drive.commit());
     if let Err(e) = &committed {
         error!("final commit failed: {e}");
+    }
+    // Blocks fetched from peers skip the write-ahead log; keep them for the next run.
+    if let Err(e) = store.finish_bulk() {
+        warn!("cannot flush fetched blocks: {e}");
     }
     if !session_ended {
         if let Err(e) = unmounter.unmount() {
@@ -430,12 +439,13 @@ struct Context {
     book: Arc<Mutex<PeerBook>>,
     view: Arc<PeerView>,
     notifier: Notifier,
-    store: Arc<dyn HeadStore>,
+    store: Arc<RocksStore>,
 }
 
 impl Context {
     fn status(&self) -> Status {
         let d = self.drive.status();
+        let cache = self.store.cache_usage().unwrap_or_default();
         Status {
             pid: std::process::id(),
             peer_id: self.peer_id.to_string(),
@@ -450,6 +460,88 @@ impl Context {
             uncommitted_changes: d.dirty,
             open_files: d.open_files,
             store_bytes: dir_size(&self.repo.join("db")),
+            cache_bytes: cache.0,
+            cache_cap: cache.1,
+        }
+    }
+
+    /// The peer whose drive `path` (a path inside the mount) is in, with the path
+    /// below that drive's root.
+    fn owner_of(&self, path: &Path) -> Option<(libp2p::PeerId, String)> {
+        let rel = path.strip_prefix(&self.mountpoint).ok()?;
+        let mut parts = rel.components();
+        if parts.next()?.as_os_str() != PEERS_DIR {
+            return None;
+        }
+        let name = parts.next()?.as_os_str().to_str()?;
+        let below = parts.as_path().to_str()?.to_string();
+        let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        Some((book.by_name(name)?.peer_id()?, below))
+    }
+
+    fn pin(&self, cid: &str, path: Option<&Path>, progress: impl FnMut(WalkProgress)) -> Response {
+        let mut root: cid::Cid = match cid.parse() {
+            Ok(c) => c,
+            Err(e) => return error_response(format!("{cid}: not a CID ({e})")),
+        };
+        let label = path.map_or_else(|| root.to_string(), |p| p.display().to_string());
+        let in_peer = path.and_then(|p| self.owner_of(p));
+        let owner = in_peer.as_ref().map(|(peer, _)| *peer);
+        let remote = RemoteBlocks {
+            local: self.store.clone(),
+            net: self.net.clone(),
+            owner,
+        };
+        // Under peers/, the directories above the pinned tree stay too, so that its
+        // path still opens when the owner is gone.
+        if let Some((peer, below)) = &in_peer {
+            if let Some(peer_root) = stored_root(self.store.as_ref(), &peer.to_string()) {
+                match pin::keep_path(&self.store, &remote, &peer_root, below) {
+                    Ok(named) => root = named,
+                    Err(e) => return error_response(format!("pinning {label}: {e}")),
+                }
+            }
+        }
+        let ahead = |cids: &[cid::Cid]| {
+            for c in cids {
+                if !self.store.has(c).unwrap_or(true) {
+                    self.net.prefetch(c, owner);
+                }
+            }
+        };
+        match pin::pin_tree(&self.store, &remote, &root, &label, ahead, progress) {
+            Ok(done) => Response::Pinned {
+                cid: root.to_string(),
+                blocks: done.blocks,
+                bytes: done.bytes,
+            },
+            Err(e) => error_response(format!("pinning {label}: {e}")),
+        }
+    }
+
+    fn unpin(&self, target: &str, cid: Option<&str>) -> Response {
+        let resolved = cid.and_then(|c| c.parse().ok());
+        match pin::unpin(&self.store, target, resolved.as_ref()) {
+            Ok(cids) if cids.is_empty() => error_response(format!("{target}: not pinned")),
+            Ok(cids) => Response::Unpinned {
+                cids: cids.iter().map(|c| c.to_string()).collect(),
+            },
+            Err(e) => error_response(e),
+        }
+    }
+
+    fn pins(&self) -> Response {
+        match self.store.pins() {
+            Ok(pins) => Response::Pins {
+                pins: pins
+                    .into_iter()
+                    .map(|(cid, label)| PinInfo {
+                        cid: cid.to_string(),
+                        label,
+                    })
+                    .collect(),
+            },
+            Err(e) => error_response(e),
         }
     }
 
@@ -565,6 +657,12 @@ fn answer(
         Ok(Request::Peers) => Response::Peers {
             peers: context.net.peers(),
         },
+        Ok(Request::Pin { cid, path }) => context.pin(&cid, path.as_deref(), |p| {
+            // A client that went away is noticed when the answer is written.
+            let _ = write_line(&conn, &Response::Progress(p));
+        }),
+        Ok(Request::Unpin { target, cid }) => context.unpin(&target, cid.as_deref()),
+        Ok(Request::Pins) => context.pins(),
         Ok(Request::Unmount) => {
             let (tx, rx) = mpsc::channel();
             if events.send(Event::Unmount(tx)).is_err() {
@@ -581,9 +679,13 @@ fn answer(
             message: format!("bad request: {e}"),
         },
     };
-    let mut out = serde_json::to_string(&response).expect("responses always encode");
+    write_line(&conn, &response)
+}
+
+fn write_line(conn: &UnixStream, response: &Response) -> std::io::Result<()> {
+    let mut out = serde_json::to_string(response).expect("responses always encode");
     out.push('\n');
-    (&conn).write_all(out.as_bytes())
+    (&*conn).write_all(out.as_bytes())
 }
 
 /// When a commit happened, for `status`.

@@ -747,11 +747,10 @@ impl Node {
         for w in want.waiters {
             let _ = w.send(Ok(block.data().to_vec()));
         }
-        // Off the event loop, and without the write-ahead log: a fetched block lost in
-        // a crash is only fetched again.
+        // Off the event loop; the store keeps it as evictable cache.
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.put_bulk(std::slice::from_ref(&block)) {
+            if let Err(e) = store.put_cached(std::slice::from_ref(&block)) {
                 warn!("cannot keep block {}: {e}", block.cid());
             }
         });

@@ -6,9 +6,12 @@
 //!   blocks a second thread writes in large batches.
 //! - `MemoryBlocks`: in memory, for pure format tests.
 //! - `rocks`: the persistent store in RocksDB (feature `rocksdb`, on by default).
+//! - `cache`: the least-recently-used index of evictable blocks fetched from peers.
 
 #[cfg(feature = "rocksdb")]
 pub mod rocks;
+
+pub mod cache;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -67,6 +70,10 @@ pub trait Blocks: Send + Sync {
     /// Makes every earlier `put_bulk` durable.
     fn finish_bulk(&self) -> Result<(), StoreError> {
         self.put_many(&[], true)
+    }
+    /// Keeps blocks fetched from peers: evictable, unless the store already had them.
+    fn put_cached(&self, blocks: &[Block]) -> Result<(), StoreError> {
+        self.put_bulk(blocks)
     }
 }
 

@@ -5,10 +5,16 @@
 //! keys, not megabytes.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use cid::Cid;
-use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    BlockBasedOptions, BottommostLevelCompaction, ColumnFamilyDescriptor, CompactOptions,
+    IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
 
+use super::cache::{decode_entry, encode_entry, CacheIndex};
 use super::{Blocks, HeadStore, StoreError};
 use crate::block::Block;
 
@@ -21,10 +27,18 @@ const FAMILIES: [&str; 5] = [CF_BLOCKS, CF_HEADS, CF_PINS, CF_CACHE, CF_META];
 
 /// Values at least this big live in blob files: every leaf, few directory nodes.
 const MIN_BLOB_SIZE: u64 = 16 * 1024;
+/// RocksDB's default: compactions rewrite live blobs out of the oldest quarter of blob
+/// files. `reclaim` raises it to every file for one compaction.
+const BLOB_GC_AGE_CUTOFF: &str = "0.25";
 
 pub struct RocksStore {
     db: DB,
     path: PathBuf,
+    /// The evictable blocks, once the daemon turns the cache on. Every change to the
+    /// `cache` family happens under this lock, so an eviction can never delete a block
+    /// that the drive or a pin has just claimed.
+    cache: Mutex<Option<CacheIndex>>,
+    cache_cap: AtomicU64,
 }
 
 impl RocksStore {
@@ -46,7 +60,14 @@ impl RocksStore {
         Ok(RocksStore {
             db,
             path: path.to_path_buf(),
+            cache: Mutex::new(None),
+            cache_cap: AtomicU64::new(u64::MAX),
         })
+    }
+
+    fn cache(&self) -> MutexGuard<'_, Option<CacheIndex>> {
+        // Every change under the lock leaves the index whole.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -59,24 +80,232 @@ impl RocksStore {
         db_error(&self.path, e)
     }
 
-    /// Records `cid` as a root that must stay (what `add` and `import` produce).
-    pub fn pin(&self, cid: &Cid) -> Result<(), StoreError> {
+    /// Records `cid` as a root that must stay (what `add` and `import` produce), with a
+    /// label saying where it came from.
+    pub fn pin(&self, cid: &Cid, label: &str) -> Result<(), StoreError> {
         self.db
-            .put_cf(self.cf(CF_PINS), cid.to_bytes(), [])
+            .put_cf(self.cf(CF_PINS), cid.to_bytes(), label.as_bytes())
             .map_err(|e| self.err(e))
     }
 
-    /// Writes `blocks` in one atomic batch.
-    fn write_blocks(&self, blocks: &[Block], wo: &WriteOptions) -> Result<(), StoreError> {
-        if blocks.is_empty() {
-            return Ok(());
+    /// Keeps a block for good (a pin claims it): stores it if it is not here, and takes
+    /// it out of the evictable cache if it was there. Without the write-ahead log, like
+    /// a bulk import: `finish_bulk` makes it durable.
+    pub fn keep_block(&self, cid: &Cid, data: &[u8]) -> Result<(), StoreError> {
+        let mut cache = self.cache();
+        let key = cid.hash().to_bytes();
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_CACHE), &key);
+        if let Some(index) = cache.as_mut() {
+            index.remove(&key);
         }
-        let cf = self.cf(CF_BLOCKS);
+        if !self.has_key(&key)? {
+            batch.put_cf(self.cf(CF_BLOCKS), &key, data);
+        }
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.db.write_opt(batch, &wo).map_err(|e| self.err(e))
+    }
+
+    /// Removes a pin; false when `cid` was not pinned. Its blocks stay until `gc`.
+    pub fn unpin(&self, cid: &Cid) -> Result<bool, StoreError> {
+        let cf = self.cf(CF_PINS);
+        let key = cid.to_bytes();
+        if self
+            .db
+            .get_pinned_cf(cf, &key)
+            .map_err(|e| self.err(e))?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        self.db.delete_cf(cf, key).map_err(|e| self.err(e))?;
+        Ok(true)
+    }
+
+    /// Every pin, with its label.
+    pub fn pins(&self) -> Result<Vec<(Cid, String)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_PINS), IteratorMode::Start) {
+            let (key, value) = item.map_err(|e| self.err(e))?;
+            // A key that is not a CID was not written by us; gc must not guess at it.
+            let cid = Cid::try_from(&key[..]).map_err(|e| StoreError::Db {
+                path: self.path.display().to_string(),
+                message: format!("unreadable pin: {e}"),
+            })?;
+            out.push((cid, String::from_utf8_lossy(&value).into_owned()));
+        }
+        Ok(out)
+    }
+
+    /// Every stored head record (ours and the followed peers'), by name.
+    pub fn heads(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.db
+            .iterator_cf(self.cf(CF_HEADS), IteratorMode::Start)
+            .map(|item| {
+                let (k, v) = item.map_err(|e| self.err(e))?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    /// Turns the evictable cache on: fetched blocks (`put_cached`) beyond `cap` bytes
+    /// are dropped, least recently used first.
+    pub fn enable_cache(&self, cap: u64) -> Result<(), StoreError> {
+        let mut stored = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_CACHE), IteratorMode::Start) {
+            let (key, value) = item.map_err(|e| self.err(e))?;
+            if let Some((stamp, size)) = decode_entry(&value) {
+                stored.push((key.to_vec(), stamp, size));
+            }
+        }
+        *self.cache() = Some(CacheIndex::from_entries(stored));
+        self.cache_cap.store(cap, Ordering::Relaxed);
+        self.evict()
+    }
+
+    /// The cached bytes and the cap, when the cache is on.
+    pub fn cache_usage(&self) -> Option<(u64, u64)> {
+        let bytes = self.cache().as_ref()?.bytes();
+        Some((bytes, self.cache_cap.load(Ordering::Relaxed)))
+    }
+
+    /// Fetched blocks are evictable cache; beyond the cap, the least recently used go.
+    /// A block the store already holds (the drive's, a pin's) stays what it was.
+    fn cache_blocks(&self, blocks: &[Block]) -> Result<(), StoreError> {
+        let mut cache = self.cache();
         let mut batch = WriteBatch::default();
         for b in blocks {
-            batch.put_cf(cf, b.cid().hash().to_bytes(), b.data());
+            let key = b.cid().hash().to_bytes();
+            let cached = cache.as_ref().is_some_and(|c| c.contains(&key));
+            if cached || self.has_key(&key)? {
+                continue;
+            }
+            batch.put_cf(self.cf(CF_BLOCKS), &key, b.data());
+            let stamp = cache.as_mut().map_or(0, |c| c.insert(key.clone(), b.len()));
+            batch.put_cf(self.cf(CF_CACHE), &key, encode_entry(stamp, b.len()));
+        }
+        // Like a bulk import, without the write-ahead log: a fetched block lost in a
+        // crash is only fetched again.
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.db.write_opt(batch, &wo).map_err(|e| self.err(e))?;
+        drop(cache);
+        self.evict()
+    }
+
+    fn evict(&self) -> Result<(), StoreError> {
+        let cap = self.cache_cap.load(Ordering::Relaxed);
+        let mut cache = self.cache();
+        let Some(index) = cache.as_mut() else {
+            return Ok(());
+        };
+        if index.bytes() <= cap {
+            return Ok(());
+        }
+        // Evict a little below the cap, so that not every new block costs an eviction.
+        let victims = index.victims(cap - cap / 16);
+        let mut batch = WriteBatch::default();
+        for key in &victims {
+            batch.delete_cf(self.cf(CF_BLOCKS), key);
+            batch.delete_cf(self.cf(CF_CACHE), key);
+        }
+        self.db.write(batch).map_err(|e| self.err(e))?;
+        for key in &victims {
+            index.remove(key);
+        }
+        Ok(())
+    }
+
+    /// Writes our own blocks (the drive's, an import's) in one atomic batch, plus
+    /// `extra`; they stop being evictable cache if they were.
+    fn write_own(
+        &self,
+        blocks: &[Block],
+        extra: impl FnOnce(&mut WriteBatch),
+        wo: &WriteOptions,
+    ) -> Result<(), StoreError> {
+        let mut cache = self.cache();
+        let mut batch = WriteBatch::default();
+        for b in blocks {
+            let key = b.cid().hash().to_bytes();
+            batch.put_cf(self.cf(CF_BLOCKS), &key, b.data());
+            batch.delete_cf(self.cf(CF_CACHE), &key);
+            if let Some(index) = cache.as_mut() {
+                index.remove(&key);
+            }
+        }
+        extra(&mut batch);
+        if batch.is_empty() {
+            return Ok(());
         }
         self.db.write_opt(batch, wo).map_err(|e| self.err(e))
+    }
+
+    fn has_key(&self, key: &[u8]) -> Result<bool, StoreError> {
+        let cf = self.cf(CF_BLOCKS);
+        if !self.db.key_may_exist_cf(cf, key) {
+            return Ok(false);
+        }
+        Ok(self
+            .db
+            .get_pinned_cf(cf, key)
+            .map_err(|e| self.err(e))?
+            .is_some())
+    }
+
+    /// Calls `each` with the key (multihash bytes) of every stored block.
+    pub fn for_each_block_key(
+        &self,
+        mut each: impl FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_BLOCKS));
+        it.seek_to_first();
+        while let Some(key) = it.key() {
+            each(key)?;
+            it.next();
+        }
+        it.status().map_err(|e| self.err(e))
+    }
+
+    /// Deletes blocks by key (and their cache entries); returns the bytes they held.
+    pub fn delete_keys(&self, keys: &[Vec<u8>]) -> Result<u64, StoreError> {
+        let mut cache = self.cache();
+        let mut batch = WriteBatch::default();
+        let mut bytes = 0;
+        for key in keys {
+            if let Some(v) = self
+                .db
+                .get_pinned_cf(self.cf(CF_BLOCKS), key)
+                .map_err(|e| self.err(e))?
+            {
+                bytes += v.len() as u64;
+            }
+            batch.delete_cf(self.cf(CF_BLOCKS), key);
+            batch.delete_cf(self.cf(CF_CACHE), key);
+            if let Some(index) = cache.as_mut() {
+                index.remove(key);
+            }
+        }
+        self.db.write(batch).map_err(|e| self.err(e))?;
+        Ok(bytes)
+    }
+
+    /// Gives the space of deleted blocks back to the disk: compacts the block family
+    /// and rewrites every blob file that holds garbage.
+    pub fn reclaim(&self) -> Result<(), StoreError> {
+        let cf = self.cf(CF_BLOCKS);
+        let set = |cutoff: &str| {
+            self.db
+                .set_options_cf(cf, &[("blob_garbage_collection_age_cutoff", cutoff)])
+                .map_err(|e| self.err(e))
+        };
+        set("1.0")?;
+        let mut opts = CompactOptions::default();
+        opts.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
+        self.db
+            .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &opts);
+        set(BLOB_GC_AGE_CUTOFF)
     }
 }
 
@@ -88,15 +317,14 @@ impl HeadStore for RocksStore {
     }
 
     fn commit(&self, blocks: &[Block], name: &str, record: &[u8]) -> Result<(), StoreError> {
-        let cf = self.cf(CF_BLOCKS);
-        let mut batch = WriteBatch::default();
-        for b in blocks {
-            batch.put_cf(cf, b.cid().hash().to_bytes(), b.data());
-        }
-        batch.put_cf(self.cf(CF_HEADS), name.as_bytes(), record);
+        let heads = self.cf(CF_HEADS);
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
-        self.db.write_opt(batch, &wo).map_err(|e| self.err(e))
+        self.write_own(
+            blocks,
+            |batch| batch.put_cf(heads, name.as_bytes(), record),
+            &wo,
+        )
     }
 }
 
@@ -107,6 +335,7 @@ fn family_options(name: &str) -> Options {
         o.set_min_blob_size(MIN_BLOB_SIZE);
         o.set_blob_file_size(256 << 20);
         o.set_enable_blob_gc(true);
+        o.set_blob_gc_age_cutoff(BLOB_GC_AGE_CUTOFF.parse().expect("a number"));
         o.set_write_buffer_size(64 << 20);
         let mut t = BlockBasedOptions::default();
         t.set_bloom_filter(10.0, false);
@@ -128,30 +357,27 @@ fn db_error(path: &Path, e: rocksdb::Error) -> StoreError {
 
 impl Blocks for RocksStore {
     fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = cid.hash().to_bytes();
         let v = self
             .db
-            .get_pinned_cf(self.cf(CF_BLOCKS), cid.hash().to_bytes())
+            .get_pinned_cf(self.cf(CF_BLOCKS), &key)
             .map_err(|e| self.err(e))?;
+        if v.is_some() {
+            if let Some(index) = self.cache().as_mut() {
+                index.touch(&key);
+            }
+        }
         Ok(v.map(|v| v.to_vec()))
     }
 
     fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
-        let cf = self.cf(CF_BLOCKS);
-        let key = cid.hash().to_bytes();
-        if !self.db.key_may_exist_cf(cf, &key) {
-            return Ok(false);
-        }
-        Ok(self
-            .db
-            .get_pinned_cf(cf, &key)
-            .map_err(|e| self.err(e))?
-            .is_some())
+        self.has_key(&cid.hash().to_bytes())
     }
 
     fn put_many(&self, blocks: &[Block], durable: bool) -> Result<(), StoreError> {
         let mut wo = WriteOptions::default();
         wo.set_sync(durable);
-        self.write_blocks(blocks, &wo)?;
+        self.write_own(blocks, |_| {}, &wo)?;
         if durable {
             // Also covers earlier unsynced batches, and an empty final batch.
             self.db.flush_wal(true).map_err(|e| self.err(e))?;
@@ -165,14 +391,23 @@ impl Blocks for RocksStore {
     fn put_bulk(&self, blocks: &[Block]) -> Result<(), StoreError> {
         let mut wo = WriteOptions::default();
         wo.disable_wal(true);
-        self.write_blocks(blocks, &wo)
+        self.write_own(blocks, |_| {}, &wo)
     }
 
     fn finish_bulk(&self) -> Result<(), StoreError> {
+        // The cache family too: its entries are written without the log beside the
+        // blocks, and a pin's removals of them must survive a crash.
         self.db
-            .flush_cf(self.cf(CF_BLOCKS))
+            .flush_cfs_opt(
+                &[self.cf(CF_BLOCKS), self.cf(CF_CACHE)],
+                &rocksdb::FlushOptions::default(),
+            )
             .map_err(|e| self.err(e))?;
         self.db.flush_wal(true).map_err(|e| self.err(e))
+    }
+
+    fn put_cached(&self, blocks: &[Block]) -> Result<(), StoreError> {
+        self.cache_blocks(blocks)
     }
 
     fn delete_many(&self, cids: &[Cid]) -> Result<(), StoreError> {

@@ -6,6 +6,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
@@ -295,4 +296,50 @@ pub fn sh(dir: &Path, script: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits (bounded) until `ready` holds; panics naming `what` if it never does.
+pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if ready() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{what}: not within {limit:?}");
+}
+
+/// The node's first full listen address (with /p2p/).
+pub fn addr(m: &Mounted) -> String {
+    let mut found = None;
+    wait_for("a listen address", Duration::from_secs(10), || {
+        found = m.repo.ok(&["id"]).lines().nth(1).map(str::to_string);
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+pub fn follow(follower: &Mounted, target: &Mounted, name: &str) {
+    follower
+        .repo
+        .ok(&["peer", "add", &addr(target), "--name", name]);
+}
+
+pub fn kill(m: &Mounted) {
+    Command::new("kill")
+        .arg("-9")
+        .arg(m.pid.to_string())
+        .status()
+        .expect("kill");
+    wait_for("the daemon to die", Duration::from_secs(10), || !m.alive());
+}
+
+pub fn cid_of(path: &Path) -> String {
+    let out = Command::new("getfattr")
+        .args(["--only-values", "-n", "user.peerfs.cid"])
+        .arg(path)
+        .output()
+        .expect("getfattr");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

@@ -1,0 +1,196 @@
+//! `pin`, `unpin`, `pins` and `gc`. A pin fetches through the running daemon when there
+//! is one; without it, only what the store already holds can be pinned. `gc` needs the
+//! repo to itself.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use cid::Cid;
+
+use super::{ask, progress, unexpected};
+use peerfs::daemon::control::{self, ControlError, Request, Response};
+use peerfs::pin::{self, PinError};
+use peerfs::repo::Repo;
+
+/// The extended attribute that names every entry's CID in the mount.
+const CID_XATTR: &[u8] = b"user.peerfs.cid\0";
+
+/// What the user named: a CID (bare or `/ipfs/CID`), or a path in a peerfs mount.
+enum Target {
+    Cid(Cid),
+    Path { path: PathBuf, cid: Cid },
+}
+
+impl Target {
+    fn parse(arg: &str) -> Result<Target> {
+        if let Ok(cid) = arg.trim_start_matches("/ipfs/").parse::<Cid>() {
+            return Ok(Target::Cid(cid));
+        }
+        let path = std::fs::canonicalize(arg)
+            .with_context(|| format!("{arg}: neither a CID nor an existing path"))?;
+        let cid = cid_of_path(&path)?;
+        Ok(Target::Path { path, cid })
+    }
+
+    fn cid(&self) -> Cid {
+        match self {
+            Target::Cid(c) | Target::Path { cid: c, .. } => *c,
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Target::Cid(c) => c.to_string(),
+            Target::Path { path, .. } => path.display().to_string(),
+        }
+    }
+}
+
+/// Reads `user.peerfs.cid` of a path in the mount.
+fn cid_of_path(path: &Path) -> Result<Cid> {
+    let c = CString::new(path.as_os_str().as_bytes()).context("a path with a NUL byte")?;
+    let mut buf = [0u8; 256];
+    // SAFETY: both strings are NUL-terminated and `buf` is writable for its length.
+    let n = unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            CID_XATTR.as_ptr().cast(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        bail!(
+            "{}: not in a peerfs mount (no user.peerfs.cid: {})",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    let text = std::str::from_utf8(&buf[..n as usize]).context("user.peerfs.cid")?;
+    text.parse()
+        .with_context(|| format!("{}: user.peerfs.cid {text:?}", path.display()))
+}
+
+pub fn pin(repo_path: &Path, arg: &str) -> Result<()> {
+    let target = Target::parse(arg)?;
+    let request = Request::Pin {
+        cid: target.cid().to_string(),
+        path: match &target {
+            Target::Path { path, .. } => Some(path.clone()),
+            Target::Cid(_) => None,
+        },
+    };
+    let bar = progress::bytes(None, "pin");
+    let answer = control::request_with_progress(repo_path, &request, |p| {
+        if let (Some(total), None) = (p.total, bar.length()) {
+            bar.set_length(total);
+            bar.set_style(progress::bytes(Some(total), "pin").style());
+        }
+        bar.set_position(p.bytes);
+    });
+    bar.finish_and_clear();
+    let (blocks, bytes) = match answer {
+        Ok(Response::Pinned { blocks, bytes, .. }) => (blocks, bytes),
+        Ok(Response::Error { message }) => bail!("{message}"),
+        Ok(other) => return Err(unexpected(other)),
+        Err(ControlError::NotRunning(_)) => pin_offline(repo_path, &target)?,
+        Err(e) => return Err(e.into()),
+    };
+    println!(
+        "pinned {} ({blocks} blocks, {})",
+        target.cid(),
+        indicatif::HumanBytes(bytes)
+    );
+    Ok(())
+}
+
+/// Without a daemon nothing can be fetched: every block must be here already.
+fn pin_offline(repo_path: &Path, target: &Target) -> Result<(u64, u64)> {
+    let repo = Repo::open(repo_path).context("opening the repo")?;
+    let store = repo.store();
+    match pin::pin_tree(store, store, &target.cid(), &target.label(), |_| {}, |_| {}) {
+        Ok(done) => Ok((done.blocks, done.bytes)),
+        Err(PinError::Missing(cid)) => bail!(
+            "block {cid} of {} is not here, and no daemon runs to fetch it: start one with `peerfs mount DIR`",
+            target.label()
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn unpin(repo_path: &Path, arg: &str) -> Result<()> {
+    // A path may have changed since it was pinned: match its label, and its CID now.
+    let (target, resolved) = match Target::parse(arg) {
+        Ok(t) => (t.label(), Some(t.cid())),
+        Err(_) => (arg.to_string(), None),
+    };
+    let request = Request::Unpin {
+        target: target.clone(),
+        cid: resolved.map(|c| c.to_string()),
+    };
+    let cids = match ask(repo_path, request)? {
+        Some(Response::Unpinned { cids }) => cids,
+        Some(other) => return Err(unexpected(other)),
+        None => {
+            let repo = Repo::open(repo_path).context("opening the repo")?;
+            let cids = pin::unpin(repo.store(), &target, resolved.as_ref())?;
+            if cids.is_empty() {
+                bail!("{target}: not pinned");
+            }
+            cids.iter().map(|c| c.to_string()).collect()
+        }
+    };
+    for c in cids {
+        println!("unpinned {c}");
+    }
+    println!("(its blocks stay until `peerfs gc`)");
+    Ok(())
+}
+
+pub fn list(repo_path: &Path) -> Result<()> {
+    let pins = match ask(repo_path, Request::Pins)? {
+        Some(Response::Pins { pins }) => pins
+            .into_iter()
+            .map(|p| (p.cid, p.label))
+            .collect::<Vec<_>>(),
+        Some(other) => return Err(unexpected(other)),
+        None => Repo::open(repo_path)
+            .context("opening the repo")?
+            .store()
+            .pins()?
+            .into_iter()
+            .map(|(c, label)| (c.to_string(), label))
+            .collect(),
+    };
+    for (cid, label) in pins {
+        println!("{cid}  {label}");
+    }
+    Ok(())
+}
+
+pub fn gc(repo_path: &Path) -> Result<()> {
+    if let Ok(Response::Status(s)) = control::request(repo_path, &Request::Status) {
+        bail!(
+            "the daemon (pid {}) has this repo: gc needs it to itself. Run `peerfs unmount {}` first",
+            s.pid,
+            s.mountpoint.display()
+        );
+    }
+    let repo = Repo::open(repo_path).context("opening the repo")?;
+    let report = pin::collect_garbage(repo.store())?;
+    println!(
+        "removed {} blocks ({}), kept {}",
+        report.removed,
+        indicatif::HumanBytes(report.removed_bytes),
+        report.kept
+    );
+    if report.missing > 0 {
+        println!(
+            "{} reachable blocks are not here (parts of followed drives never fetched)",
+            report.missing
+        );
+    }
+    Ok(())
+}

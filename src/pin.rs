@@ -1,0 +1,227 @@
+//! Pinning: fetching a whole DAG so that it stays, and `gc`, which deletes every block
+//! that no pin and no head reaches.
+
+use std::collections::{HashSet, VecDeque};
+
+use cid::Cid;
+
+use crate::block::DAG_PB;
+use crate::head::SignedHead;
+use crate::store::rocks::RocksStore;
+use crate::store::{Blocks, StoreError};
+use crate::unixfs::dagpb::PbNode;
+
+/// Blocks asked for at once while walking a tree: enough to keep a link busy.
+const WINDOW: usize = 128;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("block {0} is not in the store")]
+    Missing(Cid),
+    #[error("block {cid} is not a valid DAG-PB node: {why}")]
+    Malformed { cid: Cid, why: String },
+    #[error("head record {name} is unreadable ({why}); gc stops rather than guess")]
+    BadHead { name: String, why: String },
+}
+
+/// How far a walk has got: blocks and bytes so far, and the tree's size as its root
+/// declares it (UnixFS links carry the cumulative size below them).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct WalkProgress {
+    pub blocks: u64,
+    pub bytes: u64,
+    pub total: Option<u64>,
+}
+
+/// Reads every block of the DAG under `root` through `blocks`, in breadth-first
+/// windows. Before each window is read, `ahead` is called with the blocks about to be
+/// needed, so a network-backed store can ask for them all at once. `keep` gets each
+/// block as it is read. Returns the number of blocks and bytes.
+pub fn walk_tree(
+    blocks: &dyn Blocks,
+    root: &Cid,
+    mut ahead: impl FnMut(&[Cid]),
+    mut keep: impl FnMut(&Cid, &[u8]) -> Result<(), StoreError>,
+    mut progress: impl FnMut(WalkProgress),
+) -> Result<WalkProgress, PinError> {
+    let mut seen = HashSet::from([root.hash().to_bytes()]);
+    let mut queue = VecDeque::from([*root]);
+    let mut asked = 0;
+    let mut done = WalkProgress::default();
+    while !queue.is_empty() {
+        // Ask for the next two windows, so one is in flight while the other is read.
+        let upto = queue.len().min(2 * WINDOW);
+        if asked < upto {
+            ahead(&queue.range(asked..upto).copied().collect::<Vec<_>>());
+            asked = upto;
+        }
+        let window: Vec<Cid> = queue.drain(..queue.len().min(WINDOW)).collect();
+        asked -= window.len();
+        for cid in &window {
+            let data = blocks.get(cid)?.ok_or(PinError::Missing(*cid))?;
+            keep(cid, &data)?;
+            if cid.codec() == DAG_PB {
+                let node = PbNode::decode(&data).map_err(|e| PinError::Malformed {
+                    cid: *cid,
+                    why: e.to_string(),
+                })?;
+                if done.blocks == 0 {
+                    let below: u64 = node.links.iter().map(|l| l.tsize.unwrap_or(0)).sum();
+                    done.total = Some(data.len() as u64 + below);
+                }
+                for link in node.links {
+                    if seen.insert(link.cid.hash().to_bytes()) {
+                        queue.push_back(link.cid);
+                    }
+                }
+            }
+            done.blocks += 1;
+            done.bytes += data.len() as u64;
+        }
+        progress(done);
+    }
+    Ok(done)
+}
+
+/// Pins `root` under `label`: reads its whole DAG through `blocks` (which may fetch),
+/// claiming each block from the evictable cache as it goes, then records the pin.
+pub fn pin_tree(
+    store: &RocksStore,
+    blocks: &dyn Blocks,
+    root: &Cid,
+    label: &str,
+    ahead: impl FnMut(&[Cid]),
+    progress: impl FnMut(WalkProgress),
+) -> Result<WalkProgress, PinError> {
+    let keep = |cid: &Cid, data: &[u8]| store.keep_block(cid, data);
+    let done = walk_tree(blocks, root, ahead, keep, progress)?;
+    // Fetched blocks were written without the write-ahead log; make them durable
+    // before the pin says they are kept.
+    store.finish_bulk()?;
+    store.pin(root, label)?;
+    Ok(done)
+}
+
+/// Resolves `path` below `root` and keeps every block on the way (directory nodes,
+/// HAMT shards) out of the evictable cache, so a pinned subtree stays reachable by its
+/// path when the owner is gone. Returns the CID the path names.
+pub fn keep_path(
+    store: &RocksStore,
+    blocks: &dyn Blocks,
+    root: &Cid,
+    path: &str,
+) -> Result<Cid, PinError> {
+    let recording = Recording {
+        inner: blocks,
+        store,
+    };
+    let (cid, _) =
+        crate::unixfs::resolve(&recording, root, path).map_err(|e| PinError::Malformed {
+            cid: *root,
+            why: format!("resolving {path}: {e}"),
+        })?;
+    Ok(cid)
+}
+
+/// A store that keeps every block read through it.
+struct Recording<'a> {
+    inner: &'a dyn Blocks,
+    store: &'a RocksStore,
+}
+
+impl Blocks for Recording<'_> {
+    fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        let got = self.inner.get(cid)?;
+        if let Some(data) = &got {
+            self.store.keep_block(cid, data)?;
+        }
+        Ok(got)
+    }
+    fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
+        self.inner.has(cid)
+    }
+    fn put_many(&self, blocks: &[crate::block::Block], durable: bool) -> Result<(), StoreError> {
+        self.inner.put_many(blocks, durable)
+    }
+    fn delete_many(&self, cids: &[Cid]) -> Result<(), StoreError> {
+        self.inner.delete_many(cids)
+    }
+}
+
+/// Removes the pins whose CID or label is `target`, or whose CID is `resolved` (what
+/// a path in the mount names now). Returns the CIDs unpinned.
+pub fn unpin(
+    store: &RocksStore,
+    target: &str,
+    resolved: Option<&Cid>,
+) -> Result<Vec<Cid>, PinError> {
+    let mut removed = Vec::new();
+    for (cid, label) in store.pins()? {
+        if label == target || cid.to_string() == target || Some(&cid) == resolved {
+            store.unpin(&cid)?;
+            removed.push(cid);
+        }
+    }
+    Ok(removed)
+}
+
+/// What a garbage collection did.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    pub kept: u64,
+    pub removed: u64,
+    pub removed_bytes: u64,
+    /// Blocks that a pin or head reaches but that are not here (a followed drive is
+    /// usually only partly cached; for our own drive, `fsck` says more).
+    pub missing: u64,
+}
+
+/// Deletes every block that neither a pin nor a stored head (ours, or a followed
+/// peer's) reaches, then gives the space back to the disk. Only with the repo to
+/// itself: the daemon's uncommitted blocks are reachable from nothing stored.
+pub fn collect_garbage(store: &RocksStore) -> Result<GcReport, PinError> {
+    let mut roots: Vec<Cid> = store.pins()?.into_iter().map(|(c, _)| c).collect();
+    for (name, record) in store.heads()? {
+        let head = SignedHead::verify(&record).map_err(|e| PinError::BadHead {
+            name,
+            why: e.to_string(),
+        })?;
+        roots.push(head.head().root);
+    }
+    let mut report = GcReport::default();
+    let mut live = HashSet::new();
+    let mut todo = roots;
+    while let Some(cid) = todo.pop() {
+        if !live.insert(cid.hash().to_bytes()) || cid.codec() != DAG_PB {
+            continue;
+        }
+        match store.get(&cid)? {
+            // A corrupt node stays for fsck to report; what it links to is unknown.
+            Some(data) => {
+                if let Ok(node) = PbNode::decode(&data) {
+                    todo.extend(node.links.into_iter().map(|l| l.cid));
+                }
+            }
+            None => report.missing += 1,
+        }
+    }
+    let mut dead = Vec::new();
+    store.for_each_block_key(|key| {
+        if live.contains(key) {
+            report.kept += 1;
+        } else {
+            dead.push(key.to_vec());
+        }
+        Ok(())
+    })?;
+    for batch in dead.chunks(1024) {
+        report.removed_bytes += store.delete_keys(batch)?;
+        report.removed += batch.len() as u64;
+    }
+    if report.removed > 0 {
+        store.reclaim()?;
+    }
+    Ok(report)
+}

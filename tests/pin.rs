@@ -1,0 +1,151 @@
+//! The store's lifecycle on real daemons and a real RocksDB: fetched blocks are a cache
+//! under a size cap, `pin` keeps a tree past the cap and past its owner's death, `gc`
+//! deletes what no pin and no head reaches and gives the disk space back.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{bytes, cid_of, follow, kill, sh, wait_for, write, Mounted, TestRepo};
+
+/// `peerfs status`'s peer cache line, in bytes: (cached, cap).
+fn cache_usage(m: &Mounted) -> (u64, u64) {
+    let status = m.repo.ok(&["status"]);
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("peer cache:"))
+        .unwrap_or_else(|| panic!("no peer cache line in {status}"));
+    let (used, cap) = line.trim().split_once(" of ").expect("X of Y");
+    let parse = |s: &str| s.parse::<bytesize::ByteSize>().expect(s).as_u64();
+    (parse(used), parse(cap))
+}
+
+fn db_size(repo: &TestRepo) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(repo.path().join("db")).unwrap() {
+        let m = e.unwrap().metadata().unwrap();
+        if m.is_file() {
+            total += m.len();
+        }
+    }
+    total
+}
+
+#[test]
+fn a_pin_keeps_a_tree_past_the_cache_cap_and_past_its_owner() {
+    let a = Mounted::new();
+    write(&a.drive().join("keep/one.bin"), &bytes(3 << 20, 1));
+    write(&a.drive().join("keep/two.bin"), &bytes(3 << 20, 2));
+    write(&a.drive().join("stream.bin"), &bytes(12 << 20, 3));
+    let b_repo = TestRepo::new();
+    b_repo.set_config("cache_size", "\"4 MiB\"");
+    b_repo.set_config("fetch_timeout", "\"2s\"");
+    let mut b = Mounted::with_repo(b_repo);
+    follow(&b, &a, "alice");
+    let theirs = b.mnt.path().join("peers/alice");
+    wait_for("b sees alice", Duration::from_secs(15), || {
+        theirs.join("stream.bin").exists()
+    });
+
+    // Reading 12 MiB through a 4 MiB cache: the data is right, the cache stays small.
+    assert_eq!(
+        std::fs::read(theirs.join("stream.bin")).unwrap(),
+        bytes(12 << 20, 3)
+    );
+    let (used, cap) = cache_usage(&b);
+    assert_eq!(cap, 4 << 20);
+    assert!(used <= cap, "cache holds {used} bytes over a {cap} cap");
+
+    // A pin fetches the whole tree and keeps it outside the cache.
+    let keep = theirs.join("keep");
+    let out = b.repo.ok(&["pin", keep.to_str().unwrap()]);
+    assert!(
+        out.starts_with(&format!("pinned {}", cid_of(&keep))),
+        "{out}"
+    );
+    let pins = b.repo.ok(&["pins"]);
+    assert!(pins.contains(&cid_of(&keep)) && pins.contains(keep.to_str().unwrap()));
+    let (used, _) = cache_usage(&b);
+    assert!(used <= cap, "cache holds {used} bytes after the pin");
+
+    // The owner dies and B starts afresh (no memory, no page cache): the pinned tree
+    // reads from B's own store; what the cap evicted is gone with the owner.
+    kill(&a);
+    b.unmount();
+    b.remount();
+    wait_for("b's peers again", Duration::from_secs(15), || {
+        keep.join("one.bin").exists()
+    });
+    assert_eq!(
+        std::fs::read(keep.join("one.bin")).unwrap(),
+        bytes(3 << 20, 1)
+    );
+    assert_eq!(
+        std::fs::read(keep.join("two.bin")).unwrap(),
+        bytes(3 << 20, 2)
+    );
+    let start = Instant::now();
+    let err = std::fs::read(theirs.join("stream.bin")).expect_err("evicted, owner dead");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    assert!(start.elapsed() < Duration::from_secs(6));
+}
+
+#[test]
+fn gc_frees_old_versions_and_unpinned_trees_and_nothing_else() {
+    let m = Mounted::new();
+    let file = m.drive().join("f.bin");
+    write(&file, &bytes(8 << 20, 1));
+    sh(&m.drive(), "sync");
+    write(&file, &bytes(8 << 20, 2));
+    write(&m.drive().join("small.txt"), b"stays\n");
+    sh(&m.drive(), "sync");
+    let err = m.repo.fails(&["gc"]);
+    assert!(err.contains("peerfs unmount"), "{err}");
+    let root = cid_of(&m.drive());
+    m.unmount();
+
+    // An added tree, pinned by `add`, then unpinned.
+    let src = tempfile::tempdir().unwrap();
+    write(&src.path().join("added.bin"), &bytes(4 << 20, 3));
+    let added = m
+        .repo
+        .ok(&["add", "-r", "-q", src.path().to_str().unwrap()]);
+    let added = added.trim();
+    assert!(m.repo.ok(&["pins"]).contains(added));
+    m.repo.ok(&["unpin", added]);
+    m.repo.fails(&["unpin", added]);
+
+    let before = db_size(&m.repo);
+    let out = m.repo.ok(&["gc"]);
+    let removed: u64 = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    // The first 8 MiB version (8 chunks at 1 MiB) and the 4 MiB tree, at least.
+    assert!(removed >= 12, "{out}");
+    let after = db_size(&m.repo);
+    assert!(
+        after + (8 << 20) < before,
+        "gc gave back too little disk: {before} -> {after}"
+    );
+    assert!(m.repo.ok(&["gc"]).starts_with("removed 0 blocks"));
+    m.repo.fails(&["cat", added]);
+    m.repo.ok(&["fsck"]);
+
+    // Without a daemon, what is all here can be pinned; what is gone cannot.
+    let err = m.repo.fails(&["pin", added]);
+    assert!(err.contains("no daemon runs to fetch it"), "{err}");
+    assert!(m
+        .repo
+        .ok(&["pin", &root])
+        .starts_with(&format!("pinned {root}")));
+
+    let mut m = m;
+    m.remount();
+    assert_eq!(std::fs::read(&file).unwrap(), bytes(8 << 20, 2));
+    assert_eq!(
+        std::fs::read(m.drive().join("small.txt")).unwrap(),
+        b"stays\n"
+    );
+}
