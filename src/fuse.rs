@@ -687,7 +687,7 @@ impl Filesystem for PeerFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match statvfs(&self.repo) {
+        match crate::disk::statvfs(&self.repo) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
                 s.f_bfree,
@@ -787,15 +787,4 @@ fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
     } else {
         reply.data(value)
     }
-}
-
-fn statvfs(path: &Path) -> std::io::Result<libc::statvfs> {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-    let mut s = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
-    // SAFETY: `c` is a valid C string and `s` is a properly sized out-parameter.
-    if unsafe { libc::statvfs(c.as_ptr(), s.as_mut_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: statvfs returned 0, so it filled `s`.
-    Ok(unsafe { s.assume_init() })
 }

@@ -14,6 +14,7 @@
 //! - [`repo`]: a repo directory: identity, config, database, the lock that keeps it to
 //!   one process.
 //!
+//! - [`disk`]: free space on the repo's disk (statvfs).
 //! - [`fsck`]: checks every block reachable from a root.
 //! - [`head`]: a drive's signed head record `{peer, seq, root, time}`.
 //! - [`drive`]: the mutable drive: inodes over a UnixFS tree, copy-on-write file
@@ -32,6 +33,7 @@ pub mod block;
 pub mod car;
 #[cfg(feature = "rocksdb")]
 pub mod daemon;
+pub mod disk;
 pub mod drive;
 pub mod fsck;
 pub mod fuse;

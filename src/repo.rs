@@ -69,6 +69,10 @@ pub struct Config {
     /// Room for peers' blocks fetched on demand; the least recently used go first.
     #[serde(default = "default_cache_size")]
     pub cache_size: bytesize::ByteSize,
+    /// Space the daemon leaves free on the repo's disk: writes beyond it get ENOSPC,
+    /// before RocksDB itself runs out (which it does not recover from while running).
+    #[serde(default = "default_min_disk_free")]
+    pub min_disk_free: bytesize::ByteSize,
     /// Multiaddrs (with `/p2p/…`) of DHT nodes to join at start.
     #[serde(default)]
     pub bootstrap: Vec<String>,
@@ -84,6 +88,7 @@ impl Default for Config {
             readers: everyone(),
             fetch_timeout: default_fetch_timeout(),
             cache_size: default_cache_size(),
+            min_disk_free: default_min_disk_free(),
             bootstrap: Vec::new(),
             import: ImportConfig::default(),
         }
@@ -112,6 +117,11 @@ fn default_fetch_timeout() -> std::time::Duration {
 
 fn default_cache_size() -> bytesize::ByteSize {
     bytesize::ByteSize::gib(10)
+}
+
+/// Two memtables' worth: a flush of what is in memory must still fit.
+fn default_min_disk_free() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(256)
 }
 
 /// Durations as people write them: "30s", "2m".

@@ -166,11 +166,7 @@ fn unknown_cids_and_missing_paths_are_one_line_errors() {
     }
     let err = repo.fails(&["add", dir.path().join("d").to_str().unwrap()]);
     assert!(err.contains("is a directory (use -r"), "{err}");
-    let err = TestRepo {
-        env: Vec::new(),
-        dir: tempfile::tempdir().unwrap(),
-    }
-    .fails(&["ls", &root]);
+    let err = TestRepo::uninitialised().fails(&["ls", &root]);
     assert!(err.contains("run `peerfs init` first"), "{err}");
 }
 

@@ -39,6 +39,8 @@ pub struct RocksStore {
     /// that the drive or a pin has just claimed.
     cache: Mutex<Option<CacheIndex>>,
     cache_cap: AtomicU64,
+    /// Free space to leave on the disk; 0 leaves it to RocksDB.
+    min_free: AtomicU64,
 }
 
 impl RocksStore {
@@ -62,7 +64,36 @@ impl RocksStore {
             path: path.to_path_buf(),
             cache: Mutex::new(None),
             cache_cap: AtomicU64::new(u64::MAX),
+            min_free: AtomicU64::new(0),
         })
+    }
+
+    /// Refuses writes of data (`DiskFull`) once the disk has less than `bytes` free.
+    /// RocksDB that runs out of space itself stops writing until it is reopened; this
+    /// keeps it clear of that, and writes work again as soon as there is room.
+    pub fn set_min_free(&self, bytes: u64) {
+        self.min_free.store(bytes, Ordering::Relaxed);
+    }
+
+    /// `DiskFull` when less than `min_free / divisor` is left. Commits (small: directory
+    /// nodes and a head) may go deeper into the reserve than file data, so that a
+    /// delete can still be committed on a full disk.
+    fn check_room(&self, divisor: u64) -> Result<(), StoreError> {
+        let reserve = self.min_free.load(Ordering::Relaxed) / divisor;
+        if reserve == 0 {
+            return Ok(());
+        }
+        let free = crate::disk::available(&self.path).map_err(|source| StoreError::Io {
+            path: self.path.display().to_string(),
+            source,
+        })?;
+        if free < reserve {
+            return Err(StoreError::DiskFull(format!(
+                "{}: {free} bytes free, min_disk_free is {reserve}",
+                self.path.display()
+            )));
+        }
+        Ok(())
     }
 
     fn cache(&self) -> MutexGuard<'_, Option<CacheIndex>> {
@@ -173,6 +204,7 @@ impl RocksStore {
     /// Fetched blocks are evictable cache; beyond the cap, the least recently used go.
     /// A block the store already holds (the drive's, a pin's) stays what it was.
     fn cache_blocks(&self, blocks: &[Block]) -> Result<(), StoreError> {
+        self.check_room(1)?;
         let mut cache = self.cache();
         let mut batch = WriteBatch::default();
         for b in blocks {
@@ -317,6 +349,7 @@ impl HeadStore for RocksStore {
     }
 
     fn commit(&self, blocks: &[Block], name: &str, record: &[u8]) -> Result<(), StoreError> {
+        self.check_room(2)?;
         let heads = self.cf(CF_HEADS);
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
@@ -389,6 +422,7 @@ impl Blocks for RocksStore {
     /// files, instead of twice. `finish_bulk` flushes the memtable, which makes them
     /// durable; a crash before that loses only an unfinished import's blocks.
     fn put_bulk(&self, blocks: &[Block]) -> Result<(), StoreError> {
+        self.check_room(1)?;
         let mut wo = WriteOptions::default();
         wo.disable_wal(true);
         self.write_own(blocks, |_| {}, &wo)

@@ -17,6 +17,7 @@ pub fn bin() -> &'static str {
 /// A fresh repo in a temp dir, removed on drop.
 pub struct TestRepo {
     pub dir: TempDir,
+    root: PathBuf,
     /// Extra environment for every command (the daemon inherits it).
     pub env: Vec<(String, String)>,
 }
@@ -46,8 +47,30 @@ impl TestRepo {
 
     pub fn new() -> TestRepo {
         let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("repo");
+        TestRepo::init(dir, root)
+    }
+
+    /// A repo at `root` (on a disk the test made); `root` is not removed on drop.
+    pub fn init_at(root: &Path) -> TestRepo {
+        TestRepo::init(tempfile::tempdir().expect("temp dir"), root.to_path_buf())
+    }
+
+    /// A path where no repo is, for the errors that says so.
+    pub fn uninitialised() -> TestRepo {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("repo");
+        TestRepo {
+            dir,
+            root,
+            env: Vec::new(),
+        }
+    }
+
+    fn init(dir: TempDir, root: PathBuf) -> TestRepo {
         let repo = TestRepo {
             dir,
+            root,
             env: Vec::new(),
         };
         repo.ok(&["init"]);
@@ -55,7 +78,7 @@ impl TestRepo {
     }
 
     pub fn path(&self) -> PathBuf {
-        self.dir.path().join("repo")
+        self.root.clone()
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
