@@ -175,6 +175,7 @@ struct AddArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    keep_freed_memory(matches!(cli.command, Command::Mount { .. }));
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -183,6 +184,23 @@ pub fn main() -> ExitCode {
             }
             eprintln!("peerfs: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Blocks are megabyte buffers allocated and freed in a loop. By default glibc hands each
+/// one back to the kernel and the next one page-faults in fresh zeroed pages, which cost
+/// more than hashing them. Keeping freed memory in the heap for reuse avoids that.
+/// The daemon keeps less: it runs for days, and every thread's arena would hold on to
+/// its share.
+fn keep_freed_memory(daemon: bool) {
+    let keep: libc::c_int = if daemon { 8 << 20 } else { 256 << 20 };
+    // SAFETY: mallopt only tunes the allocator; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, keep);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, keep);
+        if daemon {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
         }
     }
 }

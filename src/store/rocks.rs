@@ -27,6 +27,9 @@ const FAMILIES: [&str; 5] = [CF_BLOCKS, CF_HEADS, CF_PINS, CF_CACHE, CF_META];
 
 /// Values at least this big live in blob files: every leaf, few directory nodes.
 const MIN_BLOB_SIZE: u64 = 16 * 1024;
+/// Values sit in the memtable until a flush moves them to blob files, so this (times
+/// two: one memtable filling while one flushes) is most of the daemon's memory.
+const BLOCKS_MEMTABLE: usize = 32 << 20;
 /// RocksDB's default: compactions rewrite live blobs out of the oldest quarter of blob
 /// files. `reclaim` raises it to every file for one compaction.
 const BLOB_GC_AGE_CUTOFF: &str = "0.25";
@@ -369,7 +372,7 @@ fn family_options(name: &str) -> Options {
         o.set_blob_file_size(256 << 20);
         o.set_enable_blob_gc(true);
         o.set_blob_gc_age_cutoff(BLOB_GC_AGE_CUTOFF.parse().expect("a number"));
-        o.set_write_buffer_size(64 << 20);
+        o.set_write_buffer_size(BLOCKS_MEMTABLE);
         let mut t = BlockBasedOptions::default();
         t.set_bloom_filter(10.0, false);
         o.set_block_based_table_factory(&t);
