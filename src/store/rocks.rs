@@ -90,6 +90,15 @@ impl RocksStore {
             path: self.path.display().to_string(),
             source,
         })?;
+        // Blocks still in memtables reach the disk at the next flush: count them as
+        // used already.
+        let unflushed = self
+            .db
+            .property_int_value_cf(self.cf(CF_BLOCKS), "rocksdb.cur-size-all-mem-tables")
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        let free = free.saturating_sub(unflushed);
         if free < reserve {
             return Err(StoreError::DiskFull(format!(
                 "{}: {free} bytes free, min_disk_free is {reserve}",
