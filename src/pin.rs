@@ -22,6 +22,8 @@ pub enum PinError {
     Missing(Cid),
     #[error("block {cid} is not a valid DAG-PB node: {why}")]
     Malformed { cid: Cid, why: String },
+    #[error("{path}: {why}")]
+    Path { path: String, why: String },
     #[error("head record {name} is unreadable ({why}); gc stops rather than guess")]
     BadHead { name: String, why: String },
 }
@@ -113,25 +115,24 @@ pub fn keep_path(
     root: &Cid,
     path: &str,
 ) -> Result<Cid, PinError> {
-    let recording = Recording {
+    let keeping = Keeping {
         inner: blocks,
         store,
     };
-    let (cid, _) =
-        crate::unixfs::resolve(&recording, root, path).map_err(|e| PinError::Malformed {
-            cid: *root,
-            why: format!("resolving {path}: {e}"),
-        })?;
+    let (cid, _) = crate::unixfs::resolve(&keeping, root, path).map_err(|e| PinError::Path {
+        path: path.to_string(),
+        why: e.to_string(),
+    })?;
     Ok(cid)
 }
 
 /// A store that keeps every block read through it.
-struct Recording<'a> {
+struct Keeping<'a> {
     inner: &'a dyn Blocks,
     store: &'a RocksStore,
 }
 
-impl Blocks for Recording<'_> {
+impl Blocks for Keeping<'_> {
     fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
         let got = self.inner.get(cid)?;
         if let Some(data) = &got {

@@ -274,9 +274,11 @@ impl RocksStore {
         for b in blocks {
             let key = b.cid().hash().to_bytes();
             batch.put_cf(self.cf(CF_BLOCKS), &key, b.data());
-            batch.delete_cf(self.cf(CF_CACHE), &key);
-            if let Some(index) = cache.as_mut() {
-                index.remove(&key);
+            // A loaded index mirrors the cache family: only a cached block needs its
+            // entry deleted. Without it (the CLI), delete blindly.
+            let cached = cache.as_mut().map_or(true, |index| index.remove(&key));
+            if cached {
+                batch.delete_cf(self.cf(CF_CACHE), &key);
             }
         }
         extra(&mut batch);
