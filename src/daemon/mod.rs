@@ -266,19 +266,15 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     serve_control(&socket, context, events.clone())?;
     let (stop_commits, committer) = start_committer(Arc::clone(&drive), net.clone());
 
-    let mut session_ended = false;
-    let requester = loop {
-        match inbox.recv() {
-            Ok(Event::Signal(name)) => {
-                info!("{name}: unmounting");
-                break None;
-            }
-            Ok(Event::Unmount(reply)) => break Some(reply),
-            Ok(Event::SessionEnded) | Err(_) => {
-                info!("{} was unmounted", mountpoint.display());
-                session_ended = true;
-                break None;
-            }
+    let (requester, session_ended) = match inbox.recv() {
+        Ok(Event::Signal(name)) => {
+            info!("{name}: unmounting");
+            (None, false)
+        }
+        Ok(Event::Unmount(reply)) => (Some(reply), false),
+        Ok(Event::SessionEnded) | Err(_) => {
+            info!("{} was unmounted", mountpoint.display());
+            (None, true)
         }
     };
     drop(stop_commits);

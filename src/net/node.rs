@@ -299,7 +299,7 @@ impl Node {
                 // check the store themselves, off this loop.
                 match reply {
                     Some(r) => match self.store.get(&cid) {
-                        Ok(Some(bytes)) => return drop(r.send(Ok(bytes))),
+                        Ok(Some(bytes)) => drop(r.send(Ok(bytes))),
                         _ => self.want(cid, owner, Some(r)),
                     },
                     None => self.want(cid, owner, None),

@@ -276,7 +276,7 @@ impl RocksStore {
             batch.put_cf(self.cf(CF_BLOCKS), &key, b.data());
             // A loaded index mirrors the cache family: only a cached block needs its
             // entry deleted. Without it (the CLI), delete blindly.
-            let cached = cache.as_mut().map_or(true, |index| index.remove(&key));
+            let cached = cache.as_mut().is_none_or(|index| index.remove(&key));
             if cached {
                 batch.delete_cf(self.cf(CF_CACHE), &key);
             }

@@ -513,7 +513,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let i = (x % 900) as usize;
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 let removed = remove_entry(&store, &root, i).unwrap();
                 assert_eq!(
                     removed.is_some(),
