@@ -23,26 +23,15 @@ pub struct TestRepo {
 }
 
 impl TestRepo {
-    /// Changes one `key = value` line of the repo's config.toml.
+    /// Sets top-level `key` of the repo's config.toml to `value` (TOML syntax).
     pub fn set_config(&self, key: &str, value: &str) {
         let path = self.path().join("config.toml");
         let text = fs::read_to_string(&path).expect("config.toml");
-        let prefix = format!("{key} = ");
-        assert!(
-            text.lines().any(|l| l.starts_with(&prefix)),
-            "no {key} in config"
-        );
-        let text: Vec<String> = text
-            .lines()
-            .map(|l| {
-                if l.starts_with(&prefix) {
-                    format!("{key} = {value}")
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect();
-        fs::write(&path, text.join("\n") + "\n").expect("write config.toml");
+        let mut config: toml::Table = text.parse().expect("config.toml parses");
+        assert!(config.contains_key(key), "no {key} in config");
+        let mut parsed: toml::Table = format!("v = {value}").parse().expect("a TOML value");
+        config.insert(key.to_string(), parsed.remove("v").unwrap());
+        fs::write(&path, toml::to_string(&config).unwrap()).expect("write config.toml");
     }
 
     pub fn new() -> TestRepo {
@@ -257,11 +246,26 @@ impl Mounted {
     }
 
     pub fn alive(&self) -> bool {
-        Path::new(&format!("/proc/{}", self.pid)).exists()
-            && !fs::read_to_string(format!("/proc/{}/stat", self.pid))
-                .unwrap_or_default()
-                .contains(") Z ")
+        pid_alive(self.pid)
     }
+}
+
+/// Whether process `pid` runs (a zombie does not).
+pub fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+/// The daemon's PID from what `peerfs mount` printed.
+pub fn daemon_pid(mount_output: &str) -> u32 {
+    mount_output
+        .split("daemon pid ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no daemon pid in {mount_output:?}"))
 }
 
 /// `peerfs mount` on loopback with an ephemeral port and no mDNS, so tests never meet
@@ -275,11 +279,7 @@ fn mount(repo: &TestRepo, mnt: &TempDir) -> u32 {
         "/ip4/127.0.0.1/tcp/0",
         "--no-mdns",
     ]);
-    out.split("daemon pid ")
-        .nth(1)
-        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no daemon pid in {out:?}"))
+    daemon_pid(&out)
 }
 
 impl Drop for Mounted {
