@@ -115,12 +115,24 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 fn wait_for_exit(pid: u32) {
     let deadline = Instant::now() + EXIT_TIMEOUT;
     while Instant::now() < deadline {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.is_empty() || stat.contains(") Z ") {
+        if has_exited(pid) {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Whether process `pid` has ended and let go of its files (the repo's lock): gone, or
+/// a zombie with no thread left. A process's first thread turns zombie while its other
+/// threads may still be exiting, holding the files they share.
+fn has_exited(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    if stat.is_empty() {
+        return true;
+    }
+    stat.contains(") Z ")
+        && std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map_or(true, |threads| threads.count() <= 1)
 }
 
 fn log_since(path: &Path, start: u64) -> String {

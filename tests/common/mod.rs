@@ -250,12 +250,14 @@ impl Mounted {
     }
 }
 
-/// Whether process `pid` runs (a zombie does not).
+/// Whether process `pid` runs or still holds its files: a zombie whose other threads
+/// are still exiting counts as alive.
 pub fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && !fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ")
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    !stat.contains(") Z ")
+        || fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|threads| threads.count() > 1)
 }
 
 /// The daemon's PID from what `peerfs mount` printed.
