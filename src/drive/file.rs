@@ -51,6 +51,11 @@ pub struct FileContent {
     pub changed: bool,
     /// The last stored leaf read, for the many small reads of one chunk.
     cached: Option<(Cid, Arc<Vec<u8>>)>,
+    /// Index of the stored chunk last loaded, and whether it followed the one before.
+    last_loaded: Option<usize>,
+    sequential: bool,
+    /// Chunks before this index were already handed out for read-ahead.
+    ahead_until: usize,
 }
 
 impl FileContent {
@@ -61,6 +66,9 @@ impl FileContent {
             chunk_size: opts.chunk_size,
             changed: false,
             cached: None,
+            last_loaded: None,
+            sequential: false,
+            ahead_until: 0,
         }
     }
 
@@ -133,6 +141,9 @@ impl FileContent {
                 Chunk::Zeros(_) => out.resize(out.len() + take as usize, 0),
                 Chunk::Stored(leaf) => {
                     let leaf = *leaf;
+                    if self.cached.as_ref().is_none_or(|(c, _)| *c != leaf.cid) {
+                        self.note_load(idx);
+                    }
                     let bytes = self.stored(blocks, &leaf)?;
                     out.extend_from_slice(&bytes[range]);
                 }
@@ -140,6 +151,36 @@ impl FileContent {
             pos += take;
         }
         Ok(out)
+    }
+
+    fn note_load(&mut self, idx: usize) {
+        self.sequential = self.last_loaded.map_or(idx == 0, |last| idx == last + 1);
+        if !self.sequential {
+            self.ahead_until = idx + 1;
+        }
+        self.last_loaded = Some(idx);
+    }
+
+    /// The stored chunks within `bytes` after the last one loaded, each handed out once,
+    /// while the file is being read in order; none for random reads.
+    pub fn read_ahead(&mut self, bytes: u64) -> Vec<Cid> {
+        let Some(last) = self.last_loaded.filter(|_| self.sequential) else {
+            return Vec::new();
+        };
+        let window = (bytes / self.chunk_size).max(1) as usize;
+        let from = self.ahead_until.max(last + 1);
+        let to = (last + 1 + window).min(self.chunks.len());
+        if from >= to {
+            return Vec::new();
+        }
+        self.ahead_until = to;
+        self.chunks[from..to]
+            .iter()
+            .filter_map(|c| match c {
+                Chunk::Stored(leaf) => Some(leaf.cid),
+                _ => None,
+            })
+            .collect()
     }
 
     /// A stored leaf's bytes, checked against the length its parent promised.
@@ -277,6 +318,11 @@ impl FileContent {
     }
 
     fn resize_chunk(&mut self, staging: &Staging, idx: usize, len: u64) -> Result<(), DriveError> {
+        // A full stored chunk that stays full must stay stored: appending after it
+        // would otherwise read it back, hash it and store it again.
+        if self.chunks[idx].len() == len {
+            return Ok(());
+        }
         if let Chunk::Zeros(n) = &mut self.chunks[idx] {
             *n = len;
             return Ok(());
@@ -402,4 +448,62 @@ fn collect_leaves(
         uniform &= collect_leaves(blocks, &link.cid, child, link.tsize, out, depth + 1)?;
     }
     Ok(uniform)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::rocks::RocksStore;
+
+    /// A file of `n` stored chunks of 1 KiB in a fresh store.
+    fn stored_file(dir: &std::path::Path, n: usize) -> (Staging, FileContent, Vec<Cid>) {
+        let store = RocksStore::open(dir, true).unwrap();
+        let staging = Staging::new(Arc::new(store));
+        let opts = ImportOptions {
+            chunk_size: 1024,
+            ..ImportOptions::default()
+        };
+        let mut file = FileContent::empty(&opts);
+        for i in 0..n {
+            file.write(&staging, &opts, i as u64 * 1024, &[i as u8; 1024])
+                .unwrap();
+        }
+        let leaves = file
+            .chunks
+            .iter()
+            .map(|c| match c {
+                Chunk::Stored(leaf) => leaf.cid,
+                other => panic!("not stored: {other:?}"),
+            })
+            .collect();
+        (staging, file, leaves)
+    }
+
+    #[test]
+    fn read_ahead_follows_sequential_readers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (staging, mut file, leaves) = stored_file(dir.path(), 10);
+        assert!(file.read_ahead(3 << 10).is_empty(), "nothing read yet");
+
+        // In order from the start: the next three chunks, each handed out once.
+        assert_eq!(file.read(&staging, 0, 512).unwrap(), vec![0; 512]);
+        assert_eq!(file.read_ahead(3 << 10), leaves[1..4]);
+        file.read(&staging, 512, 512).unwrap();
+        assert!(file.read_ahead(3 << 10).is_empty());
+        file.read(&staging, 1024, 1024).unwrap();
+        assert_eq!(file.read_ahead(3 << 10), leaves[4..5]);
+
+        // A jump is a random read: nothing, until reads go in order again.
+        file.read(&staging, 8 * 1024, 10).unwrap();
+        assert!(file.read_ahead(3 << 10).is_empty());
+        file.read(&staging, 2 * 1024, 10).unwrap();
+        assert!(file.read_ahead(3 << 10).is_empty());
+        file.read(&staging, 3 * 1024, 10).unwrap();
+        assert_eq!(file.read_ahead(3 << 10), leaves[4..7]);
+
+        // The window stops at the end of the file.
+        file.read(&staging, 4 * 1024, 3 * 1024).unwrap();
+        assert_eq!(file.read_ahead(3 << 10), leaves[7..10]);
+        assert!(file.read_ahead(3 << 10).is_empty());
+    }
 }

@@ -5,6 +5,7 @@
 //!   rebuilt at the next commit, batched on an interval like a journaling filesystem's.
 //! - [`file`]: one file's contents as a chunk-granular copy-on-write overlay.
 //! - [`staging`]: new blocks waiting for the commit that makes them reachable.
+//! - [`readahead`]: threads that read a sequential reader's next chunks early.
 //! - [`error`]: `DriveError` and its errno mapping.
 //!
 //! Locking: a file's content lock is taken before the drive's state lock, never after.
@@ -13,6 +14,7 @@
 
 pub mod error;
 pub mod file;
+pub mod readahead;
 pub mod staging;
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,6 +27,7 @@ use libp2p_identity::Keypair;
 
 pub use error::DriveError;
 use file::FileContent;
+use readahead::ReadAhead;
 use staging::{StageSink, Staging};
 
 use crate::block::Block;
@@ -41,6 +44,8 @@ pub const ROOT: u64 = 2;
 const FIRST_INODE: u64 = 16;
 /// The key of this drive's own head in the store's heads table.
 pub const OWN_HEAD: &str = "self";
+/// How far ahead of a sequential reader chunks are read from the store.
+const READ_AHEAD_BYTES: u64 = 8 << 20;
 /// Longest file name, in bytes, as on Linux filesystems.
 const MAX_NAME: usize = 255;
 
@@ -192,6 +197,7 @@ pub struct Drive {
     key: Keypair,
     /// Written into every head: may holders of my blocks pass them on?
     open: AtomicBool,
+    read_ahead: ReadAhead,
 }
 
 impl Drive {
@@ -201,6 +207,7 @@ impl Drive {
         opts: ImportOptions,
         key: Keypair,
     ) -> Result<Drive, DriveError> {
+        let read_ahead = ReadAhead::start(Arc::clone(&store) as Arc<dyn crate::store::Blocks>);
         let staging = Staging::new(store);
         let head = match staging.store().head(OWN_HEAD)? {
             Some(bytes) => Some(SignedHead::verify(&bytes).map_err(|e| StoreError::Db {
@@ -250,6 +257,7 @@ impl Drive {
             opts,
             key,
             open: AtomicBool::new(false),
+            read_ahead,
         })
     }
 
@@ -584,7 +592,11 @@ impl Drive {
     pub fn read(&self, fh: u64, offset: u64, len: u32) -> Result<Vec<u8>, DriveError> {
         let (_, content) = self.handle(fh)?;
         let mut c = content.lock().unwrap_or_else(|e| e.into_inner());
-        c.read(&self.staging, offset, len)
+        let data = c.read(&self.staging, offset, len)?;
+        let ahead = c.read_ahead(READ_AHEAD_BYTES);
+        drop(c);
+        self.read_ahead.request(ahead);
+        Ok(data)
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<(), DriveError> {
