@@ -33,9 +33,13 @@ pub const PEERS: u64 = 3;
 /// The names of the mount's two top-level directories.
 pub const DRIVE_DIR: &str = "drive";
 pub const PEERS_DIR: &str = "peers";
-/// The drive changes only through this mount, so the kernel's view stays right; the
-/// TTL bounds staleness if that ever stops being true.
-const TTL: Duration = Duration::from_secs(1);
+/// The drive changes only through this mount, so the kernel's cached entries and
+/// attributes stay right; the TTL only bounds staleness if that ever stops being true.
+/// Long, because every expired entry costs `ls -l`, `find` and rsync a round trip.
+const DRIVE_TTL: Duration = Duration::from_secs(30);
+/// Peers' drives change under the kernel (new heads); the view invalidates what changed,
+/// and this short TTL covers the rest (the mount root, `peers/` itself).
+const PEER_TTL: Duration = Duration::from_secs(1);
 /// The largest write the kernel sends in one request: a whole 1 MiB chunk.
 const MAX_WRITE: u32 = 1024 * 1024;
 /// The attribute every entry answers: its CID.
@@ -229,6 +233,14 @@ fn read_only(ino: u64) -> bool {
     ino == MOUNT_ROOT || ino == PEERS || is_peer_ino(ino)
 }
 
+fn ttl(ino: u64) -> &'static Duration {
+    if read_only(ino) {
+        &PEER_TTL
+    } else {
+        &DRIVE_TTL
+    }
+}
+
 fn time(t: TimeOrNow) -> SystemTime {
     match t {
         TimeOrNow::SpecificTime(t) => t,
@@ -267,14 +279,14 @@ impl Filesystem for PeerFs {
                 };
                 let (name, owner) = (name.to_vec(), self.owner);
                 return self.offload(move || match view.lookup(p, &name) {
-                    Ok(a) => reply.entry(&TTL, &owner.file_attr(&a), Generation(0)),
+                    Ok(a) => reply.entry(&PEER_TTL, &owner.file_attr(&a), Generation(0)),
                     Err(e) => reply.error(errno(&e)),
                 });
             }
             p => self.drive.lookup(p, name),
         };
         match found {
-            Ok(a) => reply.entry(&TTL, &self.file_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(ttl(a.ino), &self.file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -287,7 +299,7 @@ impl Filesystem for PeerFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.attr_of(ino.0) {
-            Ok(a) => reply.attr(&TTL, &self.file_attr(&a)),
+            Ok(a) => reply.attr(ttl(a.ino), &self.file_attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -321,7 +333,7 @@ impl Filesystem for PeerFs {
             mtime: mtime.map(time),
         };
         match self.drive.setattr(ino.0, set) {
-            Ok(a) => reply.attr(&TTL, &self.file_attr(&a)),
+            Ok(a) => reply.attr(ttl(a.ino), &self.file_attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -363,7 +375,7 @@ impl Filesystem for PeerFs {
         match self.drive.create(parent.0, name.as_bytes(), mode & !umask) {
             Ok((a, fh)) => {
                 let _ = self.drive.release(fh);
-                reply.entry(&TTL, &self.file_attr(&a), Generation(0))
+                reply.entry(ttl(a.ino), &self.file_attr(&a), Generation(0))
             }
             Err(e) => reply.error(errno(&e)),
         }
@@ -382,7 +394,7 @@ impl Filesystem for PeerFs {
             return reply.error(Errno::EROFS);
         }
         match self.drive.mkdir(parent.0, name.as_bytes(), mode & !umask) {
-            Ok(a) => reply.entry(&TTL, &self.file_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(ttl(a.ino), &self.file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -414,7 +426,7 @@ impl Filesystem for PeerFs {
         }
         let target = target.as_os_str().as_bytes();
         match self.drive.symlink(parent.0, link_name.as_bytes(), target) {
-            Ok(a) => reply.entry(&TTL, &self.file_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(ttl(a.ino), &self.file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -642,7 +654,7 @@ impl Filesystem for PeerFs {
                 INodeNo(a.ino),
                 i as u64 + 1,
                 name,
-                &TTL,
+                ttl(a.ino),
                 &attr,
                 Generation(0),
             ) {
@@ -768,7 +780,7 @@ impl Filesystem for PeerFs {
         }
         match self.drive.create(parent.0, name.as_bytes(), mode & !umask) {
             Ok((a, fh)) => reply.created(
-                &TTL,
+                ttl(a.ino),
                 &self.file_attr(&a),
                 Generation(0),
                 FileHandle(fh),
