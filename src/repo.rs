@@ -76,6 +76,11 @@ pub struct Config {
     /// Multiaddrs (with `/p2p/…`) of DHT nodes to join at start.
     #[serde(default)]
     pub bootstrap: Vec<String>,
+    /// Serve the DHT for others (store their records, answer their lookups). Off for a
+    /// node others cannot reach (a laptop behind NAT): it still looks things up and
+    /// announces what it holds.
+    #[serde(default = "yes")]
+    pub dht_server: bool,
     #[serde(default)]
     pub import: ImportConfig,
 }
@@ -90,6 +95,7 @@ impl Default for Config {
             cache_size: default_cache_size(),
             min_disk_free: default_min_disk_free(),
             bootstrap: Vec::new(),
+            dht_server: true,
             import: ImportConfig::default(),
         }
     }

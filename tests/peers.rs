@@ -242,3 +242,59 @@ fn blocks_come_from_another_holder_and_lies_are_rejected() {
         .unwrap_or(0);
     assert!(bad >= 1, "the liar's bad blocks were not counted:\n{peers}");
 }
+
+/// A daemon that joins the DHT through `bootstrap`, as a server or only a client.
+fn bootstrapped(bootstrap: &str, dht_server: bool) -> Mounted {
+    let repo = TestRepo::new();
+    repo.set_config("bootstrap", &format!("[\"{bootstrap}\"]"));
+    repo.set_config("dht_server", &dht_server.to_string());
+    Mounted::with_repo(repo)
+}
+
+fn peer_id(m: &Mounted) -> String {
+    m.repo
+        .ok(&["id"])
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn a_holder_is_found_through_the_dht_when_the_owner_is_gone() {
+    // D is only a DHT node; nobody follows it, and it holds nothing of alice's.
+    let d = Mounted::new();
+    let dht = addr(&d);
+    let a = bootstrapped(&dht, true);
+    make_tree(&a.drive());
+    // B and C only use the DHT, so no routing table lists them and their lookups never
+    // meet: B can learn of C only as a holder of alice's blocks.
+    let c = bootstrapped(&dht, false);
+    follow(&c, &a, "alice");
+    let docs = c.mnt.path().join("peers/alice/docs");
+    wait_for("c sees alice's docs", Duration::from_secs(15), || {
+        docs.join("big.bin").exists()
+    });
+    c.repo.ok(&["pin", docs.to_str().unwrap()]);
+    let alice = peer_id(&a);
+    kill(&a);
+
+    // B knows alice by peer ID only, and C not at all: alice's head comes from the
+    // DHT's record, her blocks from C, whom the DHT names as a holder.
+    let b = bootstrapped(&dht, false);
+    b.repo.ok(&["peer", "add", &alice, "--name", "alice"]);
+    wait_for(
+        "b learns alice's head from the DHT",
+        Duration::from_secs(30),
+        || b.repo.ok(&["peers"]).contains("head:        seq"),
+    );
+    let local = tempfile::tempdir().unwrap();
+    sh(
+        b.mnt.path(),
+        &format!("cp -a peers/alice/docs {}/docs", local.path().display()),
+    );
+    assert_same_tree(&docs, &local.path().join("docs"));
+    let peers = b.repo.ok(&["peers"]);
+    assert!(!peers.contains(&peer_id(&c)), "b was told of c: {peers}");
+}

@@ -57,6 +57,7 @@ pub struct NetConfig {
     pub readers: Readers,
     pub fetch_timeout: Duration,
     pub bootstrap: Vec<Multiaddr>,
+    pub dht_server: bool,
     /// Test-only fault: serve every block with one byte flipped.
     pub corrupt_served_blocks: bool,
 }

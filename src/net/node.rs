@@ -56,6 +56,8 @@ const LEAVES_PER_REQUEST: usize = 1;
 /// A block that just failed fails again at once for this long, unless a new peer
 /// connects: the kernel retries a failed read, and each retry must not wait again.
 const FAILED_MEMORY: Duration = Duration::from_secs(10);
+/// How often the DHT is asked again for the holders of one owner's blocks.
+const HOLDER_LOOKUP_EVERY: Duration = Duration::from_secs(10);
 const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerfs/kad/1.0.0");
 
 #[derive(NetworkBehaviour)]
@@ -78,6 +80,12 @@ fn head_key(peer: &PeerId) -> kad::RecordKey {
     kad::RecordKey::new(&format!("/peerfs/head/{peer}"))
 }
 
+/// The DHT key under which the holders of `owner`'s blocks (its followers, who cache
+/// and pin them) announce themselves as providers.
+fn holders_key(owner: &PeerId) -> kad::RecordKey {
+    kad::RecordKey::new(&format!("/peerfs/holders/{owner}"))
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -93,6 +101,14 @@ struct Want {
     in_flight: Vec<(OutboundRequestId, Instant)>,
     refused: bool,
     deadline: Instant,
+}
+
+/// How a block request is answered.
+enum Verdict {
+    Serve,
+    Refuse(String),
+    /// Another's drive I do not follow: every block is "don't have".
+    NotHeld,
 }
 
 /// What we know of a followed peer.
@@ -125,6 +141,8 @@ struct Node {
     failed: HashMap<Cid, (Instant, Unavailable)>,
     served: mpsc::UnboundedSender<(ResponseChannel<BlockResponse>, BlockResponse)>,
     listen_addrs: Vec<Multiaddr>,
+    /// When the DHT was last asked for the holders of each owner's blocks.
+    holder_lookups: HashMap<PeerId, Instant>,
 }
 
 /// Starts the node on its own runtime. `followed` are the peer book's entries.
@@ -162,6 +180,7 @@ pub fn start(
         failed: HashMap::new(),
         served,
         listen_addrs: Vec::new(),
+        holder_lookups: HashMap::new(),
     };
     for addr in &config.listen {
         node.swarm
@@ -187,6 +206,11 @@ pub fn start(
 
 fn build_swarm(keypair: &Keypair, config: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
     let mdns_on = config.mdns;
+    let kad_mode = if config.dht_server {
+        kad::Mode::Server
+    } else {
+        kad::Mode::Client
+    };
     let start_err = |e: &dyn std::fmt::Display| NetError::Start(e.to_string());
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair.clone())
         .with_tokio()
@@ -211,7 +235,7 @@ fn build_swarm(keypair: &Keypair, config: &NetConfig) -> Result<Swarm<Behaviour>
             let mut kad_config = kad::Config::new(KAD_PROTOCOL);
             kad_config.set_record_ttl(Some(Duration::from_secs(7 * 24 * 3600)));
             let mut kad = kad::Behaviour::with_config(me, MemoryStore::new(me), kad_config);
-            kad.set_mode(Some(kad::Mode::Server));
+            kad.set_mode(Some(kad_mode));
             let rr_config = request_response::Config::default()
                 .with_request_timeout(REQUEST_TIMEOUT)
                 .with_max_concurrent_streams(256);
@@ -309,11 +333,9 @@ impl Node {
             Command::Follow(entry) => self.follow(entry),
             Command::Unfollow(peer) => {
                 if self.followed.remove(&peer).is_some() {
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .gossipsub
-                        .unsubscribe(&head_topic(&peer));
+                    let behaviour = self.swarm.behaviour_mut();
+                    let _ = behaviour.gossipsub.unsubscribe(&head_topic(&peer));
+                    behaviour.kad.stop_providing(&holders_key(&peer));
                 }
             }
             Command::Peers(reply) => {
@@ -381,6 +403,16 @@ impl Node {
         for addr in entry.multiaddrs() {
             self.swarm.add_peer_address(peer, addr.clone());
             self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+        }
+        // A follower caches (and may pin) the drive's blocks: others that cannot reach
+        // the owner find it through the DHT.
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .start_providing(holders_key(&peer))
+        {
+            warn!("cannot announce myself as a holder of {peer}'s blocks: {e}");
         }
         let head = self
             .followed
@@ -468,9 +500,13 @@ impl Node {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!("listening on {address}/p2p/{}", self.me);
+                // What the DHT hands out with my provider records. Without NAT traversal
+                // a listen address is the best guess, and right on a LAN or a server.
+                self.swarm.add_external_address(address.clone());
                 self.listen_addrs.push(address);
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.swarm.remove_external_address(&address);
                 self.listen_addrs.retain(|a| a != &address);
             }
             SwarmEvent::ConnectionEstablished {
@@ -520,7 +556,11 @@ impl Node {
                 self.seen(peer);
                 self.stats.entry(peer).or_default().rtt = Some(rtt);
             }
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+            // Only DHT servers belong in the routing table: a client would be handed to
+            // others as a node to query, and cannot answer.
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
+                if info.protocols.contains(&KAD_PROTOCOL) =>
+            {
                 for addr in info.listen_addrs {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
@@ -541,6 +581,21 @@ impl Node {
                 let from = r.peer.unwrap_or(self.me);
                 self.receive_head(&r.record.value, from);
             }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result:
+                    kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                        providers,
+                        ..
+                    })),
+                ..
+            }) => self.dial_holders(providers),
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::StartProviding(result),
+                ..
+            }) => match result {
+                Ok(ok) => debug!("announced as a holder under {:?}", ok.key),
+                Err(e) => debug!("announcing as a holder: {e}"),
+            },
             _ => {}
         }
     }
@@ -619,43 +674,55 @@ impl Node {
         request: BlockRequest,
         channel: ResponseChannel<BlockResponse>,
     ) {
-        if let Some(reason) = self.refusal(&peer, &request) {
-            info!("refused blocks to {peer}: {reason}");
-            let refusal = BlockResponse::Refused { reason };
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .blocks
-                .send_response(channel, refusal);
-            return;
-        }
-        let store = Arc::clone(&self.store);
-        let served = self.served.clone();
-        let corrupt = self.config.corrupt_served_blocks;
-        tokio::task::spawn_blocking(move || {
-            let response = answer(store.as_ref(), request, corrupt);
-            let _ = served.send((channel, response));
-        });
+        let response = match self.verdict(&peer, &request) {
+            Verdict::Serve => {
+                let store = Arc::clone(&self.store);
+                let served = self.served.clone();
+                let corrupt = self.config.corrupt_served_blocks;
+                tokio::task::spawn_blocking(move || {
+                    let response = answer(store.as_ref(), request, corrupt);
+                    let _ = served.send((channel, response));
+                });
+                return;
+            }
+            Verdict::Refuse(reason) => {
+                info!("refused blocks to {peer}: {reason}");
+                BlockResponse::Refused { reason }
+            }
+            Verdict::NotHeld => BlockResponse::Blocks {
+                blocks: Vec::new(),
+                missing: request.want.into_iter().take(MAX_WANT).collect(),
+            },
+        };
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .blocks
+            .send_response(channel, response);
     }
 
-    /// Why `peer` may not have the blocks it asks for, if it may not. My own drive
-    /// follows my `readers`; another's drive I pass on only when its owner's head says
-    /// everyone may read it.
-    fn refusal(&self, peer: &PeerId, request: &BlockRequest) -> Option<String> {
+    /// Whether `peer` gets the blocks it asks for. My own drive follows my `readers`;
+    /// another's drive I pass on only when its owner's head says everyone may read it,
+    /// and a drive whose head I do not know I do not hold (as far as anyone may ask).
+    fn verdict(&self, peer: &PeerId, request: &BlockRequest) -> Verdict {
         if !self.config.readers.allows(peer) {
-            return Some("this node does not list you in `readers`".into());
+            return Verdict::Refuse("this node does not list you in `readers`".into());
         }
-        let owner = request
+        let Some(owner) = request
             .owner
             .as_ref()
             .and_then(|o| PeerId::from_bytes(o).ok())
-            .filter(|o| *o != self.me)?;
-        let open = self
-            .followed
-            .get(&owner)
-            .and_then(|f| f.head.as_ref())
-            .is_some_and(|h| h.head().open);
-        (!open).then(|| format!("drive {owner} is not open to everyone; ask its owner"))
+            .filter(|o| *o != self.me)
+        else {
+            return Verdict::Serve;
+        };
+        match self.followed.get(&owner).and_then(|f| f.head.as_ref()) {
+            None => Verdict::NotHeld,
+            Some(h) if h.head().open => Verdict::Serve,
+            Some(_) => Verdict::Refuse(format!(
+                "drive {owner} is not open to everyone; ask its owner"
+            )),
+        }
     }
 
     /// Takes the blocks in a response that match what we asked for.
@@ -862,7 +929,49 @@ impl Node {
             self.request(peer, cids);
         }
         self.dispatch();
+        self.find_holders(now, &connected);
         self.redial(now);
+    }
+
+    /// Asks the DHT who holds the blocks of owners whose wants have no source left: a
+    /// waiting reader's owner is offline and no connected peer has the block.
+    fn find_holders(&mut self, now: Instant, connected: &[PeerId]) {
+        let owners: HashSet<PeerId> = self
+            .wants
+            .values()
+            .filter(|w| !w.waiters.is_empty() && w.in_flight.is_empty())
+            .filter(|w| next_source(w, connected).is_none())
+            .filter_map(|w| w.owner)
+            .collect();
+        for owner in owners {
+            let recent = self
+                .holder_lookups
+                .get(&owner)
+                .is_some_and(|t| now.duration_since(*t) < HOLDER_LOOKUP_EVERY);
+            if !recent {
+                debug!("asking the DHT who holds {owner}'s blocks");
+                self.holder_lookups.insert(owner, now);
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(holders_key(&owner));
+            }
+        }
+    }
+
+    /// Connects to holders the DHT named; wants go to them once connected. Dialled at
+    /// once, while the lookup still knows their addresses.
+    fn dial_holders(&mut self, holders: HashSet<PeerId>) {
+        for peer in holders {
+            if peer == self.me || self.swarm.is_connected(&peer) {
+                continue;
+            }
+            debug!("dialling {peer}, a holder found in the DHT");
+            // With no addresses given, the swarm takes them from the behaviours.
+            if let Err(e) = self.swarm.dial(DialOpts::peer_id(peer).build()) {
+                debug!("dialling holder {peer}: {e}");
+            }
+        }
     }
 
     /// Dials followed peers that are not connected, backing off per peer.
