@@ -298,3 +298,25 @@ fn a_holder_is_found_through_the_dht_when_the_owner_is_gone() {
     let peers = b.repo.ok(&["peers"]);
     assert!(!peers.contains(&peer_id(&c)), "b was told of c: {peers}");
 }
+
+#[test]
+fn peers_talk_over_quic_alone() {
+    let quic = "/ip4/127.0.0.1/udp/0/quic-v1";
+    let a = Mounted::listening(quic);
+    let b = Mounted::listening(quic);
+    let a_addr = addr(&a);
+    assert!(a_addr.contains("/quic-v1/"), "{a_addr}");
+    b.repo.ok(&["peer", "add", &a_addr, "--name", "alice"]);
+    make_tree(&a.drive());
+    let theirs = b.mnt.path().join("peers/alice/docs");
+    wait_for("alice's tree over QUIC", Duration::from_secs(15), || {
+        theirs.join("big.bin").exists() && cid_of(&theirs) == cid_of(&a.drive().join("docs"))
+    });
+    let local = tempfile::tempdir().unwrap();
+    sh(
+        b.mnt.path(),
+        &format!("cp -a peers/alice/docs {}/docs", local.path().display()),
+    );
+    assert_same_tree(&a.drive().join("docs"), &local.path().join("docs"));
+    assert!(b.repo.ok(&["peers"]).contains("connected:   yes"));
+}

@@ -237,11 +237,19 @@ impl Mounted {
 
     /// Mounts the same repo at the same place again (after an unmount or a crash).
     pub fn remount(&mut self) {
-        self.pid = mount(&self.repo, &self.mnt);
+        self.pid = mount(&self.repo, &self.mnt, LOOPBACK_TCP);
     }
 
     fn with_repo_at(repo: TestRepo, mnt: TempDir) -> Mounted {
-        let pid = mount(&repo, &mnt);
+        let pid = mount(&repo, &mnt, LOOPBACK_TCP);
+        Mounted { repo, mnt, pid }
+    }
+
+    /// A fresh repo whose daemon listens only on `listen` (a loopback multiaddr).
+    pub fn listening(listen: &str) -> Mounted {
+        let repo = TestRepo::new();
+        let mnt = tempfile::tempdir().expect("temp dir");
+        let pid = mount(&repo, &mnt, listen);
         Mounted { repo, mnt, pid }
     }
 
@@ -270,17 +278,13 @@ pub fn daemon_pid(mount_output: &str) -> u32 {
         .unwrap_or_else(|| panic!("no daemon pid in {mount_output:?}"))
 }
 
-/// `peerfs mount` on loopback with an ephemeral port and no mDNS, so tests never meet
-/// each other or the LAN; returns the daemon's PID.
-fn mount(repo: &TestRepo, mnt: &TempDir) -> u32 {
+const LOOPBACK_TCP: &str = "/ip4/127.0.0.1/tcp/0";
+
+/// `peerfs mount` on loopback (`listen`, an ephemeral port) and no mDNS, so tests never
+/// meet each other or the LAN; returns the daemon's PID.
+fn mount(repo: &TestRepo, mnt: &TempDir, listen: &str) -> u32 {
     let mnt = mnt.path().to_str().unwrap();
-    let out = repo.ok(&[
-        "mount",
-        mnt,
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--no-mdns",
-    ]);
+    let out = repo.ok(&["mount", mnt, "--listen", listen, "--no-mdns"]);
     daemon_pid(&out)
 }
 
