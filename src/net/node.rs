@@ -103,6 +103,15 @@ struct Want {
     deadline: Instant,
 }
 
+/// A block response, its blocks hashed off the event loop.
+struct Checked {
+    peer: PeerId,
+    id: OutboundRequestId,
+    asked: Vec<Cid>,
+    blocks: Vec<Result<Block, (Cid, String)>>,
+    missing: Vec<Cid>,
+}
+
 /// How a block request is answered.
 enum Verdict {
     Serve,
@@ -140,6 +149,7 @@ struct Node {
     /// Recent failures, forgotten when a peer connects.
     failed: HashMap<Cid, (Instant, Unavailable)>,
     served: mpsc::UnboundedSender<(ResponseChannel<BlockResponse>, BlockResponse)>,
+    checked: mpsc::UnboundedSender<Checked>,
     listen_addrs: Vec<Multiaddr>,
     /// When the DHT was last asked for the holders of each owner's blocks.
     holder_lookups: HashMap<PeerId, Instant>,
@@ -165,6 +175,7 @@ pub fn start(
     let me = keypair.public().to_peer_id();
     let (commands, inbox) = mpsc::unbounded_channel();
     let (served, served_inbox) = mpsc::unbounded_channel();
+    let (checked, checked_inbox) = mpsc::unbounded_channel();
     let own_head = load_head(store.as_ref(), OWN_HEAD);
     let mut node = Node {
         swarm,
@@ -179,6 +190,7 @@ pub fn start(
         requests: HashMap::new(),
         failed: HashMap::new(),
         served,
+        checked,
         listen_addrs: Vec::new(),
         holder_lookups: HashMap::new(),
     };
@@ -194,7 +206,7 @@ pub fn start(
     for entry in followed {
         node.follow(entry);
     }
-    runtime.spawn(node.run(inbox, served_inbox));
+    runtime.spawn(node.run(inbox, served_inbox, checked_inbox));
     let handle = NetHandle {
         commands,
         runtime: runtime.handle().clone(),
@@ -292,6 +304,7 @@ impl Node {
         mut self,
         mut inbox: mpsc::UnboundedReceiver<Command>,
         mut served: mpsc::UnboundedReceiver<(ResponseChannel<BlockResponse>, BlockResponse)>,
+        mut checked: mpsc::UnboundedReceiver<Checked>,
     ) {
         let mut tick = tokio::time::interval(TICK);
         loop {
@@ -310,6 +323,7 @@ impl Node {
                 Some((channel, response)) = served.recv() => {
                     let _ = self.swarm.behaviour_mut().blocks.send_response(channel, response);
                 }
+                Some(c) = checked.recv() => self.settle(c),
                 event = self.swarm.select_next_some() => self.swarm_event(event),
                 _ = tick.tick() => self.tick(),
             }
@@ -725,15 +739,14 @@ impl Node {
         }
     }
 
-    /// Takes the blocks in a response that match what we asked for.
+    /// Takes the blocks in a response that match what we asked for. Hashing a
+    /// megabyte takes a while: the blocks are checked off the event loop, then settled.
     fn received(&mut self, peer: PeerId, id: OutboundRequestId, response: BlockResponse) {
         let Some((_, asked)) = self.requests.remove(&id) else {
             return;
         };
         self.seen(peer);
-        let asked_set: HashSet<Cid> = asked.iter().copied().collect();
-        let mut settled = HashSet::new();
-        match response {
+        let (blocks, missing) = match response {
             BlockResponse::Refused { reason } => {
                 info!("{peer} refused blocks: {reason}");
                 for cid in &asked {
@@ -745,36 +758,65 @@ impl Node {
                 self.dispatch();
                 return;
             }
-            BlockResponse::Blocks { blocks, missing } => {
-                for (cid, data) in blocks {
-                    let Some(cid) = Cid::try_from(cid.as_slice())
-                        .ok()
-                        .filter(|c| asked_set.contains(c))
-                    else {
-                        self.bad_block(peer, "a block we did not ask for");
-                        continue;
-                    };
-                    match Block::verified(cid, data.into_vec()) {
-                        Ok(block) => {
-                            settled.insert(cid);
-                            self.deliver(block);
-                        }
-                        Err(e) => {
-                            self.bad_block(peer, &e.to_string());
-                            self.give_up_on(peer, id, &[cid]);
-                            settled.insert(cid);
-                        }
-                    }
-                }
-                let missing: Vec<Cid> = missing
-                    .iter()
-                    .filter_map(|c| Cid::try_from(c.as_slice()).ok())
-                    .filter(|c| asked_set.contains(c))
-                    .collect();
-                self.give_up_on(peer, id, &missing);
-                settled.extend(missing);
+            BlockResponse::Blocks { blocks, missing } => (blocks, missing),
+        };
+        let asked_set: HashSet<Cid> = asked.iter().copied().collect();
+        let mut sent = Vec::with_capacity(blocks.len());
+        for (cid, data) in blocks {
+            match Cid::try_from(cid.as_slice())
+                .ok()
+                .filter(|c| asked_set.contains(c))
+            {
+                Some(cid) => sent.push((cid, data.into_vec())),
+                None => self.bad_block(peer, "a block we did not ask for"),
             }
         }
+        let missing = missing
+            .iter()
+            .filter_map(|c| Cid::try_from(c.as_slice()).ok())
+            .filter(|c| asked_set.contains(c))
+            .collect();
+        let checked = self.checked.clone();
+        tokio::task::spawn_blocking(move || {
+            let blocks = sent
+                .into_iter()
+                .map(|(cid, data)| Block::verified(cid, data).map_err(|e| (cid, e.to_string())))
+                .collect();
+            let _ = checked.send(Checked {
+                peer,
+                id,
+                asked,
+                blocks,
+                missing,
+            });
+        });
+    }
+
+    /// Delivers the verified blocks of a response, and asks elsewhere for the rest.
+    fn settle(&mut self, c: Checked) {
+        let Checked {
+            peer,
+            id,
+            asked,
+            blocks,
+            missing,
+        } = c;
+        let mut settled = HashSet::new();
+        for result in blocks {
+            match result {
+                Ok(block) => {
+                    settled.insert(*block.cid());
+                    self.deliver(block);
+                }
+                Err((cid, e)) => {
+                    self.bad_block(peer, &e);
+                    self.give_up_on(peer, id, &[cid]);
+                    settled.insert(cid);
+                }
+            }
+        }
+        self.give_up_on(peer, id, &missing);
+        settled.extend(missing);
         // CIDs that did not fit in the response: ask again, the same peer included.
         for cid in asked.iter().filter(|c| !settled.contains(c)) {
             if let Some(w) = self.wants.get_mut(cid) {
