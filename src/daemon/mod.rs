@@ -225,7 +225,12 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         path: mountpoint.clone(),
         source,
     };
-    let mut session = Session::new(fs, &mountpoint, &config).map_err(mount_err)?;
+    let socket = repo.path().join(control::SOCKET);
+    let control = bind_control(&socket)?;
+    let mut session = Session::new(fs, &mountpoint, &config).map_err(|e| {
+        let _ = std::fs::remove_file(&socket);
+        mount_err(e)
+    })?;
     // `Session::spawn` would move the mount out of reach of this unmounter; running the
     // session on our own thread keeps it shared.
     let mut unmounter = session.unmount_callable();
@@ -252,7 +257,6 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         Arc::clone(&book),
         notifier.clone(),
     );
-    let socket = repo.path().join(control::SOCKET);
     let context = Context {
         drive: Arc::clone(&drive),
         repo: repo.path().to_path_buf(),
@@ -264,7 +268,7 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         notifier,
         store: store.clone(),
     };
-    serve_control(&socket, context, events.clone())?;
+    serve_control(control, context, events.clone());
     let (stop_commits, committer) = start_committer(Arc::clone(&drive), net.clone());
 
     let (requester, session_ended) = match inbox.recv() {
@@ -603,18 +607,20 @@ fn dir_size(dir: &Path) -> u64 {
     })
 }
 
-/// Binds the control socket and answers it on a thread per connection.
-fn serve_control(
-    path: &Path,
-    context: Context,
-    events: mpsc::Sender<Event>,
-) -> Result<(), DaemonError> {
+/// Binds the control socket. Bound before the mount appears, so a `peerfs status` or
+/// `unmount` sent as soon as the mount is visible waits for an answer instead of finding
+/// no daemon.
+fn bind_control(path: &Path) -> Result<UnixListener, DaemonError> {
     // We hold the repo lock, so a socket file left here belongs to a dead daemon.
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).map_err(|source| DaemonError::Socket {
+    UnixListener::bind(path).map_err(|source| DaemonError::Socket {
         path: path.to_path_buf(),
         source,
-    })?;
+    })
+}
+
+/// Answers the control socket on a thread per connection.
+fn serve_control(listener: UnixListener, context: Context, events: mpsc::Sender<Event>) {
     let context = Arc::new(context);
     std::thread::spawn(move || {
         for conn in listener.incoming() {
@@ -628,7 +634,6 @@ fn serve_control(
             });
         }
     });
-    Ok(())
 }
 
 fn answer(
