@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use cid::Cid;
 
+use super::readahead::ReadAhead;
 use super::staging::{StageSink, Staging};
 use super::DriveError;
 use crate::block::{DAG_PB, RAW};
@@ -119,9 +120,11 @@ impl FileContent {
         self.size
     }
 
+    /// Reads from the stored chunks, taking those `ahead` has read already.
     pub fn read(
         &mut self,
         blocks: &dyn Blocks,
+        ahead: Option<&ReadAhead>,
         offset: u64,
         len: u32,
     ) -> Result<Vec<u8>, DriveError> {
@@ -144,7 +147,7 @@ impl FileContent {
                     if self.cached.as_ref().is_none_or(|(c, _)| *c != leaf.cid) {
                         self.note_load(idx);
                     }
-                    let bytes = self.stored(blocks, &leaf)?;
+                    let bytes = self.stored(blocks, ahead, &leaf)?;
                     out.extend_from_slice(&bytes[range]);
                 }
             }
@@ -187,6 +190,7 @@ impl FileContent {
     fn stored(
         &mut self,
         blocks: &dyn Blocks,
+        ahead: Option<&ReadAhead>,
         leaf: &StoredLeaf,
     ) -> Result<Arc<Vec<u8>>, DriveError> {
         if let Some((c, bytes)) = &self.cached {
@@ -194,7 +198,10 @@ impl FileContent {
                 return Ok(Arc::clone(bytes));
             }
         }
-        let bytes = leaf_bytes(blocks, &leaf.cid)?;
+        let bytes = match ahead.and_then(|a| a.take(&leaf.cid)) {
+            Some(block) => leaf_data(&leaf.cid, block)?,
+            None => leaf_bytes(blocks, &leaf.cid)?,
+        };
         if bytes.len() as u64 != leaf.len {
             return Err(Error::Malformed {
                 cid: leaf.cid,
@@ -244,7 +251,7 @@ impl FileContent {
             Chunk::Zeros(n) => Some(vec![0; *n as usize]),
             Chunk::Stored(leaf) => {
                 let leaf = *leaf;
-                Some(self.stored(staging, &leaf)?.as_ref().clone())
+                Some(self.stored(staging, None, &leaf)?.as_ref().clone())
             }
         };
         if let Some(b) = bytes {
@@ -341,7 +348,7 @@ impl FileContent {
         let mut builder = FileBuilder::new(opts, meta);
         let mut sink = StageSink(staging);
         if self.chunks.len() <= 1 {
-            let bytes = self.read(staging, 0, self.size as u32)?;
+            let bytes = self.read(staging, None, 0, self.size as u32)?;
             builder.push(bytes, &mut sink)?;
         } else {
             let last = self.chunks.len() - 1;
@@ -364,6 +371,11 @@ impl FileContent {
 /// The file bytes a leaf holds: a raw block, or a UnixFS node's inline data.
 fn leaf_bytes(blocks: &dyn Blocks, cid: &Cid) -> Result<Vec<u8>, DriveError> {
     let bytes = blocks.get(cid)?.ok_or(Error::Missing(*cid))?;
+    leaf_data(cid, bytes)
+}
+
+/// The file bytes in leaf block `bytes`.
+fn leaf_data(cid: &Cid, bytes: Vec<u8>) -> Result<Vec<u8>, DriveError> {
     if cid.codec() == RAW {
         return Ok(bytes);
     }
@@ -486,23 +498,23 @@ mod tests {
         assert!(file.read_ahead(3 << 10).is_empty(), "nothing read yet");
 
         // In order from the start: the next three chunks, each handed out once.
-        assert_eq!(file.read(&staging, 0, 512).unwrap(), vec![0; 512]);
+        assert_eq!(file.read(&staging, None, 0, 512).unwrap(), vec![0; 512]);
         assert_eq!(file.read_ahead(3 << 10), leaves[1..4]);
-        file.read(&staging, 512, 512).unwrap();
+        file.read(&staging, None, 512, 512).unwrap();
         assert!(file.read_ahead(3 << 10).is_empty());
-        file.read(&staging, 1024, 1024).unwrap();
+        file.read(&staging, None, 1024, 1024).unwrap();
         assert_eq!(file.read_ahead(3 << 10), leaves[4..5]);
 
         // A jump is a random read: nothing, until reads go in order again.
-        file.read(&staging, 8 * 1024, 10).unwrap();
+        file.read(&staging, None, 8 * 1024, 10).unwrap();
         assert!(file.read_ahead(3 << 10).is_empty());
-        file.read(&staging, 2 * 1024, 10).unwrap();
+        file.read(&staging, None, 2 * 1024, 10).unwrap();
         assert!(file.read_ahead(3 << 10).is_empty());
-        file.read(&staging, 3 * 1024, 10).unwrap();
+        file.read(&staging, None, 3 * 1024, 10).unwrap();
         assert_eq!(file.read_ahead(3 << 10), leaves[4..7]);
 
         // The window stops at the end of the file.
-        file.read(&staging, 4 * 1024, 3 * 1024).unwrap();
+        file.read(&staging, None, 4 * 1024, 3 * 1024).unwrap();
         assert_eq!(file.read_ahead(3 << 10), leaves[7..10]);
         assert!(file.read_ahead(3 << 10).is_empty());
     }

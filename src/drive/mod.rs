@@ -592,7 +592,7 @@ impl Drive {
     pub fn read(&self, fh: u64, offset: u64, len: u32) -> Result<Vec<u8>, DriveError> {
         let (_, content) = self.handle(fh)?;
         let mut c = content.lock().unwrap_or_else(|e| e.into_inner());
-        let data = c.read(&self.staging, offset, len)?;
+        let data = c.read(&self.staging, Some(&self.read_ahead), offset, len)?;
         let ahead = c.read_ahead(READ_AHEAD_BYTES);
         drop(c);
         self.read_ahead.request(ahead);
