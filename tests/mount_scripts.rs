@@ -17,32 +17,31 @@ const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/mount-scripts");
 /// Where mount(8) looks for the helper of type `fuse.peerfs`.
 const HELPER: &str = "/sbin/mount.fuse.peerfs";
 
-/// `/sbin/mount.fuse.peerfs` linked to this checkout's helper for the test; removed on
-/// drop if the test made it.
+/// `/sbin/mount.fuse.peerfs` linked to this checkout's helper for the test. Whatever was
+/// there (an installed helper, a link to another checkout) is moved aside and put back
+/// on drop.
 struct HelperLink {
-    made: bool,
+    saved: Option<PathBuf>,
 }
 
 impl HelperLink {
     fn install() -> HelperLink {
         let ours = Path::new(SCRIPTS).join("mount.peerfs");
-        match fs::read_link(HELPER) {
-            Ok(target) => {
-                assert_eq!(target, ours, "{HELPER} exists and is not this checkout's");
-                HelperLink { made: false }
-            }
-            Err(_) => {
-                symlink(&ours, HELPER).expect("linking the mount helper into /sbin needs root");
-                HelperLink { made: true }
-            }
-        }
+        let saved = fs::symlink_metadata(HELPER).is_ok().then(|| {
+            let aside = PathBuf::from(format!("{HELPER}.saved-by-peerfs-test"));
+            fs::rename(HELPER, &aside).expect("moving the installed helper aside");
+            aside
+        });
+        symlink(&ours, HELPER).expect("linking the mount helper into /sbin needs root");
+        HelperLink { saved }
     }
 }
 
 impl Drop for HelperLink {
     fn drop(&mut self) {
-        if self.made {
-            let _ = fs::remove_file(HELPER);
+        let _ = fs::remove_file(HELPER);
+        if let Some(aside) = &self.saved {
+            let _ = fs::rename(aside, HELPER);
         }
     }
 }
