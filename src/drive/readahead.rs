@@ -4,14 +4,14 @@
 //! from the store first and hand them over in memory: the reader takes each chunk ready,
 //! while the disk works on the ones after it.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use cid::Cid;
 use tracing::debug;
 
+use crate::store::handover::Handover;
 use crate::store::Blocks;
 
 /// Threads reading ahead: enough to keep a disk's queue busy, few enough to leave the
@@ -19,44 +19,12 @@ use crate::store::Blocks;
 const THREADS: usize = 4;
 /// Chunks queued at most; a full queue drops new requests instead of blocking a reader.
 const QUEUE: usize = 64;
-/// Blocks read ahead and not yet taken, at most: a reader that stops leaves at most
-/// this many (the oldest go first).
+/// Blocks read ahead and not yet taken, at most.
 const READY: usize = 32;
 
 pub struct ReadAhead {
     queue: SyncSender<Cid>,
-    ready: Arc<Mutex<Ready>>,
-}
-
-/// Blocks read ahead, oldest first.
-#[derive(Default)]
-struct Ready {
-    blocks: HashMap<Cid, Vec<u8>>,
-    order: VecDeque<Cid>,
-}
-
-impl Ready {
-    fn insert(&mut self, cid: Cid, bytes: Vec<u8>) {
-        if self.blocks.insert(cid, bytes).is_none() {
-            self.order.push_back(cid);
-        }
-        while self.order.len() > READY {
-            if let Some(old) = self.order.pop_front() {
-                self.blocks.remove(&old);
-            }
-        }
-    }
-
-    fn take(&mut self, cid: &Cid) -> Option<Vec<u8>> {
-        let bytes = self.blocks.remove(cid)?;
-        self.order.retain(|c| c != cid);
-        Some(bytes)
-    }
-}
-
-fn lock(ready: &Mutex<Ready>) -> MutexGuard<'_, Ready> {
-    // Every operation leaves the map consistent.
-    ready.lock().unwrap_or_else(|e| e.into_inner())
+    ready: Arc<Handover>,
 }
 
 impl ReadAhead {
@@ -64,7 +32,7 @@ impl ReadAhead {
     pub fn start(store: Arc<dyn Blocks>) -> ReadAhead {
         let (queue, jobs) = sync_channel::<Cid>(QUEUE);
         let jobs = Arc::new(Mutex::new(jobs));
-        let ready = Arc::new(Mutex::new(Ready::default()));
+        let ready = Arc::new(Handover::new(READY));
         for i in 0..THREADS {
             let store = Arc::clone(&store);
             let jobs = Arc::clone(&jobs);
@@ -82,7 +50,7 @@ impl ReadAhead {
 
     /// The block `cid` if it was read ahead; it is handed over once.
     pub fn take(&self, cid: &Cid) -> Option<Vec<u8>> {
-        lock(&self.ready).take(cid)
+        self.ready.take(cid)
     }
 
     /// Asks for `cids` to be read soon; never waits.
@@ -96,7 +64,7 @@ impl ReadAhead {
     }
 }
 
-fn fetch(store: &dyn Blocks, jobs: &Mutex<Receiver<Cid>>, ready: &Mutex<Ready>) {
+fn fetch(store: &dyn Blocks, jobs: &Mutex<Receiver<Cid>>, ready: &Handover) {
     loop {
         let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(cid) = next else {
@@ -104,7 +72,7 @@ fn fetch(store: &dyn Blocks, jobs: &Mutex<Receiver<Cid>>, ready: &Mutex<Ready>) 
         };
         // A failure shows up when the reader itself gets to this block.
         if let Ok(Some(bytes)) = store.get(&cid) {
-            lock(ready).insert(cid, bytes);
+            ready.insert(cid, bytes);
         }
     }
 }

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::head::SignedHead;
+use crate::store::handover::Handover;
 use crate::store::{Blocks, StoreError, Unavailable};
 use peerbook::PeerEntry;
 
@@ -107,6 +108,8 @@ pub struct NetHandle {
     commands: mpsc::UnboundedSender<Command>,
     runtime: tokio::runtime::Handle,
     fetch_timeout: Duration,
+    /// Blocks prefetched for a reader, waiting for it in memory.
+    prefetched: Arc<Handover>,
 }
 
 impl NetHandle {
@@ -142,8 +145,13 @@ impl NetHandle {
         .unwrap_or(Err(Unavailable::Stopped))
     }
 
-    /// Asks for `cid` in the background; it lands in the store. The caller has checked
-    /// that the store lacks it.
+    /// A block prefetched for a reader, if it is waiting in memory (handed over once).
+    pub fn take_prefetched(&self, cid: &Cid) -> Option<Vec<u8>> {
+        self.prefetched.take(cid)
+    }
+
+    /// Asks for `cid` in the background; it lands in the store, and waits for its
+    /// reader in memory for a while. The caller has checked that the store lacks it.
     pub fn prefetch(&self, cid: &Cid, owner: Option<PeerId>) {
         self.send(Command::Fetch {
             cid: *cid,
@@ -186,6 +194,9 @@ pub struct RemoteBlocks {
 
 impl Blocks for RemoteBlocks {
     fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(b) = self.net.take_prefetched(cid) {
+            return Ok(Some(b));
+        }
         if let Some(b) = self.local.get(cid)? {
             return Ok(Some(b));
         }

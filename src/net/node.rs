@@ -41,6 +41,7 @@ use super::{BlockReply, Command, NetConfig, NetError, NetEvent, NetHandle, PeerI
 use crate::block::{Block, RAW};
 use crate::drive::OWN_HEAD;
 use crate::head::SignedHead;
+use crate::store::handover::Handover;
 use crate::store::{HeadStore, Unavailable};
 
 /// A source that has not answered in this long gets a second one asked beside it.
@@ -56,6 +57,8 @@ const LEAVES_PER_REQUEST: usize = 1;
 /// A block that just failed fails again at once for this long, unless a new peer
 /// connects: the kernel retries a failed read, and each retry must not wait again.
 const FAILED_MEMORY: Duration = Duration::from_secs(10);
+/// Prefetched blocks waiting in memory for their reader, at most (a prefetch window).
+const PREFETCHED_WAITING: usize = 32;
 /// How often the DHT is asked again for the holders of one owner's blocks.
 const HOLDER_LOOKUP_EVERY: Duration = Duration::from_secs(10);
 const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerfs/kad/1.0.0");
@@ -150,6 +153,7 @@ struct Node {
     failed: HashMap<Cid, (Instant, Unavailable)>,
     served: mpsc::UnboundedSender<(ResponseChannel<BlockResponse>, BlockResponse)>,
     checked: mpsc::UnboundedSender<Checked>,
+    prefetched: Arc<Handover>,
     listen_addrs: Vec<Multiaddr>,
     /// When the DHT was last asked for the holders of each owner's blocks.
     holder_lookups: HashMap<PeerId, Instant>,
@@ -176,6 +180,7 @@ pub fn start(
     let (commands, inbox) = mpsc::unbounded_channel();
     let (served, served_inbox) = mpsc::unbounded_channel();
     let (checked, checked_inbox) = mpsc::unbounded_channel();
+    let prefetched = Arc::new(Handover::new(PREFETCHED_WAITING));
     let own_head = load_head(store.as_ref(), OWN_HEAD);
     let mut node = Node {
         swarm,
@@ -191,6 +196,7 @@ pub fn start(
         failed: HashMap::new(),
         served,
         checked,
+        prefetched: Arc::clone(&prefetched),
         listen_addrs: Vec::new(),
         holder_lookups: HashMap::new(),
     };
@@ -211,6 +217,7 @@ pub fn start(
         commands,
         runtime: runtime.handle().clone(),
         fetch_timeout: config.fetch_timeout,
+        prefetched,
     };
     drop(_guard);
     Ok((handle, runtime))
@@ -853,6 +860,10 @@ impl Node {
         let Some(want) = self.wants.remove(block.cid()) else {
             return;
         };
+        if want.waiters.is_empty() {
+            // A prefetch: its reader takes it from memory instead of the store.
+            self.prefetched.insert(*block.cid(), block.data().to_vec());
+        }
         for w in want.waiters {
             let _ = w.send(Ok(block.data().to_vec()));
         }

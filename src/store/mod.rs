@@ -7,11 +7,13 @@
 //! - `MemoryBlocks`: in memory, for pure format tests.
 //! - `rocks`: the persistent store in RocksDB (feature `rocksdb`, on by default).
 //! - `cache`: the least-recently-used index of evictable blocks fetched from peers.
+//! - `handover`: blocks read ahead, handed to their reader in memory.
 
 #[cfg(feature = "rocksdb")]
 pub mod rocks;
 
 pub mod cache;
+pub mod handover;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
