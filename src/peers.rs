@@ -7,7 +7,7 @@
 //! the kernel has seen, swaps CIDs in place, and returns the exact entries and inodes
 //! the kernel must forget.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::UNIX_EPOCH;
 
@@ -17,7 +17,7 @@ use libp2p::PeerId;
 use crate::block::{Block, RAW};
 use crate::drive::{node_attr, Attr, DriveError, Kind};
 use crate::net::{NetHandle, RemoteBlocks};
-use crate::store::{Blocks, StoreError};
+use crate::store::{copy_part, Blocks, StoreError};
 use crate::unixfs::{list, load_node, FileNode, FileReader, Node};
 
 /// Peer inodes are numbered from here up; the drive's stay below.
@@ -88,7 +88,7 @@ const RECENT_BLOCKS: usize = 8;
 
 pub struct PeerView {
     local: Arc<dyn Blocks>,
-    recent: Mutex<std::collections::VecDeque<(Cid, Arc<Vec<u8>>)>>,
+    recent: Mutex<VecDeque<(Cid, Arc<Vec<u8>>)>>,
     net: NetHandle,
     /// The inode of `peers/` itself, the parent of every top.
     peers_ino: u64,
@@ -256,7 +256,7 @@ impl PeerView {
             view: self,
             inner: &blocks,
         };
-        let reader = FileReader::from_node(&reading, cid, (*root).clone());
+        let reader = FileReader::from_node(&reading, cid, root);
         let mut buf = vec![0u8; end.saturating_sub(offset) as usize];
         let n = reader.read_at(offset, &mut buf)?;
         buf.truncate(n);
@@ -509,27 +509,42 @@ struct RecentBlocks<'a> {
     inner: &'a RemoteBlocks,
 }
 
+impl RecentBlocks<'_> {
+    fn recent(&self) -> MutexGuard<'_, VecDeque<(Cid, Arc<Vec<u8>>)>> {
+        self.view.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Block `cid` from memory, or else through `inner` (then kept in memory).
+    fn block(&self, cid: &Cid) -> Result<Option<Arc<Vec<u8>>>, StoreError> {
+        let hit = self
+            .recent()
+            .iter()
+            .find(|(c, _)| c == cid)
+            .map(|(_, b)| Arc::clone(b));
+        if hit.is_some() {
+            return Ok(hit);
+        }
+        let Some(bytes) = self.inner.get(cid)? else {
+            return Ok(None);
+        };
+        let bytes = Arc::new(bytes);
+        let mut recent = self.recent();
+        if recent.len() >= RECENT_BLOCKS {
+            recent.pop_front();
+        }
+        recent.push_back((*cid, Arc::clone(&bytes)));
+        Ok(Some(bytes))
+    }
+}
+
 impl Blocks for RecentBlocks<'_> {
     fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
-        let hit = {
-            let recent = self.view.recent.lock().unwrap_or_else(|e| e.into_inner());
-            recent
-                .iter()
-                .find(|(c, _)| c == cid)
-                .map(|(_, b)| Arc::clone(b))
-        };
-        if let Some(b) = hit {
-            return Ok(Some(b.to_vec()));
-        }
-        let got = self.inner.get(cid)?;
-        if let Some(b) = &got {
-            let mut recent = self.view.recent.lock().unwrap_or_else(|e| e.into_inner());
-            if recent.len() >= RECENT_BLOCKS {
-                recent.pop_front();
-            }
-            recent.push_back((*cid, Arc::new(b.clone())));
-        }
-        Ok(got)
+        Ok(self.block(cid)?.map(|b| b.to_vec()))
+    }
+
+    /// The kernel reads a 1 MiB leaf 128 KiB at a time: copy only that part.
+    fn read_part(&self, cid: &Cid, offset: u64, out: &mut [u8]) -> Result<Option<u64>, StoreError> {
+        Ok(self.block(cid)?.map(|b| copy_part(&b, offset, out)))
     }
 
     fn has(&self, cid: &Cid) -> Result<bool, StoreError> {

@@ -77,6 +77,21 @@ pub trait Blocks: Send + Sync {
     fn put_cached(&self, blocks: &[Block]) -> Result<(), StoreError> {
         self.put_bulk(blocks)
     }
+    /// Copies the bytes of block `cid` from `offset` into `out` and returns the block's
+    /// length (`None` if it is missing). A block too short for the range copies nothing:
+    /// the caller compares the length with what it expected.
+    fn read_part(&self, cid: &Cid, offset: u64, out: &mut [u8]) -> Result<Option<u64>, StoreError> {
+        Ok(self.get(cid)?.map(|bytes| copy_part(&bytes, offset, out)))
+    }
+}
+
+/// `read_part` on bytes in memory.
+pub fn copy_part(bytes: &[u8], offset: u64, out: &mut [u8]) -> u64 {
+    let start = offset as usize;
+    if let Some(part) = bytes.get(start..start.saturating_add(out.len())) {
+        out.copy_from_slice(part);
+    }
+    bytes.len() as u64
 }
 
 /// A block store that also keeps named heads (a drive's current root record), each

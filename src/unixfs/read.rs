@@ -2,12 +2,14 @@
 //! at random offsets (touching only the blocks under the range) or as a stream.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use cid::Cid;
 
 use super::build::DirEntry;
 use super::node::{FileNode, Node};
 use super::{hamt, load_node, Error, FormatError};
+use crate::block::RAW;
 use crate::store::Blocks;
 
 /// A file DAG never needs more levels than this (1024-way nodes reach 2^100 bytes long
@@ -82,7 +84,7 @@ pub fn list(blocks: &dyn Blocks, dir_cid: &Cid, dir: &Node) -> Result<Vec<DirEnt
 /// Random access into a file DAG.
 pub struct FileReader<'b> {
     blocks: &'b dyn Blocks,
-    root: FileNode,
+    root: Arc<FileNode>,
     root_cid: Cid,
 }
 
@@ -91,7 +93,7 @@ impl<'b> FileReader<'b> {
         match load_node(blocks, cid)? {
             Node::File(root) => Ok(FileReader {
                 blocks,
-                root,
+                root: Arc::new(root),
                 root_cid: *cid,
             }),
             n if n.is_dir() => Err(Error::IsADirectory(cid.to_string())),
@@ -99,10 +101,12 @@ impl<'b> FileReader<'b> {
         }
     }
 
-    pub fn from_node(blocks: &'b dyn Blocks, cid: Cid, root: FileNode) -> Self {
+    /// A reader of the file `cid` whose root node is already decoded (shared, so a
+    /// caller that keeps it open does not copy its links for every read).
+    pub fn from_node(blocks: &'b dyn Blocks, cid: Cid, root: impl Into<Arc<FileNode>>) -> Self {
         FileReader {
             blocks,
-            root,
+            root: root.into(),
             root_cid: cid,
         }
     }
@@ -157,6 +161,23 @@ impl<'b> FileReader<'b> {
             }
             let within = want - pos;
             let n = ((size - within) as usize).min(buf.len() - done);
+            if child_cid.codec() == RAW {
+                // A raw leaf is file bytes: copy just the part wanted.
+                let out = &mut buf[done..done + n];
+                match self.blocks.read_part(child_cid, within, out)? {
+                    Some(len) if len == *size => {}
+                    Some(_) => {
+                        return Err(Error::Malformed {
+                            cid: *child_cid,
+                            source: FormatError::UnixFs("file part has the wrong size or type"),
+                        })
+                    }
+                    None => return Err(Error::Missing(*child_cid)),
+                }
+                done += n;
+                pos += size;
+                continue;
+            }
             let child = match load_node(self.blocks, child_cid)? {
                 Node::File(f) if f.filesize == *size => f,
                 _ => {
@@ -196,7 +217,7 @@ impl<'b> FileReader<'b> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(READ_AHEAD);
         std::thread::scope(|scope| {
             let reader = scope.spawn(move || {
-                let mut root = self.root.clone();
+                let mut root = (*self.root).clone();
                 self.stream(
                     &mut root,
                     &self.root_cid,
