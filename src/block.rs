@@ -48,6 +48,10 @@ impl Block {
         &self.data
     }
 
+    pub fn into_data(self) -> Vec<u8> {
+        self.data
+    }
+
     pub fn len(&self) -> u64 {
         self.data.len() as u64
     }

@@ -34,7 +34,7 @@ use tracing::{debug, info, warn};
 
 use super::peerbook::PeerEntry;
 use super::protocol::{
-    BlockMessages, BlockRequest, BlockResponse, Codec, HeadMessages, HeadRequest, HeadResponse,
+    BlockCodec, BlockRequest, BlockResponse, Codec, HeadMessages, HeadRequest, HeadResponse,
     BLOCK_PROTOCOL, HEAD_PROTOCOL, MAX_BLOCK, MAX_HEADS, MAX_WANT, RESPONSE_BUDGET,
 };
 use super::{BlockReply, Command, NetConfig, NetError, NetEvent, NetHandle, PeerInfo};
@@ -71,7 +71,7 @@ struct Behaviour {
     kad: kad::Behaviour<MemoryStore>,
     mdns: Toggle<mdns::tokio::Behaviour>,
     gossipsub: gossipsub::Behaviour,
-    blocks: request_response::Behaviour<Codec<BlockMessages>>,
+    blocks: request_response::Behaviour<BlockCodec>,
     heads: request_response::Behaviour<Codec<HeadMessages>>,
 }
 
@@ -111,7 +111,9 @@ struct Checked {
     peer: PeerId,
     id: OutboundRequestId,
     asked: Vec<Cid>,
-    blocks: Vec<Result<Block, (Cid, String)>>,
+    blocks: Vec<Block>,
+    /// Blocks whose bytes did not match their CID, and why.
+    bad: Vec<(Cid, String)>,
     missing: Vec<Cid>,
 }
 
@@ -784,16 +786,27 @@ impl Node {
             .filter(|c| asked_set.contains(c))
             .collect();
         let checked = self.checked.clone();
+        let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || {
-            let blocks = sent
-                .into_iter()
-                .map(|(cid, data)| Block::verified(cid, data).map_err(|e| (cid, e.to_string())))
-                .collect();
+            let mut blocks = Vec::with_capacity(sent.len());
+            let mut bad = Vec::new();
+            for (cid, data) in sent {
+                match Block::verified(cid, data) {
+                    Ok(b) => blocks.push(b),
+                    Err(e) => bad.push((cid, e.to_string())),
+                }
+            }
+            // Kept (as evictable cache) before anyone is answered, so an asker that
+            // looks in the store after this finds it there.
+            if let Err(e) = store.put_cached(&blocks) {
+                warn!("cannot keep {} fetched blocks: {e}", blocks.len());
+            }
             let _ = checked.send(Checked {
                 peer,
                 id,
                 asked,
                 blocks,
+                bad,
                 missing,
             });
         });
@@ -806,21 +819,18 @@ impl Node {
             id,
             asked,
             blocks,
+            bad,
             missing,
         } = c;
         let mut settled = HashSet::new();
-        for result in blocks {
-            match result {
-                Ok(block) => {
-                    settled.insert(*block.cid());
-                    self.deliver(block);
-                }
-                Err((cid, e)) => {
-                    self.bad_block(peer, &e);
-                    self.give_up_on(peer, id, &[cid]);
-                    settled.insert(cid);
-                }
-            }
+        for block in blocks {
+            settled.insert(*block.cid());
+            self.deliver(block);
+        }
+        for (cid, e) in bad {
+            self.bad_block(peer, &e);
+            self.give_up_on(peer, id, &[cid]);
+            settled.insert(cid);
         }
         self.give_up_on(peer, id, &missing);
         settled.extend(missing);
@@ -855,25 +865,22 @@ impl Node {
         }
     }
 
-    /// Keeps a verified block and answers everyone waiting for it.
+    /// Answers everyone waiting for a verified (and kept) block.
     fn deliver(&mut self, block: Block) {
         let Some(want) = self.wants.remove(block.cid()) else {
             return;
         };
-        if want.waiters.is_empty() {
+        let cid = *block.cid();
+        let mut waiters = want.waiters;
+        let Some(last) = waiters.pop() else {
             // A prefetch: its reader takes it from memory instead of the store.
-            self.prefetched.insert(*block.cid(), block.data().to_vec());
-        }
-        for w in want.waiters {
+            self.prefetched.insert(cid, block.into_data());
+            return;
+        };
+        for w in waiters {
             let _ = w.send(Ok(block.data().to_vec()));
         }
-        // Off the event loop; the store keeps it as evictable cache.
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.put_cached(std::slice::from_ref(&block)) {
-                warn!("cannot keep block {}: {e}", block.cid());
-            }
-        });
+        let _ = last.send(Ok(block.into_data()));
     }
 
     /// Sends requests for every want that has no request out, grouped by source.
