@@ -58,6 +58,12 @@ impl RocksStore {
         // RocksDB's default (FADV_RANDOM) turns off the kernel's readahead, but a file's
         // leaves sit in blob files in order: sequential reads want readahead.
         opts.set_advise_random_on_open(false);
+        // RocksDB reserves room for each write-ahead log and table file ahead of
+        // writing it (a fresh WAL takes ~70 MiB). Free space must mean what it says
+        // for `min_disk_free` to work, so reserve nothing.
+        let opts = opts
+            .get_options_from_string("allow_fallocate=false")
+            .map_err(|e| db_error(path, e))?;
         let families = FAMILIES
             .iter()
             .map(|&name| ColumnFamilyDescriptor::new(name, family_options(name)));
