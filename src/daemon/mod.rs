@@ -13,7 +13,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use fuser::{INodeNo, MountOption, Notifier, Session};
 use tracing::{error, info, warn};
@@ -30,8 +30,12 @@ use crate::store::rocks::RocksStore;
 use crate::store::{Blocks, HeadStore};
 use control::{PinInfo, Request, Response, Status};
 
-/// How often changes are committed; fsync and unmount commit at once.
-pub const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// Changes are committed (and announced) once they pause this long...
+const COMMIT_QUIET: Duration = Duration::from_millis(100);
+/// ...and at least this often while they go on. fsync and unmount commit at once.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the committer looks for changes.
+const COMMIT_POLL: Duration = Duration::from_millis(25);
 /// FUSE worker threads: requests for different files proceed in parallel.
 const FUSE_THREADS: usize = 4;
 /// How long unmount waits for the kernel to let the session go.
@@ -330,19 +334,25 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     committed.map(drop).map_err(DaemonError::from)
 }
 
-/// Commits every `COMMIT_INTERVAL` until the returned sender is dropped, and announces
-/// each new head, including those fsync committed in between.
+/// Commits changes when they pause (or every `COMMIT_INTERVAL` while they go on) until
+/// the returned sender is dropped, and announces each new head, including those fsync
+/// committed in between.
 fn start_committer(
     drive: Arc<Drive>,
     net: NetHandle,
 ) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
     let (stop, stopped) = mpsc::channel::<()>();
     let mut announced = drive.head().map_or(0, |h| h.head().seq);
+    let mut retry_after = Instant::now();
     let handle = std::thread::spawn(move || loop {
-        match stopped.recv_timeout(COMMIT_INTERVAL) {
+        match stopped.recv_timeout(COMMIT_POLL) {
             Err(RecvTimeoutError::Timeout) => {
-                if let Err(e) = drive.commit() {
-                    error!("commit failed (will retry): {e}");
+                let due = drive.commit_due(COMMIT_QUIET, COMMIT_INTERVAL);
+                if due && Instant::now() >= retry_after {
+                    if let Err(e) = drive.commit() {
+                        error!("commit failed (will retry): {e}");
+                        retry_after = Instant::now() + COMMIT_INTERVAL;
+                    }
                 }
                 if let Some(head) = drive.head().filter(|h| h.head().seq > announced) {
                     announced = head.head().seq;

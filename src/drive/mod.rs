@@ -2,7 +2,8 @@
 //!
 //! - `Drive`: the inode table over the stored tree (directories load lazily), open file
 //!   handles, and commits. Changed directories are marked dirty up to the root and
-//!   rebuilt at the next commit, batched on an interval like a journaling filesystem's.
+//!   rebuilt at the next commit: once changes pause (`commit_due`), and at least every
+//!   so often while they go on, like a journaling filesystem's batched commits.
 //! - [`file`]: one file's contents as a chunk-granular copy-on-write overlay.
 //! - [`staging`]: new blocks waiting for the commit that makes them reachable.
 //! - [`readahead`]: threads that read a sequential reader's next chunks early.
@@ -20,7 +21,7 @@ pub mod staging;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cid::Cid;
 use libp2p_identity::Keypair;
@@ -188,6 +189,9 @@ struct State {
     last_commit: Option<SystemTime>,
     /// The newest committed head, for announcing.
     head: Option<SignedHead>,
+    /// The first and the latest change since the last commit.
+    dirty_since: Option<Instant>,
+    last_change: Option<Instant>,
 }
 
 pub struct Drive {
@@ -250,6 +254,8 @@ impl Drive {
                 .as_ref()
                 .map(|h| UNIX_EPOCH + Duration::from_millis(h.head().time_ms)),
             head,
+            dirty_since: None,
+            last_change: None,
         };
         Ok(Drive {
             state: Mutex::new(state),
@@ -738,7 +744,18 @@ impl Drive {
         st.root = Some(root.cid);
         st.last_commit = Some(SystemTime::now());
         st.head = Some(head.clone());
+        st.dirty_since = None;
         Ok(Some(Commit { head }))
+    }
+
+    /// Whether uncommitted changes should be committed now: they have paused for
+    /// `quiet` (a file was saved, a copy finished), or have gone on for `longest`.
+    pub fn commit_due(&self, quiet: Duration, longest: Duration) -> bool {
+        let st = self.lock();
+        let (Some(first), Some(last)) = (st.dirty_since, st.last_change) else {
+            return false;
+        };
+        st.inodes[&ROOT].built.is_none() && (last.elapsed() >= quiet || first.elapsed() >= longest)
     }
 
     fn build_dir(
@@ -916,6 +933,9 @@ fn new_handle(st: &mut State, ino: u64, content: Arc<Mutex<FileContent>>) -> u64
 /// Marks `dir` and its ancestors changed; with `modified`, its mtime becomes now (an
 /// entry was added, removed or renamed).
 fn touch_dir(st: &mut State, dir: u64, modified: bool) {
+    let now = Instant::now();
+    st.last_change = Some(now);
+    st.dirty_since.get_or_insert(now);
     if modified {
         if let Some(inode) = st.inodes.get_mut(&dir) {
             let now = SystemTime::now();
@@ -997,5 +1017,39 @@ pub fn to_system_time(m: Mtime) -> SystemTime {
     } else {
         UNIX_EPOCH - Duration::from_secs(m.secs.unsigned_abs())
             + Duration::from_nanos(m.nanos.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::rocks::RocksStore;
+
+    fn drive(dir: &std::path::Path) -> Drive {
+        let store = Arc::new(RocksStore::open(dir, true).unwrap());
+        Drive::load(store, ImportOptions::default(), Keypair::generate_ed25519()).unwrap()
+    }
+
+    #[test]
+    fn a_commit_is_due_when_changes_pause_or_go_on_too_long() {
+        let dir = tempfile::tempdir().unwrap();
+        let drive = drive(dir.path());
+        let (long, none) = (Duration::from_secs(3600), Duration::ZERO);
+        assert!(!drive.commit_due(none, none), "nothing changed yet");
+
+        // Writing alone changes nothing committed: the file enters the tree on close.
+        let (_, fh) = drive.create(ROOT, b"a.txt", 0o644).unwrap();
+        drive.commit().unwrap();
+        drive.write(fh, 0, b"hello").unwrap();
+        assert!(!drive.commit_due(none, none));
+        drive.release(fh).unwrap();
+        assert!(drive.commit_due(none, long), "changes paused");
+        assert!(drive.commit_due(long, none), "changes went on too long");
+        assert!(!drive.commit_due(long, long), "neither yet");
+
+        drive.commit().unwrap();
+        assert!(!drive.commit_due(none, none), "committed");
+        drive.mkdir(ROOT, b"d", 0o755).unwrap();
+        assert!(drive.commit_due(none, long));
     }
 }
