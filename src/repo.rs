@@ -81,6 +81,10 @@ pub struct Config {
     /// announces what it holds.
     #[serde(default = "yes")]
     pub dht_server: bool,
+    /// Most connections to other nodes; followed peers are always let in, and do not
+    /// count.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
     #[serde(default)]
     pub import: ImportConfig,
 }
@@ -96,6 +100,7 @@ impl Default for Config {
             min_disk_free: default_min_disk_free(),
             bootstrap: Vec::new(),
             dht_server: true,
+            max_connections: default_max_connections(),
             import: ImportConfig::default(),
         }
     }
@@ -119,6 +124,10 @@ fn everyone() -> Vec<String> {
 
 fn default_fetch_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(30)
+}
+
+fn default_max_connections() -> u32 {
+    256
 }
 
 fn default_cache_size() -> bytesize::ByteSize {

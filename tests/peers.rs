@@ -320,3 +320,35 @@ fn peers_talk_over_quic_alone() {
     assert_same_tree(&a.drive().join("docs"), &local.path().join("docs"));
     assert!(b.repo.ok(&["peers"]).contains("connected:   yes"));
 }
+
+#[test]
+fn followed_peers_get_in_past_the_connection_limit() {
+    let repo = TestRepo::new();
+    repo.set_config("max_connections", "1");
+    let a = Mounted::with_repo(repo);
+    let connected = |m: &Mounted| m.repo.ok(&["peers"]).contains("connected:   yes");
+
+    // C takes alice's only free slot.
+    let c = Mounted::new();
+    follow(&c, &a, "alice");
+    wait_for("c connects to alice", Duration::from_secs(15), || {
+        connected(&c)
+    });
+
+    // D is turned away, however often it redials...
+    let d = Mounted::new();
+    follow(&d, &a, "alice");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        assert!(!connected(&d), "d got in past max_connections = 1");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // ...but a peer alice follows is protected: it gets in, and C stays.
+    let b = Mounted::new();
+    follow(&a, &b, "bob");
+    wait_for("alice connects to bob", Duration::from_secs(15), || {
+        connected(&a)
+    });
+    assert!(connected(&c), "c lost its connection");
+}

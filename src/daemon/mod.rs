@@ -107,6 +107,7 @@ fn net_config(repo: &Repo, book: &PeerBook, flags: &NetFlags) -> Result<NetConfi
         fetch_timeout: config.fetch_timeout,
         bootstrap: net::parse_addrs(&config.bootstrap)?,
         dht_server: config.dht_server,
+        max_connections: config.max_connections,
         corrupt_served_blocks: std::env::var_os("PEERFS_TEST_CORRUPT_BLOCKS").is_some(),
     })
 }

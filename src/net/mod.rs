@@ -59,6 +59,8 @@ pub struct NetConfig {
     pub fetch_timeout: Duration,
     pub bootstrap: Vec<Multiaddr>,
     pub dht_server: bool,
+    /// Most established connections, not counting followed peers'.
+    pub max_connections: u32,
     /// Test-only fault: serve every block with one byte flipped.
     pub corrupt_served_blocks: bool,
 }

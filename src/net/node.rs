@@ -227,6 +227,7 @@ pub fn start(
 
 fn build_swarm(keypair: &Keypair, config: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
     let mdns_on = config.mdns;
+    let max_connections = config.max_connections;
     let kad_mode = if config.dht_server {
         kad::Mode::Server
     } else {
@@ -246,7 +247,7 @@ fn build_swarm(keypair: &Keypair, config: &NetConfig) -> Result<Swarm<Behaviour>
             let me = key.public().to_peer_id();
             let limits = connection_limits::ConnectionLimits::default()
                 .with_max_pending_incoming(Some(64))
-                .with_max_established_incoming(Some(256))
+                .with_max_established(Some(max_connections))
                 .with_max_established_per_peer(Some(4));
             let gossip_config = gossipsub::ConfigBuilder::default()
                 .heartbeat_interval(Duration::from_millis(500))
@@ -359,6 +360,7 @@ impl Node {
                     let behaviour = self.swarm.behaviour_mut();
                     let _ = behaviour.gossipsub.unsubscribe(&head_topic(&peer));
                     behaviour.kad.stop_providing(&holders_key(&peer));
+                    behaviour.limits.remove_peer_id(&peer);
                 }
             }
             Command::Peers(reply) => {
@@ -418,11 +420,10 @@ impl Node {
 
     fn follow(&mut self, entry: PeerEntry) {
         let Some(peer) = entry.peer_id() else { return };
-        let _ = self
-            .swarm
-            .behaviour_mut()
-            .gossipsub
-            .subscribe(&head_topic(&peer));
+        let behaviour = self.swarm.behaviour_mut();
+        let _ = behaviour.gossipsub.subscribe(&head_topic(&peer));
+        // Protected: let in past the connection limit, and not counted in it.
+        behaviour.limits.bypass_peer_id(&peer);
         for addr in entry.multiaddrs() {
             self.swarm.add_peer_address(peer, addr.clone());
             self.swarm.behaviour_mut().kad.add_address(&peer, addr);
