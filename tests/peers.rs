@@ -9,7 +9,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    addr, assert_same_tree, bytes, cid_of, follow, kill, sh, wait_for, write, Mounted, TestRepo,
+    addr, assert_same_tree, bytes, cid_of, follow, kill, peer_id, sh, wait_for, write, Mounted,
+    TestRepo,
 };
 
 /// A small tree with the shapes tools care about.
@@ -249,16 +250,6 @@ fn bootstrapped(bootstrap: &str, dht_server: bool) -> Mounted {
     repo.set_config("bootstrap", &format!("[\"{bootstrap}\"]"));
     repo.set_config("dht_server", &dht_server.to_string());
     Mounted::with_repo(repo)
-}
-
-fn peer_id(m: &Mounted) -> String {
-    m.repo
-        .ok(&["id"])
-        .lines()
-        .next()
-        .unwrap()
-        .trim()
-        .to_string()
 }
 
 #[test]

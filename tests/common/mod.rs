@@ -349,6 +349,17 @@ pub fn addr(m: &Mounted) -> String {
     found.unwrap()
 }
 
+/// The node's peer ID, as `peerfs id` prints it first.
+pub fn peer_id(m: &Mounted) -> String {
+    m.repo
+        .ok(&["id"])
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 pub fn follow(follower: &Mounted, target: &Mounted, name: &str) {
     follower
         .repo
