@@ -176,7 +176,11 @@ fn a_dead_peer_gives_eio_in_time_and_my_drive_keeps_answering() {
 fn blocks_come_from_another_holder_and_lies_are_rejected() {
     let a = Mounted::new();
     make_tree(&a.drive());
-    let c = Mounted::new();
+    // C stays out of DHT routing tables, so B cannot meet it through a lookup before
+    // the test introduces them.
+    let c_repo = TestRepo::new();
+    c_repo.set_config("dht_server", "false");
+    let c = Mounted::with_repo(c_repo);
     let mut liar_repo = TestRepo::new();
     liar_repo
         .env
