@@ -506,6 +506,11 @@ impl Filesystem for PeerFs {
                 Ok(v) => v,
                 Err(e) => return reply.error(errno(&e)),
             };
+            // Blocks already here (read ahead, or cached) are answered at once; only a
+            // read that must wait on the network leaves the session thread.
+            if let Some(data) = view.read_here(ino.0, offset, size) {
+                return reply.data(&data);
+            }
             return self.offload(move || match view.read(ino.0, offset, size) {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(errno(&e)),

@@ -8,6 +8,7 @@
 //! the kernel must forget.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::{Deref, Range};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::UNIX_EPOCH;
 
@@ -125,10 +126,16 @@ impl PeerView {
     }
 
     fn blocks(&self, owner: PeerId) -> RemoteBlocks {
+        self.blocks_of(owner, true)
+    }
+
+    /// `owner`'s blocks; with `fetch` false, only those already here.
+    fn blocks_of(&self, owner: PeerId, fetch: bool) -> RemoteBlocks {
         RemoteBlocks {
             local: Arc::clone(&self.local),
             net: self.net.clone(),
             owner: Some(owner),
+            fetch,
         }
     }
 
@@ -230,10 +237,26 @@ impl PeerView {
     }
 
     /// Reads up to `len` bytes at `offset`, and starts fetching what a sequential
-    /// reader will want next.
-    pub fn read(&self, ino: u64, offset: u64, len: u32) -> Result<Vec<u8>, DriveError> {
+    /// reader will want next. May wait on the network.
+    pub fn read(&self, ino: u64, offset: u64, len: u32) -> Result<ReadData, DriveError> {
+        self.read_from(ino, offset, len, true)
+    }
+
+    /// `read`, if every block it needs is here already (in memory or the store); never
+    /// waits on the network. `None` sends the caller to `read`.
+    pub fn read_here(&self, ino: u64, offset: u64, len: u32) -> Option<ReadData> {
+        self.read_from(ino, offset, len, false).ok()
+    }
+
+    fn read_from(
+        &self,
+        ino: u64,
+        offset: u64,
+        len: u32,
+        fetch: bool,
+    ) -> Result<ReadData, DriveError> {
         let (owner, cid) = self.owner_cid(ino)?;
-        let blocks = self.blocks(owner);
+        let blocks = self.blocks_of(owner, fetch);
         let cached = self.lock().nodes.get(&ino).and_then(|n| n.file.clone());
         let root = match cached {
             Some(f) => f,
@@ -257,10 +280,20 @@ impl PeerView {
             inner: &blocks,
         };
         let reader = FileReader::from_node(&reading, cid, root);
-        let mut buf = vec![0u8; end.saturating_sub(offset) as usize];
+        let len = end.saturating_sub(offset);
+        // The kernel's reads mostly fall inside one leaf: hand out that part of it.
+        if let Some((leaf, at, size)) = reader.leaf_holding(offset, len)? {
+            if let Some(bytes) = reading.block(&leaf)? {
+                if bytes.len() as u64 == size {
+                    let at = at as usize;
+                    return Ok(ReadData::Shared(bytes, at..at + len as usize));
+                }
+            }
+        }
+        let mut buf = vec![0u8; len as usize];
         let n = reader.read_at(offset, &mut buf)?;
         buf.truncate(n);
-        Ok(buf)
+        Ok(ReadData::Owned(buf))
     }
 
     /// Keeps the blocks ahead of a reader at `pos` asked for, a window at a time.
@@ -500,6 +533,24 @@ fn raw_file_attr(size: u64) -> Attr {
         perm: 0o644,
         mtime: UNIX_EPOCH,
         ctime: UNIX_EPOCH,
+    }
+}
+
+/// Bytes read from a peer's file: part of a leaf shared with the recent blocks, or a
+/// copy put together from several.
+pub enum ReadData {
+    Shared(Arc<Vec<u8>>, Range<usize>),
+    Owned(Vec<u8>),
+}
+
+impl Deref for ReadData {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            ReadData::Shared(block, range) => &block[range.clone()],
+            ReadData::Owned(bytes) => bytes,
+        }
     }
 }
 

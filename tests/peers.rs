@@ -49,7 +49,12 @@ fn peers_read_each_other_with_ordinary_tools_and_see_updates() {
              cp -a peers/alice/docs {l}/cp
              find peers/alice | sort > {l}/find.txt
              grep -r needle peers/alice
-             rsync -a peers/alice/docs/ {l}/rsync/"
+             rsync -a peers/alice/docs/ {l}/rsync/
+             # Reads past the page cache: across two 1 MiB leaves, then inside one.
+             for at in 1044480 1052672; do
+               dd if=peers/alice/docs/big.bin iflag=direct,skip_bytes skip=$at bs=12288 \
+                 count=1 status=none | cmp - <(tail -c +$((at + 1)) {l}/cp/big.bin | head -c 12288)
+             done"
         ),
     );
     assert!(out.contains("the needle is here"), "{out}");

@@ -504,6 +504,7 @@ impl Context {
             local: self.store.clone(),
             net: self.net.clone(),
             owner,
+            fetch: true,
         };
         // Under peers/, the directories above the pinned tree stay too, so that its
         // path still opens when the owner is gone.

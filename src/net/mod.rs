@@ -192,6 +192,8 @@ pub struct RemoteBlocks {
     pub local: Arc<dyn Blocks>,
     pub net: NetHandle,
     pub owner: Option<PeerId>,
+    /// False: a block that is not here is missing, rather than waited for.
+    pub fetch: bool,
 }
 
 impl Blocks for RemoteBlocks {
@@ -201,6 +203,9 @@ impl Blocks for RemoteBlocks {
         }
         if let Some(b) = self.local.get(cid)? {
             return Ok(Some(b));
+        }
+        if !self.fetch {
+            return Ok(None);
         }
         match self.net.fetch(cid, self.owner) {
             Ok(b) => Ok(Some(b)),

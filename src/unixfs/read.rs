@@ -125,6 +125,52 @@ impl<'b> FileReader<'b> {
         Ok(len)
     }
 
+    /// The raw leaf that holds all of `[offset, offset + len)`: its CID, where in it the
+    /// range starts, and its size. `None` when the range is not inside one raw leaf (it spans several, or
+    /// lies in inline data or a non-raw leaf). Lets a reader hand out a leaf's bytes
+    /// without copying them.
+    pub fn leaf_holding(&self, offset: u64, len: u64) -> Result<Option<(Cid, u64, u64)>, Error> {
+        let end = offset.saturating_add(len);
+        if len == 0 || end > self.size() {
+            return Ok(None);
+        }
+        let mut node = Arc::clone(&self.root);
+        let mut offset = offset;
+        for _ in 0..=MAX_FILE_DEPTH {
+            let mut pos = node.inline.len() as u64;
+            if offset < pos {
+                return Ok(None);
+            }
+            let Some((cid, size)) = node.children.iter().find(|(_, size)| {
+                pos += size;
+                offset < pos
+            }) else {
+                return Ok(None);
+            };
+            let start = pos - size;
+            if offset + len > pos {
+                return Ok(None);
+            }
+            offset -= start;
+            if cid.codec() == RAW {
+                return Ok(Some((*cid, offset, *size)));
+            }
+            node = match load_node(self.blocks, cid)? {
+                Node::File(f) if f.filesize == *size => Arc::new(f),
+                _ => {
+                    return Err(Error::Malformed {
+                        cid: *cid,
+                        source: FormatError::UnixFs("file part has the wrong size or type"),
+                    })
+                }
+            };
+        }
+        Err(Error::Malformed {
+            cid: self.root_cid,
+            source: FormatError::UnixFs("file DAG too deep"),
+        })
+    }
+
     /// Copies `buf.len()` bytes starting `offset` bytes into `node` (the caller keeps
     /// the range inside the node).
     fn read_node(
@@ -341,6 +387,34 @@ mod tests {
             b.push(chunk.to_vec(), &mut sink).unwrap();
         }
         b.finish(&mut sink).unwrap().cid
+    }
+
+    #[test]
+    fn the_leaf_holding_a_range_has_its_bytes() {
+        let store = Counting::default();
+        let content = data(10_000); // 100 leaves of 100 bytes, 4 levels of nodes
+        let cid = build_file(&store, &content, &small_opts(true));
+        let reader = FileReader::open(&store, &cid).unwrap();
+        for (off, len) in [(0, 100), (0, 1), (250, 50), (9_950, 50), (4_321, 7)] {
+            let (leaf, at, size) = reader.leaf_holding(off, len).unwrap().unwrap();
+            assert_eq!(leaf.codec(), RAW);
+            let bytes = store.inner.get(&leaf).unwrap().unwrap();
+            assert_eq!(bytes.len() as u64, size);
+            let at = at as usize;
+            assert_eq!(
+                &bytes[at..at + len as usize],
+                &content[off as usize..(off + len) as usize],
+                "{off}+{len}"
+            );
+        }
+        // Ranges across leaves, empty, or past the end are not one leaf's.
+        for (off, len) in [(50, 100), (99, 2), (0, 0), (9_950, 51), (20_000, 1)] {
+            assert_eq!(reader.leaf_holding(off, len).unwrap(), None, "{off}+{len}");
+        }
+        // Leaves wrapped in dag-pb are not raw bytes.
+        let wrapped = build_file(&store, &content, &small_opts(false));
+        let reader = FileReader::open(&store, &wrapped).unwrap();
+        assert_eq!(reader.leaf_holding(0, 10).unwrap(), None);
     }
 
     #[test]
