@@ -1,13 +1,14 @@
 //! The in-memory index of evictable blocks: which fetched blocks the cache holds, how
 //! big they are and which was used longest ago. The `cache` column family is its
-//! persistent copy (key → stamp, size); uses after a restart start from the stamps
-//! written when each block arrived.
+//! persistent copy (key → stamp, size): a block's stamp is written when it arrives, and
+//! again for blocks read since, when the store is flushed (`finish_bulk`, as the daemon
+//! stops), so the order of use survives a restart.
 //!
 //! Small blocks (directories, file roots, HAMT shards, tiny files) go only after every
 //! big one has: they cost little room, and without them a followed drive whose owner is
 //! offline could not even be listed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Blocks smaller than this are kept until no big block is left to evict.
 const SMALL_BLOCK: u64 = 64 * 1024;
@@ -34,6 +35,8 @@ pub struct CacheIndex {
     by_age: BTreeMap<(Tier, u64), Vec<u8>>,
     bytes: u64,
     next_stamp: u64,
+    /// Blocks used since their stamps were last stored.
+    touched: HashSet<Vec<u8>>,
 }
 
 impl CacheIndex {
@@ -70,7 +73,20 @@ impl CacheIndex {
             self.next_stamp += 1;
             self.by_age.insert((tier(size), now), key.to_vec());
             self.entries.insert(key.to_vec(), (now, size));
+            self.touched.insert(key.to_vec());
         }
+    }
+
+    /// `(key, stamp, size)` of the blocks used since the last call, to be stored.
+    pub fn take_touched(&mut self) -> Vec<(Vec<u8>, u64, u64)> {
+        let touched = std::mem::take(&mut self.touched);
+        touched
+            .into_iter()
+            .filter_map(|key| {
+                let (stamp, size) = *self.entries.get(&key)?;
+                Some((key, stamp, size))
+            })
+            .collect()
     }
 
     /// Forgets a block (it was evicted, or it became the drive's or a pin's).
@@ -155,6 +171,23 @@ mod tests {
         assert!(!c.remove(&key(1)));
         assert_eq!(c.bytes(), 30);
         assert_eq!(c.victims(0), vec![key(2), key(3), key(0)]);
+    }
+
+    #[test]
+    fn uses_are_handed_out_once_for_storing() {
+        let mut c = CacheIndex::default();
+        for i in 0..3 {
+            c.insert(key(i), 10);
+        }
+        assert!(
+            c.take_touched().is_empty(),
+            "arrivals are stored as they come"
+        );
+        c.touch(&key(0));
+        c.touch(&key(1));
+        c.remove(&key(1));
+        assert_eq!(c.take_touched(), vec![(key(0), 3, 10)]);
+        assert!(c.take_touched().is_empty());
     }
 
     #[test]

@@ -244,6 +244,22 @@ impl RocksStore {
         self.evict()
     }
 
+    /// Writes the stamps of cached blocks read since they were last written, so that
+    /// what was used recently is still known as such after a restart.
+    fn store_cache_order(&self) -> Result<(), StoreError> {
+        let mut cache = self.cache();
+        let Some(index) = cache.as_mut() else {
+            return Ok(());
+        };
+        let mut batch = WriteBatch::default();
+        for (key, stamp, size) in index.take_touched() {
+            batch.put_cf(self.cf(CF_CACHE), key, encode_entry(stamp, size));
+        }
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.db.write_opt(batch, &wo).map_err(|e| self.err(e))
+    }
+
     fn evict(&self) -> Result<(), StoreError> {
         let cap = self.cache_cap.load(Ordering::Relaxed);
         let mut cache = self.cache();
@@ -449,6 +465,7 @@ impl Blocks for RocksStore {
     }
 
     fn finish_bulk(&self) -> Result<(), StoreError> {
+        self.store_cache_order()?;
         // The cache family too: its entries are written without the log beside the
         // blocks, and a pin's removals of them must survive a crash.
         self.db
@@ -471,5 +488,36 @@ impl Blocks for RocksStore {
             batch.delete_cf(cf, c.hash().to_bytes());
         }
         self.db.write(batch).map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::RAW;
+
+    fn block(i: u8) -> Block {
+        Block::hash(cid::Version::V1, RAW, vec![i; 100 * 1024])
+    }
+
+    #[test]
+    fn the_order_of_use_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocks: Vec<Block> = (1..=3).map(block).collect();
+        {
+            let store = RocksStore::open(dir.path(), true).unwrap();
+            store.enable_cache(u64::MAX).unwrap();
+            for b in &blocks {
+                store.put_cached(std::slice::from_ref(b)).unwrap();
+            }
+            // The first to arrive is the latest used.
+            assert!(store.get(blocks[0].cid()).unwrap().is_some());
+            store.finish_bulk().unwrap();
+        }
+        let store = RocksStore::open(dir.path(), false).unwrap();
+        // Room for two and a bit: the least recently used one goes.
+        store.enable_cache(250 * 1024).unwrap();
+        let kept: Vec<bool> = blocks.iter().map(|b| store.has(b.cid()).unwrap()).collect();
+        assert_eq!(kept, [true, false, true]);
     }
 }
