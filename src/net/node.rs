@@ -61,6 +61,9 @@ const FAILED_MEMORY: Duration = Duration::from_secs(10);
 const PREFETCHED_WAITING: usize = 32;
 /// How often the DHT is asked again for the holders of one owner's blocks.
 const HOLDER_LOOKUP_EVERY: Duration = Duration::from_secs(10);
+/// My head goes into the DHT at most this often (the newest one); followers online get
+/// every head by gossip, and the DHT copy is for those that were not.
+const HEAD_RECORD_EVERY: Duration = Duration::from_secs(10);
 const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerfs/kad/1.0.0");
 
 #[derive(NetworkBehaviour)]
@@ -147,6 +150,9 @@ struct Node {
     config: NetConfig,
     events: std::sync::mpsc::Sender<NetEvent>,
     own_head: Option<SignedHead>,
+    /// When my head was last put in the DHT, and whether a newer one waits to be.
+    head_record_put: Option<Instant>,
+    head_record_due: bool,
     followed: HashMap<PeerId, Followed>,
     stats: HashMap<PeerId, PeerStats>,
     wants: HashMap<Cid, Want>,
@@ -191,6 +197,8 @@ pub fn start(
         config: config.clone(),
         events,
         own_head,
+        head_record_put: None,
+        head_record_due: false,
         followed: HashMap::new(),
         stats: HashMap::new(),
         wants: HashMap::new(),
@@ -460,22 +468,36 @@ impl Node {
     fn publish(&mut self, head: SignedHead) {
         let encoded = head.encoded().to_vec();
         let topic = head_topic(&self.me);
-        if let Err(e) = self
-            .swarm
-            .behaviour_mut()
-            .gossipsub
-            .publish(topic, encoded.clone())
-        {
+        if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, encoded) {
             // No follower online: they ask for the head when they connect.
             debug!("head {} not gossiped: {e}", head.head().seq);
         }
-        let record = kad::Record::new(head_key(&self.me), encoded);
+        self.own_head = Some(head);
+        self.head_record_due = true;
+        self.put_head_record(Instant::now());
+    }
+
+    /// Puts my newest head in the DHT, unless it was put there a moment ago (then the
+    /// tick puts it later).
+    fn put_head_record(&mut self, now: Instant) {
+        let recent = self
+            .head_record_put
+            .is_some_and(|t| now.duration_since(t) < HEAD_RECORD_EVERY);
+        let Some(head) = self
+            .own_head
+            .as_ref()
+            .filter(|_| self.head_record_due && !recent)
+        else {
+            return;
+        };
+        let record = kad::Record::new(head_key(&self.me), head.encoded().to_vec());
         let _ = self
             .swarm
             .behaviour_mut()
             .kad
             .put_record(record, kad::Quorum::One);
-        self.own_head = Some(head);
+        self.head_record_put = Some(now);
+        self.head_record_due = false;
     }
 
     /// Asks `peer` for the newest heads it knows of everyone I follow.
@@ -571,6 +593,19 @@ impl Node {
             BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. }) => {
                 let from = message.source.unwrap_or(self.me);
                 self.receive_head(&message.data, from);
+            }
+            // A head published just before gossip knew of this follower missed it, and
+            // it asked for my head before that commit: send the newest again.
+            BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, topic })
+                if topic == head_topic(&self.me).hash() =>
+            {
+                if let Some(head) = &self.own_head {
+                    let encoded = head.encoded().to_vec();
+                    let gossip = &mut self.swarm.behaviour_mut().gossipsub;
+                    if let Err(e) = gossip.publish(head_topic(&self.me), encoded) {
+                        debug!("head not sent again for new follower {peer_id}: {e}");
+                    }
+                }
             }
             BehaviourEvent::Ping(ping::Event {
                 peer,
@@ -991,6 +1026,7 @@ impl Node {
         }
         self.dispatch();
         self.find_holders(now, &connected);
+        self.put_head_record(now);
         self.redial(now);
     }
 
