@@ -18,6 +18,7 @@ use libp2p::PeerId;
 use crate::block::{Block, RAW};
 use crate::drive::{node_attr, Attr, DriveError, Kind};
 use crate::net::{NetHandle, RemoteBlocks};
+use crate::store::readahead::ReadAhead;
 use crate::store::{copy_part, Blocks, StoreError};
 use crate::unixfs::{list, load_node, FileNode, FileReader, Node};
 
@@ -89,6 +90,8 @@ const RECENT_BLOCKS: usize = 8;
 
 pub struct PeerView {
     local: Arc<dyn Blocks>,
+    /// Reads cached leaves ahead of a sequential reader, as the drive does its own.
+    read_ahead: ReadAhead,
     recent: Mutex<VecDeque<(Cid, Arc<Vec<u8>>)>>,
     net: NetHandle,
     /// The inode of `peers/` itself, the parent of every top.
@@ -110,6 +113,7 @@ fn empty_dir_attr(ino: u64) -> Attr {
 impl PeerView {
     pub fn new(local: Arc<dyn Blocks>, net: NetHandle, peers_ino: u64) -> PeerView {
         PeerView {
+            read_ahead: ReadAhead::start(Arc::clone(&local)),
             local,
             net,
             peers_ino,
@@ -317,8 +321,9 @@ impl PeerView {
         self.prefetch(owner, root, from, pos + PREFETCH_WINDOW - from);
     }
 
-    /// Asks for the blocks under `[from, from + window)` that are not here yet. Nodes
-    /// below the root are walked only when they are already local.
+    /// Asks for the blocks under `[from, from + window)`: from the network those that are
+    /// not here yet, from the store (read ahead) the leaves that are. Nodes below the
+    /// root are walked only when they are already local.
     fn prefetch(&self, owner: PeerId, node: &FileNode, from: u64, window: u64) {
         let mut pos = node.inline.len() as u64;
         let end = from.saturating_add(window);
@@ -332,7 +337,9 @@ impl PeerView {
                 break;
             }
             if cid.codec() == RAW {
-                if !self.local.has(cid).unwrap_or(false) {
+                if self.local.has(cid).unwrap_or(false) {
+                    self.read_ahead.request([*cid]);
+                } else {
                     self.net.prefetch(cid, Some(owner));
                 }
                 continue;
@@ -575,7 +582,8 @@ impl RecentBlocks<'_> {
         if hit.is_some() {
             return Ok(hit);
         }
-        let Some(bytes) = self.inner.get(cid)? else {
+        let read_ahead = self.view.read_ahead.take(cid);
+        let Some(bytes) = read_ahead.map_or_else(|| self.inner.get(cid), |b| Ok(Some(b)))? else {
             return Ok(None);
         };
         let bytes = Arc::new(bytes);

@@ -150,10 +150,24 @@ fn a_dead_peer_gives_eio_in_time_and_my_drive_keeps_answering() {
     let b = Mounted::with_repo(b_repo);
     follow(&b, &a, "alice");
     write(&a.drive().join("never-read.bin"), &bytes(2 << 20, 3));
+    let read_before = bytes(9 << 20, 4);
+    write(&a.drive().join("read-before.bin"), &read_before);
     write(&b.drive().join("mine.txt"), b"mine\n");
     let theirs = b.mnt.path().join("peers/alice/never-read.bin");
-    wait_for("the head", Duration::from_secs(15), || theirs.exists());
+    let cached = b.mnt.path().join("peers/alice/read-before.bin");
+    wait_for("the head", Duration::from_secs(15), || {
+        theirs.exists() && cached.exists()
+    });
+    assert!(std::fs::read(&cached).unwrap() == read_before);
     kill(&a);
+    // What B read is cached: it reads it again from its store alone (read ahead),
+    // past the kernel's page cache.
+    let again = Command::new("dd")
+        .arg(format!("if={}", cached.display()))
+        .args(["iflag=direct", "bs=1M", "status=none"])
+        .output()
+        .unwrap();
+    assert!(again.status.success() && again.stdout == read_before);
 
     let reader = std::thread::spawn(move || {
         let start = Instant::now();

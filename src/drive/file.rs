@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use cid::Cid;
 
-use super::readahead::ReadAhead;
 use super::staging::{StageSink, Staging};
 use super::DriveError;
 use crate::block::{DAG_PB, RAW};
+use crate::store::readahead::ReadAhead;
 use crate::store::Blocks;
 use crate::unixfs::build::{leaf_block, Built, FileBuilder, StoredLeaf};
 use crate::unixfs::dagpb::PbNode;

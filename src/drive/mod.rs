@@ -6,7 +6,6 @@
 //!   so often while they go on, like a journaling filesystem's batched commits.
 //! - [`file`]: one file's contents as a chunk-granular copy-on-write overlay.
 //! - [`staging`]: new blocks waiting for the commit that makes them reachable.
-//! - [`readahead`]: threads that read a sequential reader's next chunks early.
 //! - [`error`]: `DriveError` and its errno mapping.
 //!
 //! Locking: a file's content lock is taken before the drive's state lock, never after.
@@ -15,7 +14,6 @@
 
 pub mod error;
 pub mod file;
-pub mod readahead;
 pub mod staging;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,9 +24,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cid::Cid;
 use libp2p_identity::Keypair;
 
+use crate::store::readahead::ReadAhead;
 pub use error::DriveError;
 use file::FileContent;
-use readahead::ReadAhead;
 use staging::{StageSink, Staging};
 
 use crate::block::Block;

@@ -8,12 +8,14 @@
 //! - `rocks`: the persistent store in RocksDB (feature `rocksdb`, on by default).
 //! - `cache`: the least-recently-used index of evictable blocks fetched from peers.
 //! - `handover`: blocks read ahead, handed to their reader in memory.
+//! - `readahead`: threads that read a sequential reader's next blocks early.
 
 #[cfg(feature = "rocksdb")]
 pub mod rocks;
 
 pub mod cache;
 pub mod handover;
+pub mod readahead;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -440,7 +440,12 @@ impl Blocks for RocksStore {
     }
 
     fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
-        self.has_key(&cid.hash().to_bytes())
+        let key = cid.hash().to_bytes();
+        // Asking RocksDB reads a blob's whole value; the cache index knows without.
+        if self.cache().as_ref().is_some_and(|c| c.contains(&key)) {
+            return Ok(true);
+        }
+        self.has_key(&key)
     }
 
     fn put_many(&self, blocks: &[Block], durable: bool) -> Result<(), StoreError> {

@@ -1,6 +1,6 @@
-//! Read-ahead for the drive's files. The kernel sends FUSE reads of at most 128 KiB, so a
-//! sequential reader of a cold file would otherwise wait on the disk for each chunk in
-//! turn. When a file is read sequentially, a few threads read its next chunks' blocks
+//! Read-ahead from the store, for the drive's files and for peers' cached ones. The kernel
+//! sends FUSE reads of at most 128 KiB, so a sequential reader of a cold file would
+//! otherwise wait on the disk for each chunk in turn. When a file is read sequentially, a few threads read its next chunks' blocks
 //! from the store first and hand them over in memory: the reader takes each chunk ready,
 //! while the disk works on the ones after it.
 
