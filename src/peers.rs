@@ -90,7 +90,8 @@ const RECENT_BLOCKS: usize = 8;
 
 pub struct PeerView {
     local: Arc<dyn Blocks>,
-    /// Reads cached leaves ahead of a sequential reader, as the drive does its own.
+    /// Reads cached leaves ahead of a sequential reader, as the drive does its own, into
+    /// the handover the network's prefetches use.
     read_ahead: ReadAhead,
     recent: Mutex<VecDeque<(Cid, Arc<Vec<u8>>)>>,
     net: NetHandle,
@@ -113,7 +114,7 @@ fn empty_dir_attr(ino: u64) -> Attr {
 impl PeerView {
     pub fn new(local: Arc<dyn Blocks>, net: NetHandle, peers_ino: u64) -> PeerView {
         PeerView {
-            read_ahead: ReadAhead::start(Arc::clone(&local)),
+            read_ahead: ReadAhead::handing_to(Arc::clone(&local), net.handover()),
             local,
             net,
             peers_ino,
@@ -582,8 +583,7 @@ impl RecentBlocks<'_> {
         if hit.is_some() {
             return Ok(hit);
         }
-        let read_ahead = self.view.read_ahead.take(cid);
-        let Some(bytes) = read_ahead.map_or_else(|| self.inner.get(cid), |b| Ok(Some(b)))? else {
+        let Some(bytes) = self.inner.get(cid)? else {
             return Ok(None);
         };
         let bytes = Arc::new(bytes);

@@ -152,6 +152,12 @@ impl NetHandle {
         self.prefetched.take(cid)
     }
 
+    /// Where prefetched blocks wait for their reader: local read-ahead for the same
+    /// readers puts its blocks there too.
+    pub fn handover(&self) -> Arc<Handover> {
+        Arc::clone(&self.prefetched)
+    }
+
     /// Asks for `cid` in the background; it lands in the store, and waits for its
     /// reader in memory for a while. The caller has checked that the store lacks it.
     pub fn prefetch(&self, cid: &Cid, owner: Option<PeerId>) {

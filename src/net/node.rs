@@ -466,15 +466,21 @@ impl Node {
     }
 
     fn publish(&mut self, head: SignedHead) {
-        let encoded = head.encoded().to_vec();
+        self.own_head = Some(head);
+        self.gossip_head();
+        self.head_record_due = true;
+        self.put_head_record(Instant::now());
+    }
+
+    /// Gossips my newest head to its followers.
+    fn gossip_head(&mut self) {
+        let Some(head) = &self.own_head else { return };
+        let (seq, encoded) = (head.head().seq, head.encoded().to_vec());
         let topic = head_topic(&self.me);
         if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, encoded) {
             // No follower online: they ask for the head when they connect.
-            debug!("head {} not gossiped: {e}", head.head().seq);
+            debug!("head {seq} not gossiped: {e}");
         }
-        self.own_head = Some(head);
-        self.head_record_due = true;
-        self.put_head_record(Instant::now());
     }
 
     /// Puts my newest head in the DHT, unless it was put there a moment ago (then the
@@ -596,16 +602,10 @@ impl Node {
             }
             // A head published just before gossip knew of this follower missed it, and
             // it asked for my head before that commit: send the newest again.
-            BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, topic })
+            BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { topic, .. })
                 if topic == head_topic(&self.me).hash() =>
             {
-                if let Some(head) = &self.own_head {
-                    let encoded = head.encoded().to_vec();
-                    let gossip = &mut self.swarm.behaviour_mut().gossipsub;
-                    if let Err(e) = gossip.publish(head_topic(&self.me), encoded) {
-                        debug!("head not sent again for new follower {peer_id}: {e}");
-                    }
-                }
+                self.gossip_head()
             }
             BehaviourEvent::Ping(ping::Event {
                 peer,

@@ -30,9 +30,14 @@ pub struct ReadAhead {
 impl ReadAhead {
     /// Starts the threads; they end when this is dropped.
     pub fn start(store: Arc<dyn Blocks>) -> ReadAhead {
+        ReadAhead::handing_to(store, Arc::new(Handover::new(READY)))
+    }
+
+    /// Starts the threads, which put what they read in `ready` (shared with others
+    /// that hand blocks to the same readers).
+    pub fn handing_to(store: Arc<dyn Blocks>, ready: Arc<Handover>) -> ReadAhead {
         let (queue, jobs) = sync_channel::<Cid>(QUEUE);
         let jobs = Arc::new(Mutex::new(jobs));
-        let ready = Arc::new(Handover::new(READY));
         for i in 0..THREADS {
             let store = Arc::clone(&store);
             let jobs = Arc::clone(&jobs);
