@@ -20,12 +20,14 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::drive::{self, Attr, Drive, DriveError, Kind, SetAttr};
+use tracing::error;
+
+use crate::drive::{self, Attr, Drive, DriveError, Kind, Seek, SetAttr};
 use crate::peers::{is_peer_ino, PeerView};
 
 const MOUNT_ROOT: u64 = 1;
@@ -132,7 +134,7 @@ impl Owner {
         FileAttr {
             ino: INodeNo(a.ino),
             size: a.size,
-            blocks: a.size.div_ceil(512),
+            blocks: a.allocated.div_ceil(512),
             atime: a.mtime,
             mtime: a.mtime,
             ctime: a.ctime,
@@ -157,6 +159,7 @@ impl PeerFs {
             ino,
             kind: Kind::Directory,
             size: 0,
+            allocated: 0,
             perm: 0o755,
             mtime: self.started,
             ctime: self.started,
@@ -216,6 +219,17 @@ impl PeerFs {
     }
 }
 
+/// Runs a request's handler so that a panic in it fails that one request (its reply,
+/// dropped unanswered, becomes EIO) instead of ending a session thread.
+fn shielded(op: &str, handler: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(handler)) {
+        error!(
+            "FUSE {op}: internal error ({}); answered EIO",
+            drive::panic_message(&panic)
+        );
+    }
+}
+
 /// Answers an operation that returns nothing but success or an errno.
 fn reply_empty(reply: ReplyEmpty, result: Result<(), DriveError>) {
     match result {
@@ -265,43 +279,47 @@ impl Filesystem for PeerFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let name = name.as_bytes();
-        let found = match parent.0 {
-            MOUNT_ROOT => match name {
-                n if n == DRIVE_DIR.as_bytes() => self.drive.lookup_root(),
-                n if n == PEERS_DIR.as_bytes() => Ok(self.virtual_attr(PEERS)),
-                _ => Err(DriveError::NotFound),
-            },
-            p if p == PEERS || is_peer_ino(p) => {
-                let view = match self.peer_view() {
-                    Ok(v) => v,
-                    Err(e) => return reply.error(errno(&e)),
-                };
-                let (name, owner) = (name.to_vec(), self.owner);
-                return self.offload(move || match view.lookup(p, &name) {
-                    Ok(a) => reply.entry(&PEER_TTL, &owner.file_attr(&a), Generation(0)),
-                    Err(e) => reply.error(errno(&e)),
-                });
+        shielded("lookup", move || {
+            let name = name.as_bytes();
+            let found = match parent.0 {
+                MOUNT_ROOT => match name {
+                    n if n == DRIVE_DIR.as_bytes() => self.drive.lookup_root(),
+                    n if n == PEERS_DIR.as_bytes() => Ok(self.virtual_attr(PEERS)),
+                    _ => Err(DriveError::NotFound),
+                },
+                p if p == PEERS || is_peer_ino(p) => {
+                    let view = match self.peer_view() {
+                        Ok(v) => v,
+                        Err(e) => return reply.error(errno(&e)),
+                    };
+                    let (name, owner) = (name.to_vec(), self.owner);
+                    return self.offload(move || match view.lookup(p, &name) {
+                        Ok(a) => reply.entry(&PEER_TTL, &owner.file_attr(&a), Generation(0)),
+                        Err(e) => reply.error(errno(&e)),
+                    });
+                }
+                p => self.drive.lookup(p, name),
+            };
+            match found {
+                Ok(a) => reply.entry(ttl(a.ino), &self.file_attr(&a), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
             }
-            p => self.drive.lookup(p, name),
-        };
-        match found {
-            Ok(a) => reply.entry(ttl(a.ino), &self.file_attr(&a), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        });
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        if !read_only(ino.0) {
-            self.drive.forget(ino.0, nlookup);
-        }
+        shielded("forget", move || {
+            if !read_only(ino.0) {
+                self.drive.forget(ino.0, nlookup);
+            }
+        });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.attr_of(ino.0) {
+        shielded("getattr", move || match self.attr_of(ino.0) {
             Ok(a) => reply.attr(ttl(a.ino), &self.file_attr(&a)),
             Err(e) => reply.error(errno(&e)),
-        }
+        });
     }
 
     fn setattr(
@@ -322,37 +340,41 @@ impl Filesystem for PeerFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        if read_only(ino.0) {
-            return reply.error(Errno::EROFS);
-        }
-        // Owners are not stored (UnixFS has no field for them): chown is accepted and
-        // changes nothing, so `rsync -a` and `cp -a` as root succeed.
-        let set = SetAttr {
-            mode,
-            size,
-            mtime: mtime.map(time),
-        };
-        match self.drive.setattr(ino.0, set) {
-            Ok(a) => reply.attr(ttl(a.ino), &self.file_attr(&a)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        shielded("setattr", move || {
+            if read_only(ino.0) {
+                return reply.error(Errno::EROFS);
+            }
+            // Owners are not stored (UnixFS has no field for them): chown is accepted and
+            // changes nothing, so `rsync -a` and `cp -a` as root succeed.
+            let set = SetAttr {
+                mode,
+                size,
+                mtime: mtime.map(time),
+            };
+            match self.drive.setattr(ino.0, set) {
+                Ok(a) => reply.attr(ttl(a.ino), &self.file_attr(&a)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        if is_peer_ino(ino.0) {
-            let view = match self.peer_view() {
-                Ok(v) => v,
-                Err(e) => return reply.error(errno(&e)),
-            };
-            return self.offload(move || match view.readlink(ino.0) {
+        shielded("readlink", move || {
+            if is_peer_ino(ino.0) {
+                let view = match self.peer_view() {
+                    Ok(v) => v,
+                    Err(e) => return reply.error(errno(&e)),
+                };
+                return self.offload(move || match view.readlink(ino.0) {
+                    Ok(t) => reply.data(&t),
+                    Err(e) => reply.error(errno(&e)),
+                });
+            }
+            match self.drive.readlink(ino.0) {
                 Ok(t) => reply.data(&t),
                 Err(e) => reply.error(errno(&e)),
-            });
-        }
-        match self.drive.readlink(ino.0) {
-            Ok(t) => reply.data(&t),
-            Err(e) => reply.error(errno(&e)),
-        }
+            }
+        });
     }
 
     fn mknod(
@@ -365,20 +387,22 @@ impl Filesystem for PeerFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        if read_only(parent.0) {
-            return reply.error(Errno::EROFS);
-        }
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            // Device nodes, FIFOs and sockets have no UnixFS form.
-            return reply.error(Errno::EPERM);
-        }
-        match self.drive.create(parent.0, name.as_bytes(), mode & !umask) {
-            Ok((a, fh)) => {
-                let _ = self.drive.release(fh);
-                reply.entry(ttl(a.ino), &self.file_attr(&a), Generation(0))
+        shielded("mknod", move || {
+            if read_only(parent.0) {
+                return reply.error(Errno::EROFS);
             }
-            Err(e) => reply.error(errno(&e)),
-        }
+            if mode & libc::S_IFMT != libc::S_IFREG {
+                // Device nodes, FIFOs and sockets have no UnixFS form.
+                return reply.error(Errno::EPERM);
+            }
+            match self.drive.create(parent.0, name.as_bytes(), mode & !umask) {
+                Ok((a, fh)) => {
+                    let _ = self.drive.release(fh);
+                    reply.entry(ttl(a.ino), &self.file_attr(&a), Generation(0))
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn mkdir(
@@ -390,27 +414,33 @@ impl Filesystem for PeerFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        if read_only(parent.0) {
-            return reply.error(Errno::EROFS);
-        }
-        match self.drive.mkdir(parent.0, name.as_bytes(), mode & !umask) {
-            Ok(a) => reply.entry(ttl(a.ino), &self.file_attr(&a), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        shielded("mkdir", move || {
+            if read_only(parent.0) {
+                return reply.error(Errno::EROFS);
+            }
+            match self.drive.mkdir(parent.0, name.as_bytes(), mode & !umask) {
+                Ok(a) => reply.entry(ttl(a.ino), &self.file_attr(&a), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if read_only(parent.0) {
-            return reply.error(Errno::EROFS);
-        }
-        reply_empty(reply, self.drive.unlink(parent.0, name.as_bytes()))
+        shielded("unlink", move || {
+            if read_only(parent.0) {
+                return reply.error(Errno::EROFS);
+            }
+            reply_empty(reply, self.drive.unlink(parent.0, name.as_bytes()))
+        });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if read_only(parent.0) {
-            return reply.error(Errno::EROFS);
-        }
-        reply_empty(reply, self.drive.rmdir(parent.0, name.as_bytes()))
+        shielded("rmdir", move || {
+            if read_only(parent.0) {
+                return reply.error(Errno::EROFS);
+            }
+            reply_empty(reply, self.drive.rmdir(parent.0, name.as_bytes()))
+        });
     }
 
     fn symlink(
@@ -421,14 +451,16 @@ impl Filesystem for PeerFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        if read_only(parent.0) {
-            return reply.error(Errno::EROFS);
-        }
-        let target = target.as_os_str().as_bytes();
-        match self.drive.symlink(parent.0, link_name.as_bytes(), target) {
-            Ok(a) => reply.entry(ttl(a.ino), &self.file_attr(&a), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        shielded("symlink", move || {
+            if read_only(parent.0) {
+                return reply.error(Errno::EROFS);
+            }
+            let target = target.as_os_str().as_bytes();
+            match self.drive.symlink(parent.0, link_name.as_bytes(), target) {
+                Ok(a) => reply.entry(ttl(a.ino), &self.file_attr(&a), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn rename(
@@ -441,23 +473,25 @@ impl Filesystem for PeerFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        if read_only(parent.0) || read_only(newparent.0) {
-            return reply.error(Errno::EROFS);
-        }
-        if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
-            return reply.error(Errno::EINVAL);
-        }
-        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        reply_empty(
-            reply,
-            self.drive.rename(
-                parent.0,
-                name.as_bytes(),
-                newparent.0,
-                newname.as_bytes(),
-                no_replace,
-            ),
-        )
+        shielded("rename", move || {
+            if read_only(parent.0) || read_only(newparent.0) {
+                return reply.error(Errno::EROFS);
+            }
+            if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
+                return reply.error(Errno::EINVAL);
+            }
+            let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+            reply_empty(
+                reply,
+                self.drive.rename(
+                    parent.0,
+                    name.as_bytes(),
+                    newparent.0,
+                    newname.as_bytes(),
+                    no_replace,
+                ),
+            )
+        });
     }
 
     fn link(
@@ -468,26 +502,30 @@ impl Filesystem for PeerFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        // UnixFS has no hard links.
-        reply.error(Errno::EPERM);
+        shielded("link", move || {
+            // UnixFS has no hard links.
+            reply.error(Errno::EPERM);
+        });
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let truncate = flags.0 & libc::O_TRUNC != 0;
-        if is_peer_ino(ino.0) {
-            let writing = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
-            return match self.attr_of(ino.0) {
-                Ok(_) if writing || truncate => reply.error(Errno::EROFS),
-                // A new head of the peer invalidates the cached pages it changed.
-                Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+        shielded("open", move || {
+            let truncate = flags.0 & libc::O_TRUNC != 0;
+            if is_peer_ino(ino.0) {
+                let writing = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+                return match self.attr_of(ino.0) {
+                    Ok(_) if writing || truncate => reply.error(Errno::EROFS),
+                    // A new head of the peer invalidates the cached pages it changed.
+                    Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+                    Err(e) => reply.error(errno(&e)),
+                };
+            }
+            match self.drive.open(ino.0, truncate) {
+                // Every change to the drive comes through this mount, so cached pages stay true.
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
                 Err(e) => reply.error(errno(&e)),
-            };
-        }
-        match self.drive.open(ino.0, truncate) {
-            // Every change to the drive comes through this mount, so cached pages stay true.
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(errno(&e)),
-        }
+            }
+        });
     }
 
     fn read(
@@ -501,25 +539,27 @@ impl Filesystem for PeerFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        if is_peer_ino(ino.0) {
-            let view = match self.peer_view() {
-                Ok(v) => v,
-                Err(e) => return reply.error(errno(&e)),
-            };
-            // Blocks already here (read ahead, or cached) are answered at once; only a
-            // read that must wait on the network leaves the session thread.
-            if let Some(data) = view.read_here(ino.0, offset, size) {
-                return reply.data(&data);
+        shielded("read", move || {
+            if is_peer_ino(ino.0) {
+                let view = match self.peer_view() {
+                    Ok(v) => v,
+                    Err(e) => return reply.error(errno(&e)),
+                };
+                // Blocks already here (read ahead, or cached) are answered at once; only a
+                // read that must wait on the network leaves the session thread.
+                if let Some(data) = view.read_here(ino.0, offset, size) {
+                    return reply.data(&data);
+                }
+                return self.offload(move || match view.read(ino.0, offset, size) {
+                    Ok(data) => reply.data(&data),
+                    Err(e) => reply.error(errno(&e)),
+                });
             }
-            return self.offload(move || match view.read(ino.0, offset, size) {
+            match self.drive.read(fh.0, offset, size) {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(errno(&e)),
-            });
-        }
-        match self.drive.read(fh.0, offset, size) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno(&e)),
-        }
+            }
+        });
     }
 
     fn write(
@@ -529,15 +569,18 @@ impl Filesystem for PeerFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.drive.write(fh.0, offset, data) {
-            Ok(()) => reply.written(data.len() as u32),
-            Err(e) => reply.error(errno(&e)),
-        }
+        shielded("write", move || {
+            let drop_privileges = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+            match self.drive.write(fh.0, offset, data, drop_privileges) {
+                Ok(()) => reply.written(data.len() as u32),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn flush(
@@ -548,10 +591,12 @@ impl Filesystem for PeerFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        if is_peer_ino(ino.0) {
-            return reply.ok();
-        }
-        reply_empty(reply, self.drive.flush(fh.0))
+        shielded("flush", move || {
+            if is_peer_ino(ino.0) {
+                return reply.ok();
+            }
+            reply_empty(reply, self.drive.flush(fh.0))
+        });
     }
 
     fn release(
@@ -564,10 +609,12 @@ impl Filesystem for PeerFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if is_peer_ino(ino.0) {
-            return reply.ok();
-        }
-        reply_empty(reply, self.drive.release(fh.0))
+        shielded("release", move || {
+            if is_peer_ino(ino.0) {
+                return reply.ok();
+            }
+            reply_empty(reply, self.drive.release(fh.0))
+        });
     }
 
     fn fsync(
@@ -578,53 +625,57 @@ impl Filesystem for PeerFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        if is_peer_ino(ino.0) {
-            return reply.ok();
-        }
-        let done = self
-            .drive
-            .flush(fh.0)
-            .and_then(|()| self.drive.commit().map(drop));
-        match done {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        shielded("fsync", move || {
+            if is_peer_ino(ino.0) {
+                return reply.ok();
+            }
+            let done = self
+                .drive
+                .flush(fh.0)
+                .and_then(|()| self.drive.commit().map(drop));
+            match done {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        if is_peer_ino(ino.0) {
-            let (view, listings) = match self.peer_view() {
-                Ok(v) => (v, Arc::clone(&self.listings)),
-                Err(e) => return reply.error(errno(&e)),
-            };
-            let peers_attr = self.virtual_attr(PEERS);
-            return self.offload(move || {
-                let listing = view.list(ino.0).and_then(|entries| {
-                    let parent = view.parent(ino.0);
-                    let attr_of = |i| match i {
-                        PEERS => Ok(peers_attr),
-                        _ => view.getattr(i),
-                    };
-                    let mut out = vec![
-                        (b".".to_vec(), attr_of(ino.0)?),
-                        (b"..".to_vec(), attr_of(parent)?),
-                    ];
-                    out.extend(entries);
-                    Ok(out)
+        shielded("opendir", move || {
+            if is_peer_ino(ino.0) {
+                let (view, listings) = match self.peer_view() {
+                    Ok(v) => (v, Arc::clone(&self.listings)),
+                    Err(e) => return reply.error(errno(&e)),
+                };
+                let peers_attr = self.virtual_attr(PEERS);
+                return self.offload(move || {
+                    let listing = view.list(ino.0).and_then(|entries| {
+                        let parent = view.parent(ino.0);
+                        let attr_of = |i| match i {
+                            PEERS => Ok(peers_attr),
+                            _ => view.getattr(i),
+                        };
+                        let mut out = vec![
+                            (b".".to_vec(), attr_of(ino.0)?),
+                            (b"..".to_vec(), attr_of(parent)?),
+                        ];
+                        out.extend(entries);
+                        Ok(out)
+                    });
+                    match listing {
+                        Ok(l) => reply.opened(FileHandle(listings.insert(l)), FopenFlags::empty()),
+                        Err(e) => reply.error(errno(&e)),
+                    }
                 });
-                match listing {
-                    Ok(l) => reply.opened(FileHandle(listings.insert(l)), FopenFlags::empty()),
-                    Err(e) => reply.error(errno(&e)),
-                }
-            });
-        }
-        match self.listing(ino.0) {
-            Ok(entries) => {
-                let fh = self.listings.insert(entries);
-                reply.opened(FileHandle(fh), FopenFlags::empty())
             }
-            Err(e) => reply.error(errno(&e)),
-        }
+            match self.listing(ino.0) {
+                Ok(entries) => {
+                    let fh = self.listings.insert(entries);
+                    reply.opened(FileHandle(fh), FopenFlags::empty())
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn readdir(
@@ -635,13 +686,15 @@ impl Filesystem for PeerFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        for (i, name, a) in self.listing_page(fh, offset) {
-            let kind = self.file_attr(&a).kind;
-            if reply.add(INodeNo(a.ino), i as u64 + 1, kind, OsStr::from_bytes(&name)) {
-                break;
+        shielded("readdir", move || {
+            for (i, name, a) in self.listing_page(fh, offset) {
+                let kind = self.file_attr(&a).kind;
+                if reply.add(INodeNo(a.ino), i as u64 + 1, kind, OsStr::from_bytes(&name)) {
+                    break;
+                }
             }
-        }
-        reply.ok()
+            reply.ok()
+        });
     }
 
     fn readdirplus(
@@ -652,25 +705,27 @@ impl Filesystem for PeerFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        for (i, name, a) in self.listing_page(fh, offset) {
-            let attr = self.file_attr(&a);
-            let name = OsStr::from_bytes(&name);
-            if reply.add(
-                INodeNo(a.ino),
-                i as u64 + 1,
-                name,
-                ttl(a.ino),
-                &attr,
-                Generation(0),
-            ) {
-                break;
+        shielded("readdirplus", move || {
+            for (i, name, a) in self.listing_page(fh, offset) {
+                let attr = self.file_attr(&a);
+                let name = OsStr::from_bytes(&name);
+                if reply.add(
+                    INodeNo(a.ino),
+                    i as u64 + 1,
+                    name,
+                    ttl(a.ino),
+                    &attr,
+                    Generation(0),
+                ) {
+                    break;
+                }
+                // The kernel holds every entry but . and .. as if looked up.
+                if i >= 2 && !read_only(a.ino) {
+                    self.drive.remember(a.ino);
+                }
             }
-            // The kernel holds every entry but . and .. as if looked up.
-            if i >= 2 && !read_only(a.ino) {
-                self.drive.remember(a.ino);
-            }
-        }
-        reply.ok()
+            reply.ok()
+        });
     }
 
     fn releasedir(
@@ -681,12 +736,14 @@ impl Filesystem for PeerFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.listings
-            .open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&fh.0);
-        reply.ok()
+        shielded("releasedir", move || {
+            self.listings
+                .open
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&fh.0);
+            reply.ok()
+        });
     }
 
     fn fsyncdir(
@@ -697,14 +754,68 @@ impl Filesystem for PeerFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.drive.commit() {
+        shielded("fsyncdir", move || match self.drive.commit() {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
-        }
+        });
+    }
+
+    /// `SEEK_DATA` and `SEEK_HOLE` (the kernel answers the other kinds itself): the
+    /// drive knows its holes; a peer's file is all data.
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        shielded("lseek", move || {
+            let what = match whence {
+                libc::SEEK_DATA => Seek::Data,
+                libc::SEEK_HOLE => Seek::Hole,
+                _ => return reply.error(Errno::EINVAL),
+            };
+            let Ok(offset) = u64::try_from(offset) else {
+                return reply.error(Errno::ENXIO);
+            };
+            let found = if read_only(ino.0) {
+                self.attr_of(ino.0).and_then(|a| match what {
+                    _ if offset >= a.size => Err(DriveError::PastEnd),
+                    Seek::Data => Ok(offset),
+                    Seek::Hole => Ok(a.size),
+                })
+            } else {
+                self.drive.seek(fh.0, offset, what)
+            };
+            match found {
+                Ok(at) => reply.offset(at as i64),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    /// No ioctls: terminal requests (`TCGETS`, as vim and Python send) get the answer a
+    /// plain file gives, quietly.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        shielded("ioctl", move || {
+            reply.error(Errno::from_i32(libc::ENOTTY));
+        });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match crate::disk::statvfs(&self.repo) {
+        shielded("statfs", move || match crate::disk::statvfs(&self.repo) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
                 s.f_bfree,
@@ -716,31 +827,35 @@ impl Filesystem for PeerFs {
                 s.f_frsize as u32,
             ),
             Err(e) => reply.error(Errno::from(e)),
-        }
+        });
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        if name.as_bytes() != CID_XATTR.as_bytes() {
-            return reply.error(Errno::from_i32(libc::ENODATA));
-        }
-        let cid = match ino.0 {
-            MOUNT_ROOT | PEERS => return reply.error(Errno::from_i32(libc::ENODATA)),
-            i if is_peer_ino(i) => self.peer_view().and_then(|v| v.cid(i)),
-            i => self.drive.cid(i),
-        };
-        match cid {
-            Ok(cid) => xattr_reply(reply, cid.to_string().as_bytes(), size),
-            Err(e) => reply.error(errno(&e)),
-        }
+        shielded("getxattr", move || {
+            if name.as_bytes() != CID_XATTR.as_bytes() {
+                return reply.error(Errno::from_i32(libc::ENODATA));
+            }
+            let cid = match ino.0 {
+                MOUNT_ROOT | PEERS => return reply.error(Errno::from_i32(libc::ENODATA)),
+                i if is_peer_ino(i) => self.peer_view().and_then(|v| v.cid(i)),
+                i => self.drive.cid(i),
+            };
+            match cid {
+                Ok(cid) => xattr_reply(reply, cid.to_string().as_bytes(), size),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let names = if ino.0 == MOUNT_ROOT || ino.0 == PEERS {
-            Vec::new()
-        } else {
-            format!("{CID_XATTR}\0").into_bytes()
-        };
-        xattr_reply(reply, &names, size)
+        shielded("listxattr", move || {
+            let names = if ino.0 == MOUNT_ROOT || ino.0 == PEERS {
+                Vec::new()
+            } else {
+                format!("{CID_XATTR}\0").into_bytes()
+            };
+            xattr_reply(reply, &names, size)
+        });
     }
 
     fn setxattr(
@@ -753,21 +868,27 @@ impl Filesystem for PeerFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::from_i32(libc::ENOTSUP));
+        shielded("setxattr", move || {
+            reply.error(Errno::from_i32(libc::ENOTSUP));
+        });
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::from_i32(libc::ENOTSUP));
+        shielded("removexattr", move || {
+            reply.error(Errno::from_i32(libc::ENOTSUP));
+        });
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        if mask.contains(AccessFlags::W_OK) && read_only(ino.0) {
-            return reply.error(Errno::EROFS);
-        }
-        match self.attr_of(ino.0) {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        shielded("access", move || {
+            if mask.contains(AccessFlags::W_OK) && read_only(ino.0) {
+                return reply.error(Errno::EROFS);
+            }
+            match self.attr_of(ino.0) {
+                Ok(_) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn create(
@@ -780,19 +901,21 @@ impl Filesystem for PeerFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        if read_only(parent.0) {
-            return reply.error(Errno::EROFS);
-        }
-        match self.drive.create(parent.0, name.as_bytes(), mode & !umask) {
-            Ok((a, fh)) => reply.created(
-                ttl(a.ino),
-                &self.file_attr(&a),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE,
-            ),
-            Err(e) => reply.error(errno(&e)),
-        }
+        shielded("create", move || {
+            if read_only(parent.0) {
+                return reply.error(Errno::EROFS);
+            }
+            match self.drive.create(parent.0, name.as_bytes(), mode & !umask) {
+                Ok((a, fh)) => reply.created(
+                    ttl(a.ino),
+                    &self.file_attr(&a),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_KEEP_CACHE,
+                ),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 }
 

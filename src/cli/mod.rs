@@ -80,8 +80,15 @@ enum Command {
         #[arg(long)]
         no_mdns: bool,
     },
-    /// Commit, flush and unmount DIR
-    Unmount { dir: PathBuf },
+    /// Commit, flush and unmount DIR; refused while files there are open ("target is
+    /// busy", naming what holds it), unless --lazy
+    Unmount {
+        dir: PathBuf,
+        /// Detach DIR now even while files are open; the daemon commits them as they
+        /// close, then exits (like `umount -l`)
+        #[arg(long)]
+        lazy: bool,
+    },
     /// Show the running daemon's state: root CID, commit sequence, mount point, store size
     Status,
     /// Check every block reachable from the drive's root (the daemon must not be running)
@@ -246,7 +253,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Unpin { target } => pin::unpin(&repo_path, &target),
         Command::Pins => pin::list(&repo_path),
         Command::Gc => pin::gc(&repo_path),
-        Command::Unmount { dir } => mount::unmount(&repo_path, &dir),
+        Command::Unmount { dir, lazy } => mount::unmount(&repo_path, &dir, lazy),
         Command::Status => mount::status(&repo_path),
         Command::Fsck => mount::fsck(&open()?),
         Command::Cat { target } => {

@@ -113,13 +113,19 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Waits (bounded) until process `pid` is gone, so the repo is free when we return.
 fn wait_for_exit(pid: u32) {
-    let deadline = Instant::now() + EXIT_TIMEOUT;
-    while Instant::now() < deadline {
+    let start = Instant::now();
+    let mut said = false;
+    while start.elapsed() < EXIT_TIMEOUT {
         if has_exited(pid) {
             return;
         }
+        if !said && start.elapsed() > Duration::from_secs(1) {
+            eprintln!("waiting for the daemon (pid {pid}) to let go of the repo…");
+            said = true;
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
+    eprintln!("the daemon (pid {pid}) is still exiting; the repo may stay busy a moment");
 }
 
 /// Whether process `pid` has ended and let go of its files (the repo's lock): gone, or
@@ -156,7 +162,7 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-pub fn unmount(repo_path: &Path, dir: &Path) -> Result<()> {
+pub fn unmount(repo_path: &Path, dir: &Path, lazy: bool) -> Result<()> {
     match control::request(repo_path, &Request::Status) {
         Ok(Response::Status(s)) => {
             let wanted = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
@@ -168,7 +174,16 @@ pub fn unmount(repo_path: &Path, dir: &Path) -> Result<()> {
                     dir.display()
                 );
             }
-            match control::request(repo_path, &Request::Unmount)? {
+            match control::request(repo_path, &Request::Unmount { lazy })? {
+                Response::Detached { open_files } => {
+                    println!(
+                        "detached {}; {open_files} open file(s) left: the daemon (pid {}) \
+                         commits them as they close, then exits",
+                        s.mountpoint.display(),
+                        s.pid
+                    );
+                    Ok(())
+                }
                 Response::Unmounted { root } => {
                     wait_for_exit(s.pid);
                     println!(

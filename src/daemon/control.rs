@@ -25,8 +25,13 @@ pub const MAX_REQUEST: u64 = 64 * 1024;
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     Status,
-    /// Commit, flush and unmount; the daemon exits after answering.
-    Unmount,
+    /// Unmount, then commit and flush; the daemon exits after answering. Refused while
+    /// files are open, unless `lazy`: then the mount is detached at once and the daemon
+    /// commits what is still open as it closes, then exits.
+    Unmount {
+        #[serde(default)]
+        lazy: bool,
+    },
     /// The node's peer ID and listen addresses.
     Id,
     /// Follow a peer (a peer ID, or a multiaddr ending in /p2p/ID).
@@ -59,6 +64,11 @@ pub enum Response {
     Status(Status),
     Unmounted {
         root: Option<String>,
+    },
+    /// A lazy unmount: the mount left the namespace; the daemon commits what is still
+    /// open as it closes, then exits.
+    Detached {
+        open_files: usize,
     },
     Id {
         peer_id: String,

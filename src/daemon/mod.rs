@@ -3,8 +3,10 @@
 //! flushes and unmounts. Only this module and the CLI know every part.
 //!
 //! - [`control`]: the control socket's protocol, and its client.
+//! - [`session`]: the mounted session as a guard (committer, final commit, unmount).
 
 pub mod control;
+pub mod session;
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -13,9 +15,10 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{INodeNo, MountOption, Notifier, Session};
+use session::Mounted;
 use tracing::{error, info, warn};
 
 use crate::drive::{Drive, DriveError};
@@ -30,16 +33,10 @@ use crate::store::rocks::RocksStore;
 use crate::store::{Blocks, HeadStore};
 use control::{PinInfo, Request, Response, Status};
 
-/// Changes are committed (and announced) once they pause this long...
-const COMMIT_QUIET: Duration = Duration::from_millis(100);
-/// ...and at least this often while they go on. fsync and unmount commit at once.
-const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
-/// How often the committer looks for changes.
-const COMMIT_POLL: Duration = Duration::from_millis(25);
 /// FUSE worker threads: requests for different files proceed in parallel.
 const FUSE_THREADS: usize = 4;
-/// How long unmount waits for the kernel to let the session go.
-const SESSION_END_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a detached session checks whether its last open file has closed.
+const DETACHED_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -183,7 +180,11 @@ pub fn unmount_stale(mountpoint: &Path) {
 
 enum Event {
     Signal(&'static str),
-    Unmount(mpsc::Sender<Response>),
+    /// `peerfs unmount`; `lazy` detaches even while files are open.
+    Unmount {
+        reply: mpsc::Sender<Response>,
+        lazy: bool,
+    },
     SessionEnded,
 }
 
@@ -232,18 +233,18 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     };
     let socket = repo.path().join(control::SOCKET);
     let control = bind_control(&socket)?;
-    let mut session = Session::new(fs, &mountpoint, &config).map_err(|e| {
+    let session = Session::new(fs, &mountpoint, &config).map_err(|e| {
         let _ = std::fs::remove_file(&socket);
         mount_err(e)
     })?;
-    // `Session::spawn` would move the mount out of reach of this unmounter; running the
-    // session on our own thread keeps it shared.
-    let mut unmounter = session.unmount_callable();
     let notifier = session.notifier();
     info!(
-        "mounted {} (drive root {:?})",
+        "mounted {} (drive root {})",
         mountpoint.display(),
-        drive.status().root.map(|c| c.to_string())
+        drive
+            .status()
+            .root
+            .map_or_else(|| "empty".to_string(), |c| c.to_string())
     );
 
     let (events, inbox) = mpsc::channel();
@@ -254,6 +255,13 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         }
         let _ = ended.send(Event::SessionEnded);
     });
+    // From here on the guard's Drop commits and unmounts, whatever happens.
+    let mut mounted = Mounted::new(
+        Arc::clone(&drive),
+        store.clone(),
+        mountpoint.clone(),
+        net.clone(),
+    );
     watch_signals(events.clone());
     let book = Arc::new(Mutex::new(book));
     follow_heads(
@@ -274,47 +282,9 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         store: store.clone(),
     };
     serve_control(control, context, events.clone());
-    let (stop_commits, committer) = start_committer(Arc::clone(&drive), net.clone());
 
-    let (requester, session_ended) = match inbox.recv() {
-        Ok(Event::Signal(name)) => {
-            info!("{name}: unmounting");
-            (None, false)
-        }
-        Ok(Event::Unmount(reply)) => (Some(reply), false),
-        Ok(Event::SessionEnded) | Err(_) => {
-            info!("{} was unmounted", mountpoint.display());
-            (None, true)
-        }
-    };
-    drop(stop_commits);
-    let _ = committer.join();
-    let committed = drive.flush_all().and_then(|()| drive.commit());
-    if let Err(e) = &committed {
-        error!("final commit failed: {e}");
-    }
-    // Blocks fetched from peers skip the write-ahead log; keep them for the next run.
-    if let Err(e) = store.finish_bulk() {
-        warn!("cannot flush fetched blocks: {e}");
-    }
-    if !session_ended {
-        if let Err(e) = unmounter.unmount() {
-            warn!("unmount: {e}; detaching lazily");
-            unmount_stale(&mountpoint);
-        }
-        let deadline = std::time::Instant::now() + SESSION_END_TIMEOUT;
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match inbox.recv_timeout(left) {
-                Ok(Event::SessionEnded) | Err(_) => break,
-                Ok(Event::Unmount(reply)) => {
-                    let _ = reply.send(Response::Error {
-                        message: "already unmounting".into(),
-                    });
-                }
-                Ok(Event::Signal(_)) => {}
-            }
-        }
-    }
+    let requesters = serve_until_done(&inbox, &mut mounted, &drive);
+    let committed = mounted.finish();
     let _ = std::fs::remove_file(&socket);
     if let Some(head) = drive.head() {
         net.publish(head);
@@ -322,10 +292,13 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     // A moment for the last head to leave; the node ends with its runtime.
     runtime.shutdown_timeout(Duration::from_millis(500));
     let root = drive.status().root.map(|c| c.to_string());
-    info!("unmounted; drive root {:?}", root);
-    if let Some(reply) = requester {
+    info!(
+        "unmounted; drive root {}",
+        root.as_deref().unwrap_or("empty")
+    );
+    for reply in requesters {
         let answer = match &committed {
-            Ok(_) => Response::Unmounted { root },
+            Ok(_) => Response::Unmounted { root: root.clone() },
             Err(e) => Response::Error {
                 message: format!("unmounted, but the final commit failed: {e}"),
             },
@@ -335,35 +308,46 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     committed.map(drop).map_err(DaemonError::from)
 }
 
-/// Commits changes when they pause (or every `COMMIT_INTERVAL` while they go on) until
-/// the returned sender is dropped, and announces each new head, including those fsync
-/// committed in between.
-fn start_committer(
-    drive: Arc<Drive>,
-    net: NetHandle,
-) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
-    let (stop, stopped) = mpsc::channel::<()>();
-    let mut announced = drive.head().map_or(0, |h| h.head().seq);
-    let mut retry_after = Instant::now();
-    let handle = std::thread::spawn(move || loop {
-        match stopped.recv_timeout(COMMIT_POLL) {
-            Err(RecvTimeoutError::Timeout) => {
-                let due = drive.commit_due(COMMIT_QUIET, COMMIT_INTERVAL);
-                if due && Instant::now() >= retry_after {
-                    if let Err(e) = drive.commit() {
-                        error!("commit failed (will retry): {e}");
-                        retry_after = Instant::now() + COMMIT_INTERVAL;
-                    }
-                }
-                if let Some(head) = drive.head().filter(|h| h.head().seq > announced) {
-                    announced = head.head().seq;
-                    net.publish(head);
-                }
+/// Serves until the session is over: the mount was unmounted (by us or from outside),
+/// or it was detached and its last open file has closed, so that every write a program
+/// was told succeeded is in the final commit. Returns who asked for the unmount.
+fn serve_until_done(
+    inbox: &mpsc::Receiver<Event>,
+    mounted: &mut Mounted,
+    drive: &Drive,
+) -> Vec<mpsc::Sender<Response>> {
+    let mut requesters = Vec::new();
+    loop {
+        match inbox.recv_timeout(DETACHED_POLL) {
+            Ok(Event::SessionEnded) | Err(RecvTimeoutError::Disconnected) => {
+                info!("the mount is gone");
+                return requesters;
             }
-            _ => return,
+            Ok(Event::Signal(name)) => {
+                info!("{name}: detaching; the daemon stops once no file is open");
+                mounted.detach();
+            }
+            Ok(Event::Unmount { reply, lazy: true }) => {
+                mounted.detach();
+                let _ = reply.send(Response::Detached {
+                    open_files: drive.status().open_files,
+                });
+            }
+            Ok(Event::Unmount { reply, lazy: false }) => match mounted.unmount() {
+                Ok(()) => requesters.push(reply),
+                Err(busy) => {
+                    info!("unmount refused: {busy}");
+                    let _ = reply.send(Response::Error {
+                        message: busy.to_string(),
+                    });
+                }
+            },
+            Err(RecvTimeoutError::Timeout) => {}
         }
-    });
-    (stop, handle)
+        if mounted.is_detached() && drive.status().open_files == 0 {
+            return requesters;
+        }
+    }
 }
 
 /// The root of the newest head stored for peer `id`.
@@ -678,9 +662,9 @@ fn answer(
         }),
         Ok(Request::Unpin { target, cid }) => context.unpin(&target, cid.as_deref()),
         Ok(Request::Pins) => context.pins(),
-        Ok(Request::Unmount) => {
+        Ok(Request::Unmount { lazy }) => {
             let (tx, rx) = mpsc::channel();
-            if events.send(Event::Unmount(tx)).is_err() {
+            if events.send(Event::Unmount { reply: tx, lazy }).is_err() {
                 Response::Error {
                     message: "the daemon is stopping".into(),
                 }

@@ -15,6 +15,10 @@ pub enum DriveError {
     IsADirectory,
     #[error("directory not empty")]
     NotEmpty,
+    #[error("file larger than the drive's maximum file size (16 TiB)")]
+    FileTooBig,
+    #[error("no data or hole past the end of the file")]
+    PastEnd,
     #[error("file name longer than 255 bytes")]
     NameTooLong,
     #[error("invalid argument")]
@@ -29,6 +33,9 @@ pub enum DriveError {
     /// Peers' drives: only their owners write them.
     #[error("read-only: a peer's drive")]
     ReadOnly,
+    /// A panic caught inside the drive: the operation failed, the drive lives on.
+    #[error("internal error: {0}")]
+    Bug(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -44,13 +51,15 @@ impl DriveError {
             DriveError::IsADirectory => libc::EISDIR,
             DriveError::NotEmpty => libc::ENOTEMPTY,
             DriveError::NameTooLong => libc::ENAMETOOLONG,
+            DriveError::FileTooBig => libc::EFBIG,
+            DriveError::PastEnd => libc::ENXIO,
             DriveError::Invalid => libc::EINVAL,
             DriveError::BadHandle => libc::EBADF,
             DriveError::NotSupported => libc::EPERM,
             DriveError::NoAttribute => libc::ENODATA,
             DriveError::ReadOnly => libc::EROFS,
             DriveError::Store(e) | DriveError::Format(unixfs::Error::Store(e)) => store_errno(e),
-            DriveError::Format(_) => libc::EIO,
+            DriveError::Format(_) | DriveError::Bug(_) => libc::EIO,
         }
     }
 }

@@ -3,7 +3,12 @@
 //! written is copied into memory, and stored again as soon as it is full, so memory holds
 //! a few chunks however big the write. Every chunk but the last is exactly the profile's
 //! chunk size, so the DAG built from the leaves is the one `peerfs add` would build.
+//!
+//! Holes are runs: a chunk that holds only zeros is not kept at all, in memory or in the
+//! store beyond the shared zero subtrees (`ZeroRuns`), so a terabyte of sparse file costs
+//! what its data costs.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use cid::Cid;
@@ -13,11 +18,14 @@ use super::DriveError;
 use crate::block::{DAG_PB, RAW};
 use crate::store::readahead::ReadAhead;
 use crate::store::Blocks;
-use crate::unixfs::build::{leaf_block, Built, FileBuilder, StoredLeaf};
+use crate::unixfs::build::{leaf_block, Built, FileBuilder, StoredLeaf, ZeroRuns};
 use crate::unixfs::dagpb::PbNode;
 use crate::unixfs::data::{DataType, Metadata, UnixFsData};
 use crate::unixfs::read::FileReader;
 use crate::unixfs::{Error, FormatError, ImportOptions};
+
+/// The largest file the drive holds, as ext4 with 4 KiB blocks: beyond it, `EFBIG`.
+pub const MAX_FILE_SIZE: u64 = 16 << 40;
 
 /// Full chunks kept in memory before the oldest is stored: enough for a few interleaved
 /// random writes to hit the same chunk without rehashing it each time.
@@ -30,22 +38,21 @@ const MAX_DEPTH: usize = 32;
 enum Chunk {
     Stored(StoredLeaf),
     Dirty(Vec<u8>),
-    /// A hole: this many zero bytes, not yet materialised.
-    Zeros(u64),
 }
 
-impl Chunk {
-    fn len(&self) -> u64 {
-        match self {
-            Chunk::Stored(l) => l.len,
-            Chunk::Dirty(b) => b.len() as u64,
-            Chunk::Zeros(n) => *n,
-        }
-    }
+/// Where `lseek` looks: `SEEK_DATA` or `SEEK_HOLE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seek {
+    Data,
+    Hole,
 }
 
 pub struct FileContent {
-    chunks: Vec<Chunk>,
+    /// The chunks that hold data, by index. An index below the chunk count that is
+    /// missing here is a hole: zeros.
+    chunks: BTreeMap<u64, Chunk>,
+    /// Indexes of the `Dirty` chunks.
+    dirty: BTreeSet<u64>,
     size: u64,
     chunk_size: u64,
     /// Written since the last `build`.
@@ -53,16 +60,17 @@ pub struct FileContent {
     /// The last stored leaf read, for the many small reads of one chunk.
     cached: Option<(Cid, Arc<Vec<u8>>)>,
     /// Index of the stored chunk last loaded, and whether it followed the one before.
-    last_loaded: Option<usize>,
+    last_loaded: Option<u64>,
     sequential: bool,
     /// Chunks before this index were already handed out for read-ahead.
-    ahead_until: usize,
+    ahead_until: u64,
 }
 
 impl FileContent {
     pub fn empty(opts: &ImportOptions) -> FileContent {
         FileContent {
-            chunks: Vec::new(),
+            chunks: BTreeMap::new(),
+            dirty: BTreeSet::new(),
             size: 0,
             chunk_size: opts.chunk_size,
             changed: false,
@@ -75,49 +83,74 @@ impl FileContent {
 
     /// Opens the stored file `root`. A DAG whose leaves are not all of the profile's
     /// chunk size (imported with other options) is re-chunked into stored leaves first.
-    pub fn load(staging: &Staging, opts: &ImportOptions, root: &Cid) -> Result<Self, DriveError> {
-        let mut leaves = Vec::new();
+    pub fn load(
+        staging: &Staging,
+        opts: &ImportOptions,
+        zeros: &ZeroRuns,
+        root: &Cid,
+    ) -> Result<Self, DriveError> {
+        let mut leaves = Leaves {
+            chunk_size: opts.chunk_size,
+            zeros,
+            map: BTreeMap::new(),
+            next: 0,
+            size: 0,
+            regular: true,
+        };
         let bytes = staging.get(root)?.ok_or(Error::Missing(*root))?;
-        let uniform = collect_leaves(staging, root, bytes, None, &mut leaves, 0)?;
+        leaves.collect(staging, root, bytes, None, 0)?;
         let mut content = FileContent::empty(opts);
-        let cs = opts.chunk_size;
-        let n = leaves.len();
-        let regular = uniform
-            && leaves
-                .iter()
-                .enumerate()
-                .all(|(i, l)| l.len == cs || (i + 1 == n && l.len > 0 && l.len <= cs));
-        if regular {
-            for leaf in leaves {
-                content.size += leaf.len;
+        if leaves.regular {
+            content.size = leaves.size;
+            let lone = leaves.next == 1;
+            for (idx, leaf) in leaves.map {
                 // A staged leaf is dropped at the next commit unless the tree reaches it;
                 // an open file must not lose it, so it keeps its own copy. A lone chunk
                 // may be a root carrying metadata, never reusable as a leaf.
-                let chunk = if n == 1 || staging.is_pending(&leaf.cid) {
-                    Chunk::Dirty(leaf_bytes(staging, &leaf.cid)?)
+                if lone || staging.is_pending(&leaf.cid) {
+                    content
+                        .chunks
+                        .insert(idx, Chunk::Dirty(leaf_bytes(staging, &leaf.cid)?));
+                    content.dirty.insert(idx);
                 } else {
-                    Chunk::Stored(leaf)
-                };
-                content.chunks.push(chunk);
+                    content.chunks.insert(idx, Chunk::Stored(leaf));
+                }
             }
             return Ok(content);
         }
         let reader = FileReader::open(staging, root)?;
+        content.size = reader.size();
         let mut offset = 0;
         while offset < reader.size() {
-            let mut buf = vec![0; (reader.size() - offset).min(cs) as usize];
+            let mut buf = vec![0; (reader.size() - offset).min(opts.chunk_size) as usize];
             reader.read_at(offset, &mut buf)?;
+            let idx = offset / opts.chunk_size;
             offset += buf.len() as u64;
-            content.size += buf.len() as u64;
-            let (block, leaf) = leaf_block(opts, buf);
-            staging.put_chunk(block)?;
-            content.chunks.push(Chunk::Stored(leaf));
+            if buf.iter().any(|&b| b != 0) {
+                let (block, leaf) = leaf_block(opts, buf);
+                staging.put_chunk(block)?;
+                content.chunks.insert(idx, Chunk::Stored(leaf));
+            }
         }
         Ok(content)
     }
 
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Bytes outside holes, for `du`.
+    pub fn allocated(&self) -> u64 {
+        self.chunks.keys().map(|&i| self.chunk_len(i)).sum()
+    }
+
+    fn chunk_count(&self) -> u64 {
+        self.size.div_ceil(self.chunk_size)
+    }
+
+    /// File bytes in chunk `idx`: the chunk size, less for the last one.
+    fn chunk_len(&self, idx: u64) -> u64 {
+        (self.size - idx * self.chunk_size).min(self.chunk_size)
     }
 
     /// Reads from the stored chunks, taking those `ahead` has read already.
@@ -135,14 +168,14 @@ impl FileContent {
         let mut out = Vec::with_capacity((end - offset) as usize);
         let mut pos = offset;
         while pos < end {
-            let idx = (pos / self.chunk_size) as usize;
+            let idx = pos / self.chunk_size;
             let start = pos % self.chunk_size;
-            let take = (self.chunks[idx].len() - start).min(end - pos);
+            let take = (self.chunk_len(idx) - start).min(end - pos);
             let range = start as usize..(start + take) as usize;
-            match &self.chunks[idx] {
-                Chunk::Dirty(b) => out.extend_from_slice(&b[range]),
-                Chunk::Zeros(_) => out.resize(out.len() + take as usize, 0),
-                Chunk::Stored(leaf) => {
+            match self.chunks.get(&idx) {
+                None => out.resize(out.len() + take as usize, 0),
+                Some(Chunk::Dirty(b)) => out.extend_from_slice(&b[range]),
+                Some(Chunk::Stored(leaf)) => {
                     let leaf = *leaf;
                     if self.cached.as_ref().is_none_or(|(c, _)| *c != leaf.cid) {
                         self.note_load(idx);
@@ -156,7 +189,7 @@ impl FileContent {
         Ok(out)
     }
 
-    fn note_load(&mut self, idx: usize) {
+    fn note_load(&mut self, idx: u64) {
         self.sequential = self.last_loaded.map_or(idx == 0, |last| idx == last + 1);
         if !self.sequential {
             self.ahead_until = idx + 1;
@@ -170,20 +203,45 @@ impl FileContent {
         let Some(last) = self.last_loaded.filter(|_| self.sequential) else {
             return Vec::new();
         };
-        let window = (bytes / self.chunk_size).max(1) as usize;
+        let window = (bytes / self.chunk_size).max(1);
         let from = self.ahead_until.max(last + 1);
-        let to = (last + 1 + window).min(self.chunks.len());
+        let to = (last + 1 + window).min(self.chunk_count());
         if from >= to {
             return Vec::new();
         }
         self.ahead_until = to;
-        self.chunks[from..to]
-            .iter()
-            .filter_map(|c| match c {
+        self.chunks
+            .range(from..to)
+            .filter_map(|(_, c)| match c {
                 Chunk::Stored(leaf) => Some(leaf.cid),
-                _ => None,
+                Chunk::Dirty(_) => None,
             })
             .collect()
+    }
+
+    /// Where the next data (or hole) at or after `offset` starts, as lseek(2) answers
+    /// `SEEK_DATA` and `SEEK_HOLE`; `None` past the end (ENXIO). The end of the file
+    /// counts as a hole.
+    pub fn seek(&self, offset: u64, what: Seek) -> Option<u64> {
+        if offset >= self.size {
+            return None;
+        }
+        let idx = offset / self.chunk_size;
+        match what {
+            Seek::Data if self.chunks.contains_key(&idx) => Some(offset),
+            Seek::Data => self
+                .chunks
+                .range(idx..)
+                .next()
+                .map(|(&i, _)| i * self.chunk_size),
+            Seek::Hole => {
+                let mut i = idx;
+                while self.chunks.contains_key(&i) {
+                    i += 1;
+                }
+                Some((i * self.chunk_size).clamp(offset, self.size))
+            }
+        }
     }
 
     /// A stored leaf's bytes, checked against the length its parent promised.
@@ -221,14 +279,16 @@ impl FileContent {
         offset: u64,
         data: &[u8],
     ) -> Result<(), DriveError> {
-        let end = offset + data.len() as u64;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or(DriveError::FileTooBig)?;
         if end > self.size {
             self.set_len(staging, end)?;
         }
         self.changed = true;
         let mut pos = offset;
         while pos < end {
-            let idx = (pos / self.chunk_size) as usize;
+            let idx = pos / self.chunk_size;
             let start = (pos % self.chunk_size) as usize;
             let take = ((self.chunk_size - start as u64).min(end - pos)) as usize;
             let src = &data[(pos - offset) as usize..(pos - offset) as usize + take];
@@ -245,96 +305,96 @@ impl FileContent {
     }
 
     /// Copies chunk `idx` into memory (copy on write) and returns its bytes.
-    fn make_dirty(&mut self, staging: &Staging, idx: usize) -> Result<&mut Vec<u8>, DriveError> {
-        let bytes = match &self.chunks[idx] {
-            Chunk::Dirty(_) => None,
-            Chunk::Zeros(n) => Some(vec![0; *n as usize]),
-            Chunk::Stored(leaf) => {
+    fn make_dirty(&mut self, staging: &Staging, idx: u64) -> Result<&mut Vec<u8>, DriveError> {
+        let bytes = match self.chunks.get(&idx) {
+            Some(Chunk::Dirty(_)) => None,
+            None => Some(vec![0; self.chunk_len(idx) as usize]),
+            Some(Chunk::Stored(leaf)) => {
                 let leaf = *leaf;
                 Some(self.stored(staging, None, &leaf)?.as_ref().clone())
             }
         };
         if let Some(b) = bytes {
-            self.chunks[idx] = Chunk::Dirty(b);
+            self.chunks.insert(idx, Chunk::Dirty(b));
+            self.dirty.insert(idx);
         }
-        match &mut self.chunks[idx] {
-            Chunk::Dirty(b) => Ok(b),
+        match self.chunks.get_mut(&idx) {
+            Some(Chunk::Dirty(b)) => Ok(b),
             _ => unreachable!("the chunk was just made dirty"),
         }
     }
 
-    /// Stores a full dirty chunk and keeps only its leaf.
+    /// Stores a full dirty chunk and keeps only its leaf; a chunk of zeros becomes a hole.
     fn seal(
         &mut self,
         staging: &Staging,
         opts: &ImportOptions,
-        idx: usize,
+        idx: u64,
     ) -> Result<(), DriveError> {
-        if let Chunk::Dirty(b) = &mut self.chunks[idx] {
-            let (block, leaf) = leaf_block(opts, std::mem::take(b));
-            if let Err(e) = staging.put_chunk(block.clone()) {
-                self.chunks[idx] = Chunk::Dirty(block.data().to_vec());
-                return Err(e.into());
-            }
-            self.chunks[idx] = Chunk::Stored(leaf);
+        let Some(Chunk::Dirty(b)) = self.chunks.get_mut(&idx) else {
+            return Ok(());
+        };
+        if b.iter().all(|&x| x == 0) {
+            self.chunks.remove(&idx);
+            self.dirty.remove(&idx);
+            return Ok(());
         }
+        let (block, leaf) = leaf_block(opts, std::mem::take(b));
+        if let Err(e) = staging.put_chunk(block.clone()) {
+            self.chunks.insert(idx, Chunk::Dirty(block.data().to_vec()));
+            return Err(e.into());
+        }
+        self.chunks.insert(idx, Chunk::Stored(leaf));
+        self.dirty.remove(&idx);
         Ok(())
     }
 
     fn limit_dirty(&mut self, staging: &Staging, opts: &ImportOptions) -> Result<(), DriveError> {
-        let last = self.chunks.len().saturating_sub(1);
-        let full: Vec<usize> = (0..last)
-            .filter(|&i| matches!(self.chunks[i], Chunk::Dirty(_)))
-            .collect();
-        if full.len() > MAX_DIRTY_CHUNKS {
-            for &i in &full[..full.len() - MAX_DIRTY_CHUNKS] {
+        let last = self.chunk_count().saturating_sub(1);
+        let full = self.dirty.range(..last).count();
+        if full > MAX_DIRTY_CHUNKS {
+            let oldest: Vec<u64> = self
+                .dirty
+                .range(..last)
+                .take(full - MAX_DIRTY_CHUNKS)
+                .copied()
+                .collect();
+            for i in oldest {
                 self.seal(staging, opts, i)?;
             }
         }
         Ok(())
     }
 
-    /// Grows (with zeros) or shrinks the file to `size` bytes.
+    /// Grows (with a hole) or shrinks the file to `size` bytes.
     pub fn set_len(&mut self, staging: &Staging, size: u64) -> Result<(), DriveError> {
+        if size > MAX_FILE_SIZE {
+            return Err(DriveError::FileTooBig);
+        }
         if size == self.size {
             return Ok(());
         }
         self.changed = true;
         let cs = self.chunk_size;
-        if size < self.size {
-            let keep = size.div_ceil(cs) as usize;
-            self.chunks.truncate(keep);
-            let tail = size - (keep as u64).saturating_sub(1) * cs;
-            if keep > 0 && self.chunks[keep - 1].len() != tail {
-                self.resize_chunk(staging, keep - 1, tail)?;
-            }
-        } else {
-            if let Some(last) = self.chunks.len().checked_sub(1) {
-                let want = (size - last as u64 * cs).min(cs);
-                self.resize_chunk(staging, last, want)?;
-            }
-            let mut covered = self.chunks.len() as u64 * cs;
-            while covered < size {
-                let n = (size - covered).min(cs);
-                self.chunks.push(Chunk::Zeros(n));
-                covered += n;
-            }
-        }
+        // The chunk that is the last one before and after keeps its bytes up to the
+        // new end; chunks past the new end go, and new room is a hole.
+        let edge = size.min(self.size).saturating_sub(1) / cs;
+        let keep = size.div_ceil(cs);
+        self.chunks.split_off(&keep);
+        self.dirty.split_off(&keep);
         self.size = size;
-        Ok(())
-    }
-
-    fn resize_chunk(&mut self, staging: &Staging, idx: usize, len: u64) -> Result<(), DriveError> {
-        // A full stored chunk that stays full must stay stored: appending after it
-        // would otherwise read it back, hash it and store it again.
-        if self.chunks[idx].len() == len {
-            return Ok(());
+        if self.chunks.contains_key(&edge) {
+            let want = self.chunk_len(edge);
+            let have = match &self.chunks[&edge] {
+                Chunk::Stored(l) => l.len,
+                Chunk::Dirty(b) => b.len() as u64,
+            };
+            // A full stored chunk that stays full must stay stored: appending after it
+            // would otherwise read it back, hash it and store it again.
+            if have != want {
+                self.make_dirty(staging, edge)?.resize(want as usize, 0);
+            }
         }
-        if let Chunk::Zeros(n) = &mut self.chunks[idx] {
-            *n = len;
-            return Ok(());
-        }
-        self.make_dirty(staging, idx)?.resize(len as usize, 0);
         Ok(())
     }
 
@@ -343,28 +403,157 @@ impl FileContent {
         &mut self,
         staging: &Staging,
         opts: &ImportOptions,
+        zeros: &ZeroRuns,
         meta: Metadata,
     ) -> Result<Built, DriveError> {
         let mut builder = FileBuilder::new(opts, meta);
         let mut sink = StageSink(staging);
-        if self.chunks.len() <= 1 {
+        let count = self.chunk_count();
+        if count <= 1 {
             let bytes = self.read(staging, None, 0, self.size as u32)?;
             builder.push(bytes, &mut sink)?;
         } else {
-            let last = self.chunks.len() - 1;
-            for i in 0..last {
+            let full: Vec<u64> = self.dirty.range(..count - 1).copied().collect();
+            for i in full {
                 self.seal(staging, opts, i)?;
             }
-            for chunk in &self.chunks {
+            let mut next = 0;
+            for (&idx, chunk) in &self.chunks {
+                builder.push_zeros(idx - next, zeros, &mut sink)?;
                 match chunk {
                     Chunk::Stored(leaf) => builder.push_stored(*leaf, &mut sink)?,
                     Chunk::Dirty(b) => builder.push(b.clone(), &mut sink)?,
-                    Chunk::Zeros(n) => builder.push(vec![0; *n as usize], &mut sink)?,
                 }
+                next = idx + 1;
+            }
+            if next < count {
+                // A hole up to the end: whole chunks, then a shorter last one.
+                let last = count - 1;
+                builder.push_zeros(last - next, zeros, &mut sink)?;
+                builder.push(vec![0; self.chunk_len(last) as usize], &mut sink)?;
             }
         }
         self.changed = false;
         Ok(builder.finish(&mut sink)?)
+    }
+}
+
+/// The leaves of a stored file DAG, with the zero subtrees as holes.
+struct Leaves<'z> {
+    chunk_size: u64,
+    zeros: &'z ZeroRuns,
+    map: BTreeMap<u64, StoredLeaf>,
+    /// The chunk index the next leaf has.
+    next: u64,
+    size: u64,
+    /// Every leaf so far is a whole chunk (the last may be shorter), and no node holds
+    /// both data and children: the DAG is the plain balanced form of our chunk size.
+    regular: bool,
+}
+
+impl Leaves<'_> {
+    fn leaf(&mut self, leaf: StoredLeaf) {
+        // Only the last leaf may be short: one after a short one breaks the form.
+        if self.size % self.chunk_size != 0 || leaf.len == 0 || leaf.len > self.chunk_size {
+            self.regular = false;
+        }
+        self.size += leaf.len;
+        self.map.insert(self.next, leaf);
+        self.next += 1;
+    }
+
+    fn hole(&mut self, chunks: u64) {
+        if self.size % self.chunk_size != 0 {
+            self.regular = false;
+        }
+        self.size += chunks * self.chunk_size;
+        self.next += chunks;
+    }
+
+    /// Appends the leaves under `cid` in order.
+    fn collect(
+        &mut self,
+        blocks: &dyn Blocks,
+        cid: &Cid,
+        bytes: Vec<u8>,
+        tsize: Option<u64>,
+        depth: usize,
+    ) -> Result<(), DriveError> {
+        let malformed = |source| Error::Malformed { cid: *cid, source };
+        if depth > MAX_DEPTH {
+            return Err(malformed(FormatError::UnixFs("file DAG too deep")).into());
+        }
+        let own = bytes.len() as u64;
+        match cid.codec() {
+            RAW => {
+                match self.zeros.chunks_under(cid) {
+                    Some(n) => self.hole(n),
+                    None => self.leaf(StoredLeaf {
+                        cid: *cid,
+                        tsize: own,
+                        len: own,
+                    }),
+                }
+                return Ok(());
+            }
+            DAG_PB => {}
+            other => return Err(malformed(FormatError::Codec(other)).into()),
+        }
+        let node = PbNode::decode(&bytes).map_err(malformed)?;
+        let data = node
+            .data
+            .as_deref()
+            .ok_or(FormatError::UnixFs("DAG-PB node without UnixFS Data"))
+            .map_err(malformed)?;
+        let d = UnixFsData::decode(data).map_err(malformed)?;
+        if !matches!(d.kind, DataType::File | DataType::Raw) {
+            return Err(malformed(FormatError::UnixFs("not a file node")).into());
+        }
+        let inline = d.data.as_ref().map_or(0, |b| b.len() as u64);
+        if node.links.is_empty() {
+            if inline > 0 {
+                self.leaf(StoredLeaf {
+                    cid: *cid,
+                    tsize: tsize.unwrap_or(own),
+                    len: inline,
+                });
+            }
+            return Ok(());
+        }
+        if inline > 0 {
+            self.regular = false;
+            return Ok(());
+        }
+        if d.blocksizes.len() != node.links.len() {
+            return Err(malformed(FormatError::UnixFs("blocksizes do not match the links")).into());
+        }
+        for (link, &len) in node.links.iter().zip(&d.blocksizes) {
+            if let Some(n) = self.zeros.chunks_under(&link.cid) {
+                if len != n * self.chunk_size {
+                    return Err(malformed(FormatError::UnixFs(
+                        "blocksizes do not match the links",
+                    ))
+                    .into());
+                }
+                self.hole(n);
+                continue;
+            }
+            if link.cid.codec() == RAW {
+                // A raw child is a leaf: no need to read a megabyte to learn its size.
+                self.leaf(StoredLeaf {
+                    cid: link.cid,
+                    tsize: link.tsize.unwrap_or(len),
+                    len,
+                });
+                continue;
+            }
+            let child = blocks.get(&link.cid)?.ok_or(Error::Missing(link.cid))?;
+            self.collect(blocks, &link.cid, child, link.tsize, depth + 1)?;
+            if !self.regular {
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -391,77 +580,6 @@ fn leaf_data(cid: &Cid, bytes: Vec<u8>) -> Result<Vec<u8>, DriveError> {
         .unwrap_or_default())
 }
 
-/// Appends the leaves under `cid` in order; false when the DAG is not the plain
-/// balanced form (a node with both inline data and children).
-fn collect_leaves(
-    blocks: &dyn Blocks,
-    cid: &Cid,
-    bytes: Vec<u8>,
-    tsize: Option<u64>,
-    out: &mut Vec<StoredLeaf>,
-    depth: usize,
-) -> Result<bool, DriveError> {
-    let malformed = |source| Error::Malformed { cid: *cid, source };
-    if depth > MAX_DEPTH {
-        return Err(malformed(FormatError::UnixFs("file DAG too deep")).into());
-    }
-    let own = bytes.len() as u64;
-    match cid.codec() {
-        RAW => {
-            out.push(StoredLeaf {
-                cid: *cid,
-                tsize: own,
-                len: own,
-            });
-            return Ok(true);
-        }
-        DAG_PB => {}
-        other => return Err(malformed(FormatError::Codec(other)).into()),
-    }
-    let node = PbNode::decode(&bytes).map_err(malformed)?;
-    let data = node
-        .data
-        .as_deref()
-        .ok_or(FormatError::UnixFs("DAG-PB node without UnixFS Data"))
-        .map_err(malformed)?;
-    let d = UnixFsData::decode(data).map_err(malformed)?;
-    if !matches!(d.kind, DataType::File | DataType::Raw) {
-        return Err(malformed(FormatError::UnixFs("not a file node")).into());
-    }
-    let inline = d.data.as_ref().map_or(0, |b| b.len() as u64);
-    if node.links.is_empty() {
-        if inline > 0 {
-            out.push(StoredLeaf {
-                cid: *cid,
-                tsize: tsize.unwrap_or(own),
-                len: inline,
-            });
-        }
-        return Ok(true);
-    }
-    if inline > 0 {
-        return Ok(false);
-    }
-    if d.blocksizes.len() != node.links.len() {
-        return Err(malformed(FormatError::UnixFs("blocksizes do not match the links")).into());
-    }
-    let mut uniform = true;
-    for (link, &len) in node.links.iter().zip(&d.blocksizes) {
-        if link.cid.codec() == RAW {
-            // A raw child is a leaf: no need to read a megabyte to learn its size.
-            out.push(StoredLeaf {
-                cid: link.cid,
-                tsize: link.tsize.unwrap_or(len),
-                len,
-            });
-            continue;
-        }
-        let child = blocks.get(&link.cid)?.ok_or(Error::Missing(link.cid))?;
-        uniform &= collect_leaves(blocks, &link.cid, child, link.tsize, out, depth + 1)?;
-    }
-    Ok(uniform)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,12 +595,12 @@ mod tests {
         };
         let mut file = FileContent::empty(&opts);
         for i in 0..n {
-            file.write(&staging, &opts, i as u64 * 1024, &[i as u8; 1024])
+            file.write(&staging, &opts, i as u64 * 1024, &[i as u8 + 1; 1024])
                 .unwrap();
         }
         let leaves = file
             .chunks
-            .iter()
+            .values()
             .map(|c| match c {
                 Chunk::Stored(leaf) => leaf.cid,
                 other => panic!("not stored: {other:?}"),
@@ -498,7 +616,7 @@ mod tests {
         assert!(file.read_ahead(3 << 10).is_empty(), "nothing read yet");
 
         // In order from the start: the next three chunks, each handed out once.
-        assert_eq!(file.read(&staging, None, 0, 512).unwrap(), vec![0; 512]);
+        assert_eq!(file.read(&staging, None, 0, 512).unwrap(), vec![1; 512]);
         assert_eq!(file.read_ahead(3 << 10), leaves[1..4]);
         file.read(&staging, None, 512, 512).unwrap();
         assert!(file.read_ahead(3 << 10).is_empty());

@@ -1,42 +1,51 @@
 //! The mutable drive: a UnixFS tree that changes in place, as a filesystem needs.
 //!
-//! - `Drive`: the inode table over the stored tree (directories load lazily), open file
-//!   handles, and commits. Changed directories are marked dirty up to the root and
-//!   rebuilt at the next commit: once changes pause (`commit_due`), and at least every
-//!   so often while they go on, like a journaling filesystem's batched commits.
-//! - [`file`]: one file's contents as a chunk-granular copy-on-write overlay.
+//! - `Drive` (here): the filesystem's operations over the inode table, open files.
+//! - [`tree`]: the inode table: entries read from the store on first use, and the names
+//!   that changed since the last commit.
+//! - [`commit`]: batched commits: a snapshot taken under the lock, new directory blocks
+//!   made outside it (HAMTs edited along one hash path), one batch with the new head.
+//! - [`file`]: one file's contents as a chunk-granular copy-on-write overlay; holes
+//!   are runs.
 //! - [`staging`]: new blocks waiting for the commit that makes them reachable.
 //! - [`error`]: `DriveError` and its errno mapping.
 //!
 //! Locking: a file's content lock is taken before the drive's state lock, never after.
-//! A file's DAG is rebuilt when its writer flushes, fsyncs or closes it ("published"),
-//! so a commit sees each file as of its last close and never half a write.
+//! A commit holds `commit_lock` throughout and the state lock only to take its snapshot
+//! and to install the result. A file's DAG is rebuilt when its writer flushes, fsyncs or
+//! closes it ("published"), so a commit sees each file as of its last close and never
+//! half a write.
 
+mod commit;
 pub mod error;
 pub mod file;
 pub mod staging;
+mod tree;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cid::Cid;
 use libp2p_identity::Keypair;
 
-use crate::store::readahead::ReadAhead;
 pub use error::DriveError;
-use file::FileContent;
-use staging::{StageSink, Staging};
+pub use file::{Seek, MAX_FILE_SIZE};
+pub use tree::{to_mtime, to_system_time};
 
-use crate::block::Block;
 use crate::head::{Head, SignedHead};
-use crate::store::{BlockSink, HeadStore, StoreError};
-use crate::unixfs::build::{build_directory, build_symlink, Built, DirEntry};
-use crate::unixfs::data::{Metadata, Mtime};
+use crate::store::readahead::ReadAhead;
+use crate::store::{HeadStore, StoreError};
+use crate::unixfs::build::{build_symlink, Built, ZeroRuns};
 use crate::unixfs::node::Node;
 use crate::unixfs::read::list;
 use crate::unixfs::{load_node, ImportOptions};
+use file::FileContent;
+use staging::{StageSink, Staging};
+use tree::{
+    meta_at, Body, Dir, FileBody, Inode, LoadedDir, State, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE,
+};
 
 /// The drive's root directory. Lower numbers belong to the mount around the drive.
 pub const ROOT: u64 = 2;
@@ -47,9 +56,9 @@ pub const OWN_HEAD: &str = "self";
 const READ_AHEAD_BYTES: u64 = 8 << 20;
 /// Longest file name, in bytes, as on Linux filesystems.
 const MAX_NAME: usize = 255;
-
-const DEFAULT_FILE_MODE: u32 = 0o644;
-const DEFAULT_DIR_MODE: u32 = 0o755;
+/// Permission bits a write by someone else takes away (as the kernel's rule for
+/// `file_remove_privs`): set-user-ID and set-group-ID.
+const PRIVILEGE_BITS: u32 = 0o6000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -64,6 +73,8 @@ pub struct Attr {
     pub ino: u64,
     pub kind: Kind,
     pub size: u64,
+    /// Bytes that take room (holes do not), for `st_blocks`.
+    pub allocated: u64,
     /// Permission bits, `0o7777` at most.
     pub perm: u16,
     pub mtime: SystemTime,
@@ -94,108 +105,14 @@ pub struct Commit {
     pub head: SignedHead,
 }
 
-enum Body {
-    /// `children` is `None` until the directory is first listed or looked into.
-    Dir {
-        children: Option<BTreeMap<Vec<u8>, u64>>,
-    },
-    File {
-        size: u64,
-        /// Present while the file is open.
-        content: Option<Arc<Mutex<FileContent>>>,
-        open: u32,
-    },
-    Symlink {
-        target: Vec<u8>,
-    },
-}
-
-struct Inode {
-    parent: u64,
-    body: Body,
-    mode: u32,
-    mtime: Mtime,
-    ctime: SystemTime,
-    /// The stored form. `None` only for directories changed since the last commit.
-    built: Option<Built>,
-    /// How many times the kernel holds this inode (FUSE lookup count).
-    lookups: u64,
-    /// False once unlinked; the inode lives on while open or known to the kernel.
-    linked: bool,
-}
-
-impl Inode {
-    /// A new entry made through the mount, modified now.
-    fn new(parent: u64, body: Body, mode: u32) -> Inode {
-        let now = SystemTime::now();
-        Inode {
-            parent,
-            body,
-            mode: mode & 0o7777,
-            mtime: to_mtime(now),
-            ctime: now,
-            built: None,
-            lookups: 1,
-            linked: true,
-        }
-    }
-
-    fn kind(&self) -> Kind {
-        match self.body {
-            Body::Dir { .. } => Kind::Directory,
-            Body::File { .. } => Kind::File,
-            Body::Symlink { .. } => Kind::Symlink,
-        }
-    }
-
-    fn attr(&self, ino: u64) -> Attr {
-        let size = match &self.body {
-            Body::File { size, .. } => *size,
-            Body::Symlink { target } => target.len() as u64,
-            Body::Dir { .. } => 0,
-        };
-        Attr {
-            ino,
-            kind: self.kind(),
-            size,
-            perm: (self.mode & 0o7777) as u16,
-            mtime: to_system_time(self.mtime),
-            ctime: self.ctime,
-        }
-    }
-
-    fn meta(&self) -> Metadata {
-        Metadata {
-            mode: Some(self.mode & 0o7777),
-            mtime: Some(self.mtime),
-        }
-    }
-}
-
-struct Handle {
-    ino: u64,
-    content: Arc<Mutex<FileContent>>,
-}
-
-struct State {
-    inodes: HashMap<u64, Inode>,
-    next_ino: u64,
-    handles: HashMap<u64, Handle>,
-    next_fh: u64,
-    seq: u64,
-    root: Option<Cid>,
-    last_commit: Option<SystemTime>,
-    /// The newest committed head, for announcing.
-    head: Option<SignedHead>,
-    /// The first and the latest change since the last commit.
-    dirty_since: Option<Instant>,
-    last_change: Option<Instant>,
-}
-
 pub struct Drive {
     state: Mutex<State>,
+    /// One commit at a time; held across the commit's I/O, which the state lock is not.
+    commit_lock: Mutex<()>,
     staging: Staging,
     opts: ImportOptions,
+    /// The zero subtrees holes are made of, hashed once.
+    zeros: ZeroRuns,
     key: Keypair,
     /// Written into every head: may holders of my blocks pass them on?
     open: AtomicBool,
@@ -211,6 +128,7 @@ impl Drive {
     ) -> Result<Drive, DriveError> {
         let read_ahead = ReadAhead::start(Arc::clone(&store) as Arc<dyn crate::store::Blocks>);
         let staging = Staging::new(store);
+        let zeros = ZeroRuns::new(&opts, MAX_FILE_SIZE);
         let head = match staging.store().head(OWN_HEAD)? {
             Some(bytes) => Some(SignedHead::verify(&bytes).map_err(|e| StoreError::Db {
                 path: "heads/self".into(),
@@ -218,7 +136,6 @@ impl Drive {
             })?),
             None => None,
         };
-        let now = SystemTime::now();
         let root = match &head {
             Some(h) => {
                 let cid = h.head().root;
@@ -226,25 +143,14 @@ impl Drive {
                 if !node.is_dir() {
                     return Err(DriveError::NotADirectory);
                 }
-                inode_from_node(ROOT, &node, Built { cid, tsize: 0 })
+                Inode::stored(ROOT, b"", &node, Built { cid, tsize: 0 }, &zeros)
             }
-            None => Inode {
-                parent: ROOT,
-                body: Body::Dir {
-                    children: Some(BTreeMap::new()),
-                },
-                mode: DEFAULT_DIR_MODE,
-                mtime: to_mtime(now),
-                ctime: now,
-                built: None,
-                lookups: 1,
-                linked: true,
-            },
+            None => Inode::empty_root(),
         };
         let state = State {
-            inodes: HashMap::from([(ROOT, root)]),
+            inodes: [(ROOT, root)].into(),
             next_ino: FIRST_INODE,
-            handles: HashMap::new(),
+            handles: Default::default(),
             next_fh: 1,
             seq: head.as_ref().map_or(0, |h| h.head().seq),
             root: head.as_ref().map(|h| h.head().root),
@@ -257,8 +163,10 @@ impl Drive {
         };
         Ok(Drive {
             state: Mutex::new(state),
+            commit_lock: Mutex::new(()),
             staging,
             opts,
+            zeros,
             key,
             open: AtomicBool::new(false),
             read_ahead,
@@ -293,7 +201,7 @@ impl Drive {
         if let Some(inode) = st.inodes.get_mut(&ino) {
             inode.lookups = inode.lookups.saturating_sub(n);
         }
-        reap(&mut st, ino);
+        st.reap(ino);
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr, DriveError> {
@@ -309,7 +217,7 @@ impl Drive {
             .ok_or(DriveError::NotFound)?
             .body
         {
-            Body::Symlink { target } => Ok(target.clone()),
+            Body::Symlink { target, .. } => Ok(target.clone()),
             _ => Err(DriveError::Invalid),
         }
     }
@@ -318,13 +226,14 @@ impl Drive {
     pub fn list(&self, ino: u64) -> Result<Vec<(Vec<u8>, Attr)>, DriveError> {
         let mut st = self.lock();
         self.load_dir(&mut st, ino)?;
-        let Some(Body::Dir {
-            children: Some(children),
-        }) = st.inodes.get(&ino).map(|i| &i.body)
-        else {
-            return Err(DriveError::NotADirectory);
+        let st = &*st;
+        let dir = match st.inodes.get(&ino).map(|i| &i.body) {
+            Some(Body::Dir(Dir::Loaded(d))) => d,
+            Some(_) => return Err(DriveError::NotADirectory),
+            None => return Err(DriveError::NotFound),
         };
-        Ok(children
+        Ok(dir
+            .children
             .iter()
             .filter_map(|(name, c)| Some((name.clone(), st.inodes.get(c)?.attr(*c))))
             .collect())
@@ -343,68 +252,53 @@ impl Drive {
 
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32) -> Result<Attr, DriveError> {
         let mut st = self.lock();
-        let inode = Inode::new(
-            parent,
-            Body::Dir {
-                children: Some(BTreeMap::new()),
-            },
-            mode,
-        );
-        self.insert(&mut st, parent, name, inode)
+        self.insert(&mut st, Inode::new_dir(parent, name, mode))
     }
 
     pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8]) -> Result<Attr, DriveError> {
         let mut st = self.lock();
-        let mut inode = Inode::new(
-            parent,
-            Body::Symlink {
-                target: target.to_vec(),
-            },
-            0o777,
-        );
-        inode.built = Some(self.build_symlink(&inode)?);
-        self.insert(&mut st, parent, name, inode)
+        let now = SystemTime::now();
+        let mut sink = StageSink(&self.staging);
+        let built = build_symlink(target, meta_at(0o777, now), &self.opts, &mut sink)?;
+        self.insert(
+            &mut st,
+            Inode::new_symlink(parent, name, target, now, built),
+        )
     }
 
     /// Creates an empty file and opens it; returns its attributes and a handle.
     pub fn create(&self, parent: u64, name: &[u8], mode: u32) -> Result<(Attr, u64), DriveError> {
         let mut st = self.lock();
+        let now = SystemTime::now();
         let mut content = FileContent::empty(&self.opts);
-        let body = Body::File {
-            size: 0,
-            content: None,
-            open: 0,
-        };
-        let mut inode = Inode::new(parent, body, mode);
-        inode.built = Some(content.build(&self.staging, &self.opts, inode.meta())?);
+        let built = content.build(&self.staging, &self.opts, &self.zeros, meta_at(mode, now))?;
         let content = Arc::new(Mutex::new(content));
-        inode.body = Body::File {
+        let file = FileBody {
             size: 0,
+            allocated: 0,
+            built,
             content: Some(Arc::clone(&content)),
             open: 1,
         };
-        let attr = self.insert(&mut st, parent, name, inode)?;
-        let fh = new_handle(&mut st, attr.ino, content);
+        let attr = self.insert(&mut st, Inode::new_file(parent, name, mode, now, file))?;
+        let fh = st.new_handle(attr.ino, content);
         Ok((attr, fh))
     }
 
-    fn insert(
-        &self,
-        st: &mut State,
-        parent: u64,
-        name: &[u8],
-        inode: Inode,
-    ) -> Result<Attr, DriveError> {
-        check_name(name)?;
-        if self.child(st, parent, name)?.is_some() {
+    /// Links a new entry into its parent (named in the inode).
+    fn insert(&self, st: &mut State, inode: Inode) -> Result<Attr, DriveError> {
+        check_name(&inode.name)?;
+        let (parent, name) = (inode.parent, inode.name.clone());
+        if self.child(st, parent, &name)?.is_some() {
             return Err(DriveError::Exists);
         }
-        let ino = st.next_ino;
-        st.next_ino += 1;
+        let ino = st.new_ino();
         let attr = inode.attr(ino);
         st.inodes.insert(ino, inode);
-        children_mut(st, parent)?.insert(name.to_vec(), ino);
-        touch_dir(st, parent, true);
+        st.loaded_dir(parent)
+            .ok_or(DriveError::NotADirectory)?
+            .add(&name, ino);
+        st.entry_changed(parent, &name, true);
         Ok(attr)
     }
 
@@ -416,9 +310,7 @@ impl Drive {
         if st.inodes[&ino].kind() == Kind::Directory {
             return Err(DriveError::IsADirectory);
         }
-        children_mut(&mut st, parent)?.remove(name);
-        detach(&mut st, ino);
-        touch_dir(&mut st, parent, true);
+        self.remove_entry(&mut st, parent, name, ino);
         Ok(())
     }
 
@@ -428,19 +320,23 @@ impl Drive {
             .child(&mut st, parent, name)?
             .ok_or(DriveError::NotFound)?;
         self.check_empty_dir(&mut st, ino)?;
-        children_mut(&mut st, parent)?.remove(name);
-        detach(&mut st, ino);
-        touch_dir(&mut st, parent, true);
+        self.remove_entry(&mut st, parent, name, ino);
         Ok(())
+    }
+
+    fn remove_entry(&self, st: &mut State, parent: u64, name: &[u8], ino: u64) {
+        if let Some(dir) = st.loaded_dir(parent) {
+            dir.remove(name);
+        }
+        st.detach(ino);
+        st.entry_changed(parent, name, true);
     }
 
     fn check_empty_dir(&self, st: &mut State, ino: u64) -> Result<(), DriveError> {
         self.load_dir(st, ino)?;
         match &st.inodes[&ino].body {
-            Body::Dir {
-                children: Some(c), ..
-            } if c.is_empty() => Ok(()),
-            Body::Dir { .. } => Err(DriveError::NotEmpty),
+            Body::Dir(Dir::Loaded(d)) if d.children.is_empty() => Ok(()),
+            Body::Dir(_) => Err(DriveError::NotEmpty),
             _ => Err(DriveError::NotADirectory),
         }
     }
@@ -485,54 +381,56 @@ impl Drive {
                 (false, true) => return Err(DriveError::IsADirectory),
                 (false, false) => {}
             }
-            detach(&mut st, old);
+            st.detach(old);
         }
-        children_mut(&mut st, parent)?.remove(name);
-        children_mut(&mut st, new_parent)?.insert(new_name.to_vec(), ino);
-        let now = SystemTime::now();
+        if let Some(dir) = st.loaded_dir(parent) {
+            dir.remove(name);
+        }
+        st.loaded_dir(new_parent)
+            .ok_or(DriveError::NotADirectory)?
+            .add(new_name, ino);
         if let Some(inode) = st.inodes.get_mut(&ino) {
             inode.parent = new_parent;
-            inode.ctime = now;
+            inode.name = new_name.to_vec();
+            inode.ctime = SystemTime::now();
         }
-        touch_dir(&mut st, parent, true);
-        touch_dir(&mut st, new_parent, true);
+        st.entry_changed(parent, name, true);
+        st.entry_changed(new_parent, new_name, true);
         Ok(())
     }
 
     pub fn setattr(&self, ino: u64, set: SetAttr) -> Result<Attr, DriveError> {
         let content = {
             let mut st = self.lock();
-            let inode = st.inodes.get_mut(&ino).ok_or(DriveError::NotFound)?;
-            match &inode.body {
-                Body::File { content, .. } => content.clone(),
-                Body::Dir { .. } if set.size.is_some() => return Err(DriveError::IsADirectory),
-                Body::Symlink { .. } if set.size.is_some() => return Err(DriveError::Invalid),
-                _ => {
+            let kind = st.inodes.get(&ino).ok_or(DriveError::NotFound)?.kind();
+            match kind {
+                Kind::Directory if set.size.is_some() => return Err(DriveError::IsADirectory),
+                Kind::Symlink if set.size.is_some() => return Err(DriveError::Invalid),
+                Kind::Directory => {
+                    // Only a loaded directory records changes.
+                    self.load_dir(&mut st, ino)?;
+                    apply_meta(st.inodes.get_mut(&ino).ok_or(DriveError::NotFound)?, set);
+                    st.dir_changed(ino);
+                    return Ok(st.inodes[&ino].attr(ino));
+                }
+                Kind::Symlink => {
+                    let inode = st.inodes.get_mut(&ino).ok_or(DriveError::NotFound)?;
                     apply_meta(inode, set);
-                    if inode.kind() == Kind::Symlink {
-                        inode.built = Some(self.build_symlink(inode)?);
-                        let parent = inode.parent;
-                        touch_dir(&mut st, parent, false);
-                    } else {
-                        touch_dir(&mut st, ino, false);
+                    let meta = inode.meta();
+                    if let Body::Symlink { target, built } = &mut inode.body {
+                        let mut sink = StageSink(&self.staging);
+                        *built = build_symlink(target, meta, &self.opts, &mut sink)?;
+                    }
+                    let (parent, name, linked) = (inode.parent, inode.name.clone(), inode.linked);
+                    if linked {
+                        st.entry_changed(parent, &name, false);
                     }
                     return Ok(st.inodes[&ino].attr(ino));
                 }
+                Kind::File => self.file_content(&mut st, ino)?,
             }
         };
         // A file: its root carries the metadata, so it is rebuilt now.
-        let content = match content {
-            Some(c) => c,
-            None => {
-                let root = self.lock().inodes[&ino].built.map(|b| b.cid);
-                let root = root.ok_or(DriveError::NotFound)?;
-                Arc::new(Mutex::new(FileContent::load(
-                    &self.staging,
-                    &self.opts,
-                    &root,
-                )?))
-            }
-        };
         let mut content = content.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(size) = set.size {
             content.set_len(&self.staging, size)?;
@@ -541,47 +439,52 @@ impl Drive {
         let inode = st.inodes.get_mut(&ino).ok_or(DriveError::NotFound)?;
         apply_meta(inode, set);
         if set.size.is_some() && set.mtime.is_none() {
-            let now = SystemTime::now();
-            inode.mtime = to_mtime(now);
+            inode.touch();
         }
         self.publish(&mut st, ino, &mut content)?;
         Ok(st.inodes[&ino].attr(ino))
     }
 
+    /// The open contents of file `ino`, or its stored contents loaded now.
+    fn file_content(
+        &self,
+        st: &mut State,
+        ino: u64,
+    ) -> Result<Arc<Mutex<FileContent>>, DriveError> {
+        let inode = st.inodes.get_mut(&ino).ok_or(DriveError::NotFound)?;
+        let Body::File(f) = &mut inode.body else {
+            return Err(DriveError::IsADirectory);
+        };
+        if let Some(c) = &f.content {
+            return Ok(Arc::clone(c));
+        }
+        let loaded = FileContent::load(&self.staging, &self.opts, &self.zeros, &f.built.cid)?;
+        Ok(Arc::new(Mutex::new(loaded)))
+    }
+
     /// Opens a file; `truncate` empties it first (O_TRUNC).
     pub fn open(&self, ino: u64, truncate: bool) -> Result<u64, DriveError> {
-        let content = {
+        let (fh, content) = {
             let mut st = self.lock();
-            let inode = st.inodes.get_mut(&ino).ok_or(DriveError::NotFound)?;
-            let root = inode.built.map(|b| b.cid);
-            let Body::File { content, open, .. } = &mut inode.body else {
+            let content = self.file_content(&mut st, ino)?;
+            let Some(Body::File(f)) = st.inodes.get_mut(&ino).map(|i| &mut i.body) else {
                 return Err(DriveError::IsADirectory);
             };
-            let content = match content {
-                Some(c) => Arc::clone(c),
-                None => {
-                    let root = root.ok_or(DriveError::NotFound)?;
-                    let loaded = FileContent::load(&self.staging, &self.opts, &root)?;
-                    let c = Arc::new(Mutex::new(loaded));
-                    *content = Some(Arc::clone(&c));
-                    c
-                }
-            };
-            *open += 1;
-            let fh = new_handle(&mut st, ino, Arc::clone(&content));
-            if !truncate {
-                return Ok(fh);
-            }
-            (fh, content)
+            f.content = Some(Arc::clone(&content));
+            f.open += 1;
+            (st.new_handle(ino, Arc::clone(&content)), content)
         };
-        let (fh, content) = content;
+        if !truncate {
+            return Ok(fh);
+        }
         let mut c = content.lock().unwrap_or_else(|e| e.into_inner());
         c.set_len(&self.staging, 0)?;
         let mut st = self.lock();
         if let Some(inode) = st.inodes.get_mut(&ino) {
-            inode.mtime = to_mtime(SystemTime::now());
-            if let Body::File { size, .. } = &mut inode.body {
-                *size = 0;
+            inode.touch();
+            if let Body::File(f) = &mut inode.body {
+                f.size = 0;
+                f.allocated = 0;
             }
         }
         Ok(fh)
@@ -603,20 +506,37 @@ impl Drive {
         Ok(data)
     }
 
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<(), DriveError> {
+    /// Writes through handle `fh`. `drop_privileges`: the writer is not the owner, so
+    /// set-user-ID and set-group-ID bits go, as a write on any Linux filesystem does.
+    pub fn write(
+        &self,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        drop_privileges: bool,
+    ) -> Result<(), DriveError> {
         let (ino, content) = self.handle(fh)?;
         let mut c = content.lock().unwrap_or_else(|e| e.into_inner());
         c.write(&self.staging, &self.opts, offset, data)?;
         let mut st = self.lock();
         if let Some(inode) = st.inodes.get_mut(&ino) {
-            let now = SystemTime::now();
-            inode.mtime = to_mtime(now);
-            inode.ctime = now;
-            if let Body::File { size, .. } = &mut inode.body {
-                *size = c.size();
+            inode.touch();
+            if drop_privileges {
+                inode.mode &= !PRIVILEGE_BITS;
+            }
+            if let Body::File(f) = &mut inode.body {
+                f.size = c.size();
             }
         }
         Ok(())
+    }
+
+    /// Where the next data or hole at or after `offset` is (lseek's `SEEK_DATA` and
+    /// `SEEK_HOLE`).
+    pub fn seek(&self, fh: u64, offset: u64, what: Seek) -> Result<u64, DriveError> {
+        let (_, content) = self.handle(fh)?;
+        let c = content.lock().unwrap_or_else(|e| e.into_inner());
+        c.seek(offset, what).ok_or(DriveError::PastEnd)
     }
 
     /// Makes the file's written contents part of the tree (close, flush, fsync).
@@ -634,20 +554,18 @@ impl Drive {
         let flushed = self.flush(fh);
         let mut st = self.lock();
         if let Some(h) = st.handles.remove(&fh) {
-            if let Some(inode) = st.inodes.get_mut(&h.ino) {
-                if let Body::File { content, open, .. } = &mut inode.body {
-                    *open = open.saturating_sub(1);
-                    if *open == 0 && flushed.is_ok() {
-                        *content = None;
-                    }
+            if let Some(Body::File(f)) = st.inodes.get_mut(&h.ino).map(|i| &mut i.body) {
+                f.open = f.open.saturating_sub(1);
+                if f.open == 0 && flushed.is_ok() {
+                    f.content = None;
                 }
             }
-            reap(&mut st, h.ino);
+            st.reap(h.ino);
         }
         flushed
     }
 
-    /// Builds the file's DAG with its current metadata and marks its directory changed.
+    /// Builds the file's DAG with its current metadata and marks its entry changed.
     fn publish(
         &self,
         st: &mut State,
@@ -655,14 +573,15 @@ impl Drive {
         content: &mut FileContent,
     ) -> Result<(), DriveError> {
         let inode = st.inodes.get_mut(&ino).ok_or(DriveError::NotFound)?;
-        let built = content.build(&self.staging, &self.opts, inode.meta())?;
-        inode.built = Some(built);
-        if let Body::File { size, .. } = &mut inode.body {
-            *size = content.size();
+        let built = content.build(&self.staging, &self.opts, &self.zeros, inode.meta())?;
+        if let Body::File(f) = &mut inode.body {
+            f.built = built;
+            f.size = content.size();
+            f.allocated = content.allocated();
         }
-        let (parent, linked) = (inode.parent, inode.linked);
+        let (parent, name, linked) = (inode.parent, inode.name.clone(), inode.linked);
         if linked {
-            touch_dir(st, parent, false);
+            st.entry_changed(parent, &name, false);
         }
         Ok(())
     }
@@ -680,15 +599,15 @@ impl Drive {
             .inodes
             .get(&ino)
             .ok_or(DriveError::NotFound)?
-            .built;
+            .built();
         if let Some(b) = built {
             return Ok(b.cid);
         }
-        self.commit()?;
+        self.commit_with(true)?;
         let st = self.lock();
         let inode = st.inodes.get(&ino).ok_or(DriveError::NotFound)?;
         // An unlinked directory is never rebuilt; say so rather than guess.
-        inode.built.map(|b| b.cid).ok_or(DriveError::NotFound)
+        inode.built().map(|b| b.cid).ok_or(DriveError::NotFound)
     }
 
     /// Says in future heads whether everyone may read the drive (see `Head::open`).
@@ -708,42 +627,58 @@ impl Drive {
             seq: st.seq,
             last_commit: st.last_commit,
             open_files: st.handles.len(),
-            dirty: st.inodes[&ROOT].built.is_none(),
+            dirty: st.changed(),
         }
     }
 
     /// Writes every changed directory and a new signed head in one batch. Returns
     /// `None` when nothing changed since the last commit.
     pub fn commit(&self) -> Result<Option<Commit>, DriveError> {
-        let mut st = self.lock();
-        if st.inodes[&ROOT].built.is_some() {
+        self.commit_with(false)
+    }
+
+    /// `force`: commit an untouched new drive too, so that its root has a CID.
+    fn commit_with(&self, force: bool) -> Result<Option<Commit>, DriveError> {
+        let _one_at_a_time = self.commit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(snap) = commit::snapshot(&mut self.lock(), &self.staging, &self.opts, force)
+        else {
             return Ok(None);
-        }
-        let mut blocks = Vec::new();
-        let mut updates = Vec::new();
-        let root = self.build_dir(&st, ROOT, &mut blocks, &mut updates)?;
-        let head = Head {
-            peer: self.key.public().to_peer_id(),
-            seq: st.seq + 1,
-            root: root.cid,
-            time_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            open: self.open.load(Ordering::Relaxed),
-        }
-        .sign(&self.key);
-        self.staging.commit(&blocks, OWN_HEAD, head.encoded())?;
-        for (ino, built) in updates {
-            if let Some(inode) = st.inodes.get_mut(&ino) {
-                inode.built = Some(built);
+        };
+        // A panic while building must not lose the changes the snapshot took.
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            snap.build(&self.staging, &self.opts)
+        }))
+        .unwrap_or_else(|panic| Err(DriveError::Bug(panic_message(&panic))));
+        let written = built.and_then(|prepared| {
+            let head = Head {
+                peer: self.key.public().to_peer_id(),
+                seq: snap.seq,
+                root: prepared.root.cid,
+                time_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                open: self.open.load(Ordering::Relaxed),
+            }
+            .sign(&self.key);
+            self.staging
+                .commit(&prepared.blocks, OWN_HEAD, head.encoded(), snap.epoch)?;
+            Ok((prepared, head))
+        });
+        let mut st = self.lock();
+        match written {
+            Ok((prepared, head)) => {
+                st.seq = snap.seq;
+                st.root = Some(prepared.root.cid);
+                st.last_commit = Some(SystemTime::now());
+                st.head = Some(head.clone());
+                commit::install(&mut st, snap, Some(&prepared));
+                Ok(Some(Commit { head }))
+            }
+            Err(e) => {
+                commit::install(&mut st, snap, None);
+                Err(e)
             }
         }
-        st.seq += 1;
-        st.root = Some(root.cid);
-        st.last_commit = Some(SystemTime::now());
-        st.head = Some(head.clone());
-        st.dirty_since = None;
-        Ok(Some(Commit { head }))
     }
 
     /// Whether uncommitted changes should be committed now: they have paused for
@@ -753,55 +688,7 @@ impl Drive {
         let (Some(first), Some(last)) = (st.dirty_since, st.last_change) else {
             return false;
         };
-        st.inodes[&ROOT].built.is_none() && (last.elapsed() >= quiet || first.elapsed() >= longest)
-    }
-
-    fn build_dir(
-        &self,
-        st: &State,
-        ino: u64,
-        blocks: &mut Vec<Block>,
-        updates: &mut Vec<(u64, Built)>,
-    ) -> Result<Built, DriveError> {
-        let inode = &st.inodes[&ino];
-        if let Some(b) = inode.built {
-            return Ok(b);
-        }
-        let Body::Dir {
-            children: Some(children),
-        } = &inode.body
-        else {
-            unreachable!("only loaded directories can change")
-        };
-        let mut entries = Vec::with_capacity(children.len());
-        for (name, child) in children {
-            let c = &st.inodes[child];
-            let built = match (&c.body, c.built) {
-                (Body::Dir { .. }, _) => self.build_dir(st, *child, blocks, updates)?,
-                (_, Some(b)) => {
-                    self.staging.collect(&b.cid, blocks);
-                    b
-                }
-                (_, None) => unreachable!("files and symlinks are built when they change"),
-            };
-            entries.push(DirEntry {
-                name: name.clone(),
-                cid: built.cid,
-                tsize: built.tsize,
-            });
-        }
-        let mut sink = VecSink(blocks);
-        let built = build_directory(entries, inode.meta(), &self.opts, &mut sink)?;
-        updates.push((ino, built));
-        Ok(built)
-    }
-
-    fn build_symlink(&self, inode: &Inode) -> Result<Built, DriveError> {
-        let Body::Symlink { target } = &inode.body else {
-            return Err(DriveError::Invalid);
-        };
-        let mut sink = StageSink(&self.staging);
-        Ok(build_symlink(target, inode.meta(), &self.opts, &mut sink)?)
+        st.changed() && (last.elapsed() >= quiet || first.elapsed() >= longest)
     }
 
     /// The inode of `name` in directory `parent`, loading the directory if needed.
@@ -811,7 +698,7 @@ impl Drive {
         }
         self.load_dir(st, parent)?;
         match &st.inodes.get(&parent).ok_or(DriveError::NotFound)?.body {
-            Body::Dir { children: Some(c) } => Ok(c.get(name).copied()),
+            Body::Dir(Dir::Loaded(d)) => Ok(d.children.get(name).copied()),
             _ => Err(DriveError::NotADirectory),
         }
     }
@@ -819,37 +706,49 @@ impl Drive {
     /// Reads a stored directory's entries into the inode table, once.
     fn load_dir(&self, st: &mut State, ino: u64) -> Result<(), DriveError> {
         let inode = st.inodes.get(&ino).ok_or(DriveError::NotFound)?;
-        let (Body::Dir { children: None }, Some(built)) = (&inode.body, inode.built) else {
+        let Body::Dir(Dir::Stored(stored)) = &inode.body else {
             return Ok(());
         };
-        let node = load_node(&self.staging, &built.cid)?;
-        let mut children = BTreeMap::new();
-        for entry in list(&self.staging, &built.cid, &node)? {
+        let stored = *stored;
+        let node = load_node(&self.staging, &stored.built.cid)?;
+        let mut dir = LoadedDir {
+            children: BTreeMap::new(),
+            name_bytes: 0,
+            stored: Some(stored),
+            changed: None,
+        };
+        let mut loaded = Vec::new();
+        for entry in list(&self.staging, &stored.built.cid, &node)? {
             let child = load_node(&self.staging, &entry.cid)?;
             let built = Built {
                 cid: entry.cid,
                 tsize: entry.tsize,
             };
-            let child_ino = st.next_ino;
-            st.next_ino += 1;
-            st.inodes
-                .insert(child_ino, inode_from_node(ino, &child, built));
-            children.insert(entry.name, child_ino);
+            loaded.push((
+                entry.name,
+                Inode::stored(ino, b"", &child, built, &self.zeros),
+            ));
         }
-        if let Some(Body::Dir { children: c }) = st.inodes.get_mut(&ino).map(|i| &mut i.body) {
-            *c = Some(children);
+        for (name, mut child) in loaded {
+            let child_ino = st.new_ino();
+            child.name = name.clone();
+            st.inodes.insert(child_ino, child);
+            dir.add(&name, child_ino);
+        }
+        if let Some(inode) = st.inodes.get_mut(&ino) {
+            inode.body = Body::Dir(Dir::Loaded(dir));
         }
         Ok(())
     }
 }
 
-struct VecSink<'a>(&'a mut Vec<Block>);
-
-impl BlockSink for VecSink<'_> {
-    fn put(&mut self, block: Block) -> Result<(), StoreError> {
-        self.0.push(block);
-        Ok(())
-    }
+/// What a caught panic said.
+pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
 }
 
 /// What `stat` shows of a stored node, with the defaults for fields it lacks.
@@ -865,41 +764,10 @@ pub fn node_attr(ino: u64, node: &Node) -> Attr {
         ino,
         kind,
         size,
+        allocated: size,
         perm: (meta.mode.unwrap_or(default_mode) & 0o7777) as u16,
         mtime,
         ctime: mtime,
-    }
-}
-
-fn inode_from_node(parent: u64, node: &Node, built: Built) -> Inode {
-    let meta = node.meta();
-    let (body, default_mode) = match node {
-        Node::File(f) => (
-            Body::File {
-                size: f.filesize,
-                content: None,
-                open: 0,
-            },
-            DEFAULT_FILE_MODE,
-        ),
-        Node::Symlink { target, .. } => (
-            Body::Symlink {
-                target: target.clone(),
-            },
-            0o777,
-        ),
-        Node::Directory(_) | Node::Shard(_) => (Body::Dir { children: None }, DEFAULT_DIR_MODE),
-    };
-    let mtime = meta.mtime.unwrap_or_default();
-    Inode {
-        parent,
-        body,
-        mode: meta.mode.unwrap_or(default_mode),
-        mtime,
-        ctime: to_system_time(mtime),
-        built: Some(built),
-        lookups: 0,
-        linked: true,
     }
 }
 
@@ -913,50 +781,6 @@ fn check_name(name: &[u8]) -> Result<(), DriveError> {
     Ok(())
 }
 
-fn children_mut(st: &mut State, dir: u64) -> Result<&mut BTreeMap<Vec<u8>, u64>, DriveError> {
-    match st.inodes.get_mut(&dir).map(|i| &mut i.body) {
-        Some(Body::Dir { children: Some(c) }) => Ok(c),
-        Some(_) => Err(DriveError::NotADirectory),
-        None => Err(DriveError::NotFound),
-    }
-}
-
-fn new_handle(st: &mut State, ino: u64, content: Arc<Mutex<FileContent>>) -> u64 {
-    let fh = st.next_fh;
-    st.next_fh += 1;
-    st.handles.insert(fh, Handle { ino, content });
-    fh
-}
-
-/// Marks `dir` and its ancestors changed; with `modified`, its mtime becomes now (an
-/// entry was added, removed or renamed).
-fn touch_dir(st: &mut State, dir: u64, modified: bool) {
-    let now = Instant::now();
-    st.last_change = Some(now);
-    st.dirty_since.get_or_insert(now);
-    if modified {
-        if let Some(inode) = st.inodes.get_mut(&dir) {
-            let now = SystemTime::now();
-            inode.mtime = to_mtime(now);
-            inode.ctime = now;
-        }
-    }
-    let mut ino = dir;
-    loop {
-        let Some(inode) = st.inodes.get_mut(&ino) else {
-            return;
-        };
-        if inode.built.is_none() && ino != dir {
-            return;
-        }
-        inode.built = None;
-        if ino == ROOT || !inode.linked {
-            return;
-        }
-        ino = inode.parent;
-    }
-}
-
 fn apply_meta(inode: &mut Inode, set: SetAttr) {
     if let Some(mode) = set.mode {
         inode.mode = mode & 0o7777;
@@ -967,87 +791,5 @@ fn apply_meta(inode: &mut Inode, set: SetAttr) {
     inode.ctime = SystemTime::now();
 }
 
-/// Takes an entry out of the tree; it lives on while open or known to the kernel.
-fn detach(st: &mut State, ino: u64) {
-    if let Some(inode) = st.inodes.get_mut(&ino) {
-        inode.linked = false;
-    }
-    reap(st, ino);
-}
-
-/// Drops an inode nobody can reach any more.
-fn reap(st: &mut State, ino: u64) {
-    let Some(inode) = st.inodes.get(&ino) else {
-        return;
-    };
-    let open = matches!(inode.body, Body::File { open, .. } if open > 0);
-    if !inode.linked && inode.lookups == 0 && !open && ino != ROOT {
-        st.inodes.remove(&ino);
-    }
-}
-
-pub fn to_mtime(t: SystemTime) -> Mtime {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => Mtime {
-            secs: d.as_secs() as i64,
-            nanos: d.subsec_nanos(),
-        },
-        Err(e) => {
-            let d = e.duration();
-            if d.subsec_nanos() == 0 {
-                Mtime {
-                    secs: -(d.as_secs() as i64),
-                    nanos: 0,
-                }
-            } else {
-                Mtime {
-                    secs: -(d.as_secs() as i64) - 1,
-                    nanos: 1_000_000_000 - d.subsec_nanos(),
-                }
-            }
-        }
-    }
-}
-
-pub fn to_system_time(m: Mtime) -> SystemTime {
-    if m.secs >= 0 {
-        UNIX_EPOCH + Duration::new(m.secs as u64, m.nanos)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(m.secs.unsigned_abs())
-            + Duration::from_nanos(m.nanos.into())
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::rocks::RocksStore;
-
-    fn drive(dir: &std::path::Path) -> Drive {
-        let store = Arc::new(RocksStore::open(dir, true).unwrap());
-        Drive::load(store, ImportOptions::default(), Keypair::generate_ed25519()).unwrap()
-    }
-
-    #[test]
-    fn a_commit_is_due_when_changes_pause_or_go_on_too_long() {
-        let dir = tempfile::tempdir().unwrap();
-        let drive = drive(dir.path());
-        let (long, none) = (Duration::from_secs(3600), Duration::ZERO);
-        assert!(!drive.commit_due(none, none), "nothing changed yet");
-
-        // Writing alone changes nothing committed: the file enters the tree on close.
-        let (_, fh) = drive.create(ROOT, b"a.txt", 0o644).unwrap();
-        drive.commit().unwrap();
-        drive.write(fh, 0, b"hello").unwrap();
-        assert!(!drive.commit_due(none, none));
-        drive.release(fh).unwrap();
-        assert!(drive.commit_due(none, long), "changes paused");
-        assert!(drive.commit_due(long, none), "changes went on too long");
-        assert!(!drive.commit_due(long, long), "neither yet");
-
-        drive.commit().unwrap();
-        assert!(!drive.commit_due(none, none), "committed");
-        drive.mkdir(ROOT, b"d", 0o755).unwrap();
-        assert!(drive.commit_due(none, long));
-    }
-}
+mod tests;

@@ -2,8 +2,13 @@
 //! WAL); small blocks (file roots, partial last chunks) are staged in memory until the
 //! next commit, which writes the ones the new tree reaches in its single batch and drops
 //! the rest (earlier versions of files rewritten within one commit interval).
+//!
+//! Blocks are staged under the drive's lock, as part of the change that uses them, and a
+//! commit takes its snapshot under that lock too: so every block staged before the
+//! snapshot (an earlier epoch) is either in the snapshot's tree or superseded, and every
+//! block staged after it waits for the next commit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -15,21 +20,35 @@ use crate::unixfs::dagpb::PbNode;
 
 pub struct Staging {
     store: Arc<dyn HeadStore>,
-    pending: Mutex<HashMap<Cid, Block>>,
+    pending: Mutex<Pending>,
     /// Chunks were written without the WAL since the last commit: flush before the head.
     bulk_written: AtomicBool,
+}
+
+/// Staged blocks, each with the epoch it was staged in.
+#[derive(Default)]
+struct Pending {
+    blocks: HashMap<Cid, (Block, u64)>,
+    epoch: u64,
+}
+
+impl Pending {
+    fn stage(&mut self, block: Block) {
+        let epoch = self.epoch;
+        self.blocks.insert(*block.cid(), (block, epoch));
+    }
 }
 
 impl Staging {
     pub fn new(store: Arc<dyn HeadStore>) -> Staging {
         Staging {
             store,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::default(),
             bulk_written: AtomicBool::new(false),
         }
     }
 
-    fn pending(&self) -> MutexGuard<'_, HashMap<Cid, Block>> {
+    fn pending(&self) -> MutexGuard<'_, Pending> {
         // Every operation on the map is a single insert, remove or read.
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -46,18 +65,31 @@ impl Staging {
     }
 
     pub fn is_pending(&self, cid: &Cid) -> bool {
-        self.pending().contains_key(cid)
+        self.pending().blocks.contains_key(cid)
     }
 
-    /// Copies the staged blocks reachable from `root` into `out` (they stay staged until
-    /// the commit succeeds).
+    /// Starts a commit's snapshot: returns the epoch it covers; blocks staged from now
+    /// on belong to the next one.
+    pub fn begin_commit(&self) -> u64 {
+        let mut pending = self.pending();
+        pending.epoch += 1;
+        pending.epoch - 1
+    }
+
+    /// Copies the staged blocks reachable from `root` into `out`, each once (they stay
+    /// staged until the commit succeeds). A hole's zero subtrees are linked many times
+    /// over: they are visited once.
     pub fn collect(&self, root: &Cid, out: &mut Vec<Block>) {
         let pending = self.pending();
+        let mut seen = HashSet::new();
         let mut todo = vec![*root];
         while let Some(cid) = todo.pop() {
-            let Some(block) = pending.get(&cid) else {
+            let Some((block, _)) = pending.blocks.get(&cid) else {
                 continue;
             };
+            if !seen.insert(cid) {
+                continue;
+            }
             if cid.codec() == DAG_PB {
                 if let Ok(node) = PbNode::decode(block.data()) {
                     todo.extend(node.links.iter().map(|l| l.cid));
@@ -67,8 +99,15 @@ impl Staging {
         }
     }
 
-    /// Writes `blocks` and the head record in one durable batch; forgets what was staged.
-    pub fn commit(&self, blocks: &[Block], head: &str, record: &[u8]) -> Result<(), StoreError> {
+    /// Writes `blocks` and the head record in one durable batch; forgets what was staged
+    /// up to `epoch` (from `begin_commit`).
+    pub fn commit(
+        &self,
+        blocks: &[Block],
+        head: &str,
+        record: &[u8],
+        epoch: u64,
+    ) -> Result<(), StoreError> {
         if self.bulk_written.swap(false, Ordering::AcqRel) {
             if let Err(e) = self.store.finish_bulk() {
                 self.bulk_written.store(true, Ordering::Release);
@@ -76,27 +115,27 @@ impl Staging {
             }
         }
         self.store.commit(blocks, head, record)?;
-        self.pending().clear();
+        self.pending().blocks.retain(|_, (_, e)| *e > epoch);
         Ok(())
     }
 }
 
 impl Blocks for Staging {
     fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(b) = self.pending().get(cid) {
+        if let Some((b, _)) = self.pending().blocks.get(cid) {
             return Ok(Some(b.data().to_vec()));
         }
         self.store.get(cid)
     }
 
     fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
-        Ok(self.pending().contains_key(cid) || self.store.has(cid)?)
+        Ok(self.is_pending(cid) || self.store.has(cid)?)
     }
 
     fn put_many(&self, blocks: &[Block], _durable: bool) -> Result<(), StoreError> {
         let mut pending = self.pending();
         for b in blocks {
-            pending.insert(*b.cid(), b.clone());
+            pending.stage(b.clone());
         }
         Ok(())
     }
@@ -111,7 +150,7 @@ pub struct StageSink<'a>(pub &'a Staging);
 
 impl BlockSink for StageSink<'_> {
     fn put(&mut self, block: Block) -> Result<(), StoreError> {
-        self.0.pending().insert(*block.cid(), block);
+        self.0.pending().stage(block);
         Ok(())
     }
 }

@@ -77,6 +77,8 @@ pub struct FileBuilder<'o> {
     /// The first chunk, held back until we know whether it is the only one.
     first: Option<Vec<u8>>,
     chunks: u64,
+    /// Levels of zero subtrees already handed to the sink by `push_zeros`.
+    zeros_emitted: usize,
 }
 
 impl<'o> FileBuilder<'o> {
@@ -87,6 +89,7 @@ impl<'o> FileBuilder<'o> {
             levels: vec![Vec::new()],
             first: None,
             chunks: 0,
+            zeros_emitted: 0,
         }
     }
 
@@ -137,8 +140,52 @@ impl<'o> FileBuilder<'o> {
         self.add(0, part, sink)
     }
 
+    /// Adds `count` full chunks of zeros (a hole). Whole aligned runs go in as the
+    /// shared zero subtrees, so a hole costs the same whatever its size.
+    pub fn push_zeros(
+        &mut self,
+        mut count: u64,
+        zeros: &ZeroRuns,
+        sink: &mut dyn BlockSink,
+    ) -> Result<(), Error> {
+        // The first chunk decides the one-chunk form: it goes in the plain way.
+        if count > 0 && self.chunks == 0 {
+            self.push(vec![0; self.chunk_size()], sink)?;
+            count -= 1;
+        }
+        if count > 0 {
+            if let Some(first) = self.first.take() {
+                self.push_leaf(first, sink)?;
+            }
+        }
+        while count > 0 {
+            // The largest subtree that starts here: every level below it is empty.
+            let mut level = 0;
+            while level + 1 < zeros.parts.len()
+                && self.levels.get(level).is_none_or(Vec::is_empty)
+                && count >= zeros.parts[level + 1].1
+            {
+                level += 1;
+            }
+            for (block, _) in &zeros.parts[self.zeros_emitted.min(level + 1)..=level] {
+                sink.put(block.clone())?;
+            }
+            self.zeros_emitted = self.zeros_emitted.max(level + 1);
+            let (block, chunks) = &zeros.parts[level];
+            let part = Part {
+                cid: *block.cid(),
+                tsize: zeros.tsizes[level],
+                filesize: chunks * self.opts.chunk_size,
+            };
+            self.chunks += chunks;
+            count -= chunks;
+            self.add(level, part, sink)?;
+        }
+        Ok(())
+    }
+
     fn add(&mut self, level: usize, part: Part, sink: &mut dyn BlockSink) -> Result<(), Error> {
-        if self.levels.len() == level {
+        while self.levels.len() <= level {
             self.levels.push(Vec::new());
         }
         self.levels[level].push(part);
@@ -218,6 +265,52 @@ impl<'o> FileBuilder<'o> {
             &file_data(chunk, self.meta),
             sink,
         )
+    }
+}
+
+/// The subtrees of an all-zero region of a file, level by level of the balanced layout:
+/// level 0 is one zero chunk, level k is `max_links` subtrees of level k-1. A hole of any
+/// size is made of these, so it is hashed once, and is recognised when read back.
+pub struct ZeroRuns {
+    /// Each level's block and the chunks under it.
+    parts: Vec<(Block, u64)>,
+    tsizes: Vec<u64>,
+}
+
+impl ZeroRuns {
+    /// The levels needed for files of up to `max_size` bytes.
+    pub fn new(opts: &ImportOptions, max_size: u64) -> ZeroRuns {
+        let (leaf, stored) = leaf_block(opts, vec![0; opts.chunk_size as usize]);
+        let (mut below, mut chunks, mut tsize) = (*leaf.cid(), 1, stored.tsize);
+        let mut runs = ZeroRuns {
+            parts: vec![(leaf, 1)],
+            tsizes: vec![tsize],
+        };
+        let max_chunks = max_size.div_ceil(opts.chunk_size);
+        let fanout = opts.max_links as u64;
+        while chunks < max_chunks && fanout > 1 {
+            // What `FileBuilder::reduce` makes of `max_links` equal parts.
+            let mut d = UnixFsData::new(DataType::File);
+            d.filesize = Some(chunks * fanout * opts.chunk_size);
+            d.blocksizes = vec![chunks * opts.chunk_size; opts.max_links];
+            let node = PbNode {
+                links: vec![PbLink::new(below, Vec::new(), tsize); opts.max_links],
+                data: Some(d.encode()),
+            };
+            let block = Block::hash(opts.cid_version, DAG_PB, node.encode());
+            (below, chunks, tsize) = (*block.cid(), chunks * fanout, block.len() + tsize * fanout);
+            runs.parts.push((block, chunks));
+            runs.tsizes.push(tsize);
+        }
+        runs
+    }
+
+    /// How many chunks of zeros `cid` stands for, when it is one of these subtrees.
+    pub fn chunks_under(&self, cid: &Cid) -> Option<u64> {
+        self.parts
+            .iter()
+            .find(|(b, _)| b.cid() == cid)
+            .map(|(_, chunks)| *chunks)
     }
 }
 

@@ -359,6 +359,69 @@ impl Edit<'_> {
     }
 }
 
+/// One change to a sharded directory.
+#[derive(Clone, Debug)]
+pub enum ShardChange {
+    /// Adds the entry, or replaces the one of the same name.
+    Set(DirEntry),
+    Remove(Vec<u8>),
+}
+
+/// Applies `changes` in order to the shard tree at `root_cid`, reading and rewriting only
+/// the shards on each name's hash path, and gives the root `meta`. `blocks` must see
+/// what `sink` was given (each change reads the shards the one before wrote). The result
+/// is the CID a fresh `build` of the resulting set of names gets.
+pub fn edit(
+    blocks: &dyn Blocks,
+    root_cid: &Cid,
+    changes: impl IntoIterator<Item = ShardChange>,
+    meta: Metadata,
+    opts: &ImportOptions,
+    sink: &mut dyn BlockSink,
+) -> Result<Built, Error> {
+    let fanout = match load_node(blocks, root_cid)? {
+        Node::Shard(s) => s.fanout,
+        _ => return Err(malformed(root_cid, "HAMT root is not a shard")),
+    };
+    let mut ctx = Edit {
+        blocks,
+        geo: Geometry::of(fanout),
+        opts,
+        sink,
+    };
+    let mut root = *root_cid;
+    let mut last = None;
+    for change in changes {
+        let shard = load_shard(blocks, &root, fanout)?;
+        let edited = match change {
+            ShardChange::Set(entry) => {
+                let hash = hash_name(&entry.name);
+                Some(ctx.insert_at(&root, &shard, (hash, entry), 0, meta)?)
+            }
+            ShardChange::Remove(name) => {
+                match ctx.remove_at(&root, &shard, &hash_name(&name), &name, 0, meta)? {
+                    Removed::Shard(b) => Some(b),
+                    Removed::NotFound => None,
+                    Removed::Single(_) => unreachable!("the root shard never folds"),
+                }
+            }
+        };
+        if let Some(b) = edited {
+            root = b.cid;
+            last = Some(b);
+        }
+    }
+    // Every edit wrote the root with `meta`; with none, only the metadata changes.
+    match last {
+        Some(built) => Ok(built),
+        None => {
+            let shard = load_shard(blocks, &root, fanout)?;
+            let slots = slots_of(&root, &shard, ctx.geo)?;
+            emit_shard(&slots, meta, ctx.geo, opts, ctx.sink)
+        }
+    }
+}
+
 /// Finds `name` by following its hash path: one block per level, never a listing.
 pub fn lookup(
     blocks: &dyn Blocks,

@@ -1,0 +1,253 @@
+//! The mounted session as a guard: while it lives, a committer thread commits the drive
+//! when changes pause; when it ends, by `finish` or by `Drop` (a panic included), the
+//! committer stops, open files are published, the last commit is made and every block is
+//! flushed, and the mount goes. So no way out of the daemon skips the final commit.
+//!
+//! Unmounting is done here with the kernel's own rules: a plain unmount fails while
+//! anything holds the mount ("target is busy", with what holds it), and a lazy one
+//! detaches the mount at once while the session goes on until the last open file closes.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracing::{error, warn};
+
+use crate::drive::{self, Commit, Drive, DriveError};
+use crate::net::NetHandle;
+use crate::store::rocks::RocksStore;
+use crate::store::Blocks;
+
+/// Changes are committed (and announced) once they pause this long...
+const COMMIT_QUIET: Duration = Duration::from_millis(100);
+/// ...and at least this often while they go on. fsync and unmount commit at once.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the committer looks for changes.
+const COMMIT_POLL: Duration = Duration::from_millis(25);
+
+pub struct Mounted {
+    drive: Arc<Drive>,
+    store: Arc<RocksStore>,
+    mountpoint: PathBuf,
+    committer: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+    /// The mount has left the mount table (unmounted, or detached lazily).
+    detached: bool,
+    finished: bool,
+}
+
+impl Mounted {
+    /// Starts committing `drive`, mounted at `mountpoint`, announcing heads on `net`.
+    pub fn new(
+        drive: Arc<Drive>,
+        store: Arc<RocksStore>,
+        mountpoint: PathBuf,
+        net: NetHandle,
+    ) -> Mounted {
+        let committer = Some(start_committer(Arc::clone(&drive), net));
+        Mounted {
+            drive,
+            store,
+            mountpoint,
+            committer,
+            detached: false,
+            finished: false,
+        }
+    }
+
+    /// Unmounts when nothing holds the mount; otherwise refuses, naming what holds it.
+    pub fn unmount(&mut self) -> Result<(), Busy> {
+        if self.detached {
+            return Ok(());
+        }
+        match umount(&self.mountpoint, false) {
+            Ok(()) => {
+                self.detached = true;
+                Ok(())
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(Busy {
+                mountpoint: self.mountpoint.clone(),
+                holders: holders(&self.mountpoint),
+            }),
+            Err(e) => {
+                warn!(
+                    "unmount {}: {e}; detaching lazily",
+                    self.mountpoint.display()
+                );
+                self.detach();
+                Ok(())
+            }
+        }
+    }
+
+    /// Takes the mount out of the namespace now; the session goes on serving (and
+    /// committing) what is still open.
+    pub fn detach(&mut self) {
+        if !self.detached {
+            if let Err(e) = umount(&self.mountpoint, true) {
+                warn!("detaching {}: {e}", self.mountpoint.display());
+            }
+            self.detached = true;
+        }
+    }
+
+    pub fn is_detached(&self) -> bool {
+        self.detached
+    }
+
+    /// Ends the session: the last commit, everything flushed, the mount gone.
+    pub fn finish(mut self) -> Result<Option<Commit>, DriveError> {
+        self.close()
+    }
+
+    fn close(&mut self) -> Result<Option<Commit>, DriveError> {
+        self.finished = true;
+        if let Some((stop, thread)) = self.committer.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
+        let committed = self.drive.flush_all().and_then(|()| self.drive.commit());
+        if let Err(e) = &committed {
+            error!("final commit failed: {e}");
+        }
+        // Blocks fetched from peers skip the write-ahead log; keep them for the next run.
+        if let Err(e) = self.store.finish_bulk() {
+            warn!("cannot flush fetched blocks: {e}");
+        }
+        self.detach();
+        committed
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.close();
+        }
+    }
+}
+
+/// A plain unmount refused: processes still use the mount.
+#[derive(Debug)]
+pub struct Busy {
+    pub mountpoint: PathBuf,
+    pub holders: Vec<String>,
+}
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: target is busy", self.mountpoint.display())?;
+        if !self.holders.is_empty() {
+            write!(f, " ({})", self.holders.join("; "))?;
+        }
+        write!(
+            f,
+            "; close them, or `peerfs unmount --lazy` to detach now and finish when they close"
+        )
+    }
+}
+
+/// Commits changes when they pause (or every `COMMIT_INTERVAL` while they go on) until
+/// the returned sender is dropped, and announces each new head, including those fsync
+/// committed in between. A failing or panicking commit is logged and retried; the
+/// committer itself never stops early.
+fn start_committer(drive: Arc<Drive>, net: NetHandle) -> (mpsc::Sender<()>, JoinHandle<()>) {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let mut announced = drive.head().map_or(0, |h| h.head().seq);
+    let mut retry_after = Instant::now();
+    let handle = std::thread::spawn(move || loop {
+        match stopped.recv_timeout(COMMIT_POLL) {
+            Err(RecvTimeoutError::Timeout) => {
+                let due = drive.commit_due(COMMIT_QUIET, COMMIT_INTERVAL);
+                if due && Instant::now() >= retry_after {
+                    let commit =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drive.commit()))
+                            .unwrap_or_else(|p| Err(DriveError::Bug(drive::panic_message(&p))));
+                    if let Err(e) = commit {
+                        error!("commit failed (will retry): {e}");
+                        retry_after = Instant::now() + COMMIT_INTERVAL;
+                    }
+                }
+                if let Some(head) = drive.head().filter(|h| h.head().seq > announced) {
+                    announced = head.head().seq;
+                    net.publish(head);
+                }
+            }
+            _ => return,
+        }
+    });
+    (stop, handle)
+}
+
+/// Unmounts `mountpoint`: `lazy` detaches it even while in use (MNT_DETACH).
+fn umount(mountpoint: &Path, lazy: bool) -> io::Result<()> {
+    if is_root() {
+        let path = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let flags = if lazy { libc::MNT_DETACH } else { 0 };
+        // SAFETY: `path` is a valid NUL-terminated string that outlives the call.
+        return match unsafe { libc::umount2(path.as_ptr(), flags) } {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        };
+    }
+    let mut cmd = std::process::Command::new("fusermount3");
+    cmd.arg("-u");
+    if lazy {
+        cmd.arg("-z");
+    }
+    let out = cmd.arg(mountpoint).output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&out.stderr);
+    if said.contains("busy") {
+        return Err(io::Error::from_raw_os_error(libc::EBUSY));
+    }
+    Err(io::Error::other(said.trim().to_string()))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// What keeps `mountpoint` busy, as `fuser -m` would say it: each process with its
+/// working directory, root or an open file inside.
+pub fn holders(mountpoint: &Path) -> Vec<String> {
+    let me = std::process::id().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let inside = |p: &Path| p.starts_with(mountpoint);
+    let mut out = Vec::new();
+    for entry in procs.flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+            continue;
+        }
+        let dir = entry.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let who = format!("pid {pid} ({})", name.trim());
+        for (link, what) in [("cwd", "working directory"), ("root", "root directory")] {
+            if let Ok(target) = std::fs::read_link(dir.join(link)) {
+                if inside(&target) {
+                    out.push(format!("{who}: {what} {}", target.display()));
+                }
+            }
+        }
+        let Ok(fds) = std::fs::read_dir(dir.join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                if inside(&target) {
+                    out.push(format!("{who}: open {}", target.display()));
+                }
+            }
+        }
+    }
+    out
+}

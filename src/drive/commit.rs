@@ -1,0 +1,306 @@
+//! Commits: what changed since the last commit, written as new directory blocks and a
+//! signed head in one batch. Three steps, so that the drive's lock is held only for the
+//! first and the last, and a commit never makes a reader or writer wait on its I/O:
+//!
+//! 1. [`snapshot`] (under the lock): the changed directories, innermost first, each with
+//!    the names that changed and what they hold now; the changes leave the tree.
+//! 2. [`Snapshot::build`] (no lock): the new directory nodes. A directory stored as a
+//!    HAMT that stays one is edited along each changed name's hash path, so the cost
+//!    follows the number of changes, not the directory's size; any other directory is
+//!    rebuilt whole, which is cheap because it is below the shard threshold (or new).
+//! 3. [`install`] (under the lock): each directory's new committed form; or, when the
+//!    commit failed, its changes go back, for the next commit to retry.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use cid::Cid;
+
+use super::staging::Staging;
+use super::tree::{Body, Dir, State, StoredDir};
+use super::{DriveError, ROOT};
+use crate::block::{Block, DAG_PB};
+use crate::store::{BlockSink, Blocks, StoreError};
+use crate::unixfs::build::{build_directory, Built, DirEntry};
+use crate::unixfs::dagpb::PbNode;
+use crate::unixfs::data::Metadata;
+use crate::unixfs::hamt::{self, ShardChange};
+use crate::unixfs::node::Node;
+use crate::unixfs::{load_node, ImportOptions};
+
+/// The fewest bytes a link adds to the shard estimate besides its name: a CID of a
+/// sha2-256 multihash (CIDv0) and nothing else. With the names' bytes it bounds the
+/// estimate from below, so a large directory is known to stay a HAMT without summing.
+const MIN_LINK_BYTES: u64 = 34;
+
+/// Where a changed entry's new form comes from.
+#[derive(Clone, Copy)]
+enum Source {
+    Built(Built),
+    /// The directory planned at this index (built earlier in the same commit).
+    Planned(usize),
+}
+
+enum Work {
+    /// Edit the stored HAMT: each changed name set to its new entry, or removed.
+    Edit(Vec<(Vec<u8>, Option<Source>)>),
+    /// Build from every entry.
+    Rebuild(Vec<(Vec<u8>, Source)>),
+}
+
+struct DirPlan {
+    ino: u64,
+    meta: Metadata,
+    base: Option<StoredDir>,
+    /// The names that changed, put back if the commit fails.
+    names: BTreeSet<Vec<u8>>,
+    work: Work,
+}
+
+/// What a commit writes, taken from the tree under the lock.
+pub(super) struct Snapshot {
+    /// Innermost first; the root last.
+    dirs: Vec<DirPlan>,
+    /// Staged blocks of the files and symlinks that changed.
+    staged: Vec<Block>,
+    /// The staging epoch the snapshot covers.
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+/// Takes the changes out of the tree (`force`: commit even an unchanged root, so an
+/// untouched drive gets a CID). `None` when there is nothing to commit.
+pub(super) fn snapshot(
+    st: &mut State,
+    staging: &Staging,
+    opts: &ImportOptions,
+    force: bool,
+) -> Option<Snapshot> {
+    let root = st.inodes.get(&ROOT)?;
+    let unstored = matches!(&root.body, Body::Dir(Dir::Loaded(d)) if d.stored.is_none());
+    if !st.changed() && !(force && unstored) {
+        return None;
+    }
+    let mut snap = Snapshot {
+        dirs: Vec::new(),
+        staged: Vec::new(),
+        epoch: staging.begin_commit(),
+        seq: st.seq + 1,
+    };
+    plan_dir(st, ROOT, staging, opts, &mut snap);
+    for plan in &snap.dirs {
+        if let Some(d) = st.loaded_dir(plan.ino) {
+            d.changed = None;
+        }
+    }
+    st.dirty_since = None;
+    Some(snap)
+}
+
+/// Plans directory `ino` (and the changed directories below it); returns its index.
+fn plan_dir(
+    st: &State,
+    ino: u64,
+    staging: &Staging,
+    opts: &ImportOptions,
+    snap: &mut Snapshot,
+) -> usize {
+    let inode = &st.inodes[&ino];
+    let Body::Dir(Dir::Loaded(dir)) = &inode.body else {
+        unreachable!("only loaded directories are planned: a changed one is always loaded")
+    };
+    let names = dir.changed.clone().unwrap_or_default();
+    let lower_bound = dir.name_bytes + MIN_LINK_BYTES * dir.children.len() as u64;
+    let stays_shard = dir.stored.is_some_and(|s| s.shard) && lower_bound > opts.shard_threshold;
+    let source = |name: &[u8], child: u64, snap: &mut Snapshot| -> Option<Source> {
+        let c = st.inodes.get(&child)?;
+        let changed = names.contains(name);
+        match (&c.body, c.built()) {
+            (Body::Dir(_), None) => Some(Source::Planned(plan_dir(st, child, staging, opts, snap))),
+            (_, Some(built)) => {
+                if changed {
+                    staging.collect(&built.cid, &mut snap.staged);
+                }
+                Some(Source::Built(built))
+            }
+            (_, None) => None,
+        }
+    };
+    let work = if stays_shard {
+        let mut edits = Vec::with_capacity(names.len());
+        for name in &names {
+            let src = dir.children.get(name).and_then(|&c| source(name, c, snap));
+            edits.push((name.clone(), src));
+        }
+        Work::Edit(edits)
+    } else {
+        let mut all = Vec::with_capacity(dir.children.len());
+        for (name, &child) in &dir.children {
+            if let Some(src) = source(name, child, snap) {
+                all.push((name.clone(), src));
+            }
+        }
+        Work::Rebuild(all)
+    };
+    snap.dirs.push(DirPlan {
+        ino,
+        meta: inode.meta(),
+        base: dir.stored,
+        names,
+        work,
+    });
+    snap.dirs.len() - 1
+}
+
+/// The new blocks of one commit, before they are written.
+pub(super) struct Prepared {
+    pub root: Built,
+    pub blocks: Vec<Block>,
+    /// Each planned directory's new form, in plan order.
+    results: Vec<StoredDir>,
+}
+
+impl Snapshot {
+    /// Makes the new directory nodes; nothing is written yet.
+    pub fn build(&self, staging: &Staging, opts: &ImportOptions) -> Result<Prepared, DriveError> {
+        let overlay = Overlay {
+            new: Mutex::default(),
+            base: staging,
+        };
+        let mut results: Vec<StoredDir> = Vec::with_capacity(self.dirs.len());
+        for plan in &self.dirs {
+            let resolve = |src: &Source| match src {
+                Source::Built(b) => *b,
+                Source::Planned(i) => results[*i].built,
+            };
+            let entry = |name: &[u8], src: &Source| {
+                let b = resolve(src);
+                DirEntry {
+                    name: name.to_vec(),
+                    cid: b.cid,
+                    tsize: b.tsize,
+                }
+            };
+            let mut sink = &overlay;
+            let result = match (&plan.work, plan.base) {
+                (Work::Edit(edits), Some(base)) => {
+                    let changes = edits.iter().map(|(name, src)| match src {
+                        Some(src) => ShardChange::Set(entry(name, src)),
+                        None => ShardChange::Remove(name.clone()),
+                    });
+                    let built = hamt::edit(
+                        &overlay,
+                        &base.built.cid,
+                        changes,
+                        plan.meta,
+                        opts,
+                        &mut sink,
+                    )?;
+                    StoredDir { built, shard: true }
+                }
+                (Work::Edit(_), None) => unreachable!("only a stored HAMT is edited"),
+                (Work::Rebuild(all), _) => {
+                    let entries = all.iter().map(|(name, src)| entry(name, src)).collect();
+                    let built = build_directory(entries, plan.meta, opts, &mut sink)?;
+                    let shard = matches!(load_node(&overlay, &built.cid)?, Node::Shard(_));
+                    StoredDir { built, shard }
+                }
+            };
+            results.push(result);
+        }
+        let root = results
+            .last()
+            .map(|r| r.built)
+            .ok_or(DriveError::NotFound)?;
+        let mut blocks = overlay.reachable(&root.cid);
+        blocks.extend(self.staged.iter().cloned());
+        Ok(Prepared {
+            root,
+            blocks,
+            results,
+        })
+    }
+}
+
+/// Puts each directory's new form in place after a commit (`Some`), or its changes back
+/// after a failed one (`None`). Changes made meanwhile stay, on top of the new form.
+pub(super) fn install(st: &mut State, snap: Snapshot, outcome: Option<&Prepared>) {
+    for (i, plan) in snap.dirs.into_iter().enumerate() {
+        let Some(dir) = st.loaded_dir(plan.ino) else {
+            continue;
+        };
+        match outcome {
+            Some(prepared) => dir.stored = Some(prepared.results[i]),
+            None => dir.changed.get_or_insert_default().extend(plan.names),
+        }
+    }
+    if outcome.is_none() {
+        st.dirty_since.get_or_insert_with(std::time::Instant::now);
+    }
+}
+
+/// The blocks a commit makes, over the blocks already staged or stored: each HAMT edit
+/// reads the shards the one before wrote.
+struct Overlay<'a> {
+    new: Mutex<HashMap<Cid, Block>>,
+    base: &'a Staging,
+}
+
+impl Overlay<'_> {
+    fn new_blocks(&self) -> std::sync::MutexGuard<'_, HashMap<Cid, Block>> {
+        // Every operation on the map is one insert or read.
+        self.new.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The new blocks the tree under `root` reaches: intermediate versions (a shard
+    /// rewritten by several edits) are left out.
+    fn reachable(&self, root: &Cid) -> Vec<Block> {
+        let mut new = self.new_blocks();
+        let mut out = Vec::new();
+        let mut todo = vec![*root];
+        while let Some(cid) = todo.pop() {
+            let Some(block) = new.remove(&cid) else {
+                continue;
+            };
+            if cid.codec() == DAG_PB {
+                if let Ok(node) = PbNode::decode(block.data()) {
+                    todo.extend(node.links.iter().map(|l| l.cid));
+                }
+            }
+            out.push(block);
+        }
+        out
+    }
+}
+
+impl Blocks for Overlay<'_> {
+    fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(b) = self.new_blocks().get(cid) {
+            return Ok(Some(b.data().to_vec()));
+        }
+        self.base.get(cid)
+    }
+
+    fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
+        Ok(self.new_blocks().contains_key(cid) || self.base.has(cid)?)
+    }
+
+    fn put_many(&self, blocks: &[Block], _durable: bool) -> Result<(), StoreError> {
+        let mut new = self.new_blocks();
+        for b in blocks {
+            new.insert(*b.cid(), b.clone());
+        }
+        Ok(())
+    }
+
+    fn delete_many(&self, _cids: &[Cid]) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl BlockSink for &Overlay<'_> {
+    fn put(&mut self, block: Block) -> Result<(), StoreError> {
+        self.new_blocks().insert(*block.cid(), block);
+        Ok(())
+    }
+}
