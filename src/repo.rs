@@ -85,6 +85,11 @@ pub struct Config {
     /// count.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// Let other local users into the mount (FUSE `allow_other`; for a user who is not
+    /// root it needs `user_allow_other` in /etc/fuse.conf). Permissions are then the
+    /// kernel's usual checks against each entry's mode.
+    #[serde(default)]
+    pub allow_other: bool,
     #[serde(default)]
     pub import: ImportConfig,
 }
@@ -101,6 +106,7 @@ impl Default for Config {
             bootstrap: Vec::new(),
             dht_server: true,
             max_connections: default_max_connections(),
+            allow_other: false,
             import: ImportConfig::default(),
         }
     }

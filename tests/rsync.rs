@@ -118,3 +118,35 @@ fn rsync_as_root_with_owners_exits_zero() {
         ),
     );
 }
+
+/// Issue 12, finding 4: after `rsync -a` of a freshly made tree (2,000 files in 160
+/// directories, times from this very second), the mount's directory mtimes are the
+/// source's to the nanosecond, so its CID is the importer's.
+#[test]
+fn rsync_of_a_fresh_tree_keeps_every_directory_mtime() {
+    let m = Mounted::new();
+    let local = tempfile::tempdir().unwrap();
+    let src = local.path().join("src");
+    for i in 0..2000 {
+        let dir = src.join(format!("dir{:02}/sub{}", i % 16, i % 9));
+        fs::create_dir_all(&dir).unwrap();
+        write(&dir.join(format!("f{i}")), &bytes(i % 300, i as u64));
+    }
+    let dst = m.drive().join("x");
+    sh(
+        local.path(),
+        &format!("rsync -a src/ {}/", dst.display()),
+    );
+    let differ = sh(
+        &src,
+        &format!(
+            "find . -type d | while read -r d; do \
+               [ \"$(stat -c %y \"$d\")\" = \"$(stat -c %y \"{0}/$d\")\" ] || echo \"$d\"; \
+             done",
+            dst.display()
+        ),
+    );
+    assert!(differ.trim().is_empty(), "directory mtimes differ:\n{differ}");
+    let expected = peerfs_cid(&src, &["--preserve-mode", "--preserve-mtime"]);
+    assert_eq!(common::cid_of(&dst), expected.trim());
+}

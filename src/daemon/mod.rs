@@ -17,7 +17,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use fuser::{INodeNo, MountOption, Notifier, Session};
+use fuser::{INodeNo, MountOption, Notifier, Session, SessionACL};
 use session::Mounted;
 use tracing::{error, info, warn};
 
@@ -225,6 +225,9 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         MountOption::DefaultPermissions,
         MountOption::RW,
     ];
+    if repo.config().allow_other {
+        config.acl = SessionACL::All;
+    }
     config.n_threads = Some(FUSE_THREADS);
     config.clone_fd = true;
     let mount_err = |source| DaemonError::Mount {

@@ -143,7 +143,7 @@ impl Drive {
                 if !node.is_dir() {
                     return Err(DriveError::NotADirectory);
                 }
-                Inode::stored(ROOT, b"", &node, Built { cid, tsize: 0 }, &zeros)
+                Inode::stored(ROOT, b"", &node, Built { cid, tsize: 0 }, &staging, &zeros)
             }
             None => Inode::empty_root(),
         };
@@ -726,7 +726,7 @@ impl Drive {
             };
             loaded.push((
                 entry.name,
-                Inode::stored(ino, b"", &child, built, &self.zeros),
+                Inode::stored(ino, b"", &child, built, &self.staging, &self.zeros),
             ));
         }
         for (name, mut child) in loaded {

@@ -16,7 +16,10 @@ use super::{Attr, Kind, ROOT};
 use crate::head::SignedHead;
 use crate::unixfs::build::{Built, ZeroRuns};
 use crate::unixfs::data::{Metadata, Mtime};
-use crate::unixfs::node::Node;
+use crate::block::DAG_PB;
+use crate::store::Blocks;
+use crate::unixfs::load_node;
+use crate::unixfs::node::{FileNode, Node};
 
 pub(super) const DEFAULT_FILE_MODE: u32 = 0o644;
 pub(super) const DEFAULT_DIR_MODE: u32 = 0o755;
@@ -156,19 +159,20 @@ impl Inode {
     }
 
     /// An entry as stored, under `parent`.
-    pub fn stored(parent: u64, name: &[u8], node: &Node, built: Built, zeros: &ZeroRuns) -> Inode {
+    pub fn stored(
+        parent: u64,
+        name: &[u8],
+        node: &Node,
+        built: Built,
+        blocks: &dyn Blocks,
+        zeros: &ZeroRuns,
+    ) -> Inode {
         let meta = node.meta();
         let (body, default_mode) = match node {
             Node::File(f) => {
-                let holes: u64 = f
-                    .children
-                    .iter()
-                    .filter(|(cid, _)| zeros.chunks_under(cid).is_some())
-                    .map(|(_, len)| len)
-                    .sum();
                 let file = FileBody {
                     size: f.filesize,
-                    allocated: f.filesize.saturating_sub(holes),
+                    allocated: f.filesize - holes_in(blocks, f, zeros, 0),
                     built,
                     content: None,
                     open: 0,
@@ -257,6 +261,30 @@ impl Inode {
         self.mtime = to_mtime(now);
         self.ctime = now;
     }
+}
+
+/// How deep `holes_in` looks into a sparse file's DAG: a 16 TiB file is four levels.
+const MAX_HOLE_DEPTH: usize = 4;
+
+/// The bytes of `file` in holes (its zero subtrees), for `du`. Only a file with a hole
+/// at this level is looked into further, so a dense file costs nothing and a sparse
+/// one costs its data's internal nodes; a node that cannot be read counts as data.
+fn holes_in(blocks: &dyn Blocks, file: &FileNode, zeros: &ZeroRuns, depth: usize) -> u64 {
+    let is_hole = |cid: &Cid| zeros.chunks_under(cid).is_some();
+    if depth >= MAX_HOLE_DEPTH || !file.children.iter().any(|(cid, _)| is_hole(cid)) {
+        return 0;
+    }
+    file.children
+        .iter()
+        .map(|(cid, len)| match is_hole(cid) {
+            true => *len,
+            false if cid.codec() == DAG_PB => match load_node(blocks, cid) {
+                Ok(Node::File(child)) => holes_in(blocks, &child, zeros, depth + 1).min(*len),
+                _ => 0,
+            },
+            false => 0,
+        })
+        .sum()
 }
 
 /// The metadata of an entry made at `now` with `mode`, as `Inode::meta` will give it.
