@@ -465,7 +465,10 @@ fn pjdfstest_on_the_mount_fails_only_where_unixfs_cannot_hold_it() {
     fs::create_dir_all(&local).expect("mkdir");
 
     // The suite on the local disk names every test, and shows what passes there.
-    let baseline = run_pjdfstest(&bin, &config, &local, &secondary, &[], GROUP_LIMIT)
+    // Its own secondary dir: what the local run leaves there must not meet the mount's.
+    let local_secondary = work.path().join("local-secondary");
+    fs::create_dir_all(&local_secondary).expect("mkdir");
+    let baseline = run_pjdfstest(&bin, &config, &local, &local_secondary, &[], GROUP_LIMIT)
         .expect("pjdfstest on the local disk did not finish");
     let baseline = parse(&baseline);
     assert!(
