@@ -383,3 +383,136 @@ pub fn cid_of(path: &Path) -> String {
         .expect("getfattr");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// `peerfs mount` of `repo` at `mnt` (loopback, no mDNS) with the daemon's heap capped
+/// at `heap_bytes` (RLIMIT_DATA, which the daemon inherits): a bug that makes it grow
+/// without bound kills the daemon, not the machine. Returns the daemon's PID.
+pub fn mount_capped(repo: &TestRepo, mnt: &Path, heap_bytes: u64) -> u32 {
+    use std::os::unix::process::CommandExt;
+    let mut command = repo.command(&[
+        "mount",
+        mnt.to_str().expect("utf-8 path"),
+        "--listen",
+        LOOPBACK_TCP,
+        "--no-mdns",
+    ]);
+    // SAFETY: setrlimit is async-signal-safe and touches only the stack.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: heap_bytes,
+                rlim_max: heap_bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_DATA, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .expect("run peerfs mount");
+    assert!(
+        out.status.success(),
+        "peerfs mount failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    daemon_pid(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// `kill -9` of one process we started, by PID.
+pub fn kill9(pid: u32) {
+    // SAFETY: kill(2) with a PID we started; a gone process only gives ESRCH.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+/// Waits up to `limit` for `child` to exit; past that, kills it (by PID) and returns
+/// `None`.
+pub fn wait_child(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if start.elapsed() >= limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Lazily detaches whatever is mounted at `mnt` (after a daemon we killed).
+pub fn detach_mount(mnt: &Path) {
+    let _ = Command::new("fusermount3")
+        .args(["-u", "-z"])
+        .arg(mnt)
+        .output();
+}
+
+/// fsync(2) of every file and directory under `dir`, `dir` last: what a careful
+/// program does before it calls data safe.
+pub fn fsync_tree(dir: &Path) {
+    for entry in fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("dir entry").path();
+        let meta = fs::symlink_metadata(&path).expect("lstat");
+        if meta.is_dir() {
+            fsync_tree(&path);
+        } else if meta.is_file() {
+            fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .unwrap_or_else(|e| panic!("fsync {}: {e}", path.display()));
+        }
+    }
+    fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .unwrap_or_else(|e| panic!("fsync {}: {e}", dir.display()));
+}
+
+/// A small deterministic generator (xorshift64*): the same seed gives the same run.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// True with probability `percent`/100.
+    pub fn percent(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// The seed in env var `var`, or a fresh one from the clock; printed either way, so a
+/// failing run can be repeated with `var=SEED`.
+pub fn seed_from_env(var: &str) -> u64 {
+    let seed = std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("seed: {var}={seed}");
+    seed
+}
