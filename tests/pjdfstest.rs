@@ -419,6 +419,8 @@ struct Mount {
 impl Mount {
     fn new() -> Mount {
         let repo = TestRepo::new();
+        // pjdfstest switches to other users, who need to be let into the mount.
+        repo.set_config("allow_other", "true");
         let mnt = tempfile::tempdir().expect("temp dir");
         let pid = mount_capped(&repo, mnt.path(), DAEMON_HEAP);
         Mount { repo, mnt, pid }
