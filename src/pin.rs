@@ -5,7 +5,10 @@ use std::collections::{HashSet, VecDeque};
 
 use cid::Cid;
 
+use libp2p_identity::PeerId;
+
 use crate::block::DAG_PB;
+use crate::drive::OWN_HEAD;
 use crate::head::SignedHead;
 use crate::store::rocks::RocksStore;
 use crate::store::{Blocks, StoreError};
@@ -177,21 +180,32 @@ pub struct GcReport {
     /// Blocks that a pin or head reaches but that are not here (a followed drive is
     /// usually only partly cached; for our own drive, `fsck` says more).
     pub missing: u64,
+    /// Stored heads of peers no longer followed, whose drives were not kept.
+    pub unfollowed: u64,
 }
 
-/// Deletes every block that neither a pin nor a stored head (ours, or a followed
-/// peer's) reaches, then gives the space back to the disk. Only with the repo to
+/// Deletes every block that no pin, no head of mine and no head of a peer in
+/// `followed` reaches, then gives the space back to the disk. Only with the repo to
 /// itself: the daemon's uncommitted blocks are reachable from nothing stored.
-pub fn collect_garbage(store: &RocksStore) -> Result<GcReport, PinError> {
+///
+/// The head of a peer no longer followed stays stored (only its drive goes): should the
+/// peer be followed again, it keeps an older head someone replays from being taken
+/// for news.
+pub fn collect_garbage(store: &RocksStore, followed: &[PeerId]) -> Result<GcReport, PinError> {
+    let mut report = GcReport::default();
+    let followed: HashSet<String> = followed.iter().map(PeerId::to_string).collect();
     let mut roots: Vec<Cid> = store.pins()?.into_iter().map(|(c, _)| c).collect();
     for (name, record) in store.heads()? {
+        if name != OWN_HEAD && !followed.contains(&name) {
+            report.unfollowed += 1;
+            continue;
+        }
         let head = SignedHead::verify(&record).map_err(|e| PinError::BadHead {
             name,
             why: e.to_string(),
         })?;
         roots.push(head.head().root);
     }
-    let mut report = GcReport::default();
     let mut live = HashSet::new();
     let mut todo = roots;
     while let Some(cid) = todo.pop() {

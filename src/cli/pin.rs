@@ -11,6 +11,7 @@ use cid::Cid;
 
 use super::{ask, progress, unexpected};
 use peerfs::daemon::control::{self, ControlError, Request, Response};
+use peerfs::net::peerbook::{PeerBook, PeerEntry};
 use peerfs::pin::{self, PinError};
 use peerfs::repo::Repo;
 
@@ -179,13 +180,23 @@ pub fn gc(repo_path: &Path) -> Result<()> {
         );
     }
     let repo = Repo::open(repo_path).context("opening the repo")?;
-    let report = pin::collect_garbage(repo.store())?;
+    let followed: Vec<_> = PeerBook::load(repo.path())?
+        .entries()
+        .iter()
+        .filter_map(PeerEntry::peer_id)
+        .collect();
+    let report = pin::collect_garbage(repo.store(), &followed)?;
     println!(
         "removed {} blocks ({}), kept {}",
         report.removed,
         indicatif::HumanBytes(report.removed_bytes),
         report.kept
     );
+    match report.unfollowed {
+        0 => {}
+        1 => println!("1 peer no longer followed: its drive was not kept"),
+        n => println!("{n} peers no longer followed: their drives were not kept"),
+    }
     if report.missing > 0 {
         println!(
             "{} reachable blocks are not here (parts of followed drives never fetched)",
