@@ -193,6 +193,51 @@ pub struct GcReport {
 /// for news.
 pub fn collect_garbage(store: &RocksStore, followed: &[PeerId]) -> Result<GcReport, PinError> {
     let mut report = GcReport::default();
+    let live = live_blocks(store, followed, &mut report)?;
+    let mut dead = Vec::new();
+    store.for_each_block_key(|key| {
+        if live.contains(key) {
+            report.kept += 1;
+        } else {
+            dead.push(key.to_vec());
+        }
+        Ok(())
+    })?;
+    for batch in dead.chunks(1024) {
+        report.removed_bytes += store.delete_keys(batch)?;
+        report.removed += batch.len() as u64;
+    }
+    if report.removed > 0 {
+        store.reclaim()?;
+    }
+    Ok(report)
+}
+
+/// `gc` while the daemon runs: deletes the cached blocks of peers' drives (fetched,
+/// evictable) that no pin and no kept head reaches, and gives the space back. Blocks of
+/// our own stay whatever they are: the drive holds blocks of open files that no head
+/// names yet, so only `collect_garbage`, with the repo to itself, may judge those.
+pub fn collect_cached_garbage(
+    store: &RocksStore,
+    followed: &[PeerId],
+) -> Result<GcReport, PinError> {
+    let mut report = GcReport::default();
+    let live = live_blocks(store, followed, &mut report)?;
+    report.kept = live.len() as u64;
+    (report.removed, report.removed_bytes) = store.drop_cached_except(&live)?;
+    if report.removed > 0 {
+        store.reclaim()?;
+    }
+    Ok(report)
+}
+
+/// The keys of every block a pin, my head or the head of a peer in `followed` reaches
+/// (those here: what is not counts as `missing`).
+fn live_blocks(
+    store: &RocksStore,
+    followed: &[PeerId],
+    report: &mut GcReport,
+) -> Result<HashSet<Vec<u8>>, PinError> {
     let followed: HashSet<String> = followed.iter().map(PeerId::to_string).collect();
     let mut roots: Vec<Cid> = store.pins()?.into_iter().map(|(c, _)| c).collect();
     for (name, record) in store.heads()? {
@@ -222,21 +267,5 @@ pub fn collect_garbage(store: &RocksStore, followed: &[PeerId]) -> Result<GcRepo
             None => report.missing += 1,
         }
     }
-    let mut dead = Vec::new();
-    store.for_each_block_key(|key| {
-        if live.contains(key) {
-            report.kept += 1;
-        } else {
-            dead.push(key.to_vec());
-        }
-        Ok(())
-    })?;
-    for batch in dead.chunks(1024) {
-        report.removed_bytes += store.delete_keys(batch)?;
-        report.removed += batch.len() as u64;
-    }
-    if report.removed > 0 {
-        store.reclaim()?;
-    }
-    Ok(report)
+    Ok(live)
 }

@@ -51,6 +51,8 @@ pub enum Request {
         cid: Option<String>,
     },
     Pins,
+    /// Delete the cached blocks of peers' drives that no pin or kept head reaches.
+    Gc,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -81,6 +83,12 @@ pub enum Response {
     },
     Pins {
         pins: Vec<PinInfo>,
+    },
+    /// What an online gc deleted (blocks of peers' drives only).
+    Collected {
+        removed: u64,
+        removed_bytes: u64,
+        unfollowed: u64,
     },
     Error {
         message: String,
