@@ -5,7 +5,10 @@ use std::collections::{HashSet, VecDeque};
 
 use cid::Cid;
 
+use libp2p_identity::PeerId;
+
 use crate::block::DAG_PB;
+use crate::drive::OWN_HEAD;
 use crate::head::SignedHead;
 use crate::store::rocks::RocksStore;
 use crate::store::{Blocks, StoreError};
@@ -177,37 +180,20 @@ pub struct GcReport {
     /// Blocks that a pin or head reaches but that are not here (a followed drive is
     /// usually only partly cached; for our own drive, `fsck` says more).
     pub missing: u64,
+    /// Stored heads of peers no longer followed, whose drives were not kept.
+    pub unfollowed: u64,
 }
 
-/// Deletes every block that neither a pin nor a stored head (ours, or a followed
-/// peer's) reaches, then gives the space back to the disk. Only with the repo to
+/// Deletes every block that no pin, no head of mine and no head of a peer in
+/// `followed` reaches, then gives the space back to the disk. Only with the repo to
 /// itself: the daemon's uncommitted blocks are reachable from nothing stored.
-pub fn collect_garbage(store: &RocksStore) -> Result<GcReport, PinError> {
-    let mut roots: Vec<Cid> = store.pins()?.into_iter().map(|(c, _)| c).collect();
-    for (name, record) in store.heads()? {
-        let head = SignedHead::verify(&record).map_err(|e| PinError::BadHead {
-            name,
-            why: e.to_string(),
-        })?;
-        roots.push(head.head().root);
-    }
+///
+/// The head of a peer no longer followed stays stored (only its drive goes): should the
+/// peer be followed again, it keeps an older head someone replays from being taken
+/// for news.
+pub fn collect_garbage(store: &RocksStore, followed: &[PeerId]) -> Result<GcReport, PinError> {
     let mut report = GcReport::default();
-    let mut live = HashSet::new();
-    let mut todo = roots;
-    while let Some(cid) = todo.pop() {
-        if !live.insert(cid.hash().to_bytes()) || cid.codec() != DAG_PB {
-            continue;
-        }
-        match store.get(&cid)? {
-            // A corrupt node stays for fsck to report; what it links to is unknown.
-            Some(data) => {
-                if let Ok(node) = PbNode::decode(&data) {
-                    todo.extend(node.links.into_iter().map(|l| l.cid));
-                }
-            }
-            None => report.missing += 1,
-        }
-    }
+    let live = live_blocks(store, followed, &mut report)?;
     let mut dead = Vec::new();
     store.for_each_block_key(|key| {
         if live.contains(key) {
@@ -225,4 +211,61 @@ pub fn collect_garbage(store: &RocksStore) -> Result<GcReport, PinError> {
         store.reclaim()?;
     }
     Ok(report)
+}
+
+/// `gc` while the daemon runs: deletes the cached blocks of peers' drives (fetched,
+/// evictable) that no pin and no kept head reaches, and gives the space back. Blocks of
+/// our own stay whatever they are: the drive holds blocks of open files that no head
+/// names yet, so only `collect_garbage`, with the repo to itself, may judge those.
+pub fn collect_cached_garbage(
+    store: &RocksStore,
+    followed: &[PeerId],
+) -> Result<GcReport, PinError> {
+    let mut report = GcReport::default();
+    let live = live_blocks(store, followed, &mut report)?;
+    report.kept = live.len() as u64;
+    (report.removed, report.removed_bytes) = store.drop_cached_except(&live)?;
+    if report.removed > 0 {
+        store.reclaim()?;
+    }
+    Ok(report)
+}
+
+/// The keys of every block a pin, my head or the head of a peer in `followed` reaches
+/// (those here: what is not counts as `missing`).
+fn live_blocks(
+    store: &RocksStore,
+    followed: &[PeerId],
+    report: &mut GcReport,
+) -> Result<HashSet<Vec<u8>>, PinError> {
+    let followed: HashSet<String> = followed.iter().map(PeerId::to_string).collect();
+    let mut roots: Vec<Cid> = store.pins()?.into_iter().map(|(c, _)| c).collect();
+    for (name, record) in store.heads()? {
+        if name != OWN_HEAD && !followed.contains(&name) {
+            report.unfollowed += 1;
+            continue;
+        }
+        let head = SignedHead::verify(&record).map_err(|e| PinError::BadHead {
+            name,
+            why: e.to_string(),
+        })?;
+        roots.push(head.head().root);
+    }
+    let mut live = HashSet::new();
+    let mut todo = roots;
+    while let Some(cid) = todo.pop() {
+        if !live.insert(cid.hash().to_bytes()) || cid.codec() != DAG_PB {
+            continue;
+        }
+        match store.get(&cid)? {
+            // A corrupt node stays for fsck to report; what it links to is unknown.
+            Some(data) => {
+                if let Ok(node) = PbNode::decode(&data) {
+                    todo.extend(node.links.into_iter().map(|l| l.cid));
+                }
+            }
+            None => report.missing += 1,
+        }
+    }
+    Ok(live)
 }

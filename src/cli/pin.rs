@@ -1,6 +1,6 @@
 //! `pin`, `unpin`, `pins` and `gc`. A pin fetches through the running daemon when there
-//! is one; without it, only what the store already holds can be pinned. `gc` needs the
-//! repo to itself.
+//! is one; without it, only what the store already holds can be pinned. `gc` with the
+//! daemon running frees peers' cached blocks; all the rest needs the repo to itself.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -11,6 +11,7 @@ use cid::Cid;
 
 use super::{ask, progress, unexpected};
 use peerfs::daemon::control::{self, ControlError, Request, Response};
+use peerfs::net::peerbook::{PeerBook, PeerEntry};
 use peerfs::pin::{self, PinError};
 use peerfs::repo::Repo;
 
@@ -171,21 +172,40 @@ pub fn list(repo_path: &Path) -> Result<()> {
 }
 
 pub fn gc(repo_path: &Path) -> Result<()> {
-    if let Ok(Response::Status(s)) = control::request(repo_path, &Request::Status) {
-        bail!(
-            "the daemon (pid {}) has this repo: gc needs it to itself. Run `peerfs unmount {}` first",
-            s.pid,
-            s.mountpoint.display()
-        );
+    // While the daemon runs, it deletes what it safely can: peers' cached blocks.
+    match ask(repo_path, Request::Gc)? {
+        Some(Response::Collected {
+            removed,
+            removed_bytes,
+            unfollowed,
+        }) => {
+            println!(
+                "removed {removed} blocks ({}) of peers' drives",
+                indicatif::HumanBytes(removed_bytes)
+            );
+            print_unfollowed(unfollowed);
+            println!(
+                "(old versions of my own files and unpinned trees go at `peerfs gc` with the daemon stopped)"
+            );
+            return Ok(());
+        }
+        Some(other) => return Err(unexpected(other)),
+        None => {}
     }
     let repo = Repo::open(repo_path).context("opening the repo")?;
-    let report = pin::collect_garbage(repo.store())?;
+    let followed: Vec<_> = PeerBook::load(repo.path())?
+        .entries()
+        .iter()
+        .filter_map(PeerEntry::peer_id)
+        .collect();
+    let report = pin::collect_garbage(repo.store(), &followed)?;
     println!(
         "removed {} blocks ({}), kept {}",
         report.removed,
         indicatif::HumanBytes(report.removed_bytes),
         report.kept
     );
+    print_unfollowed(report.unfollowed);
     if report.missing > 0 {
         println!(
             "{} reachable blocks are not here (parts of followed drives never fetched)",
@@ -193,4 +213,12 @@ pub fn gc(repo_path: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn print_unfollowed(peers: u64) {
+    match peers {
+        0 => {}
+        1 => println!("1 peer no longer followed: its drive was not kept"),
+        n => println!("{n} peers no longer followed: their drives were not kept"),
+    }
 }

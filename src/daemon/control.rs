@@ -56,6 +56,8 @@ pub enum Request {
         cid: Option<String>,
     },
     Pins,
+    /// Delete the cached blocks of peers' drives that no pin or kept head reaches.
+    Gc,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -91,6 +93,12 @@ pub enum Response {
     },
     Pins {
         pins: Vec<PinInfo>,
+    },
+    /// What an online gc deleted (blocks of peers' drives only).
+    Collected {
+        removed: u64,
+        removed_bytes: u64,
+        unfollowed: u64,
     },
     Error {
         message: String,

@@ -546,6 +546,22 @@ impl Context {
         }
     }
 
+    /// Online gc: peers' cached blocks only (see `pin::collect_cached_garbage`).
+    fn gc(&self) -> Response {
+        let followed: Vec<_> = {
+            let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+            book.entries().iter().filter_map(|e| e.peer_id()).collect()
+        };
+        match pin::collect_cached_garbage(&self.store, &followed) {
+            Ok(r) => Response::Collected {
+                removed: r.removed,
+                removed_bytes: r.removed_bytes,
+                unfollowed: r.unfollowed,
+            },
+            Err(e) => error_response(format!("gc: {e}")),
+        }
+    }
+
     fn peer_add(&self, target: &str, name: Option<&str>) -> Response {
         let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
         let before: Vec<_> = book.entries().to_vec();
@@ -665,6 +681,7 @@ fn answer(
         }),
         Ok(Request::Unpin { target, cid }) => context.unpin(&target, cid.as_deref()),
         Ok(Request::Pins) => context.pins(),
+        Ok(Request::Gc) => context.gc(),
         Ok(Request::Unmount { lazy }) => {
             let (tx, rx) = mpsc::channel();
             if events.send(Event::Unmount { reply: tx, lazy }).is_err() {

@@ -359,6 +359,39 @@ impl RocksStore {
         Ok(bytes)
     }
 
+    /// Deletes every cached (fetched, evictable) block whose key is not in `live`, the
+    /// way an eviction does: under the cache lock, so a block the drive, an import or a
+    /// pin has claimed meanwhile is no longer cached and stays. Our own blocks are never
+    /// touched, which is what makes this safe while the daemon runs. Returns the blocks
+    /// and bytes deleted.
+    pub fn drop_cached_except(
+        &self,
+        live: &std::collections::HashSet<Vec<u8>>,
+    ) -> Result<(u64, u64), StoreError> {
+        let mut cache = self.cache();
+        let mut batch = WriteBatch::default();
+        let (mut blocks, mut bytes) = (0, 0);
+        let mut dead = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_CACHE), IteratorMode::Start) {
+            let (key, value) = item.map_err(|e| self.err(e))?;
+            if live.contains(&*key) {
+                continue;
+            }
+            batch.delete_cf(self.cf(CF_BLOCKS), &key);
+            batch.delete_cf(self.cf(CF_CACHE), &key);
+            blocks += 1;
+            bytes += decode_entry(&value).map_or(0, |(_, size)| size);
+            dead.push(key);
+        }
+        self.db.write(batch).map_err(|e| self.err(e))?;
+        if let Some(index) = cache.as_mut() {
+            for key in &dead {
+                index.remove(key);
+            }
+        }
+        Ok((blocks, bytes))
+    }
+
     /// Gives the space of deleted blocks back to the disk: compacts the block family
     /// and rewrites every blob file that holds garbage.
     pub fn reclaim(&self) -> Result<(), StoreError> {

@@ -15,7 +15,7 @@ use cid::Cid;
 use super::build::{emit_node, Built, DirEntry};
 use super::dagpb::PbLink;
 use super::data::{DataType, Metadata, UnixFsData};
-use super::node::{Node, ShardNode};
+use super::node::{check_name, Node, ShardNode};
 use super::profile::{ImportOptions, HAMT_FANOUT, HAMT_HASH_MURMUR3};
 use super::{load_node, Error, FormatError};
 use crate::store::{BlockSink, Blocks};
@@ -423,6 +423,8 @@ pub fn edit(
 }
 
 /// Finds `name` by following its hash path: one block per level, never a listing.
+/// Only an entry named `name` at the end of `name`'s own hash path is returned, so a
+/// misplaced entry (which `entries` refuses) is never found here either.
 pub fn lookup(
     blocks: &dyn Blocks,
     root_cid: &Cid,
@@ -447,7 +449,9 @@ pub fn lookup(
     Ok(None)
 }
 
-/// Every entry of the shard tree, in slot order.
+/// Every entry of the shard tree, in slot order. A shard is anyone's block, so each
+/// entry is checked to sit where its name's hash puts it (`checked_slots`): then no
+/// name is listed twice, however the links were laid out.
 pub fn entries(
     blocks: &dyn Blocks,
     root_cid: &Cid,
@@ -455,7 +459,7 @@ pub fn entries(
 ) -> Result<Vec<DirEntry>, Error> {
     let geo = Geometry::of(root.fanout);
     let mut out = Vec::new();
-    collect(blocks, root_cid, root, geo, 0, &mut out)?;
+    collect(blocks, root_cid, root, geo, Position::ROOT, &mut out)?;
     Ok(out)
 }
 
@@ -464,22 +468,71 @@ fn collect(
     cid: &Cid,
     shard: &ShardNode,
     geo: Geometry,
-    level: u32,
+    at: Position,
     out: &mut Vec<DirEntry>,
 ) -> Result<(), Error> {
-    if level >= geo.max_levels() {
+    if at.level >= geo.max_levels() {
         return Err(malformed(cid, "HAMT deeper than its hash"));
     }
-    for child in slots_of(cid, shard, geo)?.into_values() {
+    for (slot, child) in checked_slots(cid, shard, geo, at)? {
         match child {
             Child::Entry(e) => out.push(e),
             Child::Shard(sub) => {
                 let node = load_shard(blocks, &sub.cid, geo.fanout())?;
-                collect(blocks, &sub.cid, &node, geo, level + 1, out)?;
+                collect(blocks, &sub.cid, &node, geo, at.below(geo, slot), out)?;
             }
         }
     }
     Ok(())
+}
+
+/// Where a shard sits in its tree: its level, and the hash bits of the slots that
+/// lead to it from the root.
+#[derive(Clone, Copy)]
+struct Position {
+    level: u32,
+    prefix: u64,
+}
+
+impl Position {
+    const ROOT: Position = Position {
+        level: 0,
+        prefix: 0,
+    };
+
+    fn below(self, geo: Geometry, slot: usize) -> Position {
+        Position {
+            level: self.level + 1,
+            prefix: (self.prefix << geo.bits) | slot as u64,
+        }
+    }
+}
+
+/// `slots_of` for a shard from anyone: every entry's name must be one a filesystem can
+/// hold, and its hash must lead through this shard's position to its slot. A name can
+/// then sit in one place only, so the same name in two slots (or in a sub-shard linked
+/// from two slots) is refused instead of listed twice. The caller keeps `at.level`
+/// below `geo.max_levels()`.
+fn checked_slots(
+    cid: &Cid,
+    shard: &ShardNode,
+    geo: Geometry,
+    at: Position,
+) -> Result<Slots, Error> {
+    let slots = slots_of(cid, shard, geo)?;
+    let used = (at.level + 1) * geo.bits;
+    for (&slot, child) in &slots {
+        let Child::Entry(e) = child else { continue };
+        check_name(&e.name).map_err(|source| Error::Malformed { cid: *cid, source })?;
+        let leads = u64::from_be_bytes(hash_name(&e.name)) >> (64 - used);
+        if leads != (at.prefix << geo.bits) | slot as u64 {
+            return Err(malformed(
+                cid,
+                "HAMT entry is not in the slot its name hashes to",
+            ));
+        }
+    }
+    Ok(slots)
 }
 
 #[cfg(test)]
@@ -609,5 +662,71 @@ mod tests {
             set.remove(&i);
         }
         assert_eq!(root, built_from_scratch(&store, &set, meta));
+    }
+
+    /// A root shard with these (slot, link name after the label, CID) links, by hand.
+    fn hand_made(store: &MemoryBlocks, links: &[(usize, &[u8], Cid)]) -> (Cid, ShardNode) {
+        let geo = Geometry::of(HAMT_FANOUT);
+        let mut slots = Slots::new();
+        for (slot, name, cid) in links {
+            let child = if name.is_empty() {
+                Child::Shard(Built {
+                    cid: *cid,
+                    tsize: 1,
+                })
+            } else {
+                Child::Entry(DirEntry {
+                    name: name.to_vec(),
+                    cid: *cid,
+                    tsize: 1,
+                })
+            };
+            slots.insert(*slot, child);
+        }
+        let opts = Profile::V1_2025.options();
+        let built = emit_shard(&slots, Metadata::default(), geo, &opts, &mut &*store).unwrap();
+        (built.cid, shard_at(store, &built))
+    }
+
+    fn listed(
+        store: &MemoryBlocks,
+        (cid, shard): &(Cid, ShardNode),
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        Ok(entries(store, cid, shard)?
+            .into_iter()
+            .map(|e| e.name)
+            .collect())
+    }
+
+    #[test]
+    fn a_listed_entry_sits_where_its_hash_puts_it() {
+        let store = MemoryBlocks::default();
+        let leaf = entry(0, 0).cid;
+        let slot_of = |name: &[u8]| hash_name(name)[0] as usize;
+        let (a, b) = (&b"a"[..], &b"hello"[..]);
+        let good = hand_made(&store, &[(slot_of(a), a, leaf), (slot_of(b), b, leaf)]);
+        assert_eq!(listed(&store, &good).unwrap().len(), 2);
+
+        // One name in two slots: listed, it would be two entries of one name.
+        let other = (slot_of(a) + 1) % 256;
+        let twice = hand_made(&store, &[(slot_of(a), a, leaf), (other, a, leaf)]);
+        assert!(listed(&store, &twice).is_err());
+        // Looking it up still finds the one its hash leads to.
+        let found = lookup(&store, &twice.0, &twice.1, a).unwrap();
+        assert_eq!(found.map(|e| e.name), Some(a.to_vec()));
+
+        // A sub-shard linked from two slots: its entries are right under one at most.
+        let sub_slot = hash_name(a)[1] as usize;
+        let (sub, _) = hand_made(&store, &[(sub_slot, a, leaf)]);
+        let shared = hand_made(&store, &[(slot_of(a), b"", sub), (other, b"", sub)]);
+        assert!(listed(&store, &shared).is_err());
+        let once = hand_made(&store, &[(slot_of(a), b"", sub)]);
+        assert_eq!(listed(&store, &once).unwrap(), vec![a.to_vec()]);
+
+        // Names no directory can hold are refused, wherever they hash.
+        for bad in [&b"."[..], b"..", b"a/b", b"nul\0"] {
+            let shard = hand_made(&store, &[(slot_of(bad), bad, leaf)]);
+            assert!(listed(&store, &shard).is_err(), "{bad:?}");
+        }
     }
 }

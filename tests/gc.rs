@@ -1,0 +1,133 @@
+//! `peerfs gc` as a user meets it: what it frees, and what it must keep, on real
+//! daemons and a real RocksDB.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{bytes, follow, kill, wait_for, write, Mounted, TestRepo};
+
+/// Bytes of the repo's database files.
+fn db_size(repo: &TestRepo) -> u64 {
+    std::fs::read_dir(repo.path().join("db"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// The N of gc's "removed N blocks (…), kept M".
+fn removed(out: &str) -> u64 {
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {out:?}"))
+}
+
+/// Follow two peers and read a big file of each; stop following one, unmount, gc: the
+/// drive of the peer no longer followed leaves the disk, the followed one's stays (it
+/// reads with its owner dead), and so does my own drive.
+#[test]
+fn gc_frees_the_drive_of_a_peer_no_longer_followed_and_keeps_the_followed_ones() {
+    const BIG: usize = 32 << 20;
+    let gone = Mounted::new();
+    let kept = Mounted::new();
+    write(&gone.drive().join("big.bin"), &bytes(BIG, 1));
+    write(&kept.drive().join("small.bin"), &bytes(3 << 20, 2));
+    let mut me = Mounted::new();
+    write(&me.drive().join("mine.txt"), b"mine\n");
+    follow(&me, &gone, "gone");
+    follow(&me, &kept, "kept");
+    let peers = me.mnt.path().join("peers");
+    wait_for("both peers' files", Duration::from_secs(20), || {
+        peers.join("gone/big.bin").exists() && peers.join("kept/small.bin").exists()
+    });
+    assert!(std::fs::read(peers.join("gone/big.bin")).unwrap() == bytes(BIG, 1));
+    assert!(std::fs::read(peers.join("kept/small.bin")).unwrap() == bytes(3 << 20, 2));
+
+    me.repo.ok(&["peer", "rm", "gone"]);
+    me.unmount();
+    let before = db_size(&me.repo);
+    let out = me.repo.ok(&["gc"]);
+    // 32 leaves of 1 MiB, and the file's root.
+    assert!(removed(&out) >= 32, "{out}");
+    assert!(out.contains("1 peer no longer followed"), "{out}");
+    let after = db_size(&me.repo);
+    eprintln!("gc: {out:?}, database {before} -> {after} bytes");
+    assert!(
+        after + (BIG as u64) * 7 / 8 < before,
+        "gc gave back too little disk: {before} -> {after}"
+    );
+    assert!(me.repo.ok(&["gc"]).starts_with("removed 0 blocks"));
+    me.repo.ok(&["fsck"]);
+
+    // The followed peer's file is still here: it reads with its owner dead.
+    kill(&kept);
+    me.remount();
+    wait_for("kept's drive again", Duration::from_secs(15), || {
+        peers.join("kept/small.bin").exists()
+    });
+    assert!(std::fs::read(peers.join("kept/small.bin")).unwrap() == bytes(3 << 20, 2));
+    assert_eq!(
+        std::fs::read(me.drive().join("mine.txt")).unwrap(),
+        b"mine\n"
+    );
+}
+
+/// The same while mounted (users do not unmount to free space): the unfollowed peer's
+/// cached drive goes; my own drive, written meanwhile and not yet committed, and the
+/// followed peer's blocks stay.
+#[test]
+fn gc_while_mounted_frees_unfollowed_drives_and_nothing_the_daemon_holds() {
+    const BIG: usize = 32 << 20;
+    let gone = Mounted::new();
+    let kept = Mounted::new();
+    write(&gone.drive().join("big.bin"), &bytes(BIG, 3));
+    write(&kept.drive().join("small.bin"), &bytes(3 << 20, 4));
+    let me = Mounted::new();
+    follow(&me, &gone, "gone");
+    follow(&me, &kept, "kept");
+    let peers = me.mnt.path().join("peers");
+    wait_for("both peers' files", Duration::from_secs(20), || {
+        peers.join("gone/big.bin").exists() && peers.join("kept/small.bin").exists()
+    });
+    assert!(std::fs::read(peers.join("gone/big.bin")).unwrap() == bytes(BIG, 3));
+    assert!(std::fs::read(peers.join("kept/small.bin")).unwrap() == bytes(3 << 20, 4));
+    me.repo.ok(&["peer", "rm", "gone"]);
+
+    // A file being written while gc runs: its chunks are in the store, named by no head.
+    let open = me.drive().join("open.bin");
+    let mut f = std::fs::File::create(&open).unwrap();
+    std::io::Write::write_all(&mut f, &bytes(8 << 20, 5)).unwrap();
+    let before = db_size(&me.repo);
+    let out = me.repo.ok(&["gc"]);
+    let after = db_size(&me.repo);
+    eprintln!("online gc: {out:?}, database {before} -> {after} bytes");
+    assert!(removed(&out) >= 32, "{out}");
+    assert!(out.contains("1 peer no longer followed"), "{out}");
+    // The open file's 8 MiB may still be in memory at `before`; the compaction that
+    // gc runs puts them on disk.
+    assert!(
+        after + (BIG as u64) * 7 / 8 < before + (8 << 20),
+        "gc gave back too little disk: {before} -> {after}"
+    );
+    std::io::Write::write_all(&mut f, &bytes(1 << 20, 6)).unwrap();
+    drop(f);
+    let mut want = bytes(8 << 20, 5);
+    want.extend(bytes(1 << 20, 6));
+    assert!(std::fs::read(&open).unwrap() == want);
+    assert!(std::fs::read(peers.join("kept/small.bin")).unwrap() == bytes(3 << 20, 4));
+
+    // Everything the daemon held survives it, as the offline check sees it.
+    let mut me = me;
+    me.unmount();
+    me.repo.ok(&["fsck"]);
+    kill(&kept);
+    me.remount();
+    assert!(std::fs::read(&open).unwrap() == want);
+    wait_for("kept's drive again", Duration::from_secs(15), || {
+        peers.join("kept/small.bin").exists()
+    });
+    assert!(std::fs::read(peers.join("kept/small.bin")).unwrap() == bytes(3 << 20, 4));
+}
