@@ -2,6 +2,7 @@
 //! turns errors into one plain line on stderr.
 
 mod mount;
+mod output;
 mod peer;
 mod pin;
 mod progress;
@@ -21,6 +22,8 @@ use peerfs::repo::Repo;
 use peerfs::store::{write_behind, BlockSink, Blocks, NullSink};
 use peerfs::unixfs::{list, load_node, resolve, FileReader, Node, Overrides, Profile};
 use peerfs::{car, get};
+
+use output::{errln, outln};
 
 #[derive(Parser)]
 #[command(
@@ -179,10 +182,10 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if is_broken_pipe(&e) {
+            if output::closed() && is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("peerfs: {e:#}");
+            errln!("peerfs: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -218,8 +221,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init => {
             let repo = Repo::init(&repo_path).context("creating the repo")?;
-            println!("initialized peerfs repo at {}", repo.path().display());
-            println!("peer id: {}", repo.peer_id());
+            outln!("initialized peerfs repo at {}", repo.path().display())?;
+            outln!("peer id: {}", repo.peer_id())?;
             Ok(())
         }
         Command::Add(args) => add(args, &repo_path),
@@ -255,8 +258,7 @@ fn run(cli: Cli) -> Result<()> {
             let Node::File(f) = node else {
                 bail!("{target}: not a file")
             };
-            let stdout = io::stdout();
-            let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
+            let mut out = BufWriter::with_capacity(1 << 20, output::stdout());
             FileReader::from_node(repo.store(), cid, f).copy_to(&mut out, &mut |_| {})?;
             out.flush()?;
             Ok(())
@@ -285,7 +287,7 @@ fn run(cli: Cli) -> Result<()> {
                 None if io::stdout().is_terminal() => {
                     bail!("refusing to write a CAR to a terminal: redirect stdout or use -o FILE")
                 }
-                None => Box::new(io::stdout().lock()),
+                None => Box::new(output::stdout()),
             };
             let mut out = BufWriter::with_capacity(1 << 20, sink);
             let bar = progress::bytes(None, "export");
@@ -318,7 +320,7 @@ fn run(cli: Cli) -> Result<()> {
                     repo.store()
                         .pin(root, &format!("import {}", path.display()))?;
                 }
-                println!("imported {root} ({} blocks)", imported.blocks);
+                outln!("imported {root} ({} blocks)", imported.blocks)?;
             }
             Ok(())
         }
@@ -344,13 +346,23 @@ fn resolve_target(blocks: &dyn Blocks, target: &str) -> Result<(Cid, Node)> {
 struct AddPrinter {
     quiet: bool,
     bar: indicatif::ProgressBar,
+    /// The first failure to print: reported once the work is done, never stopping it.
+    failed: Option<io::Error>,
+}
+
+impl AddPrinter {
+    fn print(&mut self, args: std::fmt::Arguments<'_>) {
+        let printed = self.bar.suspend(|| output::line(args));
+        if let Err(e) = printed {
+            self.failed.get_or_insert(e);
+        }
+    }
 }
 
 impl AddObserver for AddPrinter {
     fn added(&mut self, e: &Added<'_>) {
         if !self.quiet {
-            self.bar
-                .suspend(|| println!("added {} {}", e.cid, e.display));
+            self.print(format_args!("added {} {}", e.cid, e.display));
         }
     }
 
@@ -360,7 +372,7 @@ impl AddObserver for AddPrinter {
 
     fn skipped(&mut self, path: &Path, why: &str) {
         self.bar
-            .suspend(|| eprintln!("peerfs: {}: {why}", path.display()));
+            .suspend(|| errln!("peerfs: {}: {why}", path.display()));
     }
 }
 
@@ -398,6 +410,7 @@ fn add(args: AddArgs, repo_path: &Path) -> Result<()> {
     let mut printer = AddPrinter {
         quiet: args.quiet,
         bar: bar.clone(),
+        failed: None,
     };
     for path in &args.paths {
         let root = match &repo {
@@ -417,28 +430,24 @@ fn add(args: AddArgs, repo_path: &Path) -> Result<()> {
             )?,
         };
         if args.quiet {
-            bar.suspend(|| println!("{}", root.cid));
+            printer.print(format_args!("{}", root.cid));
         }
     }
     bar.finish_and_clear();
-    Ok(())
+    match printer.failed {
+        Some(e) => Err(anyhow::Error::new(e).context("printing to stdout")),
+        None => Ok(()),
+    }
 }
 
 fn ls(repo: &Repo, target: &str, long: bool) -> Result<()> {
     let blocks = repo.store();
     let (cid, node) = resolve_target(blocks, target)?;
     if !node.is_dir() {
-        print_entry(
-            &mut io::stdout().lock(),
-            target.as_bytes(),
-            &cid,
-            &node,
-            long,
-        )?;
+        print_entry(&mut output::stdout(), target.as_bytes(), &cid, &node, long)?;
         return Ok(());
     }
-    let stdout = io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
+    let mut out = BufWriter::new(output::stdout());
     for entry in list(blocks, &cid, &node)? {
         let child = load_node(blocks, &entry.cid)?;
         print_entry(&mut out, &entry.name, &entry.cid, &child, long)?;

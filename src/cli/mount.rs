@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use super::output::outln;
 use super::{progress, LogFormat};
 use peerfs::daemon::control::{self, ControlError, Request, Response};
 use peerfs::daemon::{self, format_time_ms};
@@ -88,13 +89,13 @@ pub fn mount(
         }
         if let Ok(Response::Status(s)) = control::request(repo_path, &Request::Status) {
             if s.pid == child.id() {
-                println!(
+                outln!(
                     "mounted {} (drive at {}/drive, daemon pid {}, log {})",
                     s.mountpoint.display(),
                     s.mountpoint.display(),
                     s.pid,
                     log_path.display()
-                );
+                )?;
                 return Ok(());
             }
         }
@@ -171,11 +172,11 @@ pub fn unmount(repo_path: &Path, dir: &Path) -> Result<()> {
             match control::request(repo_path, &Request::Unmount)? {
                 Response::Unmounted { root } => {
                     wait_for_exit(s.pid);
-                    println!(
+                    outln!(
                         "unmounted {} (drive root {})",
                         s.mountpoint.display(),
                         root.as_deref().unwrap_or("empty")
-                    );
+                    )?;
                     Ok(())
                 }
                 Response::Error { message } => bail!("{message}"),
@@ -188,7 +189,7 @@ pub fn unmount(repo_path: &Path, dir: &Path) -> Result<()> {
                 std::fs::metadata(dir).err().and_then(|e| e.raw_os_error()) == Some(libc::ENOTCONN);
             if stale {
                 daemon::unmount_stale(dir);
-                println!("cleaned up the stale mount at {}", dir.display());
+                outln!("cleaned up the stale mount at {}", dir.display())?;
                 return Ok(());
             }
             bail!(
@@ -207,14 +208,14 @@ pub fn status(repo_path: &Path) -> Result<()> {
         Ok(other) => bail!("unexpected answer from the daemon: {other:?}"),
         Err(e) => return Err(e.into()),
     };
-    println!("daemon pid:    {}", s.pid);
-    println!("peer id:       {}", s.peer_id);
-    println!("mount point:   {}", s.mountpoint.display());
-    println!(
+    outln!("daemon pid:    {}", s.pid)?;
+    outln!("peer id:       {}", s.peer_id)?;
+    outln!("mount point:   {}", s.mountpoint.display())?;
+    outln!(
         "root:          {}",
         s.root.as_deref().unwrap_or("(empty drive)")
-    );
-    println!(
+    )?;
+    outln!(
         "commit seq:    {}{}",
         s.seq,
         if s.uncommitted_changes {
@@ -222,25 +223,25 @@ pub fn status(repo_path: &Path) -> Result<()> {
         } else {
             ""
         }
-    );
-    println!(
+    )?;
+    outln!(
         "last commit:   {}",
         s.last_commit_ms
             .map_or_else(|| "never".to_string(), format_time_ms)
-    );
-    println!("open files:    {}", s.open_files);
-    println!("store size:    {}", indicatif::HumanBytes(s.store_bytes));
-    println!(
+    )?;
+    outln!("open files:    {}", s.open_files)?;
+    outln!("store size:    {}", indicatif::HumanBytes(s.store_bytes))?;
+    outln!(
         "peer cache:    {} of {}",
         indicatif::HumanBytes(s.cache_bytes),
         indicatif::HumanBytes(s.cache_cap)
-    );
+    )?;
     Ok(())
 }
 
 pub fn fsck(repo: &Repo) -> Result<()> {
     let Some(bytes) = repo.store().head(OWN_HEAD)? else {
-        println!("the drive is empty (never committed): nothing to check");
+        outln!("the drive is empty (never committed): nothing to check")?;
         return Ok(());
     };
     let head = SignedHead::verify(&bytes).context("the drive's head record")?;
@@ -248,18 +249,18 @@ pub fn fsck(repo: &Repo) -> Result<()> {
     let bar = progress::bytes(None, "fsck");
     let report = peerfs::fsck::check(repo.store(), &root, &mut |n| bar.inc(n));
     bar.finish_and_clear();
-    println!(
+    outln!(
         "drive root {root} (seq {}): {} blocks, {}",
         head.head().seq,
         report.blocks,
         indicatif::HumanBytes(report.bytes)
-    );
+    )?;
     for p in &report.problems {
-        println!("problem: {p}");
+        outln!("problem: {p}")?;
     }
     if !report.problems.is_empty() {
         return Err(anyhow!("{} problems found", report.problems.len()));
     }
-    println!("no problems found");
+    outln!("no problems found")?;
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use super::output::outln;
 use super::{ask, unexpected};
 use peerfs::daemon::control::{Request, Response};
 use peerfs::daemon::format_time_ms;
@@ -15,19 +16,19 @@ use peerfs::repo::Repo;
 pub fn id(repo_path: &Path) -> Result<()> {
     match ask(repo_path, Request::Id)? {
         Some(Response::Id { peer_id, addrs }) => {
-            println!("{peer_id}");
+            outln!("{peer_id}")?;
             for a in addrs {
-                println!("{a}");
+                outln!("{a}")?;
             }
         }
         Some(other) => return Err(unexpected(other)),
         None => {
             let repo = Repo::open(repo_path).context("opening the repo")?;
             let me = repo.peer_id();
-            println!("{me}");
+            outln!("{me}")?;
             // Not running: these are the configured addresses, not bound ones.
             for a in &repo.config().listen {
-                println!("{a}/p2p/{me}");
+                outln!("{a}/p2p/{me}")?;
             }
         }
     }
@@ -47,7 +48,7 @@ pub fn add(repo_path: &Path, target: &str, name: Option<&str>) -> Result<()> {
             PeerBook::load(repo.path())?.add(target, name, &repo.peer_id())?
         }
     };
-    println!("following {} ({})", entry.name, entry.id);
+    outln!("following {} ({})", entry.name, entry.id)?;
     Ok(())
 }
 
@@ -63,7 +64,7 @@ pub fn rm(repo_path: &Path, name: &str) -> Result<()> {
             PeerBook::load(repo.path())?.remove(name)?
         }
     };
-    println!("no longer following {} ({})", entry.name, entry.id);
+    outln!("no longer following {} ({})", entry.name, entry.id)?;
     Ok(())
 }
 
@@ -73,7 +74,7 @@ pub fn list(repo_path: &Path) -> Result<()> {
         Some(other) => return Err(unexpected(other)),
         None => {
             let repo = Repo::open(repo_path).context("opening the repo")?;
-            println!("(no daemon is running: showing the peer book only)");
+            outln!("(no daemon is running: showing the peer book only)")?;
             PeerBook::load(repo.path())?
                 .entries()
                 .iter()
@@ -82,10 +83,10 @@ pub fn list(repo_path: &Path) -> Result<()> {
         }
     };
     if peers.is_empty() {
-        println!("following no one (add a peer with `peerfs peer add MULTIADDR --name NAME`)");
+        outln!("following no one (add a peer with `peerfs peer add MULTIADDR --name NAME`)")?;
     }
     for p in peers {
-        print_peer(&p);
+        print_peer(&p)?;
     }
     Ok(())
 }
@@ -104,24 +105,25 @@ fn offline_info(e: &PeerEntry) -> PeerInfo {
     }
 }
 
-fn print_peer(p: &PeerInfo) {
-    println!("{}", p.name);
-    println!("  peer id:     {}", p.id);
-    println!(
+fn print_peer(p: &PeerInfo) -> Result<()> {
+    outln!("{}", p.name)?;
+    outln!("  peer id:     {}", p.id)?;
+    outln!(
         "  connected:   {}{}",
         if p.connected { "yes" } else { "no" },
         p.rtt_ms
             .map_or_else(String::new, |r| format!(" (rtt {r:.1} ms)"))
-    );
-    println!("  addresses:   {}", p.addrs.join(" "));
+    )?;
+    outln!("  addresses:   {}", p.addrs.join(" "))?;
     match (&p.head_seq, &p.head_root) {
-        (Some(seq), Some(root)) => println!("  head:        seq {seq}, root {root}"),
-        _ => println!("  head:        none seen yet"),
+        (Some(seq), Some(root)) => outln!("  head:        seq {seq}, root {root}")?,
+        _ => outln!("  head:        none seen yet")?,
     }
-    println!(
+    outln!(
         "  last seen:   {}",
         p.last_seen_ms
             .map_or_else(|| "never".into(), format_time_ms)
-    );
-    println!("  bad blocks:  {}", p.bad_blocks);
+    )?;
+    outln!("  bad blocks:  {}", p.bad_blocks)?;
+    Ok(())
 }

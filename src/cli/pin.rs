@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use cid::Cid;
 
+use super::output::outln;
 use super::{ask, progress, unexpected};
 use peerfs::daemon::control::{self, ControlError, Request, Response};
 use peerfs::pin::{self, PinError};
@@ -98,11 +99,11 @@ pub fn pin(repo_path: &Path, arg: &str) -> Result<()> {
         Err(ControlError::NotRunning(_)) => pin_offline(repo_path, &target)?,
         Err(e) => return Err(e.into()),
     };
-    println!(
+    outln!(
         "pinned {} ({blocks} blocks, {})",
         target.cid(),
         indicatif::HumanBytes(bytes)
-    );
+    )?;
     Ok(())
 }
 
@@ -143,9 +144,9 @@ pub fn unpin(repo_path: &Path, arg: &str) -> Result<()> {
         }
     };
     for c in cids {
-        println!("unpinned {c}");
+        outln!("unpinned {c}")?;
     }
-    println!("(its blocks stay until `peerfs gc`)");
+    outln!("(its blocks stay until `peerfs gc`)")?;
     Ok(())
 }
 
@@ -165,7 +166,7 @@ pub fn list(repo_path: &Path) -> Result<()> {
             .collect(),
     };
     for (cid, label) in pins {
-        println!("{cid}  {label}");
+        outln!("{cid}  {label}")?;
     }
     Ok(())
 }
@@ -180,17 +181,17 @@ pub fn gc(repo_path: &Path) -> Result<()> {
     }
     let repo = Repo::open(repo_path).context("opening the repo")?;
     let report = pin::collect_garbage(repo.store())?;
-    println!(
+    outln!(
         "removed {} blocks ({}), kept {}",
         report.removed,
         indicatif::HumanBytes(report.removed_bytes),
         report.kept
-    );
+    )?;
     if report.missing > 0 {
-        println!(
+        outln!(
             "{} reachable blocks are not here (parts of followed drives never fetched)",
             report.missing
-        );
+        )?;
     }
     Ok(())
 }
