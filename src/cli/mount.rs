@@ -1,7 +1,7 @@
 //! `mount`, `unmount`, `status` and `fsck`: starting the daemon, and talking to it.
 
 use std::fs::OpenOptions;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{IsTerminal, Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -145,11 +145,18 @@ fn log_since(path: &Path, start: u64) -> String {
     text.trim_end().to_string()
 }
 
+/// The log's level when `RUST_LOG` does not say. Kademlia warns at every start that it
+/// cannot bootstrap with no known peers, and when a record finds no peers to be copied
+/// to: both the normal state of a node that is alone or new, so only its errors show.
+const DEFAULT_LOG: &str = "info,libp2p_kad=error";
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
+    // Colour only for a person at a terminal: daemon.log and journald get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -241,9 +241,9 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     let mut unmounter = session.unmount_callable();
     let notifier = session.notifier();
     info!(
-        "mounted {} (drive root {:?})",
+        "mounted {} (drive root {})",
         mountpoint.display(),
-        drive.status().root.map(|c| c.to_string())
+        root_text(drive.status().root.as_ref())
     );
 
     let (events, inbox) = mpsc::channel();
@@ -322,7 +322,11 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     // A moment for the last head to leave; the node ends with its runtime.
     runtime.shutdown_timeout(Duration::from_millis(500));
     let root = drive.status().root.map(|c| c.to_string());
-    info!("unmounted; drive root {:?}", root);
+    info!(
+        "unmounted {} (drive root {})",
+        mountpoint.display(),
+        root.as_deref().unwrap_or(EMPTY_DRIVE)
+    );
     if let Some(reply) = requester {
         let answer = match &committed {
             Ok(_) => Response::Unmounted { root },
@@ -701,6 +705,13 @@ fn write_line(conn: &UnixStream, response: &Response) -> std::io::Result<()> {
     let mut out = serde_json::to_string(response).expect("responses always encode");
     out.push('\n');
     (&*conn).write_all(out.as_bytes())
+}
+
+/// How logs and answers name the root of a drive never committed.
+pub const EMPTY_DRIVE: &str = "none (empty drive)";
+
+fn root_text(root: Option<&cid::Cid>) -> String {
+    root.map_or_else(|| EMPTY_DRIVE.to_string(), cid::Cid::to_string)
 }
 
 /// When a commit happened, for `status`.
