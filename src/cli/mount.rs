@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::output::outln;
-use super::{progress, LogFormat};
+use super::{json, progress, LogFormat};
 use peerfs::daemon::control::{self, ControlError, Request, Response};
 use peerfs::daemon::{self, format_time_ms};
 use peerfs::drive::OWN_HEAD;
@@ -209,12 +209,15 @@ pub fn unmount(repo_path: &Path, dir: &Path) -> Result<()> {
     }
 }
 
-pub fn status(repo_path: &Path) -> Result<()> {
+pub fn status(repo_path: &Path, json: bool) -> Result<()> {
     let s = match control::request(repo_path, &Request::Status) {
         Ok(Response::Status(s)) => s,
         Ok(other) => bail!("unexpected answer from the daemon: {other:?}"),
         Err(e) => return Err(e.into()),
     };
+    if json {
+        return json::print(&json::Status::from(&s));
+    }
     outln!("daemon pid:    {}", s.pid)?;
     outln!("peer id:       {}", s.peer_id)?;
     outln!("mount point:   {}", s.mountpoint.display())?;

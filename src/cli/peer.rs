@@ -1,36 +1,79 @@
 //! `id`, `peer add`, `peer rm` and `peers`: through the running daemon when there is
 //! one (so it dials and shows the peer at once), else on the repo's files directly.
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use libp2p::Multiaddr;
 
-use super::output::outln;
-use super::{ask, unexpected};
+use super::output::{errln, outln};
+use super::{addrs, ask, json, unexpected};
 use peerfs::daemon::control::{Request, Response};
 use peerfs::daemon::format_time_ms;
 use peerfs::net::peerbook::{PeerBook, PeerEntry};
 use peerfs::net::PeerInfo;
 use peerfs::repo::Repo;
 
-pub fn id(repo_path: &Path) -> Result<()> {
-    match ask(repo_path, Request::Id)? {
+pub fn id(repo_path: &Path, json: bool) -> Result<()> {
+    let (me, listening, pid) = match ask(repo_path, Request::Id)? {
         Some(Response::Id { peer_id, addrs }) => {
-            outln!("{peer_id}")?;
-            for a in addrs {
-                outln!("{a}")?;
-            }
+            let pid = match ask(repo_path, Request::Status)? {
+                Some(Response::Status(s)) => Some(s.pid),
+                _ => None,
+            };
+            (peer_id, addrs, pid)
         }
         Some(other) => return Err(unexpected(other)),
         None => {
             let repo = Repo::open(repo_path).context("opening the repo")?;
-            let me = repo.peer_id();
-            outln!("{me}")?;
-            // Not running: these are the configured addresses, not bound ones.
-            for a in &repo.config().listen {
-                outln!("{a}/p2p/{me}")?;
-            }
+            let me = repo.peer_id().to_string();
+            // Not running: what it will listen on, with each wildcard made concrete.
+            let listen = repo.config().listen.iter();
+            let addrs = listen.map(|a| format!("{a}/p2p/{me}")).collect();
+            (me, addrs, None)
         }
+    };
+    let parsed: Vec<Multiaddr> = listening.iter().filter_map(|a| a.parse().ok()).collect();
+    let addrs = addrs::dialable(&parsed);
+    if json {
+        return json::print(&json::Id {
+            peer_id: me,
+            addresses: addrs.iter().map(|a| a.to_string()).collect(),
+            reachability: None,
+            daemon_running: pid.is_some(),
+            daemon_pid: pid,
+        });
+    }
+    if !std::io::stdout().is_terminal() {
+        // For scripts: the peer ID, then one address per line.
+        outln!("{me}")?;
+        for a in &addrs {
+            outln!("{a}")?;
+        }
+        if pid.is_none() {
+            errln!("peerfs: no daemon is running; these are the addresses of config `listen`");
+        }
+        return Ok(());
+    }
+    outln!("peer id:    {me}")?;
+    match pid {
+        Some(pid) => outln!("daemon:     running (pid {pid})")?,
+        None => outln!("daemon:     not running; it will listen on these (config `listen`)")?,
+    }
+    outln!("addresses (give one to `peerfs peer add` on the other node):")?;
+    let width = addrs.iter().map(|a| a.to_string().len()).max().unwrap_or(0);
+    for a in &addrs {
+        let port = if addrs::port_unknown(a) {
+            ", port chosen when the daemon starts"
+        } else {
+            ""
+        };
+        let label = addrs::Scope::of(a).label();
+        outln!("  {:width$}  ({label}{port})", a.to_string())?;
+    }
+    if addrs.is_empty() {
+        outln!("  none")?;
     }
     Ok(())
 }
@@ -68,13 +111,15 @@ pub fn rm(repo_path: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn list(repo_path: &Path) -> Result<()> {
+pub fn list(repo_path: &Path, json: bool) -> Result<()> {
     let peers = match ask(repo_path, Request::Peers)? {
         Some(Response::Peers { peers }) => peers,
         Some(other) => return Err(unexpected(other)),
         None => {
             let repo = Repo::open(repo_path).context("opening the repo")?;
-            outln!("(no daemon is running: showing the peer book only)")?;
+            if !json {
+                outln!("(no daemon is running: showing the peer book only)")?;
+            }
             PeerBook::load(repo.path())?
                 .entries()
                 .iter()
@@ -82,6 +127,9 @@ pub fn list(repo_path: &Path) -> Result<()> {
                 .collect()
         }
     };
+    if json {
+        return json::print(&peers.iter().map(json::Peer::from).collect::<Vec<_>>());
+    }
     if peers.is_empty() {
         outln!("following no one (add a peer with `peerfs peer add MULTIADDR --name NAME`)")?;
     }

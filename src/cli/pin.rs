@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use cid::Cid;
 
 use super::output::outln;
-use super::{ask, progress, unexpected};
+use super::{ask, json, progress, unexpected};
 use peerfs::daemon::control::{self, ControlError, Request, Response};
 use peerfs::pin::{self, PinError};
 use peerfs::repo::Repo;
@@ -50,7 +50,7 @@ impl Target {
 }
 
 /// Reads `user.peerfs.cid` of a path in the mount.
-fn cid_of_path(path: &Path) -> Result<Cid> {
+pub(crate) fn cid_of_path(path: &Path) -> Result<Cid> {
     let c = CString::new(path.as_os_str().as_bytes()).context("a path with a NUL byte")?;
     let mut buf = [0u8; 256];
     // SAFETY: both strings are NUL-terminated and `buf` is writable for its length.
@@ -114,7 +114,7 @@ fn pin_offline(repo_path: &Path, target: &Target) -> Result<(u64, u64)> {
     match pin::pin_tree(store, store, &target.cid(), &target.label(), |_| {}, |_| {}) {
         Ok(done) => Ok((done.blocks, done.bytes)),
         Err(PinError::Missing(cid)) => bail!(
-            "block {cid} of {} is not here, and no daemon runs to fetch it: start one with `peerfs mount DIR`",
+            "block {cid} of {} is not here, and no daemon runs to fetch it: start one with `peerfs mount MOUNTPOINT`",
             target.label()
         ),
         Err(e) => Err(e.into()),
@@ -150,12 +150,9 @@ pub fn unpin(repo_path: &Path, arg: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn list(repo_path: &Path) -> Result<()> {
-    let pins = match ask(repo_path, Request::Pins)? {
-        Some(Response::Pins { pins }) => pins
-            .into_iter()
-            .map(|p| (p.cid, p.label))
-            .collect::<Vec<_>>(),
+pub fn list(repo_path: &Path, json: bool) -> Result<()> {
+    let pins: Vec<(String, String)> = match ask(repo_path, Request::Pins)? {
+        Some(Response::Pins { pins }) => pins.into_iter().map(|p| (p.cid, p.label)).collect(),
         Some(other) => return Err(unexpected(other)),
         None => Repo::open(repo_path)
             .context("opening the repo")?
@@ -165,6 +162,24 @@ pub fn list(repo_path: &Path) -> Result<()> {
             .map(|(c, label)| (c.to_string(), label))
             .collect(),
     };
+    if json {
+        let mut grouped: Vec<json::Pin> = Vec::new();
+        for (cid, label) in pins {
+            let entry = json::PinLabel {
+                label,
+                stale: None,
+                checked: false,
+            };
+            match grouped.iter_mut().find(|p| p.cid == cid) {
+                Some(p) => p.labels.push(entry),
+                None => grouped.push(json::Pin {
+                    cid,
+                    labels: vec![entry],
+                }),
+            }
+        }
+        return json::print(&grouped);
+    }
     for (cid, label) in pins {
         outln!("{cid}  {label}")?;
     }

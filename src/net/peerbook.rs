@@ -14,6 +14,12 @@ pub const PEERS_FILE: &str = "peers.toml";
 pub enum PeerBookError {
     #[error("{0:?} is neither a peer ID nor a multiaddr ending in /p2p/PEERID")]
     BadTarget(String),
+    #[error("{target}: `{part}` {why} (a multiaddr reads like /ip4/10.0.0.2/tcp/4011/p2p/PEERID)")]
+    BadAddr {
+        target: String,
+        part: String,
+        why: String,
+    },
     #[error("multiaddr {0} does not say whose it is: end it with /p2p/PEERID")]
     NoPeerId(String),
     #[error("the name {0:?} is taken by peer {1}")]
@@ -174,12 +180,45 @@ fn parse_target(target: &str) -> Result<(PeerId, Option<Multiaddr>), PeerBookErr
     if let Ok(id) = PeerId::from_str(target) {
         return Ok((id, None));
     }
-    let mut addr =
-        Multiaddr::from_str(target).map_err(|_| PeerBookError::BadTarget(target.to_string()))?;
+    if !target.starts_with('/') {
+        return Err(PeerBookError::BadTarget(target.to_string()));
+    }
+    let mut addr = Multiaddr::from_str(target).map_err(|_| {
+        let (part, why) = bad_part(target);
+        PeerBookError::BadAddr {
+            target: target.to_string(),
+            part,
+            why,
+        }
+    })?;
     match addr.pop() {
         Some(Protocol::P2p(id)) => Ok((id, Some(addr))),
         _ => Err(PeerBookError::NoPeerId(target.to_string())),
     }
+}
+
+/// The first component of a multiaddr that does not parse (`/ip4/10.0.0.300`,
+/// `/tpc`), and why, so that a typo is named instead of the whole address refused.
+fn bad_part(text: &str) -> (String, String) {
+    let mut parts = text.split('/').peekable();
+    parts.next(); // the empty string before the leading `/`
+    while parts.peek().is_some() {
+        let before: Vec<&str> = parts.clone().collect();
+        if let Err(e) = Protocol::from_str_parts(&mut parts) {
+            let used = (before.len() - parts.clone().count()).clamp(1, before.len());
+            let why = match e {
+                libp2p::multiaddr::Error::UnknownProtocolString(p) => {
+                    format!("is not a protocol: {p:?} is unknown")
+                }
+                libp2p::multiaddr::Error::InvalidProtocolString => {
+                    "lacks its value (a port, an address or a peer ID)".to_string()
+                }
+                e => format!("is not valid: {e}"),
+            };
+            return (format!("/{}", before[..used].join("/")), why);
+        }
+    }
+    (text.to_string(), "is not valid".to_string())
 }
 
 /// A name becomes a directory under `peers/`, so it must be a plain file name.
