@@ -161,6 +161,82 @@ fn errors_name_the_bad_part_of_an_address_and_a_path_given_for_a_cid() {
     }
 }
 
+/// The same tree pinned from two places keeps both labels; pins whose path now leads
+/// elsewhere, is gone, or belongs to a peer no longer followed say so.
+#[test]
+fn pins_keep_every_label_and_flag_the_stale_ones() {
+    let repo = TestRepo::new();
+    assert!(repo.ok(&["pins"]).contains("no pins"));
+    let dir = tempfile::tempdir().unwrap();
+    for copy in ["one", "two"] {
+        write(&dir.path().join(copy).join("f"), b"same\n");
+    }
+    let one = dir.path().join("one");
+    let two = dir.path().join("two");
+    let cid = repo.ok(&["add", "-r", "-q", one.to_str().unwrap()]);
+    assert_eq!(repo.ok(&["add", "-r", "-q", two.to_str().unwrap()]), cid);
+    let pins = repo.ok(&["pins"]);
+    assert!(
+        pins.contains(&format!("add {}", one.display()))
+            && pins.contains(&format!("add {}", two.display())),
+        "both labels kept: {pins}"
+    );
+    // Unpinning one label keeps the pin under the other.
+    let out = repo.ok(&["unpin", &format!("add {}", one.display())]);
+    assert!(out.contains("still pinned as"), "{out}");
+    assert!(repo.ok(&["pins"]).contains(cid.trim()));
+
+    let a = Mounted::new();
+    let b = Mounted::with_repo(repo);
+    write(&a.drive().join("docs/readme"), b"from alice\n");
+    write(&b.drive().join("mine/a"), b"a\n");
+    write(&b.drive().join("gone/a"), b"a\n");
+    follow(&b, &a, "alice");
+    let theirs = b.mnt.path().join("peers/alice/docs");
+    wait_for("the docs of alice", Duration::from_secs(15), || {
+        theirs.join("readme").exists()
+    });
+    for p in [
+        theirs.clone(),
+        b.drive().join("mine"),
+        b.drive().join("gone"),
+    ] {
+        b.repo.ok(&["pin", p.to_str().unwrap()]);
+    }
+    let pins = b.repo.ok(&["pins"]);
+    assert!(!pins.contains("stale"), "{pins}");
+
+    write(&b.drive().join("mine/b"), b"b\n");
+    fs::remove_dir_all(b.drive().join("gone")).unwrap();
+    b.repo.ok(&["peer", "rm", "alice"]);
+    let pins = b.repo.ok(&["pins"]);
+    let line = |p: &std::path::Path| {
+        let p = format!("{}  ", p.display());
+        pins.lines()
+            .find(|l| l.contains(&p) || l.ends_with(p.trim_end()))
+            .unwrap_or_else(|| panic!("no pin of {p} in {pins}"))
+            .to_string()
+    };
+    let mine = line(&b.drive().join("mine"));
+    assert!(mine.contains("stale: the path now leads to"), "{pins}");
+    let gone = line(&b.drive().join("gone"));
+    assert!(gone.contains("stale: the path no longer exists"), "{pins}");
+    let alice = line(&theirs);
+    assert!(
+        alice.contains("stale: peer alice is no longer followed"),
+        "{pins}"
+    );
+    let listed = json(&b.repo, &["pins", "--json"]);
+    let stale = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["labels"].as_array().unwrap())
+        .filter(|l| l["stale"].is_string())
+        .count();
+    assert_eq!(stale, 3, "{listed}");
+}
+
 /// What a person at a terminal sees of `peerfs id` (through `script`, which gives it a
 /// terminal).
 fn id_at_a_terminal(repo: &TestRepo) -> String {
