@@ -281,6 +281,29 @@ fn id_prints_dialable_labelled_addresses_and_whether_the_daemon_runs() {
     );
 }
 
+/// `peerfs unmount DIR` finds the daemon serving DIR whatever repo it is; with no DIR,
+/// it unmounts this repo's mount.
+#[test]
+fn unmount_finds_the_daemon_of_any_repo_and_needs_no_dir_for_its_own() {
+    let a = Mounted::new();
+    let b = Mounted::new();
+    let out = b.repo.ok(&["unmount", a.mnt.path().to_str().unwrap()]);
+    let a_repo = format!("repo {}", a.repo.path().display());
+    assert!(out.contains(&a_repo), "{out}");
+    wait_for("the daemon of a to exit", Duration::from_secs(10), || {
+        !a.alive()
+    });
+    assert!(b.alive(), "the daemon of b must stay");
+    b.repo.ok(&["unmount"]);
+    wait_for("the daemon of b to exit", Duration::from_secs(10), || {
+        !b.alive()
+    });
+    let err = b.repo.fails(&["unmount"]);
+    assert!(err.contains("nothing to unmount"), "{err}");
+    let err = b.repo.fails(&["unmount", a.mnt.path().to_str().unwrap()]);
+    assert!(err.contains("nothing is mounted at"), "{err}");
+}
+
 /// The daemon's log, read with `less` or `cat`: plain text, values as a person writes
 /// them, no warning when nothing is wrong.
 #[test]

@@ -4,6 +4,7 @@
 mod addrs;
 mod json;
 mod mount;
+mod mounts;
 mod output;
 mod peer;
 mod pin;
@@ -108,11 +109,11 @@ enum Command {
         #[arg(long)]
         no_mdns: bool,
     },
-    /// Commit, flush and unmount MOUNTPOINT
+    /// Commit, flush and unmount MOUNTPOINT, whichever repo's it is
     Unmount {
-        /// Where the drive is mounted
+        /// Where a drive is mounted [default: where this repo's daemon mounted it]
         #[arg(value_name = "MOUNTPOINT")]
-        dir: PathBuf,
+        dir: Option<PathBuf>,
     },
     /// Show the running daemon's state: root CID, commit sequence, mount point, store size
     Status {
@@ -312,7 +313,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Unpin { target } => pin::unpin(&repo_path, &target),
         Command::Pins { json } => pin::list(&repo_path, json.json),
         Command::Gc => pin::gc(&repo_path),
-        Command::Unmount { dir } => mount::unmount(&repo_path, &dir),
+        Command::Unmount { dir } => mount::unmount(&repo_path, dir.as_deref()),
         Command::Status { json } => mount::status(&repo_path, json.json),
         Command::Fsck => mount::fsck(&open()?),
         Command::Cat { target } => {

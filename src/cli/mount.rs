@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::output::outln;
-use super::{json, progress, LogFormat};
+use super::{json, mounts, progress, LogFormat};
 use peerfs::daemon::control::{self, ControlError, Request, Response};
 use peerfs::daemon::{self, format_time_ms};
 use peerfs::drive::OWN_HEAD;
@@ -164,48 +164,81 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-pub fn unmount(repo_path: &Path, dir: &Path) -> Result<()> {
-    match control::request(repo_path, &Request::Status) {
-        Ok(Response::Status(s)) => {
-            let wanted = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-            if s.mountpoint != wanted {
-                bail!(
-                    "repo {} is mounted at {}, not {}",
-                    repo_path.display(),
-                    s.mountpoint.display(),
-                    dir.display()
-                );
-            }
-            match control::request(repo_path, &Request::Unmount)? {
-                Response::Unmounted { root } => {
-                    wait_for_exit(s.pid);
-                    outln!(
-                        "unmounted {} (drive root {})",
-                        s.mountpoint.display(),
-                        root.as_deref().unwrap_or("empty")
-                    )?;
-                    Ok(())
-                }
-                Response::Error { message } => bail!("{message}"),
-                other => bail!("unexpected answer from the daemon: {other:?}"),
-            }
-        }
+/// Unmounts `dir`, whichever repo's daemon serves it; without `dir`, the mount of this
+/// repo's daemon.
+pub fn unmount(repo_path: &Path, dir: Option<&Path>) -> Result<()> {
+    let mine = match control::request(repo_path, &Request::Status) {
+        Ok(Response::Status(s)) => Some(s),
         Ok(other) => bail!("unexpected answer from the daemon: {other:?}"),
-        Err(ControlError::NotRunning(_)) => {
-            let stale =
-                std::fs::metadata(dir).err().and_then(|e| e.raw_os_error()) == Some(libc::ENOTCONN);
-            if stale {
-                daemon::unmount_stale(dir);
-                outln!("cleaned up the stale mount at {}", dir.display())?;
-                return Ok(());
+        Err(ControlError::NotRunning(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let Some(dir) = dir else {
+        return match mine {
+            Some(s) => stop(repo_path, &s),
+            None => bail!(
+                "no peerfs daemon of repo {} is running: nothing to unmount",
+                repo_path.display()
+            ),
+        };
+    };
+    let stale = std::fs::metadata(dir).err().and_then(|e| e.raw_os_error()) == Some(libc::ENOTCONN);
+    if stale {
+        daemon::unmount_stale(dir);
+        outln!("cleaned up the stale mount at {}", dir.display())?;
+        return Ok(());
+    }
+    let wanted = std::fs::canonicalize(dir).with_context(|| format!("{}", dir.display()))?;
+    if let Some(s) = mine.as_ref().filter(|s| s.mountpoint == wanted) {
+        return stop(repo_path, s);
+    }
+    match mounts::mounted_at(&wanted) {
+        Some(m) if m.is_peerfs() => {
+            for repo in mounts::repos_in_use() {
+                if let Ok(Response::Status(s)) = control::request(&repo, &Request::Status) {
+                    if s.mountpoint == wanted {
+                        return stop(&repo, &s);
+                    }
+                }
             }
             bail!(
-                "no peerfs daemon of repo {} is running, and nothing stale is mounted at {}",
-                repo_path.display(),
+                "{} is a peerfs mount, but no running peerfs daemon of yours serves it",
                 dir.display()
             )
         }
-        Err(e) => Err(e.into()),
+        Some(m) => bail!(
+            "{} is a {} mount, not a peerfs one",
+            dir.display(),
+            m.fstype
+        ),
+        None => match mine {
+            Some(s) => bail!(
+                "nothing is mounted at {} (repo {} is mounted at {})",
+                dir.display(),
+                repo_path.display(),
+                s.mountpoint.display()
+            ),
+            None => bail!("nothing is mounted at {}", dir.display()),
+        },
+    }
+}
+
+/// Asks the daemon of `repo` (whose state is `s`) to commit, flush and unmount, and
+/// waits for it to exit.
+fn stop(repo: &Path, s: &control::Status) -> Result<()> {
+    match control::request(repo, &Request::Unmount)? {
+        Response::Unmounted { root } => {
+            wait_for_exit(s.pid);
+            outln!(
+                "unmounted {} (repo {}, drive root {})",
+                s.mountpoint.display(),
+                repo.display(),
+                root.as_deref().unwrap_or(daemon::EMPTY_DRIVE)
+            )?;
+            Ok(())
+        }
+        Response::Error { message } => bail!("{message}"),
+        other => bail!("unexpected answer from the daemon: {other:?}"),
     }
 }
 
