@@ -323,3 +323,37 @@ fn the_daemon_log_is_plain_text_without_internal_formatting() {
         "a clean start and stop warns: {warnings:?}"
     );
 }
+
+/// Repeated `peer add` keeps a short list of addresses, newest first, each once; a new
+/// name is announced, and no name keeps the one there is.
+#[test]
+fn peer_add_keeps_a_bounded_fresh_address_list_and_says_when_it_renames() {
+    let repo = TestRepo::new();
+    let bob = "12D3KooWGzh2ZPJX1E5tKmTGQw4MaTNqLhhpQdJXoTUkBEBSxqnK";
+    let at = |port: u32| format!("/ip4/10.0.0.2/tcp/{port}/p2p/{bob}");
+    let first = repo.ok(&["peer", "add", &at(4000), "--name", "bob"]);
+    assert!(first.contains("following bob"), "{first}");
+    for port in 4001..4012 {
+        repo.ok(&["peer", "add", &at(port), "--name", "bob"]);
+    }
+    repo.ok(&["peer", "add", &at(4005), "--name", "bob"]);
+    let peers = json(&repo, &["peers", "--json"]);
+    let addrs: Vec<&str> = peers[0]["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(addrs.len(), 8, "{addrs:?}");
+    assert_eq!(
+        addrs[0], "/ip4/10.0.0.2/tcp/4005",
+        "newest first: {addrs:?}"
+    );
+    assert_eq!(addrs[1], "/ip4/10.0.0.2/tcp/4011", "{addrs:?}");
+    assert_eq!(addrs.iter().filter(|a| a.ends_with("/4005")).count(), 1);
+
+    let out = repo.ok(&["peer", "add", &at(4012), "--name", "robert"]);
+    assert!(out.contains("renamed bob to robert"), "{out}");
+    repo.ok(&["peer", "add", bob]);
+    assert_eq!(json(&repo, &["peers", "--json"])[0]["name"], "robert");
+}

@@ -11,7 +11,7 @@ use super::output::{errln, outln};
 use super::{addrs, ask, json, unexpected};
 use peerfs::daemon::control::{Request, Response};
 use peerfs::daemon::format_time_ms;
-use peerfs::net::peerbook::{PeerBook, PeerEntry};
+use peerfs::net::peerbook::{self, PeerBook, PeerEntry};
 use peerfs::net::PeerInfo;
 use peerfs::repo::Repo;
 
@@ -79,6 +79,11 @@ pub fn id(repo_path: &Path, json: bool) -> Result<()> {
 }
 
 pub fn add(repo_path: &Path, target: &str, name: Option<&str>) -> Result<()> {
+    // The name it had, to say when it changes.
+    let (id, addr) = peerbook::parse_target(target)?;
+    let before = PeerBook::load(repo_path)
+        .ok()
+        .and_then(|b| b.by_id(&id).cloned());
     let request = Request::PeerAdd {
         target: target.to_string(),
         name: name.map(str::to_string),
@@ -91,7 +96,24 @@ pub fn add(repo_path: &Path, target: &str, name: Option<&str>) -> Result<()> {
             PeerBook::load(repo.path())?.add(target, name, &repo.peer_id())?
         }
     };
-    outln!("following {} ({})", entry.name, entry.id)?;
+    match before {
+        None => outln!("following {} ({})", entry.name, entry.id)?,
+        Some(old) if old.name != entry.name => outln!(
+            "renamed {} to {} ({}): its drive is now under peers/{}",
+            old.name,
+            entry.name,
+            entry.id,
+            entry.name
+        )?,
+        Some(_) => outln!("already following {} ({})", entry.name, entry.id)?,
+    }
+    if addr.is_some() {
+        outln!(
+            "addresses, newest first (at most {}): {}",
+            peerbook::MAX_ADDRS,
+            entry.addrs.join(" ")
+        )?;
+    }
     Ok(())
 }
 

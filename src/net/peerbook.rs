@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 
 pub const PEERS_FILE: &str = "peers.toml";
 
+/// Most addresses kept per peer. Each restart of a peer on a random port, or a typo,
+/// used to add one more for good; the newest are the likeliest to work, so the oldest
+/// beyond this go.
+pub const MAX_ADDRS: usize = 8;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PeerBookError {
     #[error("{0:?} is neither a peer ID nor a multiaddr ending in /p2p/PEERID")]
@@ -129,7 +134,12 @@ impl PeerBook {
             return Err(PeerBookError::Myself);
         }
         let id_text = id.to_string();
-        let name = name.unwrap_or(&id_text).to_string();
+        // Adding an address to a peer followed already keeps the name it has.
+        let known = self.by_id(&id).map(|p| p.name.clone());
+        let name = name
+            .map(str::to_string)
+            .or(known)
+            .unwrap_or(id_text.clone());
         check_name(&name)?;
         if let Some(other) = self
             .peers
@@ -152,9 +162,9 @@ impl PeerBook {
         let entry = &mut self.peers[pos];
         entry.name = name;
         if let Some(a) = addr.map(|a| a.to_string()) {
-            if !entry.addrs.contains(&a) {
-                entry.addrs.push(a);
-            }
+            entry.addrs.retain(|old| *old != a);
+            entry.addrs.insert(0, a);
+            entry.addrs.truncate(MAX_ADDRS);
         }
         let entry = entry.clone();
         self.save()?;
@@ -176,7 +186,7 @@ impl PeerBook {
 
 /// A peer ID alone, or a multiaddr whose last part is `/p2p/ID` (the address is kept
 /// without it).
-fn parse_target(target: &str) -> Result<(PeerId, Option<Multiaddr>), PeerBookError> {
+pub fn parse_target(target: &str) -> Result<(PeerId, Option<Multiaddr>), PeerBookError> {
     if let Ok(id) = PeerId::from_str(target) {
         return Ok((id, None));
     }
