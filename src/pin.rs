@@ -154,21 +154,31 @@ impl Blocks for Keeping<'_> {
     }
 }
 
-/// Removes the pins whose CID or label is `target`, or whose CID is `resolved` (what
-/// a path in the mount names now). Returns the CIDs unpinned.
+/// Removes the label `target` from the pins that have it; failing that, the pins whose
+/// CID is `target` or `resolved` (what a path in the mount names now), with all their
+/// labels. Returns the CIDs whose pins changed.
 pub fn unpin(
     store: &RocksStore,
     target: &str,
     resolved: Option<&Cid>,
 ) -> Result<Vec<Cid>, PinError> {
-    let mut removed = Vec::new();
-    for (cid, label) in store.pins()? {
-        if label == target || cid.to_string() == target || Some(&cid) == resolved {
-            store.unpin(&cid)?;
-            removed.push(cid);
+    let pins = store.pins()?;
+    let mut changed = Vec::new();
+    for (cid, label) in pins.iter().filter(|(_, l)| l == target) {
+        if store.unpin_label(cid, label)? && !changed.contains(cid) {
+            changed.push(*cid);
         }
     }
-    Ok(removed)
+    if !changed.is_empty() {
+        return Ok(changed);
+    }
+    for (cid, _) in &pins {
+        if (cid.to_string() == target || Some(cid) == resolved) && !changed.contains(cid) {
+            store.unpin(cid)?;
+            changed.push(*cid);
+        }
+    }
+    Ok(changed)
 }
 
 /// What a garbage collection did.

@@ -253,3 +253,40 @@ fn garbage_is_not_a_car() {
         assert!(err.contains("CAR"), "{name}: {err}");
     }
 }
+
+/// `peerfs id | head -1`, `peerfs peers | head`, `peerfs add -r DIR | head -1`: the
+/// reader goes away early. Output ends quietly and the work does not: the add stores
+/// and pins the whole tree.
+#[test]
+fn a_reader_that_goes_away_ends_output_quietly_and_the_add_still_pins() {
+    let repo = TestRepo::new();
+    let bob = "12D3KooWGzh2ZPJX1E5tKmTGQw4MaTNqLhhpQdJXoTUkBEBSxqnK";
+    repo.ok(&["peer", "add", bob, "--name", "bob"]);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("many");
+    // 3,001 lines of output, none of which reach a reader.
+    for i in 0..3000 {
+        write(&src.join(format!("f{i:04}")), format!("{i}\n").as_bytes());
+    }
+    let root = peerfs_cid(&src, &[]);
+    let file = peerfs_cid(&src.join("f0001"), &[]);
+
+    for args in [
+        // First, so that the listings below have something to list.
+        vec!["add", "-r", src.to_str().unwrap()],
+        vec!["id"],
+        vec!["peers"],
+        vec!["pins"],
+        vec!["ls", &root],
+        vec!["cat", &file],
+    ] {
+        let (status, stderr) = repo.run_into_closed_pipe(&args);
+        assert!(
+            status.success() && !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{args:?}: {status}, {stderr}"
+        );
+    }
+    let pins = repo.ok(&["pins"]);
+    assert!(pins.contains(&root), "the add finished and pinned: {pins}");
+    assert_eq!(repo.ok(&["ls", &root]).lines().count(), 3000);
+}

@@ -133,10 +133,7 @@ fn rsync_of_a_fresh_tree_keeps_every_directory_mtime() {
         write(&dir.join(format!("f{i}")), &bytes(i % 300, i as u64));
     }
     let dst = m.drive().join("x");
-    sh(
-        local.path(),
-        &format!("rsync -a src/ {}/", dst.display()),
-    );
+    sh(local.path(), &format!("rsync -a src/ {}/", dst.display()));
     let differ = sh(
         &src,
         &format!(
@@ -146,7 +143,10 @@ fn rsync_of_a_fresh_tree_keeps_every_directory_mtime() {
             dst.display()
         ),
     );
-    assert!(differ.trim().is_empty(), "directory mtimes differ:\n{differ}");
+    assert!(
+        differ.trim().is_empty(),
+        "directory mtimes differ:\n{differ}"
+    );
     let expected = peerfs_cid(&src, &["--preserve-mode", "--preserve-mtime"]);
     assert_eq!(common::cid_of(&dst), expected.trim());
 }

@@ -43,7 +43,10 @@ fn a_terabyte_sparse_file_is_cheap_reads_zeros_and_keeps_its_holes() {
         let (size, blocks) = lines[0].split_once(' ').unwrap();
         assert_eq!(size, (1u64 << 40).to_string(), "{round}");
         let blocks: u64 = blocks.parse().unwrap();
-        assert!(blocks <= 2 * 2048, "{round}: du counts {blocks} blocks of 512 bytes");
+        assert!(
+            blocks <= 2 * 2048,
+            "{round}: du counts {blocks} blocks of 512 bytes"
+        );
         assert_eq!(lines[1], "middle", "{round}");
         assert_eq!(lines[2], "0", "{round}: a hole reads as zeros");
         let chunk = 1u64 << 20;
@@ -70,7 +73,10 @@ fn a_terabyte_sparse_file_is_cheap_reads_zeros_and_keeps_its_holes() {
         ),
     );
     let copied = sh(local.path(), "du -k ten | cut -f1");
-    assert!(copied.trim().parse::<u64>().unwrap() < 10 << 10, "du -k: {copied}");
+    assert!(
+        copied.trim().parse::<u64>().unwrap() < 10 << 10,
+        "du -k: {copied}"
+    );
 
     // Past the largest file the drive holds: EFBIG, as ext4 says it.
     let too_big = sh(&d, "truncate -s 17T huge 2>&1 || true");

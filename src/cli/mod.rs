@@ -1,7 +1,11 @@
 //! Command-line interface: parses arguments, opens the repo, calls the library, and
 //! turns errors into one plain line on stderr.
 
+mod addrs;
+mod json;
 mod mount;
+mod mounts;
+mod output;
 mod peer;
 mod pin;
 mod progress;
@@ -22,15 +26,21 @@ use peerfs::store::{write_behind, BlockSink, Blocks, NullSink};
 use peerfs::unixfs::{list, load_node, resolve, FileReader, Node, Overrides, Profile};
 use peerfs::{car, get};
 
+use output::{errln, outln};
+
 #[derive(Parser)]
 #[command(
     name = "peerfs",
     version,
-    about = "A peer-to-peer filesystem of IPFS UnixFS blocks"
+    about = "A peer-to-peer filesystem of IPFS UnixFS blocks",
+    after_help = "REPO is the directory of a node's identity, config and blocks; MOUNTPOINT \
+                  is the empty directory its daemon mounts (your drive at MOUNTPOINT/drive, \
+                  followed peers at MOUNTPOINT/peers). TARGET is CID, CID/PATH, \
+                  /ipfs/CID/PATH or ipfs://CID/PATH."
 )]
 struct Cli {
     /// The repo to use [default: $PEERFS_HOME, else ~/.local/share/peerfs]
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "REPO")]
     repo: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -44,7 +54,8 @@ enum Command {
     Add(AddArgs),
     /// Write a file's contents to stdout
     Cat {
-        /// CID, CID/path or /ipfs/CID/path
+        /// The file: CID, CID/PATH, /ipfs/CID/PATH or ipfs://CID/PATH
+        #[arg(value_name = "TARGET")]
         target: String,
     },
     /// List a directory
@@ -52,20 +63,38 @@ enum Command {
         /// Long listing: mode, size, mtime, name, CID
         #[arg(short = 'l')]
         long: bool,
+        /// The directory: CID, CID/PATH, /ipfs/CID/PATH or ipfs://CID/PATH
+        #[arg(value_name = "TARGET")]
         target: String,
     },
     /// Recreate a file or tree on local disk, with modes, mtimes and symlinks
-    Get { target: String, out: PathBuf },
+    Get {
+        /// What to get: CID, CID/PATH, /ipfs/CID/PATH or ipfs://CID/PATH
+        #[arg(value_name = "TARGET")]
+        target: String,
+        /// Where to write it (a path that does not exist yet)
+        #[arg(value_name = "OUT")]
+        out: PathBuf,
+    },
     /// Write a DAG as a CARv1 archive to stdout (or -o FILE)
     Export {
+        /// The DAG's root: CID, CID/PATH, /ipfs/CID/PATH or ipfs://CID/PATH
+        #[arg(value_name = "TARGET")]
         target: String,
+        /// Write the archive to FILE instead of stdout
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
-    /// Import the blocks of a CAR archive (v1 or v2); `-` reads stdin
-    Import { car: PathBuf },
-    /// Mount the drive at DIR/drive (and peers at DIR/peers); runs the repo's daemon
+    /// Import the blocks of a CAR archive (v1 or v2) and pin its roots
+    Import {
+        /// The archive; `-` reads stdin
+        #[arg(value_name = "CAR")]
+        car: PathBuf,
+    },
+    /// Mount the drive at MOUNTPOINT/drive (and peers at MOUNTPOINT/peers); runs the repo's daemon
     Mount {
+        /// An empty directory to mount on
+        #[arg(value_name = "MOUNTPOINT")]
         dir: PathBuf,
         /// Stay in the foreground instead of returning once the mount answers
         #[arg(long)]
@@ -80,48 +109,83 @@ enum Command {
         #[arg(long)]
         no_mdns: bool,
     },
-    /// Commit, flush and unmount DIR; refused while files there are open ("target is
-    /// busy", naming what holds it), unless --lazy
+    /// Unmount MOUNTPOINT, whichever repo's it is, then commit and flush; refused while
+    /// files there are open ("target is busy", naming what holds them), unless --lazy
     Unmount {
-        dir: PathBuf,
-        /// Detach DIR now even while files are open; the daemon commits them as they
-        /// close, then exits (like `umount -l`)
+        /// Where a drive is mounted [default: where this repo's daemon mounted it]
+        #[arg(value_name = "MOUNTPOINT")]
+        dir: Option<PathBuf>,
+        /// Detach MOUNTPOINT now even while files are open; the daemon commits them as
+        /// they close, then exits (like `umount -l`)
         #[arg(long)]
         lazy: bool,
     },
     /// Show the running daemon's state: root CID, commit sequence, mount point, store size
-    Status,
+    Status {
+        #[command(flatten)]
+        json: Json,
+    },
     /// Check every block reachable from the drive's root (the daemon must not be running)
     Fsck,
-    /// Print this node's peer ID and listen addresses (with /p2p/…)
-    Id,
+    /// Print this node's peer ID and the addresses other nodes can dial it at
+    Id {
+        #[command(flatten)]
+        json: Json,
+    },
     /// Follow or stop following a peer
     #[command(subcommand)]
     Peer(PeerCommand),
     /// List followed peers: connection, RTT, head, last seen, bad blocks
-    Peers,
-    /// Fetch a whole tree and keep it: a path in the mount (under peers/ or drive/) or a CID
-    Pin { target: String },
-    /// Stop keeping a pinned tree (by CID, or the path it was pinned as); `gc` frees it
-    Unpin { target: String },
-    /// List pins: CID and what was pinned
-    Pins,
+    Peers {
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Fetch a whole tree and keep it
+    Pin {
+        /// A path in the mount (under MOUNTPOINT/peers/ or MOUNTPOINT/drive/), or a CID
+        #[arg(value_name = "PATH|CID")]
+        target: String,
+    },
+    /// Stop keeping a pinned tree; `gc` frees its blocks
+    Unpin {
+        /// The path it was pinned as, or its CID (which drops all its labels)
+        #[arg(value_name = "PATH|CID")]
+        target: String,
+    },
+    /// List pins: CID, what was pinned, and which pins are stale
+    Pins {
+        #[command(flatten)]
+        json: Json,
+    },
     /// Delete every block that no pin and no drive head reaches (the daemon must not be running)
     Gc,
 }
 
+/// `--json` of the listings; the shapes are in the README and stay stable.
+#[derive(Args, Clone, Copy)]
+struct Json {
+    /// Print one JSON document (shape documented in the README) instead of text
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum PeerCommand {
-    /// Follow a peer: its drive appears at DIR/peers/NAME
+    /// Follow a peer: its drive appears at MOUNTPOINT/peers/NAME
     Add {
-        /// A multiaddr ending in /p2p/PEERID, or a bare peer ID
+        /// A multiaddr ending in /p2p/PEERID (as `peerfs id` prints it), or a bare peer ID
+        #[arg(value_name = "MULTIADDR|PEERID")]
         target: String,
-        /// The name under DIR/peers/ [default: the peer ID]
+        /// The name under MOUNTPOINT/peers/ [default: the peer ID, or the name it has]
         #[arg(long)]
         name: Option<String>,
     },
-    /// Stop following a peer (by name or peer ID)
-    Rm { name: String },
+    /// Stop following a peer
+    Rm {
+        /// Its name, or its peer ID
+        #[arg(value_name = "NAME|PEERID")]
+        name: String,
+    },
 }
 
 /// Sends `req` to the daemon; `None` when no daemon runs.
@@ -156,7 +220,7 @@ struct AddArgs {
     #[arg(short = 'n', long)]
     only_hash: bool,
     /// Import profile: unixfs-v1-2025 (default) or unixfs-v0-2015
-    #[arg(long)]
+    #[arg(long, value_name = "PROFILE")]
     profile: Option<Profile>,
     /// CID version (0 or 1); 1 implies --raw-leaves unless it is given
     #[arg(long, value_name = "N")]
@@ -176,6 +240,7 @@ struct AddArgs {
     /// Record each entry's modification time (with nanoseconds)
     #[arg(long)]
     preserve_mtime: bool,
+    /// Files or directories to add (directories need -r)
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
 }
@@ -186,10 +251,10 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if is_broken_pipe(&e) {
+            if output::closed() && is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("peerfs: {e:#}");
+            errln!("peerfs: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -225,8 +290,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init => {
             let repo = Repo::init(&repo_path).context("creating the repo")?;
-            println!("initialized peerfs repo at {}", repo.path().display());
-            println!("peer id: {}", repo.peer_id());
+            outln!("initialized peerfs repo at {}", repo.path().display())?;
+            outln!("peer id: {}", repo.peer_id())?;
             Ok(())
         }
         Command::Add(args) => add(args, &repo_path),
@@ -243,18 +308,18 @@ fn run(cli: Cli) -> Result<()> {
             log_format,
             peerfs::daemon::NetFlags { listen, no_mdns },
         ),
-        Command::Id => peer::id(&repo_path),
+        Command::Id { json } => peer::id(&repo_path, json.json),
         Command::Peer(PeerCommand::Add { target, name }) => {
             peer::add(&repo_path, &target, name.as_deref())
         }
         Command::Peer(PeerCommand::Rm { name }) => peer::rm(&repo_path, &name),
-        Command::Peers => peer::list(&repo_path),
+        Command::Peers { json } => peer::list(&repo_path, json.json),
         Command::Pin { target } => pin::pin(&repo_path, &target),
         Command::Unpin { target } => pin::unpin(&repo_path, &target),
-        Command::Pins => pin::list(&repo_path),
+        Command::Pins { json } => pin::list(&repo_path, json.json),
         Command::Gc => pin::gc(&repo_path),
-        Command::Unmount { dir, lazy } => mount::unmount(&repo_path, &dir, lazy),
-        Command::Status => mount::status(&repo_path),
+        Command::Unmount { dir, lazy } => mount::unmount(&repo_path, dir.as_deref(), lazy),
+        Command::Status { json } => mount::status(&repo_path, json.json),
         Command::Fsck => mount::fsck(&open()?),
         Command::Cat { target } => {
             let repo = open()?;
@@ -262,8 +327,7 @@ fn run(cli: Cli) -> Result<()> {
             let Node::File(f) = node else {
                 bail!("{target}: not a file")
             };
-            let stdout = io::stdout();
-            let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
+            let mut out = BufWriter::with_capacity(1 << 20, output::stdout());
             FileReader::from_node(repo.store(), cid, f).copy_to(&mut out, &mut |_| {})?;
             out.flush()?;
             Ok(())
@@ -292,7 +356,7 @@ fn run(cli: Cli) -> Result<()> {
                 None if io::stdout().is_terminal() => {
                     bail!("refusing to write a CAR to a terminal: redirect stdout or use -o FILE")
                 }
-                None => Box::new(io::stdout().lock()),
+                None => Box::new(output::stdout()),
             };
             let mut out = BufWriter::with_capacity(1 << 20, sink);
             let bar = progress::bytes(None, "export");
@@ -325,7 +389,7 @@ fn run(cli: Cli) -> Result<()> {
                     repo.store()
                         .pin(root, &format!("import {}", path.display()))?;
                 }
-                println!("imported {root} ({} blocks)", imported.blocks);
+                outln!("imported {root} ({} blocks)", imported.blocks)?;
             }
             Ok(())
         }
@@ -339,8 +403,32 @@ fn parse_target(target: &str) -> Result<(Cid, &str)> {
         .or_else(|| target.strip_prefix("/ipfs/"))
         .unwrap_or(target);
     let (cid_str, path) = t.split_once('/').unwrap_or((t, ""));
-    let cid = Cid::try_from(cid_str).map_err(|e| anyhow!("{cid_str:?} is not a CID ({e})"))?;
+    let cid = Cid::try_from(cid_str).map_err(|e| {
+        let plain = t.len() == target.len();
+        match local_path(target).filter(|_| plain) {
+            Some(hint) => anyhow!(
+                "{target} is a path, but a CID is expected here (CID, CID/PATH or /ipfs/CID/PATH){hint}"
+            ),
+            None => anyhow!("{cid_str:?} is not a CID ({e})"),
+        }
+    })?;
     Ok((cid, path))
+}
+
+/// When `target` is a path on this machine, what to do instead: `Some("")` for a
+/// plain path, or the CID to use when it is in a peerfs mount.
+fn local_path(target: &str) -> Option<String> {
+    let is_path = std::fs::symlink_metadata(target).is_ok()
+        || ["/", "./", "../", "~"]
+            .iter()
+            .any(|p| target.starts_with(p));
+    if !is_path {
+        return None;
+    }
+    Some(match pin::cid_of_path(Path::new(target)) {
+        Ok(cid) => format!(": it is {cid} in the mount"),
+        Err(_) => String::new(),
+    })
 }
 
 fn resolve_target(blocks: &dyn Blocks, target: &str) -> Result<(Cid, Node)> {
@@ -351,13 +439,23 @@ fn resolve_target(blocks: &dyn Blocks, target: &str) -> Result<(Cid, Node)> {
 struct AddPrinter {
     quiet: bool,
     bar: indicatif::ProgressBar,
+    /// The first failure to print: reported once the work is done, never stopping it.
+    failed: Option<io::Error>,
+}
+
+impl AddPrinter {
+    fn print(&mut self, args: std::fmt::Arguments<'_>) {
+        let printed = self.bar.suspend(|| output::line(args));
+        if let Err(e) = printed {
+            self.failed.get_or_insert(e);
+        }
+    }
 }
 
 impl AddObserver for AddPrinter {
     fn added(&mut self, e: &Added<'_>) {
         if !self.quiet {
-            self.bar
-                .suspend(|| println!("added {} {}", e.cid, e.display));
+            self.print(format_args!("added {} {}", e.cid, e.display));
         }
     }
 
@@ -367,7 +465,7 @@ impl AddObserver for AddPrinter {
 
     fn skipped(&mut self, path: &Path, why: &str) {
         self.bar
-            .suspend(|| eprintln!("peerfs: {}: {why}", path.display()));
+            .suspend(|| errln!("peerfs: {}: {why}", path.display()));
     }
 }
 
@@ -405,6 +503,7 @@ fn add(args: AddArgs, repo_path: &Path) -> Result<()> {
     let mut printer = AddPrinter {
         quiet: args.quiet,
         bar: bar.clone(),
+        failed: None,
     };
     for path in &args.paths {
         let root = match &repo {
@@ -424,28 +523,24 @@ fn add(args: AddArgs, repo_path: &Path) -> Result<()> {
             )?,
         };
         if args.quiet {
-            bar.suspend(|| println!("{}", root.cid));
+            printer.print(format_args!("{}", root.cid));
         }
     }
     bar.finish_and_clear();
-    Ok(())
+    match printer.failed {
+        Some(e) => Err(anyhow::Error::new(e).context("printing to stdout")),
+        None => Ok(()),
+    }
 }
 
 fn ls(repo: &Repo, target: &str, long: bool) -> Result<()> {
     let blocks = repo.store();
     let (cid, node) = resolve_target(blocks, target)?;
     if !node.is_dir() {
-        print_entry(
-            &mut io::stdout().lock(),
-            target.as_bytes(),
-            &cid,
-            &node,
-            long,
-        )?;
+        print_entry(&mut output::stdout(), target.as_bytes(), &cid, &node, long)?;
         return Ok(());
     }
-    let stdout = io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
+    let mut out = BufWriter::new(output::stdout());
     for entry in list(blocks, &cid, &node)? {
         let child = load_node(blocks, &entry.cid)?;
         print_entry(&mut out, &entry.name, &entry.cid, &child, long)?;

@@ -1,7 +1,7 @@
 //! `mount`, `unmount`, `status` and `fsck`: starting the daemon, and talking to it.
 
 use std::fs::OpenOptions;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{IsTerminal, Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::{progress, LogFormat};
+use super::output::outln;
+use super::{json, mounts, progress, LogFormat};
 use peerfs::daemon::control::{self, ControlError, Request, Response};
 use peerfs::daemon::{self, format_time_ms};
 use peerfs::drive::OWN_HEAD;
@@ -88,13 +89,13 @@ pub fn mount(
         }
         if let Ok(Response::Status(s)) = control::request(repo_path, &Request::Status) {
             if s.pid == child.id() {
-                println!(
+                outln!(
                     "mounted {} (drive at {}/drive, daemon pid {}, log {})",
                     s.mountpoint.display(),
                     s.mountpoint.display(),
                     s.pid,
                     log_path.display()
-                );
+                )?;
                 return Ok(());
             }
         }
@@ -150,11 +151,18 @@ fn log_since(path: &Path, start: u64) -> String {
     text.trim_end().to_string()
 }
 
+/// The log's level when `RUST_LOG` does not say. Kademlia warns at every start that it
+/// cannot bootstrap with no known peers, and when a record finds no peers to be copied
+/// to: both the normal state of a node that is alone or new, so only its errors show.
+const DEFAULT_LOG: &str = "info,libp2p_kad=error";
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
+    // Colour only for a person at a terminal: daemon.log and journald get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -162,74 +170,110 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-pub fn unmount(repo_path: &Path, dir: &Path, lazy: bool) -> Result<()> {
-    match control::request(repo_path, &Request::Status) {
-        Ok(Response::Status(s)) => {
-            let wanted = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-            if s.mountpoint != wanted {
-                bail!(
-                    "repo {} is mounted at {}, not {}",
-                    repo_path.display(),
-                    s.mountpoint.display(),
-                    dir.display()
-                );
-            }
-            match control::request(repo_path, &Request::Unmount { lazy })? {
-                Response::Detached { open_files } => {
-                    println!(
-                        "detached {}; {open_files} open file(s) left: the daemon (pid {}) \
-                         commits them as they close, then exits",
-                        s.mountpoint.display(),
-                        s.pid
-                    );
-                    Ok(())
-                }
-                Response::Unmounted { root } => {
-                    wait_for_exit(s.pid);
-                    println!(
-                        "unmounted {} (drive root {})",
-                        s.mountpoint.display(),
-                        root.as_deref().unwrap_or("empty")
-                    );
-                    Ok(())
-                }
-                Response::Error { message } => bail!("{message}"),
-                other => bail!("unexpected answer from the daemon: {other:?}"),
-            }
-        }
+/// Unmounts `dir`, whichever repo's daemon serves it; without `dir`, the mount of this
+/// repo's daemon.
+pub fn unmount(repo_path: &Path, dir: Option<&Path>, lazy: bool) -> Result<()> {
+    let mine = match control::request(repo_path, &Request::Status) {
+        Ok(Response::Status(s)) => Some(s),
         Ok(other) => bail!("unexpected answer from the daemon: {other:?}"),
-        Err(ControlError::NotRunning(_)) => {
-            let stale =
-                std::fs::metadata(dir).err().and_then(|e| e.raw_os_error()) == Some(libc::ENOTCONN);
-            if stale {
-                daemon::unmount_stale(dir);
-                println!("cleaned up the stale mount at {}", dir.display());
-                return Ok(());
+        Err(ControlError::NotRunning(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let Some(dir) = dir else {
+        return match mine {
+            Some(s) => stop(repo_path, &s, lazy),
+            None => bail!(
+                "no peerfs daemon of repo {} is running: nothing to unmount",
+                repo_path.display()
+            ),
+        };
+    };
+    let stale = std::fs::metadata(dir).err().and_then(|e| e.raw_os_error()) == Some(libc::ENOTCONN);
+    if stale {
+        daemon::unmount_stale(dir);
+        outln!("cleaned up the stale mount at {}", dir.display())?;
+        return Ok(());
+    }
+    let wanted = std::fs::canonicalize(dir).with_context(|| format!("{}", dir.display()))?;
+    if let Some(s) = mine.as_ref().filter(|s| s.mountpoint == wanted) {
+        return stop(repo_path, s, lazy);
+    }
+    match mounts::mounted_at(&wanted) {
+        Some(m) if m.is_peerfs() => {
+            for repo in mounts::repos_in_use() {
+                if let Ok(Response::Status(s)) = control::request(&repo, &Request::Status) {
+                    if s.mountpoint == wanted {
+                        return stop(&repo, &s, lazy);
+                    }
+                }
             }
             bail!(
-                "no peerfs daemon of repo {} is running, and nothing stale is mounted at {}",
-                repo_path.display(),
+                "{} is a peerfs mount, but no running peerfs daemon of yours serves it",
                 dir.display()
             )
         }
-        Err(e) => Err(e.into()),
+        Some(m) => bail!(
+            "{} is a {} mount, not a peerfs one",
+            dir.display(),
+            m.fstype
+        ),
+        None => match mine {
+            Some(s) => bail!(
+                "nothing is mounted at {} (repo {} is mounted at {})",
+                dir.display(),
+                repo_path.display(),
+                s.mountpoint.display()
+            ),
+            None => bail!("nothing is mounted at {}", dir.display()),
+        },
     }
 }
 
-pub fn status(repo_path: &Path) -> Result<()> {
+/// Asks the daemon of `repo` (whose state is `s`) to commit, flush and unmount, and
+/// waits for it to exit.
+fn stop(repo: &Path, s: &control::Status, lazy: bool) -> Result<()> {
+    match control::request(repo, &Request::Unmount { lazy })? {
+        Response::Detached { open_files } => {
+            outln!(
+                "detached {}; {open_files} open file(s) left: the daemon (pid {}) commits \
+                 them as they close, then exits",
+                s.mountpoint.display(),
+                s.pid
+            )?;
+            Ok(())
+        }
+        Response::Unmounted { root } => {
+            wait_for_exit(s.pid);
+            outln!(
+                "unmounted {} (repo {}, drive root {})",
+                s.mountpoint.display(),
+                repo.display(),
+                root.as_deref().unwrap_or(daemon::EMPTY_DRIVE)
+            )?;
+            Ok(())
+        }
+        Response::Error { message } => bail!("{message}"),
+        other => bail!("unexpected answer from the daemon: {other:?}"),
+    }
+}
+
+pub fn status(repo_path: &Path, json: bool) -> Result<()> {
     let s = match control::request(repo_path, &Request::Status) {
         Ok(Response::Status(s)) => s,
         Ok(other) => bail!("unexpected answer from the daemon: {other:?}"),
         Err(e) => return Err(e.into()),
     };
-    println!("daemon pid:    {}", s.pid);
-    println!("peer id:       {}", s.peer_id);
-    println!("mount point:   {}", s.mountpoint.display());
-    println!(
+    if json {
+        return json::print(&json::Status::from(&s));
+    }
+    outln!("daemon pid:    {}", s.pid)?;
+    outln!("peer id:       {}", s.peer_id)?;
+    outln!("mount point:   {}", s.mountpoint.display())?;
+    outln!(
         "root:          {}",
         s.root.as_deref().unwrap_or("(empty drive)")
-    );
-    println!(
+    )?;
+    outln!(
         "commit seq:    {}{}",
         s.seq,
         if s.uncommitted_changes {
@@ -237,25 +281,25 @@ pub fn status(repo_path: &Path) -> Result<()> {
         } else {
             ""
         }
-    );
-    println!(
+    )?;
+    outln!(
         "last commit:   {}",
         s.last_commit_ms
             .map_or_else(|| "never".to_string(), format_time_ms)
-    );
-    println!("open files:    {}", s.open_files);
-    println!("store size:    {}", indicatif::HumanBytes(s.store_bytes));
-    println!(
+    )?;
+    outln!("open files:    {}", s.open_files)?;
+    outln!("store size:    {}", indicatif::HumanBytes(s.store_bytes))?;
+    outln!(
         "peer cache:    {} of {}",
         indicatif::HumanBytes(s.cache_bytes),
         indicatif::HumanBytes(s.cache_cap)
-    );
+    )?;
     Ok(())
 }
 
 pub fn fsck(repo: &Repo) -> Result<()> {
     let Some(bytes) = repo.store().head(OWN_HEAD)? else {
-        println!("the drive is empty (never committed): nothing to check");
+        outln!("the drive is empty (never committed): nothing to check")?;
         return Ok(());
     };
     let head = SignedHead::verify(&bytes).context("the drive's head record")?;
@@ -263,18 +307,18 @@ pub fn fsck(repo: &Repo) -> Result<()> {
     let bar = progress::bytes(None, "fsck");
     let report = peerfs::fsck::check(repo.store(), &root, &mut |n| bar.inc(n));
     bar.finish_and_clear();
-    println!(
+    outln!(
         "drive root {root} (seq {}): {} blocks, {}",
         head.head().seq,
         report.blocks,
         indicatif::HumanBytes(report.bytes)
-    );
+    )?;
     for p in &report.problems {
-        println!("problem: {p}");
+        outln!("problem: {p}")?;
     }
     if !report.problems.is_empty() {
         return Err(anyhow!("{} problems found", report.problems.len()));
     }
-    println!("no problems found");
+    outln!("no problems found")?;
     Ok(())
 }

@@ -1,40 +1,89 @@
 //! `id`, `peer add`, `peer rm` and `peers`: through the running daemon when there is
 //! one (so it dials and shows the peer at once), else on the repo's files directly.
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use libp2p::Multiaddr;
 
-use super::{ask, unexpected};
+use super::output::{errln, outln};
+use super::{addrs, ask, json, unexpected};
 use peerfs::daemon::control::{Request, Response};
 use peerfs::daemon::format_time_ms;
-use peerfs::net::peerbook::{PeerBook, PeerEntry};
+use peerfs::net::peerbook::{self, PeerBook, PeerEntry};
 use peerfs::net::PeerInfo;
 use peerfs::repo::Repo;
 
-pub fn id(repo_path: &Path) -> Result<()> {
-    match ask(repo_path, Request::Id)? {
+pub fn id(repo_path: &Path, json: bool) -> Result<()> {
+    let (me, listening, pid) = match ask(repo_path, Request::Id)? {
         Some(Response::Id { peer_id, addrs }) => {
-            println!("{peer_id}");
-            for a in addrs {
-                println!("{a}");
-            }
+            let pid = match ask(repo_path, Request::Status)? {
+                Some(Response::Status(s)) => Some(s.pid),
+                _ => None,
+            };
+            (peer_id, addrs, pid)
         }
         Some(other) => return Err(unexpected(other)),
         None => {
             let repo = Repo::open(repo_path).context("opening the repo")?;
-            let me = repo.peer_id();
-            println!("{me}");
-            // Not running: these are the configured addresses, not bound ones.
-            for a in &repo.config().listen {
-                println!("{a}/p2p/{me}");
-            }
+            let me = repo.peer_id().to_string();
+            // Not running: what it will listen on, with each wildcard made concrete.
+            let listen = repo.config().listen.iter();
+            let addrs = listen.map(|a| format!("{a}/p2p/{me}")).collect();
+            (me, addrs, None)
         }
+    };
+    let parsed: Vec<Multiaddr> = listening.iter().filter_map(|a| a.parse().ok()).collect();
+    let addrs = addrs::dialable(&parsed);
+    if json {
+        return json::print(&json::Id {
+            peer_id: me,
+            addresses: addrs.iter().map(|a| a.to_string()).collect(),
+            reachability: None,
+            daemon_running: pid.is_some(),
+            daemon_pid: pid,
+        });
+    }
+    if !std::io::stdout().is_terminal() {
+        // For scripts: the peer ID, then one address per line.
+        outln!("{me}")?;
+        for a in &addrs {
+            outln!("{a}")?;
+        }
+        if pid.is_none() {
+            errln!("peerfs: no daemon is running; these are the addresses of config `listen`");
+        }
+        return Ok(());
+    }
+    outln!("peer id:    {me}")?;
+    match pid {
+        Some(pid) => outln!("daemon:     running (pid {pid})")?,
+        None => outln!("daemon:     not running; it will listen on these (config `listen`)")?,
+    }
+    outln!("addresses (give one to `peerfs peer add` on the other node):")?;
+    let width = addrs.iter().map(|a| a.to_string().len()).max().unwrap_or(0);
+    for a in &addrs {
+        let port = if addrs::port_unknown(a) {
+            ", port chosen when the daemon starts"
+        } else {
+            ""
+        };
+        let label = addrs::Scope::of(a).label();
+        outln!("  {:width$}  ({label}{port})", a.to_string())?;
+    }
+    if addrs.is_empty() {
+        outln!("  none")?;
     }
     Ok(())
 }
 
 pub fn add(repo_path: &Path, target: &str, name: Option<&str>) -> Result<()> {
+    // The name it had, to say when it changes.
+    let (id, addr) = peerbook::parse_target(target)?;
+    let before = PeerBook::load(repo_path)
+        .ok()
+        .and_then(|b| b.by_id(&id).cloned());
     let request = Request::PeerAdd {
         target: target.to_string(),
         name: name.map(str::to_string),
@@ -47,7 +96,24 @@ pub fn add(repo_path: &Path, target: &str, name: Option<&str>) -> Result<()> {
             PeerBook::load(repo.path())?.add(target, name, &repo.peer_id())?
         }
     };
-    println!("following {} ({})", entry.name, entry.id);
+    match before {
+        None => outln!("following {} ({})", entry.name, entry.id)?,
+        Some(old) if old.name != entry.name => outln!(
+            "renamed {} to {} ({}): its drive is now under peers/{}",
+            old.name,
+            entry.name,
+            entry.id,
+            entry.name
+        )?,
+        Some(_) => outln!("already following {} ({})", entry.name, entry.id)?,
+    }
+    if addr.is_some() {
+        outln!(
+            "addresses, newest first (at most {}): {}",
+            peerbook::MAX_ADDRS,
+            entry.addrs.join(" ")
+        )?;
+    }
     Ok(())
 }
 
@@ -63,17 +129,19 @@ pub fn rm(repo_path: &Path, name: &str) -> Result<()> {
             PeerBook::load(repo.path())?.remove(name)?
         }
     };
-    println!("no longer following {} ({})", entry.name, entry.id);
+    outln!("no longer following {} ({})", entry.name, entry.id)?;
     Ok(())
 }
 
-pub fn list(repo_path: &Path) -> Result<()> {
+pub fn list(repo_path: &Path, json: bool) -> Result<()> {
     let peers = match ask(repo_path, Request::Peers)? {
         Some(Response::Peers { peers }) => peers,
         Some(other) => return Err(unexpected(other)),
         None => {
             let repo = Repo::open(repo_path).context("opening the repo")?;
-            println!("(no daemon is running: showing the peer book only)");
+            if !json {
+                outln!("(no daemon is running: showing the peer book only)")?;
+            }
             PeerBook::load(repo.path())?
                 .entries()
                 .iter()
@@ -81,11 +149,14 @@ pub fn list(repo_path: &Path) -> Result<()> {
                 .collect()
         }
     };
+    if json {
+        return json::print(&peers.iter().map(json::Peer::from).collect::<Vec<_>>());
+    }
     if peers.is_empty() {
-        println!("following no one (add a peer with `peerfs peer add MULTIADDR --name NAME`)");
+        outln!("following no one (add a peer with `peerfs peer add MULTIADDR --name NAME`)")?;
     }
     for p in peers {
-        print_peer(&p);
+        print_peer(&p)?;
     }
     Ok(())
 }
@@ -104,24 +175,25 @@ fn offline_info(e: &PeerEntry) -> PeerInfo {
     }
 }
 
-fn print_peer(p: &PeerInfo) {
-    println!("{}", p.name);
-    println!("  peer id:     {}", p.id);
-    println!(
+fn print_peer(p: &PeerInfo) -> Result<()> {
+    outln!("{}", p.name)?;
+    outln!("  peer id:     {}", p.id)?;
+    outln!(
         "  connected:   {}{}",
         if p.connected { "yes" } else { "no" },
         p.rtt_ms
             .map_or_else(String::new, |r| format!(" (rtt {r:.1} ms)"))
-    );
-    println!("  addresses:   {}", p.addrs.join(" "));
+    )?;
+    outln!("  addresses:   {}", p.addrs.join(" "))?;
     match (&p.head_seq, &p.head_root) {
-        (Some(seq), Some(root)) => println!("  head:        seq {seq}, root {root}"),
-        _ => println!("  head:        none seen yet"),
+        (Some(seq), Some(root)) => outln!("  head:        seq {seq}, root {root}")?,
+        _ => outln!("  head:        none seen yet")?,
     }
-    println!(
+    outln!(
         "  last seen:   {}",
         p.last_seen_ms
             .map_or_else(|| "never".into(), format_time_ms)
-    );
-    println!("  bad blocks:  {}", p.bad_blocks);
+    )?;
+    outln!("  bad blocks:  {}", p.bad_blocks)?;
+    Ok(())
 }

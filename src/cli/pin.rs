@@ -9,12 +9,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use cid::Cid;
 
-use super::{ask, progress, unexpected};
+use super::output::outln;
+use super::{ask, json, progress, unexpected};
 use peerfs::daemon::control::{self, ControlError, Request, Response};
 use peerfs::net::peerbook::{PeerBook, PeerEntry};
 use peerfs::pin::{self, PinError};
 use peerfs::repo::Repo;
 
+/// The directory of followed peers' drives in the mount.
+const PEERS_DIR: &str = "peers";
 /// The extended attribute that names every entry's CID in the mount.
 const CID_XATTR: &[u8] = b"user.peerfs.cid\0";
 
@@ -50,7 +53,7 @@ impl Target {
 }
 
 /// Reads `user.peerfs.cid` of a path in the mount.
-fn cid_of_path(path: &Path) -> Result<Cid> {
+pub(crate) fn cid_of_path(path: &Path) -> Result<Cid> {
     let c = CString::new(path.as_os_str().as_bytes()).context("a path with a NUL byte")?;
     let mut buf = [0u8; 256];
     // SAFETY: both strings are NUL-terminated and `buf` is writable for its length.
@@ -99,11 +102,11 @@ pub fn pin(repo_path: &Path, arg: &str) -> Result<()> {
         Err(ControlError::NotRunning(_)) => pin_offline(repo_path, &target)?,
         Err(e) => return Err(e.into()),
     };
-    println!(
+    outln!(
         "pinned {} ({blocks} blocks, {})",
         target.cid(),
         indicatif::HumanBytes(bytes)
-    );
+    )?;
     Ok(())
 }
 
@@ -114,7 +117,7 @@ fn pin_offline(repo_path: &Path, target: &Target) -> Result<(u64, u64)> {
     match pin::pin_tree(store, store, &target.cid(), &target.label(), |_| {}, |_| {}) {
         Ok(done) => Ok((done.blocks, done.bytes)),
         Err(PinError::Missing(cid)) => bail!(
-            "block {cid} of {} is not here, and no daemon runs to fetch it: start one with `peerfs mount DIR`",
+            "block {cid} of {} is not here, and no daemon runs to fetch it: start one with `peerfs mount MOUNTPOINT`",
             target.label()
         ),
         Err(e) => Err(e.into()),
@@ -131,8 +134,13 @@ pub fn unpin(repo_path: &Path, arg: &str) -> Result<()> {
         target: target.clone(),
         cid: resolved.map(|c| c.to_string()),
     };
-    let cids = match ask(repo_path, request)? {
-        Some(Response::Unpinned { cids }) => cids,
+    let (cids, left): (Vec<String>, Vec<(String, String)>) = match ask(repo_path, request)? {
+        Some(Response::Unpinned { cids }) => match ask(repo_path, Request::Pins)? {
+            Some(Response::Pins { pins }) => {
+                (cids, pins.into_iter().map(|p| (p.cid, p.label)).collect())
+            }
+            _ => (cids, Vec::new()),
+        },
         Some(other) => return Err(unexpected(other)),
         None => {
             let repo = Repo::open(repo_path).context("opening the repo")?;
@@ -140,35 +148,130 @@ pub fn unpin(repo_path: &Path, arg: &str) -> Result<()> {
             if cids.is_empty() {
                 bail!("{target}: not pinned");
             }
-            cids.iter().map(|c| c.to_string()).collect()
+            let left = repo.store().pins()?;
+            let left = left.into_iter().map(|(c, l)| (c.to_string(), l));
+            (cids.iter().map(|c| c.to_string()).collect(), left.collect())
         }
     };
+    let mut freed = false;
     for c in cids {
-        println!("unpinned {c}");
+        let kept: Vec<&str> = left
+            .iter()
+            .filter(|(cid, _)| *cid == c)
+            .map(|(_, l)| l.as_str())
+            .collect();
+        if kept.is_empty() {
+            freed = true;
+            outln!("unpinned {c}")?;
+        } else {
+            outln!(
+                "unpinned {c} as {target}; still pinned as {}",
+                kept.join(", ")
+            )?;
+        }
     }
-    println!("(its blocks stay until `peerfs gc`)");
+    if freed {
+        outln!("(its blocks stay until `peerfs gc`)")?;
+    }
     Ok(())
 }
 
-pub fn list(repo_path: &Path) -> Result<()> {
-    let pins = match ask(repo_path, Request::Pins)? {
-        Some(Response::Pins { pins }) => pins
-            .into_iter()
-            .map(|p| (p.cid, p.label))
-            .collect::<Vec<_>>(),
-        Some(other) => return Err(unexpected(other)),
-        None => Repo::open(repo_path)
-            .context("opening the repo")?
-            .store()
-            .pins()?
-            .into_iter()
-            .map(|(c, label)| (c.to_string(), label))
-            .collect(),
+pub fn list(repo_path: &Path, json: bool) -> Result<()> {
+    let (pins, daemon): (Vec<(String, String)>, Option<control::Status>) =
+        match ask(repo_path, Request::Pins)? {
+            Some(Response::Pins { pins }) => {
+                let pins = pins.into_iter().map(|p| (p.cid, p.label)).collect();
+                let status = match ask(repo_path, Request::Status)? {
+                    Some(Response::Status(s)) => Some(s),
+                    _ => None,
+                };
+                (pins, status)
+            }
+            Some(other) => return Err(unexpected(other)),
+            None => {
+                let repo = Repo::open(repo_path).context("opening the repo")?;
+                let pins = repo.store().pins()?;
+                (
+                    pins.into_iter().map(|(c, l)| (c.to_string(), l)).collect(),
+                    None,
+                )
+            }
+        };
+    let book = PeerBook::load(repo_path).ok();
+    let check = |cid: &str, label: &str| -> Option<Option<String>> {
+        let s = daemon.as_ref()?;
+        staleness(cid, label, &s.mountpoint, book.as_ref())
     };
+    // Grouped by CID, each label checked once.
+    let mut grouped: Vec<json::Pin> = Vec::new();
     for (cid, label) in pins {
-        println!("{cid}  {label}");
+        let checked = check(&cid, &label);
+        let entry = json::PinLabel {
+            label,
+            checked: checked.is_some(),
+            stale: checked.flatten(),
+        };
+        match grouped.iter_mut().find(|p| p.cid == cid) {
+            Some(p) => p.labels.push(entry),
+            None => grouped.push(json::Pin {
+                cid,
+                labels: vec![entry],
+            }),
+        }
+    }
+    if json {
+        return json::print(&grouped);
+    }
+    if grouped.is_empty() {
+        outln!(
+            "no pins (`peerfs pin PATH|CID` keeps a tree; `add` and `import` pin what they store)"
+        )?;
+        return Ok(());
+    }
+    for pin in &grouped {
+        for l in &pin.labels {
+            match &l.stale {
+                Some(why) => outln!("{}  {}  (stale: {why})", pin.cid, l.label)?,
+                None => outln!("{}  {}", pin.cid, l.label)?,
+            }
+        }
+    }
+    if daemon.is_none()
+        && grouped
+            .iter()
+            .flat_map(|p| &p.labels)
+            .any(|l| l.label.starts_with('/'))
+    {
+        outln!("(paths not checked for staleness: no daemon is running)")?;
     }
     Ok(())
+}
+
+/// Whether a pin's label still holds: `None` when it cannot be checked (not a path in
+/// the mount at `mountpoint`), else why it is stale, if it is.
+fn staleness(
+    cid: &str,
+    label: &str,
+    mountpoint: &Path,
+    book: Option<&PeerBook>,
+) -> Option<Option<String>> {
+    let path = Path::new(label);
+    let rel = path.strip_prefix(mountpoint).ok()?;
+    let mut parts = rel.components();
+    if parts.next().is_some_and(|c| c.as_os_str() == PEERS_DIR) {
+        let name = parts.next()?.as_os_str().to_str()?;
+        if book.is_some_and(|b| b.by_name(name).is_none()) {
+            return Some(Some(format!("peer {name} is no longer followed")));
+        }
+    }
+    match cid_of_path(path) {
+        Ok(now) if now.to_string() == cid => Some(None),
+        Ok(now) => Some(Some(format!("the path now leads to {now}"))),
+        Err(_) if std::fs::symlink_metadata(path).is_err() => {
+            Some(Some("the path no longer exists".to_string()))
+        }
+        Err(_) => None,
+    }
 }
 
 pub fn gc(repo_path: &Path) -> Result<()> {
@@ -199,18 +302,18 @@ pub fn gc(repo_path: &Path) -> Result<()> {
         .filter_map(PeerEntry::peer_id)
         .collect();
     let report = pin::collect_garbage(repo.store(), &followed)?;
-    println!(
+    outln!(
         "removed {} blocks ({}), kept {}",
         report.removed,
         indicatif::HumanBytes(report.removed_bytes),
         report.kept
-    );
+    )?;
     print_unfollowed(report.unfollowed);
     if report.missing > 0 {
-        println!(
+        outln!(
             "{} reachable blocks are not here (parts of followed drives never fetched)",
             report.missing
-        );
+        )?;
     }
     Ok(())
 }

@@ -132,7 +132,7 @@ pub struct Status {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("no daemon is running for repo {0} (start one with `peerfs mount DIR`)")]
+    #[error("no daemon is running for repo {0} (start one with `peerfs mount MOUNTPOINT`)")]
     NotRunning(PathBuf),
     #[error("control socket {path}: {source}")]
     Io {

@@ -244,10 +244,7 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     info!(
         "mounted {} (drive root {})",
         mountpoint.display(),
-        drive
-            .status()
-            .root
-            .map_or_else(|| "empty".to_string(), |c| c.to_string())
+        root_text(drive.status().root.as_ref())
     );
 
     let (events, inbox) = mpsc::channel();
@@ -296,8 +293,9 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     runtime.shutdown_timeout(Duration::from_millis(500));
     let root = drive.status().root.map(|c| c.to_string());
     info!(
-        "unmounted; drive root {}",
-        root.as_deref().unwrap_or("empty")
+        "unmounted {} (drive root {})",
+        mountpoint.display(),
+        root.as_deref().unwrap_or(EMPTY_DRIVE)
     );
     for reply in requesters {
         let answer = match &committed {
@@ -705,6 +703,13 @@ fn write_line(conn: &UnixStream, response: &Response) -> std::io::Result<()> {
     let mut out = serde_json::to_string(response).expect("responses always encode");
     out.push('\n');
     (&*conn).write_all(out.as_bytes())
+}
+
+/// How logs and answers name the root of a drive never committed.
+pub const EMPTY_DRIVE: &str = "none (empty drive)";
+
+fn root_text(root: Option<&cid::Cid>) -> String {
+    root.map_or_else(|| EMPTY_DRIVE.to_string(), cid::Cid::to_string)
 }
 
 /// When a commit happened, for `status`.

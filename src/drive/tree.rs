@@ -13,11 +13,11 @@ use cid::Cid;
 
 use super::file::FileContent;
 use super::{Attr, Kind, ROOT};
+use crate::block::DAG_PB;
 use crate::head::SignedHead;
+use crate::store::Blocks;
 use crate::unixfs::build::{Built, ZeroRuns};
 use crate::unixfs::data::{Metadata, Mtime};
-use crate::block::DAG_PB;
-use crate::store::Blocks;
 use crate::unixfs::load_node;
 use crate::unixfs::node::{FileNode, Node};
 

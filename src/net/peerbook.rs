@@ -10,10 +10,21 @@ use serde::{Deserialize, Serialize};
 
 pub const PEERS_FILE: &str = "peers.toml";
 
+/// Most addresses kept per peer. Each restart of a peer on a random port, or a typo,
+/// used to add one more for good; the newest are the likeliest to work, so the oldest
+/// beyond this go.
+pub const MAX_ADDRS: usize = 8;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PeerBookError {
     #[error("{0:?} is neither a peer ID nor a multiaddr ending in /p2p/PEERID")]
     BadTarget(String),
+    #[error("{target}: `{part}` {why} (a multiaddr reads like /ip4/10.0.0.2/tcp/4011/p2p/PEERID)")]
+    BadAddr {
+        target: String,
+        part: String,
+        why: String,
+    },
     #[error("multiaddr {0} does not say whose it is: end it with /p2p/PEERID")]
     NoPeerId(String),
     #[error("the name {0:?} is taken by peer {1}")]
@@ -123,7 +134,12 @@ impl PeerBook {
             return Err(PeerBookError::Myself);
         }
         let id_text = id.to_string();
-        let name = name.unwrap_or(&id_text).to_string();
+        // Adding an address to a peer followed already keeps the name it has.
+        let known = self.by_id(&id).map(|p| p.name.clone());
+        let name = name
+            .map(str::to_string)
+            .or(known)
+            .unwrap_or(id_text.clone());
         check_name(&name)?;
         if let Some(other) = self
             .peers
@@ -146,9 +162,9 @@ impl PeerBook {
         let entry = &mut self.peers[pos];
         entry.name = name;
         if let Some(a) = addr.map(|a| a.to_string()) {
-            if !entry.addrs.contains(&a) {
-                entry.addrs.push(a);
-            }
+            entry.addrs.retain(|old| *old != a);
+            entry.addrs.insert(0, a);
+            entry.addrs.truncate(MAX_ADDRS);
         }
         let entry = entry.clone();
         self.save()?;
@@ -170,16 +186,49 @@ impl PeerBook {
 
 /// A peer ID alone, or a multiaddr whose last part is `/p2p/ID` (the address is kept
 /// without it).
-fn parse_target(target: &str) -> Result<(PeerId, Option<Multiaddr>), PeerBookError> {
+pub fn parse_target(target: &str) -> Result<(PeerId, Option<Multiaddr>), PeerBookError> {
     if let Ok(id) = PeerId::from_str(target) {
         return Ok((id, None));
     }
-    let mut addr =
-        Multiaddr::from_str(target).map_err(|_| PeerBookError::BadTarget(target.to_string()))?;
+    if !target.starts_with('/') {
+        return Err(PeerBookError::BadTarget(target.to_string()));
+    }
+    let mut addr = Multiaddr::from_str(target).map_err(|_| {
+        let (part, why) = bad_part(target);
+        PeerBookError::BadAddr {
+            target: target.to_string(),
+            part,
+            why,
+        }
+    })?;
     match addr.pop() {
         Some(Protocol::P2p(id)) => Ok((id, Some(addr))),
         _ => Err(PeerBookError::NoPeerId(target.to_string())),
     }
+}
+
+/// The first component of a multiaddr that does not parse (`/ip4/10.0.0.300`,
+/// `/tpc`), and why, so that a typo is named instead of the whole address refused.
+fn bad_part(text: &str) -> (String, String) {
+    let mut parts = text.split('/').peekable();
+    parts.next(); // the empty string before the leading `/`
+    while parts.peek().is_some() {
+        let before: Vec<&str> = parts.clone().collect();
+        if let Err(e) = Protocol::from_str_parts(&mut parts) {
+            let used = (before.len() - parts.clone().count()).clamp(1, before.len());
+            let why = match e {
+                libp2p::multiaddr::Error::UnknownProtocolString(p) => {
+                    format!("is not a protocol: {p:?} is unknown")
+                }
+                libp2p::multiaddr::Error::InvalidProtocolString => {
+                    "lacks its value (a port, an address or a peer ID)".to_string()
+                }
+                e => format!("is not valid: {e}"),
+            };
+            return (format!("/{}", before[..used].join("/")), why);
+        }
+    }
+    (text.to_string(), "is not valid".to_string())
 }
 
 /// A name becomes a directory under `peers/`, so it must be a plain file name.

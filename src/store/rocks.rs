@@ -34,6 +34,22 @@ const BLOCKS_MEMTABLE: usize = 32 << 20;
 /// files. `reclaim` raises it to every file for one compaction.
 const BLOB_GC_AGE_CUTOFF: &str = "0.25";
 
+/// Labels of one pin are one value, read, changed and written back under this lock.
+static PIN_LABELS: Mutex<()> = Mutex::new(());
+
+/// A pin's labels, NUL-separated: labels are paths and CIDs, which hold no NUL, and a
+/// value written before pins had several labels reads as its one label.
+fn join_labels(labels: &[String]) -> Vec<u8> {
+    labels.join("\0").into_bytes()
+}
+
+fn split_labels(value: &[u8]) -> Vec<String> {
+    value
+        .split(|b| *b == 0)
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect()
+}
+
 pub struct RocksStore {
     db: DB,
     path: PathBuf,
@@ -130,11 +146,45 @@ impl RocksStore {
     }
 
     /// Records `cid` as a root that must stay (what `add` and `import` produce), with a
-    /// label saying where it came from.
+    /// label saying where it came from. A root pinned again under another label keeps
+    /// both: each names a place the user may look for it.
     pub fn pin(&self, cid: &Cid, label: &str) -> Result<(), StoreError> {
+        let _one_at_a_time = PIN_LABELS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut labels = self.pin_labels(cid)?;
+        if !labels.iter().any(|l| l == label) {
+            labels.push(label.to_string());
+        }
         self.db
-            .put_cf(self.cf(CF_PINS), cid.to_bytes(), label.as_bytes())
+            .put_cf(self.cf(CF_PINS), cid.to_bytes(), join_labels(&labels))
             .map_err(|e| self.err(e))
+    }
+
+    /// Removes one label of a pin, and the pin with its last label; false when `cid`
+    /// had no such label.
+    pub fn unpin_label(&self, cid: &Cid, label: &str) -> Result<bool, StoreError> {
+        let _one_at_a_time = PIN_LABELS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut labels = self.pin_labels(cid)?;
+        let before = labels.len();
+        labels.retain(|l| l != label);
+        if labels.len() == before {
+            return Ok(false);
+        }
+        let cf = self.cf(CF_PINS);
+        let done = if labels.is_empty() {
+            self.db.delete_cf(cf, cid.to_bytes())
+        } else {
+            self.db.put_cf(cf, cid.to_bytes(), join_labels(&labels))
+        };
+        done.map_err(|e| self.err(e))?;
+        Ok(true)
+    }
+
+    fn pin_labels(&self, cid: &Cid) -> Result<Vec<String>, StoreError> {
+        let value = self
+            .db
+            .get_pinned_cf(self.cf(CF_PINS), cid.to_bytes())
+            .map_err(|e| self.err(e))?;
+        Ok(value.map_or_else(Vec::new, |v| split_labels(&v)))
     }
 
     /// Keeps a block for good (a pin claims it): stores it if it is not here, and takes
@@ -172,7 +222,7 @@ impl RocksStore {
         Ok(true)
     }
 
-    /// Every pin, with its label.
+    /// Every pin, once per label (a CID pinned under two labels comes twice).
     pub fn pins(&self) -> Result<Vec<(Cid, String)>, StoreError> {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_PINS), IteratorMode::Start) {
@@ -182,7 +232,7 @@ impl RocksStore {
                 path: self.path.display().to_string(),
                 message: format!("unreadable pin: {e}"),
             })?;
-            out.push((cid, String::from_utf8_lossy(&value).into_owned()));
+            out.extend(split_labels(&value).into_iter().map(|l| (cid, l)));
         }
         Ok(out)
     }

@@ -516,3 +516,28 @@ pub fn seed_from_env(var: &str) -> u64 {
     eprintln!("seed: {var}={seed}");
     seed
 }
+impl TestRepo {
+    /// Runs with stdout a pipe whose reader has already gone (`peerfs … | head -0`),
+    /// so the first line printed meets a closed pipe. Returns the exit status and stderr.
+    pub fn run_into_closed_pipe(&self, args: &[&str]) -> (std::process::ExitStatus, String) {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let mut fds = [0; 2];
+        // SAFETY: pipe writes two new descriptors into the array it is given.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
+        // SAFETY: both descriptors are new and owned here alone.
+        let (reader, writer) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(reader);
+        let out = self
+            .command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run peerfs");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}

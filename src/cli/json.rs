@@ -1,0 +1,126 @@
+//! The shapes `--json` prints, for scripts and monitoring. They are the CLI's promise,
+//! documented in the README, and kept apart from the control protocol so that the
+//! protocol can change without breaking a script: fields are added, never renamed or
+//! removed, and a value not known yet is `null`.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::output::outln;
+use peerfs::daemon::control::Status as DaemonStatus;
+use peerfs::net::PeerInfo;
+
+/// `peerfs id --json`.
+#[derive(Serialize)]
+pub struct Id {
+    pub peer_id: String,
+    /// Full multiaddrs (ending in /p2p/PEERID) another node can dial, widest reach first.
+    pub addresses: Vec<String>,
+    /// Whether others can reach this node from outside its network; not known yet.
+    pub reachability: Option<String>,
+    pub daemon_running: bool,
+    pub daemon_pid: Option<u32>,
+}
+
+/// One element of `peerfs peers --json`.
+#[derive(Serialize)]
+pub struct Peer {
+    pub name: String,
+    pub peer_id: String,
+    pub connected: bool,
+    /// "direct" or "relayed"; not known yet.
+    pub connection: Option<String>,
+    /// "tcp" or "quic"; not known yet.
+    pub transport: Option<String>,
+    pub addresses: Vec<String>,
+    pub rtt_ms: Option<f64>,
+    pub head_seq: Option<u64>,
+    pub head_root: Option<String>,
+    /// RFC 3339, UTC.
+    pub last_seen: Option<String>,
+    pub bad_blocks: u64,
+}
+
+impl From<&PeerInfo> for Peer {
+    fn from(p: &PeerInfo) -> Peer {
+        Peer {
+            name: p.name.clone(),
+            peer_id: p.id.clone(),
+            connected: p.connected,
+            connection: None,
+            transport: None,
+            addresses: p.addrs.clone(),
+            rtt_ms: p.rtt_ms,
+            head_seq: p.head_seq,
+            head_root: p.head_root.clone(),
+            last_seen: p.last_seen_ms.map(rfc3339_ms),
+            bad_blocks: p.bad_blocks,
+        }
+    }
+}
+
+/// `peerfs status --json`.
+#[derive(Serialize)]
+pub struct Status {
+    pub daemon_pid: u32,
+    pub peer_id: String,
+    pub mountpoint: String,
+    /// The drive's root CID; null for a drive never committed.
+    pub root: Option<String>,
+    pub seq: u64,
+    pub uncommitted_changes: bool,
+    /// RFC 3339, UTC.
+    pub last_commit: Option<String>,
+    pub open_files: usize,
+    pub store_bytes: u64,
+    pub cache_bytes: u64,
+    pub cache_cap_bytes: u64,
+}
+
+impl From<&DaemonStatus> for Status {
+    fn from(s: &DaemonStatus) -> Status {
+        Status {
+            daemon_pid: s.pid,
+            peer_id: s.peer_id.clone(),
+            mountpoint: s.mountpoint.display().to_string(),
+            root: s.root.clone(),
+            seq: s.seq,
+            uncommitted_changes: s.uncommitted_changes,
+            last_commit: s.last_commit_ms.map(rfc3339_ms),
+            open_files: s.open_files,
+            store_bytes: s.store_bytes,
+            cache_bytes: s.cache_bytes,
+            cache_cap_bytes: s.cache_cap,
+        }
+    }
+}
+
+/// One element of `peerfs pins --json`: a pinned root and every label it was pinned
+/// under.
+#[derive(Serialize)]
+pub struct Pin {
+    pub cid: String,
+    pub labels: Vec<PinLabel>,
+}
+
+#[derive(Serialize)]
+pub struct PinLabel {
+    /// The path pinned (in the mount), `add PATH`, `import PATH`, or the CID itself.
+    pub label: String,
+    /// Why this label no longer holds (the path leads elsewhere, the peer was removed);
+    /// null when it holds or could not be checked.
+    pub stale: Option<String>,
+    /// Whether the label could be checked (a path in the mount, with the daemon running).
+    pub checked: bool,
+}
+
+/// Prints `value` as one JSON document.
+pub fn print(value: &impl Serialize) -> Result<()> {
+    outln!("{}", serde_json::to_string_pretty(value)?)?;
+    Ok(())
+}
+
+fn rfc3339_ms(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}
