@@ -236,10 +236,11 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     };
     let socket = repo.path().join(control::SOCKET);
     let control = bind_control(&socket)?;
-    let session = Session::new(fs, &mountpoint, &config).map_err(|e| {
+    let mut session = Session::new(fs, &mountpoint, &config).map_err(|e| {
         let _ = std::fs::remove_file(&socket);
         mount_err(e)
     })?;
+    let unmounter = session.unmount_callable();
     let notifier = session.notifier();
     info!(
         "mounted {} (drive root {})",
@@ -257,6 +258,7 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     });
     // From here on the guard's Drop commits and unmounts, whatever happens.
     let mut mounted = Mounted::new(
+        unmounter,
         Arc::clone(&drive),
         store.clone(),
         mountpoint.clone(),
@@ -322,6 +324,7 @@ fn serve_until_done(
         match inbox.recv_timeout(DETACHED_POLL) {
             Ok(Event::SessionEnded) | Err(RecvTimeoutError::Disconnected) => {
                 info!("the mount is gone");
+                mounted.unmounted_elsewhere();
                 return requesters;
             }
             Ok(Event::Signal(name)) => {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use fuser::SessionUnmounter;
 use tracing::{error, warn};
 
 use crate::drive::{self, Commit, Drive, DriveError};
@@ -29,6 +30,8 @@ const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 const COMMIT_POLL: Duration = Duration::from_millis(25);
 
 pub struct Mounted {
+    /// fuser's own unmounter: disarmed once we unmounted, so that it does not try again.
+    unmounter: SessionUnmounter,
     drive: Arc<Drive>,
     store: Arc<RocksStore>,
     mountpoint: PathBuf,
@@ -41,6 +44,7 @@ pub struct Mounted {
 impl Mounted {
     /// Starts committing `drive`, mounted at `mountpoint`, announcing heads on `net`.
     pub fn new(
+        unmounter: SessionUnmounter,
         drive: Arc<Drive>,
         store: Arc<RocksStore>,
         mountpoint: PathBuf,
@@ -48,6 +52,7 @@ impl Mounted {
     ) -> Mounted {
         let committer = Some(start_committer(Arc::clone(&drive), net));
         Mounted {
+            unmounter,
             drive,
             store,
             mountpoint,
@@ -64,7 +69,7 @@ impl Mounted {
         }
         match umount(&self.mountpoint, false) {
             Ok(()) => {
-                self.detached = true;
+                self.gone();
                 Ok(())
             }
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(Busy {
@@ -89,8 +94,20 @@ impl Mounted {
             if let Err(e) = umount(&self.mountpoint, true) {
                 warn!("detaching {}: {e}", self.mountpoint.display());
             }
-            self.detached = true;
+            self.gone();
         }
+    }
+
+    /// The mount left the namespace: fuser's unmounter has nothing left to do (its
+    /// attempt fails quietly here instead of warning when the session ends).
+    fn gone(&mut self) {
+        self.detached = true;
+        let _ = self.unmounter.unmount();
+    }
+
+    /// Someone else unmounted (`umount`, `fusermount -u`): nothing left for us to do.
+    pub fn unmounted_elsewhere(&mut self) {
+        self.gone();
     }
 
     pub fn is_detached(&self) -> bool {
