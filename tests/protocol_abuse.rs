@@ -1,6 +1,7 @@
 //! A raw libp2p client sends malformed, truncated and oversized `/peerfs/block/1` and
 //! `/peerfs/head/1` messages to a running daemon; each is refused, the daemon lives on,
-//! and an honest peer is still served.
+//! and an honest peer is still served. A stranger asking a follower for a restricted
+//! drive's cached blocks, however it words the request, gets none.
 
 mod common;
 
@@ -8,12 +9,15 @@ use std::io;
 use std::time::Duration;
 
 use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use libp2p::request_response::Codec as _;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{noise, tcp, yamux, Multiaddr, StreamProtocol};
-use peerfs::net::protocol::{encode, BlockRequest, BLOCK_PROTOCOL, HEAD_PROTOCOL};
+use peerfs::net::protocol::{
+    encode, BlockCodec, BlockRequest, BlockResponse, BLOCK_PROTOCOL, HEAD_PROTOCOL,
+};
 
-use common::{write, Mounted};
+use common::{cid_of, follow, peer_id, wait_for, write, Mounted, TestRepo};
 
 /// Writes requests byte for byte as given; reads whatever comes back.
 #[derive(Clone, Default)]
@@ -211,4 +215,77 @@ fn hostile_messages_are_refused_and_the_daemon_keeps_serving() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A block request for `cid`, saying it is of `owner`'s drive (or not saying).
+fn block_request(cid: &str, owner: Option<&str>) -> Vec<u8> {
+    let cid: cid::Cid = cid.parse().unwrap();
+    let owner = owner.map(|o| {
+        let peer: libp2p::PeerId = o.parse().unwrap();
+        serde_bytes::ByteBuf::from(peer.to_bytes())
+    });
+    let request = BlockRequest {
+        want: vec![serde_bytes::ByteBuf::from(cid.to_bytes())],
+        owner,
+    };
+    encode(&request, 1 << 20).unwrap()
+}
+
+fn block_response(answer: &Result<Vec<u8>, String>) -> BlockResponse {
+    let bytes = answer.as_ref().expect("an answer");
+    libp2p::futures::executor::block_on(BlockCodec.read_response(&BLOCK_PROTOCOL, &mut &bytes[..]))
+        .expect("a block response")
+}
+
+fn sent_blocks(r: &BlockResponse) -> usize {
+    match r {
+        BlockResponse::Blocks { blocks, .. } => blocks.len(),
+        _ => 0,
+    }
+}
+
+#[test]
+fn a_follower_passes_on_no_cached_block_of_a_restricted_drive() {
+    let b = Mounted::new();
+    let a_repo = TestRepo::new();
+    a_repo.set_config("readers", &format!("[\"{}\"]", peer_id(&b)));
+    let a = Mounted::with_repo(a_repo);
+    write(&a.drive().join("secret.txt"), b"for bob only\n");
+    write(&b.drive().join("mine.txt"), b"bob's own\n");
+    follow(&b, &a, "alice");
+    let secret = b.mnt.path().join("peers/alice/secret.txt");
+    wait_for("bob reads alice's secret", Duration::from_secs(15), || {
+        std::fs::read_to_string(&secret).is_ok_and(|t| t == "for bob only\n")
+    });
+    wait_for("bob's own file committed", Duration::from_secs(5), || {
+        !cid_of(&b.drive().join("mine.txt")).is_empty()
+    });
+    let (secret_cid, mine_cid) = (cid_of(&secret), cid_of(&b.drive().join("mine.txt")));
+    let addr: Multiaddr = common::addr(&b).parse().unwrap();
+    let alice = peer_id(&a);
+    // A stranger asks bob: for bob's own file (served: bob's readers are everyone), and
+    // for alice's cached block without naming alice, naming alice, and naming itself
+    // or someone else as the owner.
+    let stranger = libp2p::PeerId::random().to_string();
+    let results = send_all(
+        &addr,
+        BLOCK_PROTOCOL,
+        vec![
+            block_request(&mine_cid, None),
+            block_request(&secret_cid, None),
+            block_request(&secret_cid, Some(&alice)),
+            block_request(&secret_cid, Some(&peer_id(&b))),
+            block_request(&secret_cid, Some(&stranger)),
+        ],
+    );
+    let responses: Vec<BlockResponse> = results.iter().map(block_response).collect();
+    assert_eq!(sent_blocks(&responses[0]), 1, "bob serves his own blocks");
+    for (i, r) in responses.iter().enumerate().skip(1) {
+        assert_eq!(sent_blocks(r), 0, "request {i} got alice's block: {r:?}");
+    }
+    assert!(
+        matches!(responses[2], BlockResponse::Refused { .. }),
+        "naming a restricted owner is refused: {:?}",
+        responses[2]
+    );
 }

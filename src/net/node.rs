@@ -42,7 +42,7 @@ use crate::block::{Block, RAW};
 use crate::drive::OWN_HEAD;
 use crate::head::SignedHead;
 use crate::store::handover::Handover;
-use crate::store::{HeadStore, Unavailable};
+use crate::store::{HeadStore, Holding, Unavailable};
 
 /// A source that has not answered in this long gets a second one asked beside it.
 const HEDGE_AFTER: Duration = Duration::from_secs(2);
@@ -96,6 +96,13 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A block request we sent.
+struct Sent {
+    /// Whose drive the blocks are of; what arrives is cached as theirs.
+    owner: Option<PeerId>,
+    cids: Vec<Cid>,
 }
 
 struct Want {
@@ -156,7 +163,8 @@ struct Node {
     followed: HashMap<PeerId, Followed>,
     stats: HashMap<PeerId, PeerStats>,
     wants: HashMap<Cid, Want>,
-    requests: HashMap<OutboundRequestId, (PeerId, Vec<Cid>)>,
+    /// Requests out: for whose drive, which CIDs.
+    requests: HashMap<OutboundRequestId, Sent>,
     /// Recent failures, forgotten when a peer connects.
     failed: HashMap<Cid, (Instant, Unavailable)>,
     served: mpsc::UnboundedSender<(ResponseChannel<BlockResponse>, BlockResponse)>,
@@ -738,8 +746,9 @@ impl Node {
                 let store = Arc::clone(&self.store);
                 let served = self.served.clone();
                 let corrupt = self.config.corrupt_served_blocks;
+                let passable = self.passable_for(peer);
                 tokio::task::spawn_blocking(move || {
-                    let response = answer(store.as_ref(), request, corrupt);
+                    let response = answer(store.as_ref(), request, &passable, corrupt);
                     let _ = served.send((channel, response));
                 });
                 return;
@@ -784,10 +793,21 @@ impl Node {
         }
     }
 
+    /// Whose cached blocks `peer` may have: the drives whose newest head says they are
+    /// open to everyone, and its own.
+    fn passable_for(&self, peer: PeerId) -> HashSet<PeerId> {
+        self.followed
+            .iter()
+            .filter(|(_, f)| f.head.as_ref().is_some_and(|h| h.head().open))
+            .map(|(p, _)| *p)
+            .chain([peer])
+            .collect()
+    }
+
     /// Takes the blocks in a response that match what we asked for. Hashing a
     /// megabyte takes a while: the blocks are checked off the event loop, then settled.
     fn received(&mut self, peer: PeerId, id: OutboundRequestId, response: BlockResponse) {
-        let Some((_, asked)) = self.requests.remove(&id) else {
+        let Some(Sent { owner, cids: asked }) = self.requests.remove(&id) else {
             return;
         };
         self.seen(peer);
@@ -834,7 +854,7 @@ impl Node {
             }
             // Kept (as evictable cache) before anyone is answered, so an asker that
             // looks in the store after this finds it there.
-            if let Err(e) = store.put_cached(&blocks) {
+            if let Err(e) = store.put_cached(&blocks, owner) {
                 warn!("cannot keep {} fetched blocks: {e}", blocks.len());
             }
             let _ = checked.send(Checked {
@@ -895,8 +915,8 @@ impl Node {
     }
 
     fn source_failed(&mut self, id: OutboundRequestId, peer: PeerId) {
-        if let Some((_, asked)) = self.requests.remove(&id) {
-            self.give_up_on(peer, id, &asked);
+        if let Some(sent) = self.requests.remove(&id) {
+            self.give_up_on(peer, id, &sent.cids);
             self.dispatch();
         }
     }
@@ -960,19 +980,22 @@ impl Node {
         let now = Instant::now();
         for group in groups {
             let want = group.iter().map(|c| ByteBuf::from(c.to_bytes())).collect();
-            let owner = owner.map(|o| ByteBuf::from(o.to_bytes()));
+            let request = BlockRequest {
+                want,
+                owner: owner.map(|o| ByteBuf::from(o.to_bytes())),
+            };
             let id = self
                 .swarm
                 .behaviour_mut()
                 .blocks
-                .send_request(&peer, BlockRequest { want, owner });
+                .send_request(&peer, request);
             for cid in &group {
                 if let Some(w) = self.wants.get_mut(cid) {
                     w.tried.insert(peer);
                     w.in_flight.push((id, now));
                 }
             }
-            self.requests.insert(id, (peer, group));
+            self.requests.insert(id, Sent { owner, cids: group });
         }
     }
 
@@ -1132,8 +1155,15 @@ fn next_source(want: &Want, connected: &[PeerId]) -> Option<PeerId> {
         .or_else(|| connected.iter().find(|p| !want.tried.contains(p)).copied())
 }
 
-/// The blocks of `request` we have, up to the response budget.
-fn answer(store: &dyn HeadStore, request: BlockRequest, corrupt: bool) -> BlockResponse {
+/// The blocks of `request` we have and may pass on, up to the response budget. Our own
+/// blocks go to whoever passed the `readers` check; a block cached for a peer's drive
+/// only when that drive is in `passable`, whatever the request says it is asking for.
+fn answer(
+    store: &dyn HeadStore,
+    request: BlockRequest,
+    passable: &HashSet<PeerId>,
+    corrupt: bool,
+) -> BlockResponse {
     let mut blocks = Vec::new();
     let mut missing = Vec::new();
     let mut bytes = 0usize;
@@ -1145,8 +1175,12 @@ fn answer(store: &dyn HeadStore, request: BlockRequest, corrupt: bool) -> BlockR
         if bytes >= RESPONSE_BUDGET {
             break;
         }
-        match store.get(&cid) {
-            Ok(Some(data)) if data.len() <= MAX_BLOCK => {
+        let may_pass = |held: &Holding| match held {
+            Holding::Own => true,
+            Holding::Cached(owner) => owner.is_some_and(|o| passable.contains(&o)),
+        };
+        match store.get_held(&cid) {
+            Ok(Some((data, held))) if data.len() <= MAX_BLOCK && may_pass(&held) => {
                 bytes += data.len();
                 let mut data = data;
                 if corrupt {
