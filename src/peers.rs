@@ -26,6 +26,10 @@ use crate::unixfs::{list, load_node, FileNode, FileReader, Node};
 pub const PEER_INO_BASE: u64 = 1 << 62;
 /// How far ahead of a sequential reader leaves are fetched.
 const PREFETCH_WINDOW: u64 = 32 << 20;
+/// A listing asks for the child nodes it lacks this many entries ahead of the one it
+/// loads: the round trips overlap, and a huge directory does not become a want per
+/// entry at once.
+const LISTING_AHEAD: usize = 256;
 
 pub fn is_peer_ino(ino: u64) -> bool {
     ino >= PEER_INO_BASE
@@ -406,8 +410,9 @@ impl PeerView {
         Ok(children)
     }
 
-    /// A directory's entries with each one's attributes. Every child node missing here
-    /// is asked for at once, so a listing costs a few round trips, not one per entry.
+    /// A directory's entries with each one's attributes. Child nodes missing here are
+    /// asked for `LISTING_AHEAD` entries ahead, so a listing costs a few round trips,
+    /// not one per entry.
     fn load_entries(
         &self,
         owner: PeerId,
@@ -416,20 +421,23 @@ impl PeerView {
         let blocks = self.blocks(owner);
         let node = load_node(&blocks, dir)?;
         let entries = list(&blocks, dir, &node)?;
-        for e in &entries {
-            if e.cid.codec() != RAW && !self.local.has(&e.cid)? {
-                self.net.prefetch(&e.cid, Some(owner));
-            }
-        }
+        let mut asked = 0;
         let mut out = Vec::with_capacity(entries.len());
-        for e in entries {
+        for (i, e) in entries.iter().enumerate() {
+            let ahead = entries.len().min(i + LISTING_AHEAD);
+            for next in entries.get(asked..ahead).unwrap_or_default() {
+                if next.cid.codec() != RAW && !self.local.has(&next.cid)? {
+                    self.net.prefetch(&next.cid, Some(owner));
+                }
+            }
+            asked = asked.max(ahead);
             let attr = if e.cid.codec() == RAW {
                 // A raw block is a whole file with no metadata: its size is the link's.
                 raw_file_attr(e.tsize)
             } else {
                 node_attr(0, &load_node(&blocks, &e.cid)?)
             };
-            out.push((e.name, e.cid, attr));
+            out.push((e.name.clone(), e.cid, attr));
         }
         Ok(out)
     }

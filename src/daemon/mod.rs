@@ -198,7 +198,7 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     let book = PeerBook::load(repo.path())?;
     let net_config = net_config(&repo, &book, &flags)?;
     drive.set_open(matches!(net_config.readers, Readers::Everyone));
-    let (net_events, net_inbox) = mpsc::channel();
+    let (net_events, net_inbox) = mpsc::sync_channel(net::EVENTS_QUEUED);
     let (net, runtime) = net::node::start(
         repo.keypair().clone(),
         net_config,

@@ -19,7 +19,9 @@ use cid::Cid;
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity};
 use libp2p::kad::{self, store::MemoryStore};
-use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::request_response::{
+    self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel,
+};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -29,15 +31,19 @@ use libp2p::{
 };
 use libp2p_identity::Keypair;
 use serde_bytes::ByteBuf;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
 use super::peerbook::PeerEntry;
 use super::protocol::{
     BlockCodec, BlockRequest, BlockResponse, Codec, HeadMessages, HeadRequest, HeadResponse,
-    BLOCK_PROTOCOL, HEAD_PROTOCOL, MAX_BLOCK, MAX_HEADS, MAX_WANT, RESPONSE_BUDGET,
+    BLOCK_PROTOCOL, BLOCK_PROTOCOL_V1, HEAD_PROTOCOL, MAX_BLOCK, MAX_HEADS, MAX_WANT,
+    RESPONSE_BUDGET,
 };
-use super::{BlockReply, Command, NetConfig, NetError, NetEvent, NetHandle, PeerInfo};
+use super::serve::{Offer, Serving, MAX_SERVING};
+use super::{
+    BlockReply, Command, NetConfig, NetError, NetEvent, NetHandle, PeerInfo, COMMANDS_QUEUED,
+};
 use crate::block::{Block, RAW};
 use crate::drive::OWN_HEAD;
 use crate::head::SignedHead;
@@ -64,6 +70,13 @@ const HOLDER_LOOKUP_EVERY: Duration = Duration::from_secs(10);
 /// My head goes into the DHT at most this often (the newest one); followers online get
 /// every head by gossip, and the DHT copy is for those that were not.
 const HEAD_RECORD_EVERY: Duration = Duration::from_secs(10);
+/// A source that answered "busy" is asked again after this long (others meanwhile).
+const BUSY_BACKOFF: Duration = Duration::from_millis(300);
+/// Prefetches are dropped while this many blocks are wanted: they are hints, and a
+/// listing or a reader must not make the node hold unbounded wants.
+const MAX_WANTS: usize = 4096;
+/// Verified responses waiting for the event loop.
+const CHECKED_QUEUED: usize = 64;
 const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerfs/kad/1.0.0");
 
 #[derive(NetworkBehaviour)]
@@ -110,6 +123,8 @@ struct Want {
     waiters: Vec<BlockReply>,
     /// Peers asked already (or that failed us) for this block.
     tried: HashSet<PeerId>,
+    /// Peers that answered "busy", and when they may be asked again.
+    busy: HashMap<PeerId, Instant>,
     /// Requests out now, with when each was sent.
     in_flight: Vec<(OutboundRequestId, Instant)>,
     refused: bool,
@@ -125,6 +140,12 @@ struct Checked {
     /// Blocks whose bytes did not match their CID, and why.
     bad: Vec<(Cid, String)>,
     missing: Vec<Cid>,
+}
+
+/// A block request that passed the access check, and where its answer goes.
+struct Asked {
+    request: BlockRequest,
+    channel: ResponseChannel<BlockResponse>,
 }
 
 /// How a block request is answered.
@@ -155,7 +176,13 @@ struct Node {
     me: PeerId,
     store: Arc<dyn HeadStore>,
     config: NetConfig,
-    events: std::sync::mpsc::Sender<NetEvent>,
+    events: std::sync::mpsc::SyncSender<NetEvent>,
+    /// Heads the daemon had no room for yet: the newest per peer, sent on the tick.
+    unsent_heads: HashMap<PeerId, SignedHead>,
+    /// Stores followed peers' heads off the loop.
+    head_writer: HeadWriter,
+    /// Block requests being served (until their answer is written) and waiting.
+    serving: Serving<InboundRequestId, Asked>,
     own_head: Option<SignedHead>,
     /// When my head was last put in the DHT, and whether a newer one waits to be.
     head_record_put: Option<Instant>,
@@ -163,12 +190,12 @@ struct Node {
     followed: HashMap<PeerId, Followed>,
     stats: HashMap<PeerId, PeerStats>,
     wants: HashMap<Cid, Want>,
-    /// Requests out: for whose drive, which CIDs.
+    /// Requests out: to whom, for whose drive, which CIDs.
     requests: HashMap<OutboundRequestId, Sent>,
     /// Recent failures, forgotten when a peer connects.
     failed: HashMap<Cid, (Instant, Unavailable)>,
-    served: mpsc::UnboundedSender<(ResponseChannel<BlockResponse>, BlockResponse)>,
-    checked: mpsc::UnboundedSender<Checked>,
+    served: mpsc::Sender<(ResponseChannel<BlockResponse>, BlockResponse)>,
+    checked: mpsc::Sender<Checked>,
     prefetched: Arc<Handover>,
     listen_addrs: Vec<Multiaddr>,
     /// When the DHT was last asked for the holders of each owner's blocks.
@@ -181,7 +208,7 @@ pub fn start(
     config: NetConfig,
     store: Arc<dyn HeadStore>,
     followed: Vec<PeerEntry>,
-    events: std::sync::mpsc::Sender<NetEvent>,
+    events: std::sync::mpsc::SyncSender<NetEvent>,
 ) -> Result<(NetHandle, tokio::runtime::Runtime), NetError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -193,17 +220,21 @@ pub fn start(
     let _guard = runtime.enter();
     let swarm = build_swarm(&keypair, &config)?;
     let me = keypair.public().to_peer_id();
-    let (commands, inbox) = mpsc::unbounded_channel();
-    let (served, served_inbox) = mpsc::unbounded_channel();
-    let (checked, checked_inbox) = mpsc::unbounded_channel();
+    let (commands, inbox) = mpsc::channel(COMMANDS_QUEUED);
+    // At most `MAX_SERVING` answers are being made, so they always find room.
+    let (served, served_inbox) = mpsc::channel(MAX_SERVING);
+    let (checked, checked_inbox) = mpsc::channel(CHECKED_QUEUED);
     let prefetched = Arc::new(Handover::new(PREFETCHED_WAITING));
     let own_head = load_head(store.as_ref(), OWN_HEAD);
     let mut node = Node {
         swarm,
         me,
-        store,
+        store: Arc::clone(&store),
         config: config.clone(),
         events,
+        unsent_heads: HashMap::new(),
+        head_writer: HeadWriter::start(Arc::clone(&store)),
+        serving: Serving::default(),
         own_head,
         head_record_put: None,
         head_record_due: false,
@@ -228,11 +259,15 @@ pub fn start(
     }
     node.join_dht();
     for entry in followed {
-        node.follow(entry);
+        let head = entry
+            .peer_id()
+            .and_then(|p| load_head(store.as_ref(), &p.to_string()));
+        node.follow(entry, head);
     }
     runtime.spawn(node.run(inbox, served_inbox, checked_inbox));
     let handle = NetHandle {
         commands,
+        store,
         runtime: runtime.handle().clone(),
         fetch_timeout: config.fetch_timeout,
         prefetched,
@@ -296,7 +331,10 @@ fn build_swarm(keypair: &Keypair, config: &NetConfig) -> Result<Swarm<Behaviour>
                     gossip_config,
                 )?,
                 blocks: request_response::Behaviour::new(
-                    [(BLOCK_PROTOCOL, ProtocolSupport::Full)],
+                    [
+                        (BLOCK_PROTOCOL, ProtocolSupport::Full),
+                        (BLOCK_PROTOCOL_V1, ProtocolSupport::Full),
+                    ],
                     rr_config.clone(),
                 ),
                 heads: request_response::Behaviour::new(
@@ -311,7 +349,7 @@ fn build_swarm(keypair: &Keypair, config: &NetConfig) -> Result<Swarm<Behaviour>
     Ok(swarm)
 }
 
-fn load_head(store: &dyn HeadStore, name: &str) -> Option<SignedHead> {
+pub(super) fn load_head(store: &dyn HeadStore, name: &str) -> Option<SignedHead> {
     let bytes = store.head(name).ok()??;
     match SignedHead::verify(&bytes) {
         Ok(h) => Some(h),
@@ -322,15 +360,59 @@ fn load_head(store: &dyn HeadStore, name: &str) -> Option<SignedHead> {
     }
 }
 
+/// Stores followed peers' heads off the event loop: the newest per peer waits here
+/// until one blocking task writes it, so heads are stored in order and a peer that
+/// sends many makes us hold one.
+struct HeadWriter {
+    pending: Arc<std::sync::Mutex<HashMap<PeerId, SignedHead>>>,
+    wake: Arc<Notify>,
+}
+
+impl HeadWriter {
+    fn start(store: Arc<dyn HeadStore>) -> HeadWriter {
+        let pending: Arc<std::sync::Mutex<HashMap<PeerId, SignedHead>>> = Arc::default();
+        let wake = Arc::new(Notify::new());
+        let (queue, woken) = (Arc::clone(&pending), Arc::clone(&wake));
+        tokio::spawn(async move {
+            loop {
+                woken.notified().await;
+                let heads = std::mem::take(&mut *lock(&queue));
+                let store = Arc::clone(&store);
+                let written = tokio::task::spawn_blocking(move || {
+                    for (owner, head) in heads {
+                        if let Err(e) = store.commit(&[], &owner.to_string(), head.encoded()) {
+                            warn!("cannot store head {} of {owner}: {e}", head.head().seq);
+                        }
+                    }
+                });
+                if written.await.is_err() {
+                    return;
+                }
+            }
+        });
+        HeadWriter { pending, wake }
+    }
+
+    fn write(&self, head: SignedHead) {
+        lock(&self.pending).insert(head.head().peer, head);
+        self.wake.notify_one();
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every change under these locks is one insert or take.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 type BlockEvent = request_response::Event<BlockRequest, BlockResponse>;
 type HeadEvent = request_response::Event<HeadRequest, HeadResponse>;
 
 impl Node {
     async fn run(
         mut self,
-        mut inbox: mpsc::UnboundedReceiver<Command>,
-        mut served: mpsc::UnboundedReceiver<(ResponseChannel<BlockResponse>, BlockResponse)>,
-        mut checked: mpsc::UnboundedReceiver<Checked>,
+        mut inbox: mpsc::Receiver<Command>,
+        mut served: mpsc::Receiver<(ResponseChannel<BlockResponse>, BlockResponse)>,
+        mut checked: mpsc::Receiver<Checked>,
     ) {
         let mut tick = tokio::time::interval(TICK);
         loop {
@@ -359,19 +441,23 @@ impl Node {
     fn command(&mut self, c: Command) {
         match c {
             Command::Fetch { cid, owner, reply } => {
-                // A waiting block may have arrived since the asker looked. Prefetchers
-                // check the store themselves, off this loop.
+                // A prefetched block may have arrived since the asker looked (the store
+                // it looked in itself: no disk reads on this loop).
                 match reply {
-                    Some(r) => match self.store.get(&cid) {
-                        Ok(Some(bytes)) => drop(r.send(Ok(bytes))),
-                        _ => self.want(cid, owner, Some(r)),
+                    Some(r) => match self.prefetched.take(&cid) {
+                        Some(bytes) => drop(r.send(Ok(bytes))),
+                        None => self.want(cid, owner, Some(r)),
                     },
                     None => self.want(cid, owner, None),
                 }
             }
             Command::Publish(head) => self.publish(head),
-            Command::Follow(entry) => self.follow(entry),
+            Command::Follow(entry, head) => self.follow(entry, head),
             Command::Unfollow(peer) => {
+                self.unsent_heads.remove(&peer);
+                if !self.swarm.is_connected(&peer) {
+                    self.stats.remove(&peer);
+                }
                 if self.followed.remove(&peer).is_some() {
                     let behaviour = self.swarm.behaviour_mut();
                     let _ = behaviour.gossipsub.unsubscribe(&head_topic(&peer));
@@ -404,11 +490,15 @@ impl Node {
             }
             self.failed.remove(&cid);
         }
+        if reply.is_none() && self.wants.len() >= MAX_WANTS && !self.wants.contains_key(&cid) {
+            return debug!("prefetch of {cid} dropped: {MAX_WANTS} blocks wanted already");
+        }
         let deadline = Instant::now() + self.config.fetch_timeout;
         let want = self.wants.entry(cid).or_insert_with(|| Want {
             owner,
             waiters: Vec::new(),
             tried: HashSet::new(),
+            busy: HashMap::new(),
             in_flight: Vec::new(),
             refused: false,
             deadline,
@@ -434,7 +524,9 @@ impl Node {
         }
     }
 
-    fn follow(&mut self, entry: PeerEntry) {
+    /// Follows `entry`, whose newest stored head (read by the caller, off this loop)
+    /// is `stored`.
+    fn follow(&mut self, entry: PeerEntry, stored: Option<SignedHead>) {
         let Some(peer) = entry.peer_id() else { return };
         let behaviour = self.swarm.behaviour_mut();
         let _ = behaviour.gossipsub.subscribe(&head_topic(&peer));
@@ -454,11 +546,7 @@ impl Node {
         {
             warn!("cannot announce myself as a holder of {peer}'s blocks: {e}");
         }
-        let head = self
-            .followed
-            .remove(&peer)
-            .and_then(|f| f.head)
-            .or_else(|| load_head(self.store.as_ref(), &peer.to_string()));
+        let head = self.followed.remove(&peer).and_then(|f| f.head).or(stored);
         self.followed.insert(
             peer,
             Followed {
@@ -544,16 +632,35 @@ impl Node {
         if f.head.as_ref().is_some_and(|h| h.head().seq >= seq) {
             return debug!("head {seq} of {owner} from {from} is not newer; ignored");
         }
-        if let Err(e) = self.store.commit(&[], &owner.to_string(), head.encoded()) {
-            warn!("cannot store head {seq} of {owner}: {e}");
-        }
+        self.head_writer.write(head.clone());
         info!(
             "peer {} is at seq {seq}, root {}",
             f.entry.name,
             head.head().root
         );
         f.head = Some(head.clone());
-        let _ = self.events.send(NetEvent::Head(head));
+        self.unsent_heads.insert(owner, head);
+        self.send_heads();
+    }
+
+    /// Tells the daemon of new heads, as far as its queue has room; the rest (the
+    /// newest per peer) wait for the next tick.
+    fn send_heads(&mut self) {
+        let peers: Vec<PeerId> = self.unsent_heads.keys().copied().collect();
+        for peer in peers {
+            let Some(head) = self.unsent_heads.remove(&peer) else {
+                continue;
+            };
+            match self.events.try_send(NetEvent::Head(head)) {
+                Ok(()) => {}
+                Err(std::sync::mpsc::TrySendError::Full(NetEvent::Head(head))) => {
+                    self.unsent_heads.insert(peer, head);
+                    return;
+                }
+                // The daemon is stopping.
+                Err(_) => return,
+            }
+        }
     }
 
     fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -594,7 +701,13 @@ impl Node {
                 peer_id,
                 num_established: 0,
                 ..
-            } => debug!("disconnected from {peer_id}"),
+            } => {
+                debug!("disconnected from {peer_id}");
+                // What we know of a stranger goes with it.
+                if !self.followed.contains_key(&peer_id) {
+                    self.stats.remove(&peer_id);
+                }
+            }
             SwarmEvent::Behaviour(b) => self.behaviour_event(b),
             _ => {}
         }
@@ -621,7 +734,9 @@ impl Node {
                 ..
             }) => {
                 self.seen(peer);
-                self.stats.entry(peer).or_default().rtt = Some(rtt);
+                if let Some(s) = self.stats_of(peer) {
+                    s.rtt = Some(rtt);
+                }
             }
             // Only DHT servers belong in the routing table: a client would be handed to
             // others as a node to query, and cannot answer.
@@ -668,7 +783,9 @@ impl Node {
     }
 
     fn seen(&mut self, peer: PeerId) {
-        self.stats.entry(peer).or_default().last_seen_ms = Some(now_ms());
+        if let Some(s) = self.stats_of(peer) {
+            s.last_seen_ms = Some(now_ms());
+        }
     }
 
     fn head_event(&mut self, event: HeadEvent) {
@@ -711,8 +828,10 @@ impl Node {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
-                    request, channel, ..
-                } => self.serve(peer, request, channel),
+                    request_id,
+                    request,
+                    channel,
+                } => self.serve(peer, request_id, request, channel),
                 request_response::Message::Response {
                     request_id,
                     response,
@@ -727,32 +846,49 @@ impl Node {
                 debug!("block request to {peer} failed: {error}");
                 self.source_failed(request_id, peer);
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
+            request_response::Event::InboundFailure {
+                peer,
+                error,
+                request_id,
+                ..
+            } => {
                 debug!("block request from {peer} failed: {error}");
+                self.served(request_id);
             }
-            _ => {}
+            request_response::Event::ResponseSent { request_id, .. } => self.served(request_id),
         }
     }
 
-    /// Answers a block request from the store, off the event loop.
+    /// Request `id` is answered, or failed: its room goes to the next waiting.
+    fn served(&mut self, id: InboundRequestId) {
+        for (peer, _, asked) in self.serving.finished(id) {
+            self.start_answer(peer, asked);
+        }
+    }
+
+    /// Answers a block request from the store, off the event loop: now, when there is
+    /// room; later, when the peer's turn comes; or "busy".
     fn serve(
         &mut self,
         peer: PeerId,
+        id: InboundRequestId,
         request: BlockRequest,
         channel: ResponseChannel<BlockResponse>,
     ) {
         let response = match self.verdict(&peer, &request) {
-            Verdict::Serve => {
-                let store = Arc::clone(&self.store);
-                let served = self.served.clone();
-                let corrupt = self.config.corrupt_served_blocks;
-                let passable = self.passable_for(peer);
-                tokio::task::spawn_blocking(move || {
-                    let response = answer(store.as_ref(), request, &passable, corrupt);
-                    let _ = served.send((channel, response));
-                });
-                return;
-            }
+            Verdict::Serve => match self.serving.offer(peer, id, Asked { request, channel }) {
+                Offer::Start(asked) => return self.start_answer(peer, asked),
+                Offer::Queued => return,
+                Offer::Busy(asked) => {
+                    debug!("busy: block request from {peer} turned away");
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .blocks
+                        .send_response(asked.channel, BlockResponse::Busy);
+                    return;
+                }
+            },
             Verdict::Refuse(reason) => {
                 info!("refused blocks to {peer}: {reason}");
                 BlockResponse::Refused { reason }
@@ -767,6 +903,19 @@ impl Node {
             .behaviour_mut()
             .blocks
             .send_response(channel, response);
+    }
+
+    /// Looks up the blocks of a request that has its room, on the blocking pool.
+    fn start_answer(&mut self, peer: PeerId, asked: Asked) {
+        let Asked { request, channel } = asked;
+        let store = Arc::clone(&self.store);
+        let served = self.served.clone();
+        let corrupt = self.config.corrupt_served_blocks;
+        let passable = self.passable_for(peer);
+        tokio::task::spawn_blocking(move || {
+            let response = answer(store.as_ref(), request, &passable, corrupt);
+            let _ = served.blocking_send((channel, response));
+        });
     }
 
     /// Whether `peer` gets the blocks it asks for. My own drive follows my `readers`;
@@ -807,7 +956,10 @@ impl Node {
     /// Takes the blocks in a response that match what we asked for. Hashing a
     /// megabyte takes a while: the blocks are checked off the event loop, then settled.
     fn received(&mut self, peer: PeerId, id: OutboundRequestId, response: BlockResponse) {
-        let Some(Sent { owner, cids: asked }) = self.requests.remove(&id) else {
+        let Some(Sent {
+            owner, cids: asked, ..
+        }) = self.requests.remove(&id)
+        else {
             return;
         };
         self.seen(peer);
@@ -820,6 +972,19 @@ impl Node {
                     }
                 }
                 self.give_up_on(peer, id, &asked);
+                self.dispatch();
+                return;
+            }
+            BlockResponse::Busy => {
+                debug!("{peer} is busy; asking elsewhere");
+                let again = Instant::now() + BUSY_BACKOFF;
+                for cid in &asked {
+                    if let Some(w) = self.wants.get_mut(cid) {
+                        w.tried.remove(&peer);
+                        w.busy.insert(peer, again);
+                        w.in_flight.retain(|(r, _)| *r != id);
+                    }
+                }
                 self.dispatch();
                 return;
             }
@@ -857,7 +1022,7 @@ impl Node {
             if let Err(e) = store.put_cached(&blocks, owner) {
                 warn!("cannot keep {} fetched blocks: {e}", blocks.len());
             }
-            let _ = checked.send(Checked {
+            let _ = checked.blocking_send(Checked {
                 peer,
                 id,
                 asked,
@@ -893,6 +1058,7 @@ impl Node {
         // CIDs that did not fit in the response: ask again, the same peer included.
         for cid in asked.iter().filter(|c| !settled.contains(c)) {
             if let Some(w) = self.wants.get_mut(cid) {
+                w.tried.remove(&peer);
                 w.in_flight.retain(|(r, _)| *r != id);
             }
         }
@@ -901,7 +1067,16 @@ impl Node {
 
     fn bad_block(&mut self, peer: PeerId, what: &str) {
         warn!("{peer} sent a bad block ({what}); asking elsewhere");
-        self.stats.entry(peer).or_default().bad_blocks += 1;
+        if let Some(s) = self.stats_of(peer) {
+            s.bad_blocks += 1;
+        }
+    }
+
+    /// What we know of `peer`: kept for followed peers and connected ones, pruned when
+    /// a stranger disconnects.
+    fn stats_of(&mut self, peer: PeerId) -> Option<&mut PeerStats> {
+        let known = self.followed.contains_key(&peer) || self.swarm.is_connected(&peer);
+        known.then(|| self.stats.entry(peer).or_default())
     }
 
     /// `peer` will not deliver `cids` on request `id`: try elsewhere.
@@ -941,13 +1116,14 @@ impl Node {
 
     /// Sends requests for every want that has no request out, grouped by source.
     fn dispatch(&mut self) {
+        let now = Instant::now();
         let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         let mut batches: HashMap<PeerId, Vec<Cid>> = HashMap::new();
         for (cid, want) in &self.wants {
             if !want.in_flight.is_empty() {
                 continue;
             }
-            if let Some(source) = next_source(want, &connected) {
+            if let Some(source) = next_source(want, &connected, now) {
                 batches.entry(source).or_default().push(*cid);
             }
         }
@@ -1006,7 +1182,7 @@ impl Node {
             .wants
             .iter()
             .filter(|(_, w)| {
-                let stranded = w.in_flight.is_empty() && next_source(w, &connected).is_none();
+                let stranded = w.in_flight.is_empty() && next_source(w, &connected, now).is_none();
                 // With no source left, a prefetch nobody waits for is dropped, and a
                 // block every source refused fails at once.
                 w.deadline <= now || (stranded && (w.waiters.is_empty() || w.refused))
@@ -1039,7 +1215,7 @@ impl Node {
                 .iter()
                 .all(|(_, sent)| now.duration_since(*sent) >= HEDGE_AFTER);
             if !w.in_flight.is_empty() && slow && w.in_flight.len() < 3 {
-                if let Some(source) = next_source(w, &connected) {
+                if let Some(source) = next_source(w, &connected, now) {
                     hedges.entry(source).or_default().push(*cid);
                 }
             }
@@ -1051,6 +1227,16 @@ impl Node {
         self.find_holders(now, &connected);
         self.put_head_record(now);
         self.redial(now);
+        self.send_heads();
+        self.prune(now);
+    }
+
+    /// Forgets what is past use, so nothing here grows with time.
+    fn prune(&mut self, now: Instant) {
+        self.failed
+            .retain(|_, (when, _)| now.duration_since(*when) < FAILED_MEMORY);
+        self.holder_lookups
+            .retain(|_, when| now.duration_since(*when) < HOLDER_LOOKUP_EVERY);
     }
 
     /// Asks the DHT who holds the blocks of owners whose wants have no source left: a
@@ -1059,8 +1245,8 @@ impl Node {
         let owners: HashSet<PeerId> = self
             .wants
             .values()
-            .filter(|w| !w.waiters.is_empty() && w.in_flight.is_empty())
-            .filter(|w| next_source(w, connected).is_none())
+            .filter(|w| !w.waiters.is_empty() && w.in_flight.is_empty() && w.busy.is_empty())
+            .filter(|w| next_source(w, connected, now).is_none())
             .filter_map(|w| w.owner)
             .collect();
         for owner in owners {
@@ -1148,11 +1334,13 @@ impl Node {
     }
 }
 
-/// The next peer to ask for a want: its owner first, then any other connected peer.
-fn next_source(want: &Want, connected: &[PeerId]) -> Option<PeerId> {
+/// The next peer to ask for a want: its owner first, then any other connected peer;
+/// a peer that said "busy" not before its backoff is over.
+fn next_source(want: &Want, connected: &[PeerId], now: Instant) -> Option<PeerId> {
+    let free = |p: &PeerId| !want.tried.contains(p) && want.busy.get(p).is_none_or(|t| *t <= now);
     want.owner
-        .filter(|o| connected.contains(o) && !want.tried.contains(o))
-        .or_else(|| connected.iter().find(|p| !want.tried.contains(p)).copied())
+        .filter(|o| connected.contains(o) && free(o))
+        .or_else(|| connected.iter().find(|p| free(p)).copied())
 }
 
 /// The blocks of `request` we have and may pass on, up to the response budget. Our own
