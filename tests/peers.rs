@@ -374,3 +374,44 @@ fn followed_peers_get_in_past_the_connection_limit() {
     });
     assert!(connected(&c), "c lost its connection");
 }
+
+/// The `peer inodes:` line of `peerfs status`.
+fn peer_inodes(m: &Mounted) -> u64 {
+    let status = m.repo.ok(&["status"]);
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("peer inodes:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peer inodes in {status}"))
+}
+
+#[test]
+fn the_kernel_forgetting_a_peer_drive_empties_its_inode_table() {
+    let a = Mounted::new();
+    // 4,000 entries in 40 directories.
+    sh(
+        &a.drive(),
+        "for d in $(seq 40); do mkdir d$d; for f in $(seq 100); do : > d$d/f$f; done; done",
+    );
+    let b = Mounted::new();
+    follow(&b, &a, "alice");
+    let theirs = b.mnt.path().join("peers/alice");
+    wait_for("alice's tree", Duration::from_secs(20), || {
+        theirs.join("d40/f100").exists()
+    });
+    let listed = sh(&theirs, "ls -lR . | wc -l");
+    assert!(listed.trim().parse::<u64>().unwrap() > 4000, "{listed}");
+    let held = peer_inodes(&b);
+    assert!(held > 4000, "after ls -lR the view holds {held} inodes");
+    // The kernel drops what nothing uses, and forgets each inode; the view follows.
+    let mut now = held;
+    wait_for("the view to forget", Duration::from_secs(20), || {
+        let _ = std::fs::write("/proc/sys/vm/drop_caches", "2");
+        now = peer_inodes(&b);
+        now < 50
+    });
+    eprintln!("peer inodes: {held} after ls -lR, {now} after the kernel forgot them");
+    // What was forgotten comes back on use, with the same content.
+    assert!(theirs.join("d7/f3").exists());
+    assert_eq!(sh(&theirs, "ls d7 | wc -l").trim(), "100");
+}

@@ -235,6 +235,7 @@ pub fn status(repo_path: &Path) -> Result<()> {
         indicatif::HumanBytes(s.cache_bytes),
         indicatif::HumanBytes(s.cache_cap)
     );
+    println!("peer inodes:   {}", s.peer_inodes);
     Ok(())
 }
 

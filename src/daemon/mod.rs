@@ -475,6 +475,7 @@ impl Context {
             store_bytes: dir_size(&self.repo.join("db")),
             cache_bytes: cache.0,
             cache_cap: cache.1,
+            peer_inodes: self.view.inode_count() as u64,
         }
     }
 
