@@ -3,11 +3,13 @@
 //! - [`protocol`]: our request-response protocols and their wire format.
 //! - [`peerbook`]: the peers I follow, persisted in the repo.
 //! - [`node`]: the swarm and its event loop, on a tokio runtime of its own.
+//! - [`fetch`]: the fetch scheduler: which block to ask of whom, hedging, fallback.
 //! - [`serve`]: who gets served when: the serving side's bounds and "busy".
 //!
 //! Everything outside talks to the node through a [`NetHandle`]: commands in, answers
 //! on oneshot channels, and [`NetEvent`]s (a followed peer's new head) out.
 
+pub mod fetch;
 pub mod node;
 pub mod peerbook;
 pub mod protocol;

@@ -1,15 +1,11 @@
 //! The swarm and its event loop.
 //!
 //! One task owns the swarm and all network state; the rest of the daemon reaches it
-//! through `NetHandle` commands. Work that touches the disk (serving blocks) runs on
-//! tokio's blocking pool and hands its answer back through a channel, so the loop never
-//! waits on RocksDB for long.
-//!
-//! Fetching: every wanted CID is a `Want`. It is asked of the drive's owner first, then
-//! of every other connected peer in turn; a peer that is slow past `HEDGE_AFTER` gets
-//! company (the next source is asked too). Wrong bytes, "don't have", a refusal or a
-//! failed stream move the want on; with no source left it waits for new connections
-//! until its deadline, then fails.
+//! through `NetHandle` commands. Work that touches the disk (serving blocks, keeping
+//! fetched ones, storing heads) runs on tokio's blocking pool and hands its answer back
+//! through a bounded channel, so the loop never waits on RocksDB. What to fetch from
+//! whom is decided by the `fetch` scheduler, who is served when by `serve`; this loop
+//! carries out their decisions on the swarm.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -34,6 +30,7 @@ use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
+use super::fetch::{Action, Answer, Scheduler, Sent};
 use super::peerbook::PeerEntry;
 use super::protocol::{
     BlockCodec, BlockRequest, BlockResponse, Codec, HeadMessages, HeadRequest, HeadResponse,
@@ -44,25 +41,18 @@ use super::serve::{Offer, Serving, MAX_SERVING};
 use super::{
     BlockReply, Command, NetConfig, NetError, NetEvent, NetHandle, PeerInfo, COMMANDS_QUEUED,
 };
-use crate::block::{Block, RAW};
+use crate::block::Block;
 use crate::drive::OWN_HEAD;
 use crate::head::SignedHead;
 use crate::store::handover::Handover;
-use crate::store::{HeadStore, Holding, Unavailable};
+use crate::store::{HeadStore, Holding};
 
-/// A source that has not answered in this long gets a second one asked beside it.
-const HEDGE_AFTER: Duration = Duration::from_secs(2);
 /// One request's limit; the want's own deadline (the fetch timeout) bounds the whole.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often wants are checked for hedging and deadlines, and peers for redialling.
 const TICK: Duration = Duration::from_millis(250);
 const REDIAL_MIN: Duration = Duration::from_secs(1);
 const REDIAL_MAX: Duration = Duration::from_secs(60);
-/// Leaves are large: one per request, so several stream in parallel.
-const LEAVES_PER_REQUEST: usize = 1;
-/// A block that just failed fails again at once for this long, unless a new peer
-/// connects: the kernel retries a failed read, and each retry must not wait again.
-const FAILED_MEMORY: Duration = Duration::from_secs(10);
 /// Prefetched blocks waiting in memory for their reader, at most (a prefetch window).
 const PREFETCHED_WAITING: usize = 32;
 /// How often the DHT is asked again for the holders of one owner's blocks.
@@ -70,11 +60,6 @@ const HOLDER_LOOKUP_EVERY: Duration = Duration::from_secs(10);
 /// My head goes into the DHT at most this often (the newest one); followers online get
 /// every head by gossip, and the DHT copy is for those that were not.
 const HEAD_RECORD_EVERY: Duration = Duration::from_secs(10);
-/// A source that answered "busy" is asked again after this long (others meanwhile).
-const BUSY_BACKOFF: Duration = Duration::from_millis(300);
-/// Prefetches are dropped while this many blocks are wanted: they are hints, and a
-/// listing or a reader must not make the node hold unbounded wants.
-const MAX_WANTS: usize = 4096;
 /// Verified responses waiting for the event loop.
 const CHECKED_QUEUED: usize = 64;
 const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerfs/kad/1.0.0");
@@ -111,31 +96,11 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A block request we sent.
-struct Sent {
-    /// Whose drive the blocks are of; what arrives is cached as theirs.
-    owner: Option<PeerId>,
-    cids: Vec<Cid>,
-}
-
-struct Want {
-    owner: Option<PeerId>,
-    waiters: Vec<BlockReply>,
-    /// Peers asked already (or that failed us) for this block.
-    tried: HashSet<PeerId>,
-    /// Peers that answered "busy", and when they may be asked again.
-    busy: HashMap<PeerId, Instant>,
-    /// Requests out now, with when each was sent.
-    in_flight: Vec<(OutboundRequestId, Instant)>,
-    refused: bool,
-    deadline: Instant,
-}
-
 /// A block response, its blocks hashed off the event loop.
 struct Checked {
     peer: PeerId,
     id: OutboundRequestId,
-    asked: Vec<Cid>,
+    sent: Sent,
     blocks: Vec<Block>,
     /// Blocks whose bytes did not match their CID, and why.
     bad: Vec<(Cid, String)>,
@@ -189,11 +154,8 @@ struct Node {
     head_record_due: bool,
     followed: HashMap<PeerId, Followed>,
     stats: HashMap<PeerId, PeerStats>,
-    wants: HashMap<Cid, Want>,
-    /// Requests out: to whom, for whose drive, which CIDs.
-    requests: HashMap<OutboundRequestId, Sent>,
-    /// Recent failures, forgotten when a peer connects.
-    failed: HashMap<Cid, (Instant, Unavailable)>,
+    /// Which block to ask of whom, and when to give up.
+    fetch: Scheduler<OutboundRequestId, BlockReply>,
     served: mpsc::Sender<(ResponseChannel<BlockResponse>, BlockResponse)>,
     checked: mpsc::Sender<Checked>,
     prefetched: Arc<Handover>,
@@ -240,9 +202,7 @@ pub fn start(
         head_record_due: false,
         followed: HashMap::new(),
         stats: HashMap::new(),
-        wants: HashMap::new(),
-        requests: HashMap::new(),
-        failed: HashMap::new(),
+        fetch: Scheduler::new(config.fetch_timeout),
         served,
         checked,
         prefetched: Arc::clone(&prefetched),
@@ -481,32 +441,50 @@ impl Node {
     }
 
     fn want(&mut self, cid: Cid, owner: Option<PeerId>, reply: Option<BlockReply>) {
-        if let Some((when, why)) = self.failed.get(&cid) {
-            if when.elapsed() < FAILED_MEMORY {
-                if let Some(r) = reply {
-                    let _ = r.send(Err(*why));
+        let actions = self.fetch.want(cid, owner, reply, Instant::now());
+        self.act(actions, HashMap::new());
+    }
+
+    /// Carries out what the fetch scheduler decided; `arrived` holds the blocks it
+    /// may deliver.
+    fn act(&mut self, actions: Vec<Action<BlockReply>>, mut arrived: HashMap<Cid, Block>) {
+        let now = Instant::now();
+        for action in actions {
+            match action {
+                Action::Request { peer, owner, cids } => {
+                    let request = BlockRequest {
+                        want: cids.iter().map(|c| ByteBuf::from(c.to_bytes())).collect(),
+                        owner: owner.map(|o| ByteBuf::from(o.to_bytes())),
+                    };
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .blocks
+                        .send_request(&peer, request);
+                    self.fetch.sent(id, Sent { peer, owner, cids }, now);
                 }
-                return;
+                Action::Deliver { cid, mut waiters } => {
+                    let Some(block) = arrived.remove(&cid) else {
+                        continue;
+                    };
+                    let Some(last) = waiters.pop() else {
+                        // A prefetch: its reader takes it from memory, not the store.
+                        self.prefetched.insert(cid, block.into_data());
+                        continue;
+                    };
+                    for w in waiters {
+                        let _ = w.send(Ok(block.data().to_vec()));
+                    }
+                    let _ = last.send(Ok(block.into_data()));
+                }
+                Action::Fail { cid, waiters, why } => {
+                    debug!("giving up on {cid}: {why}");
+                    for w in waiters {
+                        let _ = w.send(Err(why));
+                    }
+                }
             }
-            self.failed.remove(&cid);
         }
-        if reply.is_none() && self.wants.len() >= MAX_WANTS && !self.wants.contains_key(&cid) {
-            return debug!("prefetch of {cid} dropped: {MAX_WANTS} blocks wanted already");
-        }
-        let deadline = Instant::now() + self.config.fetch_timeout;
-        let want = self.wants.entry(cid).or_insert_with(|| Want {
-            owner,
-            waiters: Vec::new(),
-            tried: HashSet::new(),
-            busy: HashMap::new(),
-            in_flight: Vec::new(),
-            refused: false,
-            deadline,
-        });
-        if reply.is_some() {
-            want.deadline = want.deadline.max(deadline);
-        }
-        want.waiters.extend(reply);
     }
 
     fn join_dht(&mut self) {
@@ -691,7 +669,7 @@ impl Node {
                     if let Some(f) = self.followed.get_mut(&peer_id) {
                         f.backoff = REDIAL_MIN;
                     }
-                    self.failed.clear();
+                    self.fetch.connected();
                     self.ask_heads(peer_id);
                     // Wants waiting for a source get one.
                     self.dispatch();
@@ -844,7 +822,8 @@ impl Node {
                 ..
             } => {
                 debug!("block request to {peer} failed: {error}");
-                self.source_failed(request_id, peer);
+                self.fetch.failed(request_id);
+                self.dispatch();
             }
             request_response::Event::InboundFailure {
                 peer,
@@ -956,48 +935,33 @@ impl Node {
     /// Takes the blocks in a response that match what we asked for. Hashing a
     /// megabyte takes a while: the blocks are checked off the event loop, then settled.
     fn received(&mut self, peer: PeerId, id: OutboundRequestId, response: BlockResponse) {
-        let Some(Sent {
-            owner, cids: asked, ..
-        }) = self.requests.remove(&id)
-        else {
+        let Some(sent) = self.fetch.answered(id) else {
             return;
         };
         self.seen(peer);
         let (blocks, missing) = match response {
             BlockResponse::Refused { reason } => {
                 info!("{peer} refused blocks: {reason}");
-                for cid in &asked {
-                    if let Some(w) = self.wants.get_mut(cid) {
-                        w.refused = true;
-                    }
-                }
-                self.give_up_on(peer, id, &asked);
+                self.fetch.refused(id, &sent);
                 self.dispatch();
                 return;
             }
             BlockResponse::Busy => {
                 debug!("{peer} is busy; asking elsewhere");
-                let again = Instant::now() + BUSY_BACKOFF;
-                for cid in &asked {
-                    if let Some(w) = self.wants.get_mut(cid) {
-                        w.tried.remove(&peer);
-                        w.busy.insert(peer, again);
-                        w.in_flight.retain(|(r, _)| *r != id);
-                    }
-                }
+                self.fetch.busy(id, &sent, Instant::now());
                 self.dispatch();
                 return;
             }
             BlockResponse::Blocks { blocks, missing } => (blocks, missing),
         };
-        let asked_set: HashSet<Cid> = asked.iter().copied().collect();
-        let mut sent = Vec::with_capacity(blocks.len());
+        let asked_set: HashSet<Cid> = sent.cids.iter().copied().collect();
+        let mut arrived = Vec::with_capacity(blocks.len());
         for (cid, data) in blocks {
             match Cid::try_from(cid.as_slice())
                 .ok()
                 .filter(|c| asked_set.contains(c))
             {
-                Some(cid) => sent.push((cid, data.into_vec())),
+                Some(cid) => arrived.push((cid, data.into_vec())),
                 None => self.bad_block(peer, "a block we did not ask for"),
             }
         }
@@ -1009,9 +973,9 @@ impl Node {
         let checked = self.checked.clone();
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || {
-            let mut blocks = Vec::with_capacity(sent.len());
+            let mut blocks = Vec::with_capacity(arrived.len());
             let mut bad = Vec::new();
-            for (cid, data) in sent {
+            for (cid, data) in arrived {
                 match Block::verified(cid, data) {
                     Ok(b) => blocks.push(b),
                     Err(e) => bad.push((cid, e.to_string())),
@@ -1019,13 +983,13 @@ impl Node {
             }
             // Kept (as evictable cache) before anyone is answered, so an asker that
             // looks in the store after this finds it there.
-            if let Err(e) = store.put_cached(&blocks, owner) {
+            if let Err(e) = store.put_cached(&blocks, sent.owner) {
                 warn!("cannot keep {} fetched blocks: {e}", blocks.len());
             }
             let _ = checked.blocking_send(Checked {
                 peer,
                 id,
-                asked,
+                sent,
                 blocks,
                 bad,
                 missing,
@@ -1038,30 +1002,22 @@ impl Node {
         let Checked {
             peer,
             id,
-            asked,
+            sent,
             blocks,
             bad,
             missing,
         } = c;
-        let mut settled = HashSet::new();
-        for block in blocks {
-            settled.insert(*block.cid());
-            self.deliver(block);
+        for (_, e) in &bad {
+            self.bad_block(peer, e);
         }
-        for (cid, e) in bad {
-            self.bad_block(peer, &e);
-            self.give_up_on(peer, id, &[cid]);
-            settled.insert(cid);
-        }
-        self.give_up_on(peer, id, &missing);
-        settled.extend(missing);
-        // CIDs that did not fit in the response: ask again, the same peer included.
-        for cid in asked.iter().filter(|c| !settled.contains(c)) {
-            if let Some(w) = self.wants.get_mut(cid) {
-                w.tried.remove(&peer);
-                w.in_flight.retain(|(r, _)| *r != id);
-            }
-        }
+        let answer = Answer {
+            delivered: blocks.iter().map(|b| *b.cid()).collect(),
+            bad: bad.into_iter().map(|(c, _)| c).collect(),
+            missing,
+        };
+        let arrived = blocks.into_iter().map(|b| (*b.cid(), b)).collect();
+        let actions = self.fetch.settle(id, &sent, answer);
+        self.act(actions, arrived);
         self.dispatch();
     }
 
@@ -1079,151 +1035,18 @@ impl Node {
         known.then(|| self.stats.entry(peer).or_default())
     }
 
-    /// `peer` will not deliver `cids` on request `id`: try elsewhere.
-    fn give_up_on(&mut self, peer: PeerId, id: OutboundRequestId, cids: &[Cid]) {
-        for cid in cids {
-            if let Some(w) = self.wants.get_mut(cid) {
-                w.tried.insert(peer);
-                w.in_flight.retain(|(r, _)| *r != id);
-            }
-        }
-    }
-
-    fn source_failed(&mut self, id: OutboundRequestId, peer: PeerId) {
-        if let Some(sent) = self.requests.remove(&id) {
-            self.give_up_on(peer, id, &sent.cids);
-            self.dispatch();
-        }
-    }
-
-    /// Answers everyone waiting for a verified (and kept) block.
-    fn deliver(&mut self, block: Block) {
-        let Some(want) = self.wants.remove(block.cid()) else {
-            return;
-        };
-        let cid = *block.cid();
-        let mut waiters = want.waiters;
-        let Some(last) = waiters.pop() else {
-            // A prefetch: its reader takes it from memory instead of the store.
-            self.prefetched.insert(cid, block.into_data());
-            return;
-        };
-        for w in waiters {
-            let _ = w.send(Ok(block.data().to_vec()));
-        }
-        let _ = last.send(Ok(block.into_data()));
-    }
-
-    /// Sends requests for every want that has no request out, grouped by source.
+    /// Sends requests for every want that has no request out.
     fn dispatch(&mut self) {
-        let now = Instant::now();
         let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
-        let mut batches: HashMap<PeerId, Vec<Cid>> = HashMap::new();
-        for (cid, want) in &self.wants {
-            if !want.in_flight.is_empty() {
-                continue;
-            }
-            if let Some(source) = next_source(want, &connected, now) {
-                batches.entry(source).or_default().push(*cid);
-            }
-        }
-        for (peer, cids) in batches {
-            self.request(peer, cids);
-        }
-    }
-
-    /// Sends `cids` to `peer`, raw leaves one per request and nodes in batches.
-    fn request(&mut self, peer: PeerId, cids: Vec<Cid>) {
-        // Requests name one owner: group by it.
-        let mut by_owner: HashMap<Option<PeerId>, Vec<Cid>> = HashMap::new();
-        for cid in cids {
-            let owner = self.wants.get(&cid).and_then(|w| w.owner);
-            by_owner.entry(owner).or_default().push(cid);
-        }
-        for (owner, cids) in by_owner {
-            self.request_of(peer, owner, cids);
-        }
-    }
-
-    fn request_of(&mut self, peer: PeerId, owner: Option<PeerId>, cids: Vec<Cid>) {
-        let (leaves, nodes): (Vec<Cid>, Vec<Cid>) =
-            cids.into_iter().partition(|c| c.codec() == RAW);
-        let groups = leaves
-            .chunks(LEAVES_PER_REQUEST)
-            .chain(nodes.chunks(MAX_WANT))
-            .map(<[Cid]>::to_vec)
-            .collect::<Vec<_>>();
-        let now = Instant::now();
-        for group in groups {
-            let want = group.iter().map(|c| ByteBuf::from(c.to_bytes())).collect();
-            let request = BlockRequest {
-                want,
-                owner: owner.map(|o| ByteBuf::from(o.to_bytes())),
-            };
-            let id = self
-                .swarm
-                .behaviour_mut()
-                .blocks
-                .send_request(&peer, request);
-            for cid in &group {
-                if let Some(w) = self.wants.get_mut(cid) {
-                    w.tried.insert(peer);
-                    w.in_flight.push((id, now));
-                }
-            }
-            self.requests.insert(id, Sent { owner, cids: group });
-        }
+        let actions = self.fetch.dispatch(&connected, Instant::now());
+        self.act(actions, HashMap::new());
     }
 
     fn tick(&mut self) {
         let now = Instant::now();
         let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
-        let expired: Vec<Cid> = self
-            .wants
-            .iter()
-            .filter(|(_, w)| {
-                let stranded = w.in_flight.is_empty() && next_source(w, &connected, now).is_none();
-                // With no source left, a prefetch nobody waits for is dropped, and a
-                // block every source refused fails at once.
-                w.deadline <= now || (stranded && (w.waiters.is_empty() || w.refused))
-            })
-            .map(|(c, _)| *c)
-            .collect();
-        for cid in expired {
-            if let Some(w) = self.wants.remove(&cid) {
-                let why = if w.refused {
-                    Unavailable::Refused
-                } else if connected.iter().all(|p| w.tried.contains(p)) && w.in_flight.is_empty() {
-                    Unavailable::NoPeer
-                } else {
-                    Unavailable::Timeout
-                };
-                debug!("giving up on {cid}: {why}");
-                if !w.waiters.is_empty() {
-                    self.failed.insert(cid, (now, why));
-                }
-                for waiter in w.waiters {
-                    let _ = waiter.send(Err(why));
-                }
-            }
-        }
-        // Hedging: a slow source gets company.
-        let mut hedges: HashMap<PeerId, Vec<Cid>> = HashMap::new();
-        for (cid, w) in &self.wants {
-            let slow = w
-                .in_flight
-                .iter()
-                .all(|(_, sent)| now.duration_since(*sent) >= HEDGE_AFTER);
-            if !w.in_flight.is_empty() && slow && w.in_flight.len() < 3 {
-                if let Some(source) = next_source(w, &connected, now) {
-                    hedges.entry(source).or_default().push(*cid);
-                }
-            }
-        }
-        for (peer, cids) in hedges {
-            self.request(peer, cids);
-        }
-        self.dispatch();
+        let actions = self.fetch.tick(&connected, now);
+        self.act(actions, HashMap::new());
         self.find_holders(now, &connected);
         self.put_head_record(now);
         self.redial(now);
@@ -1233,8 +1056,6 @@ impl Node {
 
     /// Forgets what is past use, so nothing here grows with time.
     fn prune(&mut self, now: Instant) {
-        self.failed
-            .retain(|_, (when, _)| now.duration_since(*when) < FAILED_MEMORY);
         self.holder_lookups
             .retain(|_, when| now.duration_since(*when) < HOLDER_LOOKUP_EVERY);
     }
@@ -1242,13 +1063,7 @@ impl Node {
     /// Asks the DHT who holds the blocks of owners whose wants have no source left: a
     /// waiting reader's owner is offline and no connected peer has the block.
     fn find_holders(&mut self, now: Instant, connected: &[PeerId]) {
-        let owners: HashSet<PeerId> = self
-            .wants
-            .values()
-            .filter(|w| !w.waiters.is_empty() && w.in_flight.is_empty() && w.busy.is_empty())
-            .filter(|w| next_source(w, connected, now).is_none())
-            .filter_map(|w| w.owner)
-            .collect();
+        let owners = self.fetch.stranded_owners(connected, now);
         for owner in owners {
             let recent = self
                 .holder_lookups
@@ -1332,15 +1147,6 @@ impl Node {
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
-}
-
-/// The next peer to ask for a want: its owner first, then any other connected peer;
-/// a peer that said "busy" not before its backoff is over.
-fn next_source(want: &Want, connected: &[PeerId], now: Instant) -> Option<PeerId> {
-    let free = |p: &PeerId| !want.tried.contains(p) && want.busy.get(p).is_none_or(|t| *t <= now);
-    want.owner
-        .filter(|o| connected.contains(o) && free(o))
-        .or_else(|| connected.iter().find(|p| free(p)).copied())
 }
 
 /// The blocks of `request` we have and may pass on, up to the response budget. Our own
