@@ -415,3 +415,27 @@ fn the_kernel_forgetting_a_peer_drive_empties_its_inode_table() {
     assert!(theirs.join("d7/f3").exists());
     assert_eq!(sh(&theirs, "ls d7 | wc -l").trim(), "100");
 }
+
+#[test]
+fn a_second_daemon_on_a_taken_port_listens_on_a_free_one_and_says_so() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let a = Mounted::listening(&listen);
+    let b = Mounted::listening(&listen);
+    assert!(addr(&a).contains(&format!("/tcp/{port}/")), "{}", addr(&a));
+    let b_addr = addr(&b);
+    assert!(!b_addr.contains(&format!("/tcp/{port}/")), "{b_addr}");
+    let log = std::fs::read_to_string(b.repo.path().join("daemon.log")).unwrap();
+    assert!(log.contains("listening on a free port instead") && log.contains("`listen`"));
+    // And it works: A follows B on the port it found.
+    follow(&a, &b, "bob");
+    write(&b.drive().join("hi.txt"), b"hi\n");
+    let theirs = a.mnt.path().join("peers/bob/hi.txt");
+    wait_for("alice reads bob", Duration::from_secs(15), || {
+        std::fs::read_to_string(&theirs).is_ok_and(|t| t == "hi\n")
+    });
+}

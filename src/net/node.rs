@@ -210,12 +210,31 @@ pub fn start(
         holder_lookups: HashMap::new(),
     };
     for addr in &config.listen {
-        node.swarm
-            .listen_on(addr.clone())
-            .map_err(|e| NetError::Listen {
-                addr: addr.to_string(),
-                message: e.to_string(),
-            })?;
+        let listen_err = |e: &dyn std::fmt::Display| NetError::Listen {
+            addr: addr.to_string(),
+            message: e.to_string(),
+        };
+        // The transports share ports (SO_REUSEPORT): a second daemon would bind the
+        // first one's port and take some of its connections. Find out first.
+        let tried = match port_taken(addr) {
+            Some(e) => Err(e.to_string()),
+            None => node
+                .swarm
+                .listen_on(addr.clone())
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        };
+        let Err(e) = tried else {
+            continue;
+        };
+        // A second repo on this machine finds the default port taken: any port will do
+        // for it, and the log says which setting picks one.
+        let any = any_port(addr).ok_or_else(|| listen_err(&e))?;
+        warn!(
+            "cannot listen on {addr} ({e}); listening on a free port instead \
+             (set `listen` in config.toml, or `mount --listen`, to choose one)"
+        );
+        node.swarm.listen_on(any).map_err(|e| listen_err(&e))?;
     }
     node.join_dht();
     for entry in followed {
@@ -234,6 +253,48 @@ pub fn start(
     };
     drop(_guard);
     Ok((handle, runtime))
+}
+
+/// Why `addr`'s fixed TCP or UDP port cannot be ours: someone holds it (a plain bind,
+/// without port sharing, fails).
+fn port_taken(addr: &Multiaddr) -> Option<std::io::Error> {
+    use libp2p::multiaddr::Protocol;
+    let mut ip = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+            Protocol::Tcp(port) if port != 0 => {
+                return std::net::TcpListener::bind((ip?, port)).err();
+            }
+            Protocol::Udp(port) if port != 0 => {
+                return std::net::UdpSocket::bind((ip?, port)).err();
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `addr` with its TCP or UDP port made 0 (any free one); `None` if it names none.
+fn any_port(addr: &Multiaddr) -> Option<Multiaddr> {
+    use libp2p::multiaddr::Protocol;
+    let mut changed = false;
+    let any = addr
+        .iter()
+        .map(|p| match p {
+            Protocol::Tcp(port) if port != 0 => {
+                changed = true;
+                Protocol::Tcp(0)
+            }
+            Protocol::Udp(port) if port != 0 => {
+                changed = true;
+                Protocol::Udp(0)
+            }
+            p => p,
+        })
+        .collect();
+    changed.then_some(any)
 }
 
 fn build_swarm(keypair: &Keypair, config: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
