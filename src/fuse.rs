@@ -309,7 +309,11 @@ impl Filesystem for PeerFs {
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         shielded("forget", move || {
-            if !read_only(ino.0) {
+            if is_peer_ino(ino.0) {
+                if let Some(view) = &self.peers {
+                    view.forget(ino.0, nlookup);
+                }
+            } else if !read_only(ino.0) {
                 self.drive.forget(ino.0, nlookup);
             }
         });

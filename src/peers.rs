@@ -6,6 +6,12 @@
 //! drive's, and stay stable across a peer's new heads: `switch_head` walks only what
 //! the kernel has seen, swaps CIDs in place, and returns the exact entries and inodes
 //! the kernel must forget.
+//!
+//! The table follows what the kernel holds: a directory's entries get inodes when it is
+//! listed, and go when the kernel forgets the directory (it forgets a directory only
+//! after everything below it). A forgotten entry keeps only its small node in its
+//! parent's listing, so an `ls -R` of a huge drive costs what the kernel keeps, not
+//! what it has seen.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::{Deref, Range};
@@ -26,6 +32,10 @@ use crate::unixfs::{list, load_node, FileNode, FileReader, Node};
 pub const PEER_INO_BASE: u64 = 1 << 62;
 /// How far ahead of a sequential reader leaves are fetched.
 const PREFETCH_WINDOW: u64 = 32 << 20;
+/// A listing asks for the child nodes it lacks this many entries ahead of the one it
+/// loads: the round trips overlap, and a huge directory does not become a want per
+/// entry at once.
+const LISTING_AHEAD: usize = 256;
 
 pub fn is_peer_ino(ino: u64) -> bool {
     ino >= PEER_INO_BASE
@@ -52,6 +62,13 @@ struct PeerNode {
     file: Option<Arc<FileNode>>,
     /// How far ahead of the reader blocks have been asked for.
     prefetched_to: u64,
+    /// Lookups answered since the kernel last forgot the inode. Entries of a
+    /// `readdirplus` reach the kernel without one, so this may count low, never high:
+    /// the kernel's forget (sent when it evicts the inode) brings it to zero.
+    lookups: u64,
+    /// No listing names it any more (a peer removed, an entry gone in a new head): it
+    /// goes once the kernel forgets it.
+    orphan: bool,
 }
 
 #[derive(Default)]
@@ -78,9 +95,32 @@ impl State {
                 children: cid.is_none().then(BTreeMap::new),
                 file: None,
                 prefetched_to: 0,
+                lookups: 0,
+                orphan: false,
             },
         );
         ino
+    }
+
+    /// Removes the nodes below `ino` (the kernel holds none of them).
+    fn drop_below(&mut self, ino: u64) {
+        let Some(children) = self.nodes.get_mut(&ino).and_then(|n| n.children.take()) else {
+            return;
+        };
+        for child in children.into_values() {
+            self.drop_below(child);
+            self.nodes.remove(&child);
+        }
+    }
+
+    /// Marks inodes no listing names any more. What the kernel may still hold of them
+    /// (an open file, a directory below) keeps working until it forgets them.
+    fn orphan(&mut self, inos: impl IntoIterator<Item = u64>) {
+        for ino in inos {
+            if let Some(n) = self.nodes.get_mut(&ino) {
+                n.orphan = true;
+            }
+        }
     }
 }
 
@@ -171,9 +211,10 @@ impl PeerView {
     /// Stops showing the peer called `name`.
     pub fn remove_peer(&self, name: &str) -> Vec<Invalidation> {
         let mut st = self.lock();
-        if st.tops.remove(name.as_bytes()).is_none() {
+        let Some(top) = st.tops.remove(name.as_bytes()) else {
             return Vec::new();
-        }
+        };
+        st.orphan([top]);
         vec![Invalidation::Entry {
             parent: self.peers_ino,
             name: name.as_bytes().to_vec(),
@@ -214,15 +255,53 @@ impl PeerView {
     }
 
     /// Looks `name` up in `parent` (`peers/` itself, or a directory in a peer's drive).
+    /// The kernel holds the entry found until it forgets it.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, DriveError> {
-        if parent == self.peers_ino {
-            let st = self.lock();
-            let ino = st.tops.get(name).ok_or(DriveError::NotFound)?;
-            return Ok(st.nodes[ino].attr);
+        if parent != self.peers_ino {
+            self.load_children(parent)?;
         }
-        let children = self.children(parent)?;
-        let ino = children.get(name).ok_or(DriveError::NotFound)?;
-        self.getattr(*ino)
+        let mut st = self.lock();
+        let ino = if parent == self.peers_ino {
+            st.tops.get(name)
+        } else {
+            st.nodes
+                .get(&parent)
+                .and_then(|p| p.children.as_ref())
+                .and_then(|c| c.get(name))
+        };
+        let ino = *ino.ok_or(DriveError::NotFound)?;
+        let n = st.nodes.get_mut(&ino).ok_or(DriveError::NotFound)?;
+        n.lookups += 1;
+        Ok(n.attr)
+    }
+
+    /// The kernel dropped `n` references to `ino`. Once it holds none, what hangs off
+    /// the inode goes (its listing and the nodes below, a file's root node); an inode
+    /// no listing names any more goes too.
+    pub fn forget(&self, ino: u64, n: u64) {
+        let mut st = self.lock();
+        let Some(node) = st.nodes.get_mut(&ino) else {
+            return;
+        };
+        node.lookups = node.lookups.saturating_sub(n);
+        if node.lookups > 0 {
+            return;
+        }
+        node.file = None;
+        node.prefetched_to = 0;
+        let (orphan, known) = (node.orphan, node.cid.is_some());
+        // A peer whose head is unknown keeps its (empty) listing: there is none to load.
+        if known || orphan {
+            st.drop_below(ino);
+        }
+        if orphan {
+            st.nodes.remove(&ino);
+        }
+    }
+
+    /// Inodes of peers' drives held now (`peerfs status`).
+    pub fn inode_count(&self) -> usize {
+        self.lock().nodes.len()
     }
 
     pub fn list(&self, ino: u64) -> Result<Vec<(Vec<u8>, Attr)>, DriveError> {
@@ -375,14 +454,24 @@ impl PeerView {
     /// A directory's entries, loading them (and each child's node, for its attributes)
     /// on first use.
     fn children(&self, ino: u64) -> Result<BTreeMap<Vec<u8>, u64>, DriveError> {
+        self.load_children(ino)?;
+        self.lock()
+            .nodes
+            .get(&ino)
+            .and_then(|n| n.children.clone())
+            .ok_or(DriveError::NotFound)
+    }
+
+    /// Makes sure a directory's listing is loaded.
+    fn load_children(&self, ino: u64) -> Result<(), DriveError> {
         let (owner, cid) = {
             let st = self.lock();
             let n = st.nodes.get(&ino).ok_or(DriveError::NotFound)?;
             if n.attr.kind != Kind::Directory {
                 return Err(DriveError::NotADirectory);
             }
-            if let Some(c) = &n.children {
-                return Ok(c.clone());
+            if n.children.is_some() {
+                return Ok(());
             }
             (n.owner, n.cid.ok_or(DriveError::NotFound)?)
         };
@@ -390,11 +479,10 @@ impl PeerView {
         let mut st = self.lock();
         // Another thread may have loaded it meanwhile, or a new head replaced it.
         match st.nodes.get(&ino) {
-            Some(n) if n.cid == Some(cid) => {}
-            _ => return Err(DriveError::NotFound),
-        }
-        if let Some(c) = &st.nodes[&ino].children {
-            return Ok(c.clone());
+            Some(n) if n.cid != Some(cid) => return Err(DriveError::NotFound),
+            Some(n) if n.children.is_some() => return Ok(()),
+            Some(_) => {}
+            None => return Err(DriveError::NotFound),
         }
         let mut children = BTreeMap::new();
         for (name, child_cid, attr) in loaded {
@@ -402,13 +490,14 @@ impl PeerView {
             children.insert(name, child);
         }
         if let Some(n) = st.nodes.get_mut(&ino) {
-            n.children = Some(children.clone());
+            n.children = Some(children);
         }
-        Ok(children)
+        Ok(())
     }
 
-    /// A directory's entries with each one's attributes. Every child node missing here
-    /// is asked for at once, so a listing costs a few round trips, not one per entry.
+    /// A directory's entries with each one's attributes. Child nodes missing here are
+    /// asked for `LISTING_AHEAD` entries ahead, so a listing costs a few round trips,
+    /// not one per entry.
     fn load_entries(
         &self,
         owner: PeerId,
@@ -417,20 +506,23 @@ impl PeerView {
         let blocks = self.blocks(owner);
         let node = load_node(&blocks, dir)?;
         let entries = list(&blocks, dir, &node)?;
-        for e in &entries {
-            if e.cid.codec() != RAW && !self.local.has(&e.cid)? {
-                self.net.prefetch(&e.cid, Some(owner));
-            }
-        }
+        let mut asked = 0;
         let mut out = Vec::with_capacity(entries.len());
-        for e in entries {
+        for (i, e) in entries.iter().enumerate() {
+            let ahead = entries.len().min(i + LISTING_AHEAD);
+            for next in entries.get(asked..ahead).unwrap_or_default() {
+                if next.cid.codec() != RAW && !self.local.has(&next.cid)? {
+                    self.net.prefetch(&next.cid, Some(owner));
+                }
+            }
+            asked = asked.max(ahead);
             let attr = if e.cid.codec() == RAW {
                 // A raw block is a whole file with no metadata: its size is the link's.
                 raw_file_attr(e.tsize)
             } else {
                 node_attr(0, &load_node(&blocks, &e.cid)?)
             };
-            out.push((e.name, e.cid, attr));
+            out.push((e.name.clone(), e.cid, attr));
         }
         Ok(out)
     }
@@ -478,21 +570,17 @@ impl PeerView {
             (n.owner, n.children.take())
         };
         let Some(old) = old_children else { return };
-        if attr.is_none_or(|a| a.kind != Kind::Directory) {
+        let new = match attr.filter(|a| a.kind == Kind::Directory) {
+            Some(_) => self.load_entries(owner, &cid).ok(),
+            None => None,
+        };
+        // No longer a directory, or not loadable now (it loads again on next use).
+        let Some(new) = new else {
+            self.lock().orphan(old.values().copied());
             for name in old.into_keys() {
                 out.push(Invalidation::Entry { parent: ino, name });
             }
             return;
-        }
-        let new = match self.load_entries(owner, &cid) {
-            Ok(e) => e,
-            Err(_) => {
-                // Not loadable now: forget the listing; it loads again on next use.
-                for name in old.into_keys() {
-                    out.push(Invalidation::Entry { parent: ino, name });
-                }
-                return;
-            }
         };
         let mut children = BTreeMap::new();
         let mut old = old;
@@ -511,7 +599,8 @@ impl PeerView {
                     self.retarget(child, child_cid, Some(child_attr), out);
                     children.insert(name, child);
                 }
-                _ => {
+                replaced => {
+                    self.lock().orphan(replaced);
                     // Replaced by another kind, or new (the kernel may hold a negative
                     // entry for it): either way the name must be looked up again.
                     out.push(Invalidation::Entry {
@@ -525,6 +614,7 @@ impl PeerView {
                 }
             }
         }
+        self.lock().orphan(old.values().copied());
         for name in old.into_keys() {
             out.push(Invalidation::Entry { parent: ino, name });
         }

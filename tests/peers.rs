@@ -374,3 +374,68 @@ fn followed_peers_get_in_past_the_connection_limit() {
     });
     assert!(connected(&c), "c lost its connection");
 }
+
+/// The `peer inodes:` line of `peerfs status`.
+fn peer_inodes(m: &Mounted) -> u64 {
+    let status = m.repo.ok(&["status"]);
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("peer inodes:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peer inodes in {status}"))
+}
+
+#[test]
+fn the_kernel_forgetting_a_peer_drive_empties_its_inode_table() {
+    let a = Mounted::new();
+    // 4,000 entries in 40 directories.
+    sh(
+        &a.drive(),
+        "for d in $(seq 40); do mkdir d$d; for f in $(seq 100); do : > d$d/f$f; done; done",
+    );
+    let b = Mounted::new();
+    follow(&b, &a, "alice");
+    let theirs = b.mnt.path().join("peers/alice");
+    wait_for("alice's tree", Duration::from_secs(20), || {
+        theirs.join("d40/f100").exists()
+    });
+    let listed = sh(&theirs, "ls -lR . | wc -l");
+    assert!(listed.trim().parse::<u64>().unwrap() > 4000, "{listed}");
+    let held = peer_inodes(&b);
+    assert!(held > 4000, "after ls -lR the view holds {held} inodes");
+    // The kernel drops what nothing uses, and forgets each inode; the view follows.
+    let mut now = held;
+    wait_for("the view to forget", Duration::from_secs(20), || {
+        let _ = std::fs::write("/proc/sys/vm/drop_caches", "2");
+        now = peer_inodes(&b);
+        now < 50
+    });
+    eprintln!("peer inodes: {held} after ls -lR, {now} after the kernel forgot them");
+    // What was forgotten comes back on use, with the same content.
+    assert!(theirs.join("d7/f3").exists());
+    assert_eq!(sh(&theirs, "ls d7 | wc -l").trim(), "100");
+}
+
+#[test]
+fn a_second_daemon_on_a_taken_port_listens_on_a_free_one_and_says_so() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let a = Mounted::listening(&listen);
+    let b = Mounted::listening(&listen);
+    assert!(addr(&a).contains(&format!("/tcp/{port}/")), "{}", addr(&a));
+    let b_addr = addr(&b);
+    assert!(!b_addr.contains(&format!("/tcp/{port}/")), "{b_addr}");
+    let log = std::fs::read_to_string(b.repo.path().join("daemon.log")).unwrap();
+    assert!(log.contains("listening on a free port instead") && log.contains("`listen`"));
+    // And it works: A follows B on the port it found.
+    follow(&a, &b, "bob");
+    write(&b.drive().join("hi.txt"), b"hi\n");
+    let theirs = a.mnt.path().join("peers/bob/hi.txt");
+    wait_for("alice reads bob", Duration::from_secs(15), || {
+        std::fs::read_to_string(&theirs).is_ok_and(|t| t == "hi\n")
+    });
+}

@@ -294,6 +294,7 @@ pub fn status(repo_path: &Path, json: bool) -> Result<()> {
         indicatif::HumanBytes(s.cache_bytes),
         indicatif::HumanBytes(s.cache_cap)
     )?;
+    outln!("peer inodes:   {}", s.peer_inodes)?;
     Ok(())
 }
 

@@ -128,6 +128,9 @@ pub struct Status {
     pub cache_bytes: u64,
     #[serde(default)]
     pub cache_cap: u64,
+    /// Inodes of peers' drives the mount holds now.
+    #[serde(default)]
+    pub peer_inodes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -199,7 +199,7 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     let book = PeerBook::load(repo.path())?;
     let net_config = net_config(&repo, &book, &flags)?;
     drive.set_open(matches!(net_config.readers, Readers::Everyone));
-    let (net_events, net_inbox) = mpsc::channel();
+    let (net_events, net_inbox) = mpsc::sync_channel(net::EVENTS_QUEUED);
     let (net, runtime) = net::node::start(
         repo.keypair().clone(),
         net_config,
@@ -463,6 +463,7 @@ impl Context {
             store_bytes: dir_size(&self.repo.join("db")),
             cache_bytes: cache.0,
             cache_cap: cache.1,
+            peer_inodes: self.view.inode_count() as u64,
         }
     }
 

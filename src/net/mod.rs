@@ -3,13 +3,17 @@
 //! - [`protocol`]: our request-response protocols and their wire format.
 //! - [`peerbook`]: the peers I follow, persisted in the repo.
 //! - [`node`]: the swarm and its event loop, on a tokio runtime of its own.
+//! - [`fetch`]: the fetch scheduler: which block to ask of whom, hedging, fallback.
+//! - [`serve`]: who gets served when: the serving side's bounds and "busy".
 //!
 //! Everything outside talks to the node through a [`NetHandle`]: commands in, answers
 //! on oneshot channels, and [`NetEvent`]s (a followed peer's new head) out.
 
+pub mod fetch;
 pub mod node;
 pub mod peerbook;
 pub mod protocol;
+pub mod serve;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::head::SignedHead;
 use crate::store::handover::Handover;
-use crate::store::{Blocks, StoreError, Unavailable};
+use crate::store::{Blocks, HeadStore, StoreError, Unavailable};
 use peerbook::PeerEntry;
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +69,13 @@ pub struct NetConfig {
     pub corrupt_served_blocks: bool,
 }
 
+/// Commands queued for the node at most; a full queue makes askers wait, and drops
+/// prefetches (hints).
+pub(crate) const COMMANDS_QUEUED: usize = 1024;
+/// Events queued for the daemon at most (`start`'s `events` channel should be this
+/// size); beyond it the node keeps only each peer's newest head until there is room.
+pub const EVENTS_QUEUED: usize = 64;
+
 /// Something the rest of the daemon must react to.
 #[derive(Debug)]
 pub enum NetEvent {
@@ -98,7 +109,8 @@ pub(crate) enum Command {
         reply: Option<BlockReply>,
     },
     Publish(SignedHead),
-    Follow(PeerEntry),
+    /// Follow a peer, whose newest stored head the asker read.
+    Follow(PeerEntry, Option<SignedHead>),
     Unfollow(PeerId),
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
@@ -107,7 +119,9 @@ pub(crate) enum Command {
 /// The way in to a running node. Cheap to clone.
 #[derive(Clone)]
 pub struct NetHandle {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
+    /// Read by callers, on their threads, so the node's loop never waits on the disk.
+    store: Arc<dyn HeadStore>,
     runtime: tokio::runtime::Handle,
     fetch_timeout: Duration,
     /// Blocks prefetched for a reader, waiting for it in memory.
@@ -115,8 +129,10 @@ pub struct NetHandle {
 }
 
 impl NetHandle {
+    /// Queues a command, waiting while the queue is full. Never call it on the node's
+    /// runtime's worker threads (the FUSE offload and control threads are fine).
     fn send(&self, c: Command) -> bool {
-        self.commands.send(c).is_ok()
+        self.commands.blocking_send(c).is_ok()
     }
 
     /// Waits for an answer from the node, at most `limit`.
@@ -160,8 +176,9 @@ impl NetHandle {
 
     /// Asks for `cid` in the background; it lands in the store, and waits for its
     /// reader in memory for a while. The caller has checked that the store lacks it.
+    /// Dropped when the node's queue is full: a prefetch is a hint.
     pub fn prefetch(&self, cid: &Cid, owner: Option<PeerId>) {
-        self.send(Command::Fetch {
+        let _ = self.commands.try_send(Command::Fetch {
             cid: *cid,
             owner,
             reply: None,
@@ -173,7 +190,10 @@ impl NetHandle {
     }
 
     pub fn follow(&self, peer: PeerEntry) {
-        self.send(Command::Follow(peer));
+        let stored = peer
+            .peer_id()
+            .and_then(|p| node::load_head(self.store.as_ref(), &p.to_string()));
+        self.send(Command::Follow(peer, stored));
     }
 
     pub fn unfollow(&self, peer: PeerId) {

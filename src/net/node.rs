@@ -1,15 +1,11 @@
 //! The swarm and its event loop.
 //!
 //! One task owns the swarm and all network state; the rest of the daemon reaches it
-//! through `NetHandle` commands. Work that touches the disk (serving blocks) runs on
-//! tokio's blocking pool and hands its answer back through a channel, so the loop never
-//! waits on RocksDB for long.
-//!
-//! Fetching: every wanted CID is a `Want`. It is asked of the drive's owner first, then
-//! of every other connected peer in turn; a peer that is slow past `HEDGE_AFTER` gets
-//! company (the next source is asked too). Wrong bytes, "don't have", a refusal or a
-//! failed stream move the want on; with no source left it waits for new connections
-//! until its deadline, then fails.
+//! through `NetHandle` commands. Work that touches the disk (serving blocks, keeping
+//! fetched ones, storing heads) runs on tokio's blocking pool and hands its answer back
+//! through a bounded channel, so the loop never waits on RocksDB. What to fetch from
+//! whom is decided by the `fetch` scheduler, who is served when by `serve`; this loop
+//! carries out their decisions on the swarm.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -19,7 +15,9 @@ use cid::Cid;
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity};
 use libp2p::kad::{self, store::MemoryStore};
-use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::request_response::{
+    self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel,
+};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -29,34 +27,32 @@ use libp2p::{
 };
 use libp2p_identity::Keypair;
 use serde_bytes::ByteBuf;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
+use super::fetch::{Action, Answer, Scheduler, Sent};
 use super::peerbook::PeerEntry;
 use super::protocol::{
     BlockCodec, BlockRequest, BlockResponse, Codec, HeadMessages, HeadRequest, HeadResponse,
-    BLOCK_PROTOCOL, HEAD_PROTOCOL, MAX_BLOCK, MAX_HEADS, MAX_WANT, RESPONSE_BUDGET,
+    BLOCK_PROTOCOL, BLOCK_PROTOCOL_V1, HEAD_PROTOCOL, MAX_BLOCK, MAX_HEADS, MAX_WANT,
+    RESPONSE_BUDGET,
 };
-use super::{BlockReply, Command, NetConfig, NetError, NetEvent, NetHandle, PeerInfo};
-use crate::block::{Block, RAW};
+use super::serve::{Offer, Serving, MAX_SERVING};
+use super::{
+    BlockReply, Command, NetConfig, NetError, NetEvent, NetHandle, PeerInfo, COMMANDS_QUEUED,
+};
+use crate::block::Block;
 use crate::drive::OWN_HEAD;
 use crate::head::SignedHead;
 use crate::store::handover::Handover;
-use crate::store::{HeadStore, Unavailable};
+use crate::store::{HeadStore, Holding};
 
-/// A source that has not answered in this long gets a second one asked beside it.
-const HEDGE_AFTER: Duration = Duration::from_secs(2);
 /// One request's limit; the want's own deadline (the fetch timeout) bounds the whole.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often wants are checked for hedging and deadlines, and peers for redialling.
 const TICK: Duration = Duration::from_millis(250);
 const REDIAL_MIN: Duration = Duration::from_secs(1);
 const REDIAL_MAX: Duration = Duration::from_secs(60);
-/// Leaves are large: one per request, so several stream in parallel.
-const LEAVES_PER_REQUEST: usize = 1;
-/// A block that just failed fails again at once for this long, unless a new peer
-/// connects: the kernel retries a failed read, and each retry must not wait again.
-const FAILED_MEMORY: Duration = Duration::from_secs(10);
 /// Prefetched blocks waiting in memory for their reader, at most (a prefetch window).
 const PREFETCHED_WAITING: usize = 32;
 /// How often the DHT is asked again for the holders of one owner's blocks.
@@ -64,6 +60,8 @@ const HOLDER_LOOKUP_EVERY: Duration = Duration::from_secs(10);
 /// My head goes into the DHT at most this often (the newest one); followers online get
 /// every head by gossip, and the DHT copy is for those that were not.
 const HEAD_RECORD_EVERY: Duration = Duration::from_secs(10);
+/// Verified responses waiting for the event loop.
+const CHECKED_QUEUED: usize = 64;
 const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerfs/kad/1.0.0");
 
 #[derive(NetworkBehaviour)]
@@ -98,26 +96,21 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-struct Want {
-    owner: Option<PeerId>,
-    waiters: Vec<BlockReply>,
-    /// Peers asked already (or that failed us) for this block.
-    tried: HashSet<PeerId>,
-    /// Requests out now, with when each was sent.
-    in_flight: Vec<(OutboundRequestId, Instant)>,
-    refused: bool,
-    deadline: Instant,
-}
-
 /// A block response, its blocks hashed off the event loop.
 struct Checked {
     peer: PeerId,
     id: OutboundRequestId,
-    asked: Vec<Cid>,
+    sent: Sent,
     blocks: Vec<Block>,
     /// Blocks whose bytes did not match their CID, and why.
     bad: Vec<(Cid, String)>,
     missing: Vec<Cid>,
+}
+
+/// A block request that passed the access check, and where its answer goes.
+struct Asked {
+    request: BlockRequest,
+    channel: ResponseChannel<BlockResponse>,
 }
 
 /// How a block request is answered.
@@ -148,19 +141,23 @@ struct Node {
     me: PeerId,
     store: Arc<dyn HeadStore>,
     config: NetConfig,
-    events: std::sync::mpsc::Sender<NetEvent>,
+    events: std::sync::mpsc::SyncSender<NetEvent>,
+    /// Heads the daemon had no room for yet: the newest per peer, sent on the tick.
+    unsent_heads: HashMap<PeerId, SignedHead>,
+    /// Stores followed peers' heads off the loop.
+    head_writer: HeadWriter,
+    /// Block requests being served (until their answer is written) and waiting.
+    serving: Serving<InboundRequestId, Asked>,
     own_head: Option<SignedHead>,
     /// When my head was last put in the DHT, and whether a newer one waits to be.
     head_record_put: Option<Instant>,
     head_record_due: bool,
     followed: HashMap<PeerId, Followed>,
     stats: HashMap<PeerId, PeerStats>,
-    wants: HashMap<Cid, Want>,
-    requests: HashMap<OutboundRequestId, (PeerId, Vec<Cid>)>,
-    /// Recent failures, forgotten when a peer connects.
-    failed: HashMap<Cid, (Instant, Unavailable)>,
-    served: mpsc::UnboundedSender<(ResponseChannel<BlockResponse>, BlockResponse)>,
-    checked: mpsc::UnboundedSender<Checked>,
+    /// Which block to ask of whom, and when to give up.
+    fetch: Scheduler<OutboundRequestId, BlockReply>,
+    served: mpsc::Sender<(ResponseChannel<BlockResponse>, BlockResponse)>,
+    checked: mpsc::Sender<Checked>,
     prefetched: Arc<Handover>,
     listen_addrs: Vec<Multiaddr>,
     /// When the DHT was last asked for the holders of each owner's blocks.
@@ -173,7 +170,7 @@ pub fn start(
     config: NetConfig,
     store: Arc<dyn HeadStore>,
     followed: Vec<PeerEntry>,
-    events: std::sync::mpsc::Sender<NetEvent>,
+    events: std::sync::mpsc::SyncSender<NetEvent>,
 ) -> Result<(NetHandle, tokio::runtime::Runtime), NetError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -185,25 +182,27 @@ pub fn start(
     let _guard = runtime.enter();
     let swarm = build_swarm(&keypair, &config)?;
     let me = keypair.public().to_peer_id();
-    let (commands, inbox) = mpsc::unbounded_channel();
-    let (served, served_inbox) = mpsc::unbounded_channel();
-    let (checked, checked_inbox) = mpsc::unbounded_channel();
+    let (commands, inbox) = mpsc::channel(COMMANDS_QUEUED);
+    // At most `MAX_SERVING` answers are being made, so they always find room.
+    let (served, served_inbox) = mpsc::channel(MAX_SERVING);
+    let (checked, checked_inbox) = mpsc::channel(CHECKED_QUEUED);
     let prefetched = Arc::new(Handover::new(PREFETCHED_WAITING));
     let own_head = load_head(store.as_ref(), OWN_HEAD);
     let mut node = Node {
         swarm,
         me,
-        store,
+        store: Arc::clone(&store),
         config: config.clone(),
         events,
+        unsent_heads: HashMap::new(),
+        head_writer: HeadWriter::start(Arc::clone(&store)),
+        serving: Serving::default(),
         own_head,
         head_record_put: None,
         head_record_due: false,
         followed: HashMap::new(),
         stats: HashMap::new(),
-        wants: HashMap::new(),
-        requests: HashMap::new(),
-        failed: HashMap::new(),
+        fetch: Scheduler::new(config.fetch_timeout),
         served,
         checked,
         prefetched: Arc::clone(&prefetched),
@@ -211,26 +210,91 @@ pub fn start(
         holder_lookups: HashMap::new(),
     };
     for addr in &config.listen {
-        node.swarm
-            .listen_on(addr.clone())
-            .map_err(|e| NetError::Listen {
-                addr: addr.to_string(),
-                message: e.to_string(),
-            })?;
+        let listen_err = |e: &dyn std::fmt::Display| NetError::Listen {
+            addr: addr.to_string(),
+            message: e.to_string(),
+        };
+        // The transports share ports (SO_REUSEPORT): a second daemon would bind the
+        // first one's port and take some of its connections. Find out first.
+        let tried = match port_taken(addr) {
+            Some(e) => Err(e.to_string()),
+            None => node
+                .swarm
+                .listen_on(addr.clone())
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        };
+        let Err(e) = tried else {
+            continue;
+        };
+        // A second repo on this machine finds the default port taken: any port will do
+        // for it, and the log says which setting picks one.
+        let any = any_port(addr).ok_or_else(|| listen_err(&e))?;
+        warn!(
+            "cannot listen on {addr} ({e}); listening on a free port instead \
+             (set `listen` in config.toml, or `mount --listen`, to choose one)"
+        );
+        node.swarm.listen_on(any).map_err(|e| listen_err(&e))?;
     }
     node.join_dht();
     for entry in followed {
-        node.follow(entry);
+        let head = entry
+            .peer_id()
+            .and_then(|p| load_head(store.as_ref(), &p.to_string()));
+        node.follow(entry, head);
     }
     runtime.spawn(node.run(inbox, served_inbox, checked_inbox));
     let handle = NetHandle {
         commands,
+        store,
         runtime: runtime.handle().clone(),
         fetch_timeout: config.fetch_timeout,
         prefetched,
     };
     drop(_guard);
     Ok((handle, runtime))
+}
+
+/// Why `addr`'s fixed TCP or UDP port cannot be ours: someone holds it (a plain bind,
+/// without port sharing, fails).
+fn port_taken(addr: &Multiaddr) -> Option<std::io::Error> {
+    use libp2p::multiaddr::Protocol;
+    let mut ip = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+            Protocol::Tcp(port) if port != 0 => {
+                return std::net::TcpListener::bind((ip?, port)).err();
+            }
+            Protocol::Udp(port) if port != 0 => {
+                return std::net::UdpSocket::bind((ip?, port)).err();
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `addr` with its TCP or UDP port made 0 (any free one); `None` if it names none.
+fn any_port(addr: &Multiaddr) -> Option<Multiaddr> {
+    use libp2p::multiaddr::Protocol;
+    let mut changed = false;
+    let any = addr
+        .iter()
+        .map(|p| match p {
+            Protocol::Tcp(port) if port != 0 => {
+                changed = true;
+                Protocol::Tcp(0)
+            }
+            Protocol::Udp(port) if port != 0 => {
+                changed = true;
+                Protocol::Udp(0)
+            }
+            p => p,
+        })
+        .collect();
+    changed.then_some(any)
 }
 
 fn build_swarm(keypair: &Keypair, config: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
@@ -288,7 +352,10 @@ fn build_swarm(keypair: &Keypair, config: &NetConfig) -> Result<Swarm<Behaviour>
                     gossip_config,
                 )?,
                 blocks: request_response::Behaviour::new(
-                    [(BLOCK_PROTOCOL, ProtocolSupport::Full)],
+                    [
+                        (BLOCK_PROTOCOL, ProtocolSupport::Full),
+                        (BLOCK_PROTOCOL_V1, ProtocolSupport::Full),
+                    ],
                     rr_config.clone(),
                 ),
                 heads: request_response::Behaviour::new(
@@ -303,7 +370,7 @@ fn build_swarm(keypair: &Keypair, config: &NetConfig) -> Result<Swarm<Behaviour>
     Ok(swarm)
 }
 
-fn load_head(store: &dyn HeadStore, name: &str) -> Option<SignedHead> {
+pub(super) fn load_head(store: &dyn HeadStore, name: &str) -> Option<SignedHead> {
     let bytes = store.head(name).ok()??;
     match SignedHead::verify(&bytes) {
         Ok(h) => Some(h),
@@ -314,15 +381,59 @@ fn load_head(store: &dyn HeadStore, name: &str) -> Option<SignedHead> {
     }
 }
 
+/// Stores followed peers' heads off the event loop: the newest per peer waits here
+/// until one blocking task writes it, so heads are stored in order and a peer that
+/// sends many makes us hold one.
+struct HeadWriter {
+    pending: Arc<std::sync::Mutex<HashMap<PeerId, SignedHead>>>,
+    wake: Arc<Notify>,
+}
+
+impl HeadWriter {
+    fn start(store: Arc<dyn HeadStore>) -> HeadWriter {
+        let pending: Arc<std::sync::Mutex<HashMap<PeerId, SignedHead>>> = Arc::default();
+        let wake = Arc::new(Notify::new());
+        let (queue, woken) = (Arc::clone(&pending), Arc::clone(&wake));
+        tokio::spawn(async move {
+            loop {
+                woken.notified().await;
+                let heads = std::mem::take(&mut *lock(&queue));
+                let store = Arc::clone(&store);
+                let written = tokio::task::spawn_blocking(move || {
+                    for (owner, head) in heads {
+                        if let Err(e) = store.commit(&[], &owner.to_string(), head.encoded()) {
+                            warn!("cannot store head {} of {owner}: {e}", head.head().seq);
+                        }
+                    }
+                });
+                if written.await.is_err() {
+                    return;
+                }
+            }
+        });
+        HeadWriter { pending, wake }
+    }
+
+    fn write(&self, head: SignedHead) {
+        lock(&self.pending).insert(head.head().peer, head);
+        self.wake.notify_one();
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every change under these locks is one insert or take.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 type BlockEvent = request_response::Event<BlockRequest, BlockResponse>;
 type HeadEvent = request_response::Event<HeadRequest, HeadResponse>;
 
 impl Node {
     async fn run(
         mut self,
-        mut inbox: mpsc::UnboundedReceiver<Command>,
-        mut served: mpsc::UnboundedReceiver<(ResponseChannel<BlockResponse>, BlockResponse)>,
-        mut checked: mpsc::UnboundedReceiver<Checked>,
+        mut inbox: mpsc::Receiver<Command>,
+        mut served: mpsc::Receiver<(ResponseChannel<BlockResponse>, BlockResponse)>,
+        mut checked: mpsc::Receiver<Checked>,
     ) {
         let mut tick = tokio::time::interval(TICK);
         loop {
@@ -351,19 +462,23 @@ impl Node {
     fn command(&mut self, c: Command) {
         match c {
             Command::Fetch { cid, owner, reply } => {
-                // A waiting block may have arrived since the asker looked. Prefetchers
-                // check the store themselves, off this loop.
+                // A prefetched block may have arrived since the asker looked (the store
+                // it looked in itself: no disk reads on this loop).
                 match reply {
-                    Some(r) => match self.store.get(&cid) {
-                        Ok(Some(bytes)) => drop(r.send(Ok(bytes))),
-                        _ => self.want(cid, owner, Some(r)),
+                    Some(r) => match self.prefetched.take(&cid) {
+                        Some(bytes) => drop(r.send(Ok(bytes))),
+                        None => self.want(cid, owner, Some(r)),
                     },
                     None => self.want(cid, owner, None),
                 }
             }
             Command::Publish(head) => self.publish(head),
-            Command::Follow(entry) => self.follow(entry),
+            Command::Follow(entry, head) => self.follow(entry, head),
             Command::Unfollow(peer) => {
+                self.unsent_heads.remove(&peer);
+                if !self.swarm.is_connected(&peer) {
+                    self.stats.remove(&peer);
+                }
                 if self.followed.remove(&peer).is_some() {
                     let behaviour = self.swarm.behaviour_mut();
                     let _ = behaviour.gossipsub.unsubscribe(&head_topic(&peer));
@@ -387,28 +502,50 @@ impl Node {
     }
 
     fn want(&mut self, cid: Cid, owner: Option<PeerId>, reply: Option<BlockReply>) {
-        if let Some((when, why)) = self.failed.get(&cid) {
-            if when.elapsed() < FAILED_MEMORY {
-                if let Some(r) = reply {
-                    let _ = r.send(Err(*why));
+        let actions = self.fetch.want(cid, owner, reply, Instant::now());
+        self.act(actions, HashMap::new());
+    }
+
+    /// Carries out what the fetch scheduler decided; `arrived` holds the blocks it
+    /// may deliver.
+    fn act(&mut self, actions: Vec<Action<BlockReply>>, mut arrived: HashMap<Cid, Block>) {
+        let now = Instant::now();
+        for action in actions {
+            match action {
+                Action::Request { peer, owner, cids } => {
+                    let request = BlockRequest {
+                        want: cids.iter().map(|c| ByteBuf::from(c.to_bytes())).collect(),
+                        owner: owner.map(|o| ByteBuf::from(o.to_bytes())),
+                    };
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .blocks
+                        .send_request(&peer, request);
+                    self.fetch.sent(id, Sent { peer, owner, cids }, now);
                 }
-                return;
+                Action::Deliver { cid, mut waiters } => {
+                    let Some(block) = arrived.remove(&cid) else {
+                        continue;
+                    };
+                    let Some(last) = waiters.pop() else {
+                        // A prefetch: its reader takes it from memory, not the store.
+                        self.prefetched.insert(cid, block.into_data());
+                        continue;
+                    };
+                    for w in waiters {
+                        let _ = w.send(Ok(block.data().to_vec()));
+                    }
+                    let _ = last.send(Ok(block.into_data()));
+                }
+                Action::Fail { cid, waiters, why } => {
+                    debug!("giving up on {cid}: {why}");
+                    for w in waiters {
+                        let _ = w.send(Err(why));
+                    }
+                }
             }
-            self.failed.remove(&cid);
         }
-        let deadline = Instant::now() + self.config.fetch_timeout;
-        let want = self.wants.entry(cid).or_insert_with(|| Want {
-            owner,
-            waiters: Vec::new(),
-            tried: HashSet::new(),
-            in_flight: Vec::new(),
-            refused: false,
-            deadline,
-        });
-        if reply.is_some() {
-            want.deadline = want.deadline.max(deadline);
-        }
-        want.waiters.extend(reply);
     }
 
     fn join_dht(&mut self) {
@@ -426,7 +563,9 @@ impl Node {
         }
     }
 
-    fn follow(&mut self, entry: PeerEntry) {
+    /// Follows `entry`, whose newest stored head (read by the caller, off this loop)
+    /// is `stored`.
+    fn follow(&mut self, entry: PeerEntry, stored: Option<SignedHead>) {
         let Some(peer) = entry.peer_id() else { return };
         let behaviour = self.swarm.behaviour_mut();
         let _ = behaviour.gossipsub.subscribe(&head_topic(&peer));
@@ -446,11 +585,7 @@ impl Node {
         {
             warn!("cannot announce myself as a holder of {peer}'s blocks: {e}");
         }
-        let head = self
-            .followed
-            .remove(&peer)
-            .and_then(|f| f.head)
-            .or_else(|| load_head(self.store.as_ref(), &peer.to_string()));
+        let head = self.followed.remove(&peer).and_then(|f| f.head).or(stored);
         self.followed.insert(
             peer,
             Followed {
@@ -536,16 +671,35 @@ impl Node {
         if f.head.as_ref().is_some_and(|h| h.head().seq >= seq) {
             return debug!("head {seq} of {owner} from {from} is not newer; ignored");
         }
-        if let Err(e) = self.store.commit(&[], &owner.to_string(), head.encoded()) {
-            warn!("cannot store head {seq} of {owner}: {e}");
-        }
+        self.head_writer.write(head.clone());
         info!(
             "peer {} is at seq {seq}, root {}",
             f.entry.name,
             head.head().root
         );
         f.head = Some(head.clone());
-        let _ = self.events.send(NetEvent::Head(head));
+        self.unsent_heads.insert(owner, head);
+        self.send_heads();
+    }
+
+    /// Tells the daemon of new heads, as far as its queue has room; the rest (the
+    /// newest per peer) wait for the next tick.
+    fn send_heads(&mut self) {
+        let peers: Vec<PeerId> = self.unsent_heads.keys().copied().collect();
+        for peer in peers {
+            let Some(head) = self.unsent_heads.remove(&peer) else {
+                continue;
+            };
+            match self.events.try_send(NetEvent::Head(head)) {
+                Ok(()) => {}
+                Err(std::sync::mpsc::TrySendError::Full(NetEvent::Head(head))) => {
+                    self.unsent_heads.insert(peer, head);
+                    return;
+                }
+                // The daemon is stopping.
+                Err(_) => return,
+            }
+        }
     }
 
     fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -576,7 +730,7 @@ impl Node {
                     if let Some(f) = self.followed.get_mut(&peer_id) {
                         f.backoff = REDIAL_MIN;
                     }
-                    self.failed.clear();
+                    self.fetch.connected();
                     self.ask_heads(peer_id);
                     // Wants waiting for a source get one.
                     self.dispatch();
@@ -586,7 +740,13 @@ impl Node {
                 peer_id,
                 num_established: 0,
                 ..
-            } => debug!("disconnected from {peer_id}"),
+            } => {
+                debug!("disconnected from {peer_id}");
+                // What we know of a stranger goes with it.
+                if !self.followed.contains_key(&peer_id) {
+                    self.stats.remove(&peer_id);
+                }
+            }
             SwarmEvent::Behaviour(b) => self.behaviour_event(b),
             _ => {}
         }
@@ -613,7 +773,9 @@ impl Node {
                 ..
             }) => {
                 self.seen(peer);
-                self.stats.entry(peer).or_default().rtt = Some(rtt);
+                if let Some(s) = self.stats_of(peer) {
+                    s.rtt = Some(rtt);
+                }
             }
             // Only DHT servers belong in the routing table: a client would be handed to
             // others as a node to query, and cannot answer.
@@ -660,7 +822,9 @@ impl Node {
     }
 
     fn seen(&mut self, peer: PeerId) {
-        self.stats.entry(peer).or_default().last_seen_ms = Some(now_ms());
+        if let Some(s) = self.stats_of(peer) {
+            s.last_seen_ms = Some(now_ms());
+        }
     }
 
     fn head_event(&mut self, event: HeadEvent) {
@@ -703,8 +867,10 @@ impl Node {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
-                    request, channel, ..
-                } => self.serve(peer, request, channel),
+                    request_id,
+                    request,
+                    channel,
+                } => self.serve(peer, request_id, request, channel),
                 request_response::Message::Response {
                     request_id,
                     response,
@@ -717,33 +883,52 @@ impl Node {
                 ..
             } => {
                 debug!("block request to {peer} failed: {error}");
-                self.source_failed(request_id, peer);
+                self.fetch.failed(request_id);
+                self.dispatch();
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
+            request_response::Event::InboundFailure {
+                peer,
+                error,
+                request_id,
+                ..
+            } => {
                 debug!("block request from {peer} failed: {error}");
+                self.served(request_id);
             }
-            _ => {}
+            request_response::Event::ResponseSent { request_id, .. } => self.served(request_id),
         }
     }
 
-    /// Answers a block request from the store, off the event loop.
+    /// Request `id` is answered, or failed: its room goes to the next waiting.
+    fn served(&mut self, id: InboundRequestId) {
+        for (peer, _, asked) in self.serving.finished(id) {
+            self.start_answer(peer, asked);
+        }
+    }
+
+    /// Answers a block request from the store, off the event loop: now, when there is
+    /// room; later, when the peer's turn comes; or "busy".
     fn serve(
         &mut self,
         peer: PeerId,
+        id: InboundRequestId,
         request: BlockRequest,
         channel: ResponseChannel<BlockResponse>,
     ) {
         let response = match self.verdict(&peer, &request) {
-            Verdict::Serve => {
-                let store = Arc::clone(&self.store);
-                let served = self.served.clone();
-                let corrupt = self.config.corrupt_served_blocks;
-                tokio::task::spawn_blocking(move || {
-                    let response = answer(store.as_ref(), request, corrupt);
-                    let _ = served.send((channel, response));
-                });
-                return;
-            }
+            Verdict::Serve => match self.serving.offer(peer, id, Asked { request, channel }) {
+                Offer::Start(asked) => return self.start_answer(peer, asked),
+                Offer::Queued => return,
+                Offer::Busy(asked) => {
+                    debug!("busy: block request from {peer} turned away");
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .blocks
+                        .send_response(asked.channel, BlockResponse::Busy);
+                    return;
+                }
+            },
             Verdict::Refuse(reason) => {
                 info!("refused blocks to {peer}: {reason}");
                 BlockResponse::Refused { reason }
@@ -758,6 +943,19 @@ impl Node {
             .behaviour_mut()
             .blocks
             .send_response(channel, response);
+    }
+
+    /// Looks up the blocks of a request that has its room, on the blocking pool.
+    fn start_answer(&mut self, peer: PeerId, asked: Asked) {
+        let Asked { request, channel } = asked;
+        let store = Arc::clone(&self.store);
+        let served = self.served.clone();
+        let corrupt = self.config.corrupt_served_blocks;
+        let passable = self.passable_for(peer);
+        tokio::task::spawn_blocking(move || {
+            let response = answer(store.as_ref(), request, &passable, corrupt);
+            let _ = served.blocking_send((channel, response));
+        });
     }
 
     /// Whether `peer` gets the blocks it asks for. My own drive follows my `readers`;
@@ -784,35 +982,47 @@ impl Node {
         }
     }
 
+    /// Whose cached blocks `peer` may have: the drives whose newest head says they are
+    /// open to everyone, and its own.
+    fn passable_for(&self, peer: PeerId) -> HashSet<PeerId> {
+        self.followed
+            .iter()
+            .filter(|(_, f)| f.head.as_ref().is_some_and(|h| h.head().open))
+            .map(|(p, _)| *p)
+            .chain([peer])
+            .collect()
+    }
+
     /// Takes the blocks in a response that match what we asked for. Hashing a
     /// megabyte takes a while: the blocks are checked off the event loop, then settled.
     fn received(&mut self, peer: PeerId, id: OutboundRequestId, response: BlockResponse) {
-        let Some((_, asked)) = self.requests.remove(&id) else {
+        let Some(sent) = self.fetch.answered(id) else {
             return;
         };
         self.seen(peer);
         let (blocks, missing) = match response {
             BlockResponse::Refused { reason } => {
                 info!("{peer} refused blocks: {reason}");
-                for cid in &asked {
-                    if let Some(w) = self.wants.get_mut(cid) {
-                        w.refused = true;
-                    }
-                }
-                self.give_up_on(peer, id, &asked);
+                self.fetch.refused(id, &sent);
+                self.dispatch();
+                return;
+            }
+            BlockResponse::Busy => {
+                debug!("{peer} is busy; asking elsewhere");
+                self.fetch.busy(id, &sent, Instant::now());
                 self.dispatch();
                 return;
             }
             BlockResponse::Blocks { blocks, missing } => (blocks, missing),
         };
-        let asked_set: HashSet<Cid> = asked.iter().copied().collect();
-        let mut sent = Vec::with_capacity(blocks.len());
+        let asked_set: HashSet<Cid> = sent.cids.iter().copied().collect();
+        let mut arrived = Vec::with_capacity(blocks.len());
         for (cid, data) in blocks {
             match Cid::try_from(cid.as_slice())
                 .ok()
                 .filter(|c| asked_set.contains(c))
             {
-                Some(cid) => sent.push((cid, data.into_vec())),
+                Some(cid) => arrived.push((cid, data.into_vec())),
                 None => self.bad_block(peer, "a block we did not ask for"),
             }
         }
@@ -824,9 +1034,9 @@ impl Node {
         let checked = self.checked.clone();
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || {
-            let mut blocks = Vec::with_capacity(sent.len());
+            let mut blocks = Vec::with_capacity(arrived.len());
             let mut bad = Vec::new();
-            for (cid, data) in sent {
+            for (cid, data) in arrived {
                 match Block::verified(cid, data) {
                     Ok(b) => blocks.push(b),
                     Err(e) => bad.push((cid, e.to_string())),
@@ -834,13 +1044,13 @@ impl Node {
             }
             // Kept (as evictable cache) before anyone is answered, so an asker that
             // looks in the store after this finds it there.
-            if let Err(e) = store.put_cached(&blocks) {
+            if let Err(e) = store.put_cached(&blocks, sent.owner) {
                 warn!("cannot keep {} fetched blocks: {e}", blocks.len());
             }
-            let _ = checked.send(Checked {
+            let _ = checked.blocking_send(Checked {
                 peer,
                 id,
-                asked,
+                sent,
                 blocks,
                 bad,
                 missing,
@@ -853,193 +1063,68 @@ impl Node {
         let Checked {
             peer,
             id,
-            asked,
+            sent,
             blocks,
             bad,
             missing,
         } = c;
-        let mut settled = HashSet::new();
-        for block in blocks {
-            settled.insert(*block.cid());
-            self.deliver(block);
+        for (_, e) in &bad {
+            self.bad_block(peer, e);
         }
-        for (cid, e) in bad {
-            self.bad_block(peer, &e);
-            self.give_up_on(peer, id, &[cid]);
-            settled.insert(cid);
-        }
-        self.give_up_on(peer, id, &missing);
-        settled.extend(missing);
-        // CIDs that did not fit in the response: ask again, the same peer included.
-        for cid in asked.iter().filter(|c| !settled.contains(c)) {
-            if let Some(w) = self.wants.get_mut(cid) {
-                w.in_flight.retain(|(r, _)| *r != id);
-            }
-        }
+        let answer = Answer {
+            delivered: blocks.iter().map(|b| *b.cid()).collect(),
+            bad: bad.into_iter().map(|(c, _)| c).collect(),
+            missing,
+        };
+        let arrived = blocks.into_iter().map(|b| (*b.cid(), b)).collect();
+        let actions = self.fetch.settle(id, &sent, answer);
+        self.act(actions, arrived);
         self.dispatch();
     }
 
     fn bad_block(&mut self, peer: PeerId, what: &str) {
         warn!("{peer} sent a bad block ({what}); asking elsewhere");
-        self.stats.entry(peer).or_default().bad_blocks += 1;
-    }
-
-    /// `peer` will not deliver `cids` on request `id`: try elsewhere.
-    fn give_up_on(&mut self, peer: PeerId, id: OutboundRequestId, cids: &[Cid]) {
-        for cid in cids {
-            if let Some(w) = self.wants.get_mut(cid) {
-                w.tried.insert(peer);
-                w.in_flight.retain(|(r, _)| *r != id);
-            }
+        if let Some(s) = self.stats_of(peer) {
+            s.bad_blocks += 1;
         }
     }
 
-    fn source_failed(&mut self, id: OutboundRequestId, peer: PeerId) {
-        if let Some((_, asked)) = self.requests.remove(&id) {
-            self.give_up_on(peer, id, &asked);
-            self.dispatch();
-        }
+    /// What we know of `peer`: kept for followed peers and connected ones, pruned when
+    /// a stranger disconnects.
+    fn stats_of(&mut self, peer: PeerId) -> Option<&mut PeerStats> {
+        let known = self.followed.contains_key(&peer) || self.swarm.is_connected(&peer);
+        known.then(|| self.stats.entry(peer).or_default())
     }
 
-    /// Answers everyone waiting for a verified (and kept) block.
-    fn deliver(&mut self, block: Block) {
-        let Some(want) = self.wants.remove(block.cid()) else {
-            return;
-        };
-        let cid = *block.cid();
-        let mut waiters = want.waiters;
-        let Some(last) = waiters.pop() else {
-            // A prefetch: its reader takes it from memory instead of the store.
-            self.prefetched.insert(cid, block.into_data());
-            return;
-        };
-        for w in waiters {
-            let _ = w.send(Ok(block.data().to_vec()));
-        }
-        let _ = last.send(Ok(block.into_data()));
-    }
-
-    /// Sends requests for every want that has no request out, grouped by source.
+    /// Sends requests for every want that has no request out.
     fn dispatch(&mut self) {
         let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
-        let mut batches: HashMap<PeerId, Vec<Cid>> = HashMap::new();
-        for (cid, want) in &self.wants {
-            if !want.in_flight.is_empty() {
-                continue;
-            }
-            if let Some(source) = next_source(want, &connected) {
-                batches.entry(source).or_default().push(*cid);
-            }
-        }
-        for (peer, cids) in batches {
-            self.request(peer, cids);
-        }
-    }
-
-    /// Sends `cids` to `peer`, raw leaves one per request and nodes in batches.
-    fn request(&mut self, peer: PeerId, cids: Vec<Cid>) {
-        // Requests name one owner: group by it.
-        let mut by_owner: HashMap<Option<PeerId>, Vec<Cid>> = HashMap::new();
-        for cid in cids {
-            let owner = self.wants.get(&cid).and_then(|w| w.owner);
-            by_owner.entry(owner).or_default().push(cid);
-        }
-        for (owner, cids) in by_owner {
-            self.request_of(peer, owner, cids);
-        }
-    }
-
-    fn request_of(&mut self, peer: PeerId, owner: Option<PeerId>, cids: Vec<Cid>) {
-        let (leaves, nodes): (Vec<Cid>, Vec<Cid>) =
-            cids.into_iter().partition(|c| c.codec() == RAW);
-        let groups = leaves
-            .chunks(LEAVES_PER_REQUEST)
-            .chain(nodes.chunks(MAX_WANT))
-            .map(<[Cid]>::to_vec)
-            .collect::<Vec<_>>();
-        let now = Instant::now();
-        for group in groups {
-            let want = group.iter().map(|c| ByteBuf::from(c.to_bytes())).collect();
-            let owner = owner.map(|o| ByteBuf::from(o.to_bytes()));
-            let id = self
-                .swarm
-                .behaviour_mut()
-                .blocks
-                .send_request(&peer, BlockRequest { want, owner });
-            for cid in &group {
-                if let Some(w) = self.wants.get_mut(cid) {
-                    w.tried.insert(peer);
-                    w.in_flight.push((id, now));
-                }
-            }
-            self.requests.insert(id, (peer, group));
-        }
+        let actions = self.fetch.dispatch(&connected, Instant::now());
+        self.act(actions, HashMap::new());
     }
 
     fn tick(&mut self) {
         let now = Instant::now();
         let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
-        let expired: Vec<Cid> = self
-            .wants
-            .iter()
-            .filter(|(_, w)| {
-                let stranded = w.in_flight.is_empty() && next_source(w, &connected).is_none();
-                // With no source left, a prefetch nobody waits for is dropped, and a
-                // block every source refused fails at once.
-                w.deadline <= now || (stranded && (w.waiters.is_empty() || w.refused))
-            })
-            .map(|(c, _)| *c)
-            .collect();
-        for cid in expired {
-            if let Some(w) = self.wants.remove(&cid) {
-                let why = if w.refused {
-                    Unavailable::Refused
-                } else if connected.iter().all(|p| w.tried.contains(p)) && w.in_flight.is_empty() {
-                    Unavailable::NoPeer
-                } else {
-                    Unavailable::Timeout
-                };
-                debug!("giving up on {cid}: {why}");
-                if !w.waiters.is_empty() {
-                    self.failed.insert(cid, (now, why));
-                }
-                for waiter in w.waiters {
-                    let _ = waiter.send(Err(why));
-                }
-            }
-        }
-        // Hedging: a slow source gets company.
-        let mut hedges: HashMap<PeerId, Vec<Cid>> = HashMap::new();
-        for (cid, w) in &self.wants {
-            let slow = w
-                .in_flight
-                .iter()
-                .all(|(_, sent)| now.duration_since(*sent) >= HEDGE_AFTER);
-            if !w.in_flight.is_empty() && slow && w.in_flight.len() < 3 {
-                if let Some(source) = next_source(w, &connected) {
-                    hedges.entry(source).or_default().push(*cid);
-                }
-            }
-        }
-        for (peer, cids) in hedges {
-            self.request(peer, cids);
-        }
-        self.dispatch();
+        let actions = self.fetch.tick(&connected, now);
+        self.act(actions, HashMap::new());
         self.find_holders(now, &connected);
         self.put_head_record(now);
         self.redial(now);
+        self.send_heads();
+        self.prune(now);
+    }
+
+    /// Forgets what is past use, so nothing here grows with time.
+    fn prune(&mut self, now: Instant) {
+        self.holder_lookups
+            .retain(|_, when| now.duration_since(*when) < HOLDER_LOOKUP_EVERY);
     }
 
     /// Asks the DHT who holds the blocks of owners whose wants have no source left: a
     /// waiting reader's owner is offline and no connected peer has the block.
     fn find_holders(&mut self, now: Instant, connected: &[PeerId]) {
-        let owners: HashSet<PeerId> = self
-            .wants
-            .values()
-            .filter(|w| !w.waiters.is_empty() && w.in_flight.is_empty())
-            .filter(|w| next_source(w, connected).is_none())
-            .filter_map(|w| w.owner)
-            .collect();
+        let owners = self.fetch.stranded_owners(connected, now);
         for owner in owners {
             let recent = self
                 .holder_lookups
@@ -1125,15 +1210,15 @@ impl Node {
     }
 }
 
-/// The next peer to ask for a want: its owner first, then any other connected peer.
-fn next_source(want: &Want, connected: &[PeerId]) -> Option<PeerId> {
-    want.owner
-        .filter(|o| connected.contains(o) && !want.tried.contains(o))
-        .or_else(|| connected.iter().find(|p| !want.tried.contains(p)).copied())
-}
-
-/// The blocks of `request` we have, up to the response budget.
-fn answer(store: &dyn HeadStore, request: BlockRequest, corrupt: bool) -> BlockResponse {
+/// The blocks of `request` we have and may pass on, up to the response budget. Our own
+/// blocks go to whoever passed the `readers` check; a block cached for a peer's drive
+/// only when that drive is in `passable`, whatever the request says it is asking for.
+fn answer(
+    store: &dyn HeadStore,
+    request: BlockRequest,
+    passable: &HashSet<PeerId>,
+    corrupt: bool,
+) -> BlockResponse {
     let mut blocks = Vec::new();
     let mut missing = Vec::new();
     let mut bytes = 0usize;
@@ -1145,8 +1230,12 @@ fn answer(store: &dyn HeadStore, request: BlockRequest, corrupt: bool) -> BlockR
         if bytes >= RESPONSE_BUDGET {
             break;
         }
-        match store.get(&cid) {
-            Ok(Some(data)) if data.len() <= MAX_BLOCK => {
+        let may_pass = |held: &Holding| match held {
+            Holding::Own => true,
+            Holding::Cached(owner) => owner.is_some_and(|o| passable.contains(&o)),
+        };
+        match store.get_held(&cid) {
+            Ok(Some((data, held))) if data.len() <= MAX_BLOCK && may_pass(&held) => {
                 bytes += data.len();
                 let mut data = data;
                 if corrupt {

@@ -1,7 +1,10 @@
 //! Our own libp2p protocols and their wire format.
 //!
-//! - `/peerfs/block/1`: "send me these blocks" → the blocks I have, the CIDs I lack, or
-//!   a refusal. The asker checks every block against the CID it asked for.
+//! - `/peerfs/block/2`: "send me these blocks" → the blocks I have, the CIDs I lack, a
+//!   refusal, or "busy" (too many requests being served: ask elsewhere, or me again a
+//!   little later). The asker checks every block against the CID it asked for.
+//!   `/peerfs/block/1` is the same without "busy": a busy node closes a `/1` stream
+//!   without an answer, which an older asker takes as a failed source.
 //! - `/peerfs/head/1`: "the newest heads you know for these peers" → signed heads, which
 //!   the asker verifies.
 //!
@@ -22,7 +25,9 @@ use libp2p::StreamProtocol;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub const BLOCK_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerfs/block/1");
+pub const BLOCK_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerfs/block/2");
+/// The block protocol before "busy"; still answered.
+pub const BLOCK_PROTOCOL_V1: StreamProtocol = StreamProtocol::new("/peerfs/block/1");
 pub const HEAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerfs/head/1");
 
 /// Most CIDs one block request may name.
@@ -60,6 +65,8 @@ pub enum BlockResponse {
     },
     /// The sender does not let us read.
     Refused { reason: String },
+    /// The sender serves too many requests now; nothing was looked up.
+    Busy,
 }
 
 /// What a block response says before its blocks' bytes.
@@ -73,6 +80,7 @@ enum BlockResponseHead {
     Refused {
         reason: String,
     },
+    Busy,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +170,7 @@ where
 {
     let (sizes, missing) = match read_message(io, MAX_BLOCK_RESPONSE_HEAD).await? {
         BlockResponseHead::Refused { reason } => return Ok(BlockResponse::Refused { reason }),
+        BlockResponseHead::Busy => return Ok(BlockResponse::Busy),
         BlockResponseHead::Blocks { blocks, missing } => (blocks, missing),
     };
     if sizes.len() > MAX_WANT || missing.len() > MAX_WANT {
@@ -192,12 +201,21 @@ where
 }
 
 /// Writes a block response: its head, then the blocks' bytes as they are.
-async fn write_block_response<W>(io: &mut W, response: BlockResponse) -> io::Result<()>
+async fn write_block_response<W>(
+    io: &mut W,
+    protocol: &StreamProtocol,
+    response: BlockResponse,
+) -> io::Result<()>
 where
     W: AsyncWrite + Unpin + Send,
 {
     let (head, data) = match response {
         BlockResponse::Refused { reason } => (BlockResponseHead::Refused { reason }, Vec::new()),
+        // `/1` has no word for it: the stream ends unanswered.
+        BlockResponse::Busy if *protocol == BLOCK_PROTOCOL_V1 => {
+            return Err(io::Error::other("busy"))
+        }
+        BlockResponse::Busy => (BlockResponseHead::Busy, Vec::new()),
         BlockResponse::Blocks { blocks, missing } => {
             let (sizes, data): (Vec<_>, Vec<_>) = blocks
                 .into_iter()
@@ -314,14 +332,14 @@ impl libp2p::request_response::Codec for BlockCodec {
 
     async fn write_response<T>(
         &mut self,
-        _: &StreamProtocol,
+        protocol: &StreamProtocol,
         io: &mut T,
         res: BlockResponse,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_block_response(io, res).await
+        write_block_response(io, protocol, res).await
     }
 }
 
@@ -405,6 +423,18 @@ mod tests {
             reason: "not a reader".into(),
         };
         assert_eq!(response_through_the_wire(refused.clone()).unwrap(), refused);
+        assert_eq!(
+            response_through_the_wire(BlockResponse::Busy).unwrap(),
+            BlockResponse::Busy
+        );
+    }
+
+    #[test]
+    fn busy_on_the_old_protocol_ends_the_stream_unanswered() {
+        let mut wire = Vec::new();
+        let written =
+            block_on(BlockCodec.write_response(&BLOCK_PROTOCOL_V1, &mut wire, BlockResponse::Busy));
+        assert!(written.is_err() && wire.is_empty());
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use cid::Cid;
+use libp2p_identity::PeerId;
 
 use crate::block::{Block, BlockError};
 
@@ -61,6 +62,15 @@ pub enum Unavailable {
     Stopped,
 }
 
+/// Whose a block held here is, which decides whom it may be passed on to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holding {
+    /// The drive's, a pin's or an import's: served under my `readers`.
+    Own,
+    /// Fetched for a peer's drive (`None`: whose is not known), kept as evictable cache.
+    Cached(Option<PeerId>),
+}
+
 pub trait Blocks: Send + Sync {
     fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError>;
     fn has(&self, cid: &Cid) -> Result<bool, StoreError>;
@@ -75,9 +85,15 @@ pub trait Blocks: Send + Sync {
     fn finish_bulk(&self) -> Result<(), StoreError> {
         self.put_many(&[], true)
     }
-    /// Keeps blocks fetched from peers: evictable, unless the store already had them.
-    fn put_cached(&self, blocks: &[Block]) -> Result<(), StoreError> {
+    /// Keeps blocks fetched from peers for `owner`'s drive: evictable, unless the store
+    /// already had them. A store without a cache keeps them as its own.
+    fn put_cached(&self, blocks: &[Block], owner: Option<PeerId>) -> Result<(), StoreError> {
+        let _ = owner;
         self.put_bulk(blocks)
+    }
+    /// Block `cid` and whose it is.
+    fn get_held(&self, cid: &Cid) -> Result<Option<(Vec<u8>, Holding)>, StoreError> {
+        Ok(self.get(cid)?.map(|b| (b, Holding::Own)))
     }
     /// Copies the bytes of block `cid` from `offset` into `out` and returns the block's
     /// length (`None` if it is missing). A block too short for the range copies nothing:

@@ -14,8 +14,10 @@ use rocksdb::{
     IteratorMode, Options, WriteBatch, WriteOptions, DB,
 };
 
-use super::cache::{decode_entry, encode_entry, CacheIndex};
-use super::{Blocks, HeadStore, StoreError};
+use libp2p_identity::PeerId;
+
+use super::cache::{CacheIndex, Stored};
+use super::{Blocks, HeadStore, Holding, StoreError};
 use crate::block::Block;
 
 pub const CF_BLOCKS: &str = "blocks";
@@ -254,8 +256,8 @@ impl RocksStore {
         let mut stored = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_CACHE), IteratorMode::Start) {
             let (key, value) = item.map_err(|e| self.err(e))?;
-            if let Some((stamp, size)) = decode_entry(&value) {
-                stored.push((key.to_vec(), stamp, size));
+            if let Some(entry) = Stored::decode(&value) {
+                stored.push((key.to_vec(), entry));
             }
         }
         *self.cache() = Some(CacheIndex::from_entries(stored));
@@ -269,9 +271,10 @@ impl RocksStore {
         Some((bytes, self.cache_cap.load(Ordering::Relaxed)))
     }
 
-    /// Fetched blocks are evictable cache; beyond the cap, the least recently used go.
-    /// A block the store already holds (the drive's, a pin's) stays what it was.
-    fn cache_blocks(&self, blocks: &[Block]) -> Result<(), StoreError> {
+    /// Fetched blocks are evictable cache, recorded with the owner of the drive they were
+    /// fetched for; beyond the cap, the least recently used go. A block the store
+    /// already holds (the drive's, a pin's, another drive's cache) stays what it was.
+    fn cache_blocks(&self, blocks: &[Block], owner: Option<PeerId>) -> Result<(), StoreError> {
         self.check_room(1)?;
         let mut cache = self.cache();
         let mut batch = WriteBatch::default();
@@ -282,8 +285,15 @@ impl RocksStore {
                 continue;
             }
             batch.put_cf(self.cf(CF_BLOCKS), &key, b.data());
-            let stamp = cache.as_mut().map_or(0, |c| c.insert(key.clone(), b.len()));
-            batch.put_cf(self.cf(CF_CACHE), &key, encode_entry(stamp, b.len()));
+            let stamp = cache
+                .as_mut()
+                .map_or(0, |c| c.insert(key.clone(), b.len(), owner));
+            let entry = Stored {
+                stamp,
+                size: b.len(),
+                owner,
+            };
+            batch.put_cf(self.cf(CF_CACHE), &key, entry.encode());
         }
         // Like a bulk import, without the write-ahead log: a fetched block lost in a
         // crash is only fetched again.
@@ -302,8 +312,8 @@ impl RocksStore {
             return Ok(());
         };
         let mut batch = WriteBatch::default();
-        for (key, stamp, size) in index.take_touched() {
-            batch.put_cf(self.cf(CF_CACHE), key, encode_entry(stamp, size));
+        for (key, entry) in index.take_touched() {
+            batch.put_cf(self.cf(CF_CACHE), key, entry.encode());
         }
         let mut wo = WriteOptions::default();
         wo.disable_wal(true);
@@ -430,7 +440,7 @@ impl RocksStore {
             batch.delete_cf(self.cf(CF_BLOCKS), &key);
             batch.delete_cf(self.cf(CF_CACHE), &key);
             blocks += 1;
-            bytes += decode_entry(&value).map_or(0, |(_, size)| size);
+            bytes += Stored::decode(&value).map_or(0, |s| s.size);
             dead.push(key);
         }
         self.db.write(batch).map_err(|e| self.err(e))?;
@@ -565,8 +575,25 @@ impl Blocks for RocksStore {
         self.db.flush_wal(true).map_err(|e| self.err(e))
     }
 
-    fn put_cached(&self, blocks: &[Block]) -> Result<(), StoreError> {
-        self.cache_blocks(blocks)
+    fn put_cached(&self, blocks: &[Block], owner: Option<PeerId>) -> Result<(), StoreError> {
+        self.cache_blocks(blocks, owner)
+    }
+
+    fn get_held(&self, cid: &Cid) -> Result<Option<(Vec<u8>, Holding)>, StoreError> {
+        let Some(data) = self.get(cid)? else {
+            return Ok(None);
+        };
+        let key = cid.hash().to_bytes();
+        let cached = match self.cache().as_ref() {
+            Some(index) => index.owner(&key),
+            // No index loaded (the CLI): the cache family says.
+            None => self
+                .db
+                .get_pinned_cf(self.cf(CF_CACHE), &key)
+                .map_err(|e| self.err(e))?
+                .map(|v| Stored::decode(&v).and_then(|s| s.owner)),
+        };
+        Ok(Some((data, cached.map_or(Holding::Own, Holding::Cached))))
     }
 
     fn delete_many(&self, cids: &[Cid]) -> Result<(), StoreError> {
@@ -596,7 +623,7 @@ mod tests {
             let store = RocksStore::open(dir.path(), true).unwrap();
             store.enable_cache(u64::MAX).unwrap();
             for b in &blocks {
-                store.put_cached(std::slice::from_ref(b)).unwrap();
+                store.put_cached(std::slice::from_ref(b), None).unwrap();
             }
             // The first to arrive is the latest used.
             assert!(store.get(blocks[0].cid()).unwrap().is_some());
@@ -607,5 +634,36 @@ mod tests {
         store.enable_cache(250 * 1024).unwrap();
         let kept: Vec<bool> = blocks.iter().map(|b| store.has(b.cid()).unwrap()).collect();
         assert_eq!(kept, [true, false, true]);
+    }
+
+    #[test]
+    fn a_cached_block_is_held_for_its_owner_until_it_becomes_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = PeerId::random();
+        let (fetched, mine) = (block(1), block(2));
+        {
+            let store = RocksStore::open(dir.path(), true).unwrap();
+            store.enable_cache(u64::MAX).unwrap();
+            store
+                .put_cached(std::slice::from_ref(&fetched), Some(alice))
+                .unwrap();
+            store.put_many(std::slice::from_ref(&mine), true).unwrap();
+            let held = |b: &Block| store.get_held(b.cid()).unwrap().map(|(_, h)| h);
+            assert_eq!(held(&fetched), Some(Holding::Cached(Some(alice))));
+            assert_eq!(held(&mine), Some(Holding::Own));
+            assert_eq!(held(&block(3)), None);
+            store.finish_bulk().unwrap();
+        }
+        // After a restart, with the index loaded or not (the CLI), the owner is known;
+        // once the drive claims the block it is ours.
+        let store = RocksStore::open(dir.path(), false).unwrap();
+        let held = |s: &RocksStore| s.get_held(fetched.cid()).unwrap().map(|(_, h)| h);
+        assert_eq!(held(&store), Some(Holding::Cached(Some(alice))));
+        store.enable_cache(u64::MAX).unwrap();
+        assert_eq!(held(&store), Some(Holding::Cached(Some(alice))));
+        store
+            .put_many(std::slice::from_ref(&fetched), true)
+            .unwrap();
+        assert_eq!(held(&store), Some(Holding::Own));
     }
 }

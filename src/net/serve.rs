@@ -1,0 +1,275 @@
+//! Who gets served what, and when: the serving side's bounds, as a state machine with
+//! no swarm inside.
+//!
+//! A block request that passes the access check is served at once if there is room
+//! (`MAX_SERVING` at a time, `MAX_SERVING_PER_PEER` of one peer's), else queued behind
+//! its peer's earlier ones (`MAX_QUEUED_PER_PEER`, and `MAX_QUEUED` in all), else
+//! answered "busy". Freed room goes to the peers in turn, so a peer that floods us
+//! waits behind its own requests while one that asks for a block now and then is
+//! served next. A slot is held until the answer has been written out, because an
+//! answer waiting for a slow reader holds its megabytes as much as one being made.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+
+use libp2p::PeerId;
+
+/// Requests served at once. An answer holds at most ~6 MiB (the response budget and
+/// one block over it), so serving holds at most ~100 MiB, whoever asks.
+pub const MAX_SERVING: usize = 16;
+/// Requests of one peer served at once.
+pub const MAX_SERVING_PER_PEER: usize = 4;
+/// Requests of one peer waiting for room; more are answered "busy".
+pub const MAX_QUEUED_PER_PEER: usize = 16;
+/// Requests waiting in all (each a few KiB and a stream): 256 peers' worth of a few.
+pub const MAX_QUEUED: usize = 1024;
+
+/// What to do with a request just offered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Offer<T> {
+    /// Serve it now.
+    Start(T),
+    /// It waits; `finished` hands it out when there is room.
+    Queued,
+    /// No room, not even to wait: answer "busy".
+    Busy(T),
+}
+
+/// The serving side's bookkeeping: requests in service and waiting, by peer.
+pub struct Serving<I, T> {
+    /// Requests in service, by id: whose.
+    active: HashMap<I, PeerId>,
+    active_of: HashMap<PeerId, usize>,
+    /// Waiting requests per peer, oldest first.
+    waiting: HashMap<PeerId, VecDeque<(I, T)>>,
+    /// Peers with waiting requests, in the order they get their next turn.
+    turns: VecDeque<PeerId>,
+    queued: usize,
+}
+
+impl<I: Copy + Eq + Hash, T> Default for Serving<I, T> {
+    fn default() -> Self {
+        Serving {
+            active: HashMap::new(),
+            active_of: HashMap::new(),
+            waiting: HashMap::new(),
+            turns: VecDeque::new(),
+            queued: 0,
+        }
+    }
+}
+
+impl<I: Copy + Eq + Hash, T> Serving<I, T> {
+    /// `peer` asks (request `id`, whose work is `item`).
+    pub fn offer(&mut self, peer: PeerId, id: I, item: T) -> Offer<T> {
+        let waiting = self.waiting.get(&peer).map_or(0, VecDeque::len);
+        if waiting == 0 && self.has_room(&peer) {
+            self.start(peer, id);
+            return Offer::Start(item);
+        }
+        if waiting >= MAX_QUEUED_PER_PEER || self.queued >= MAX_QUEUED {
+            return Offer::Busy(item);
+        }
+        let queue = self.waiting.entry(peer).or_default();
+        if queue.is_empty() {
+            self.turns.push_back(peer);
+        }
+        queue.push_back((id, item));
+        self.queued += 1;
+        Offer::Queued
+    }
+
+    /// Request `id` is over (answered, or its stream failed): its room goes to the
+    /// next waiting requests, returned to be started. A waiting request that failed
+    /// is dropped from its queue.
+    pub fn finished(&mut self, id: I) -> Vec<(PeerId, I, T)> {
+        match self.active.remove(&id) {
+            Some(peer) => {
+                if let Some(n) = self.active_of.get_mut(&peer) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.active_of.remove(&peer);
+                    }
+                }
+            }
+            None => self.drop_waiting(id),
+        }
+        self.next()
+    }
+
+    /// Requests in service.
+    pub fn active(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Requests waiting.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    fn has_room(&self, peer: &PeerId) -> bool {
+        self.active.len() < MAX_SERVING
+            && self.active_of.get(peer).copied().unwrap_or(0) < MAX_SERVING_PER_PEER
+    }
+
+    fn start(&mut self, peer: PeerId, id: I) {
+        self.active.insert(id, peer);
+        *self.active_of.entry(peer).or_default() += 1;
+    }
+
+    /// Hands room out to waiting peers in turn, one request per turn.
+    fn next(&mut self) -> Vec<(PeerId, I, T)> {
+        let mut out = Vec::new();
+        let mut passed = 0;
+        while self.active.len() < MAX_SERVING && passed < self.turns.len() {
+            let Some(peer) = self.turns.pop_front() else {
+                break;
+            };
+            if !self.has_room(&peer) {
+                // Its own requests fill its share: it keeps its place for later.
+                self.turns.push_back(peer);
+                passed += 1;
+                continue;
+            }
+            passed = 0;
+            let Some(queue) = self.waiting.get_mut(&peer) else {
+                continue;
+            };
+            let Some((id, item)) = queue.pop_front() else {
+                continue;
+            };
+            self.queued -= 1;
+            if queue.is_empty() {
+                self.waiting.remove(&peer);
+            } else {
+                self.turns.push_back(peer);
+            }
+            self.start(peer, id);
+            out.push((peer, id, item));
+        }
+        out
+    }
+
+    fn drop_waiting(&mut self, id: I) {
+        let Some((peer, queue)) = self
+            .waiting
+            .iter_mut()
+            .find(|(_, q)| q.iter().any(|(i, _)| *i == id))
+        else {
+            return;
+        };
+        let peer = *peer;
+        queue.retain(|(i, _)| *i != id);
+        self.queued -= 1;
+        if queue.is_empty() {
+            self.waiting.remove(&peer);
+            self.turns.retain(|p| *p != peer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type S = Serving<u32, u32>;
+
+    fn started(o: Offer<u32>) -> bool {
+        matches!(o, Offer::Start(_))
+    }
+
+    #[test]
+    fn a_flooding_peer_waits_behind_itself_and_an_honest_one_is_served_next() {
+        let mut s = S::default();
+        let (flood, flood2, honest) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let mut id = 0;
+        let mut ask = |s: &mut S, p| {
+            id += 1;
+            (id, s.offer(p, id, id))
+        };
+        let mut flood_ids = Vec::new();
+        for _ in 0..MAX_SERVING_PER_PEER {
+            let (i, o) = ask(&mut s, flood);
+            assert!(started(o));
+            flood_ids.push(i);
+        }
+        // Its share is full: the rest wait, then are busy.
+        for _ in 0..MAX_QUEUED_PER_PEER {
+            assert_eq!(ask(&mut s, flood).1, Offer::Queued);
+        }
+        assert!(matches!(ask(&mut s, flood).1, Offer::Busy(_)));
+        // Another flooder fills the remaining room, and queues.
+        let mut flood2_ids = Vec::new();
+        for _ in 0..MAX_SERVING_PER_PEER {
+            let (i, o) = ask(&mut s, flood2);
+            assert!(started(o));
+            flood2_ids.push(i);
+        }
+        for _ in 0..MAX_QUEUED_PER_PEER {
+            assert_eq!(ask(&mut s, flood2).1, Offer::Queued);
+        }
+        // Fill the node: more flooders until no room is left.
+        let mut others = Vec::new();
+        while s.active() < MAX_SERVING {
+            let p = PeerId::random();
+            let (i, o) = ask(&mut s, p);
+            assert!(started(o));
+            others.push(i);
+        }
+        let (h, o) = ask(&mut s, honest);
+        assert_eq!(o, Offer::Queued, "no room: the honest peer waits");
+        // A flooder's request ends: the room goes to the peer whose turn is next; the
+        // honest one's turn comes within one round of the waiting peers.
+        let mut served = Vec::new();
+        for done in flood_ids.iter().chain(&flood2_ids).chain(&others) {
+            served.extend(s.finished(*done).into_iter().map(|(p, i, _)| (p, i)));
+            if served.iter().any(|(_, i)| *i == h) {
+                break;
+            }
+        }
+        let turn = served.iter().position(|(_, i)| *i == h);
+        assert!(turn.is_some_and(|t| t <= 2), "{served:?}");
+    }
+
+    #[test]
+    fn a_waiting_request_that_fails_leaves_the_queue() {
+        let mut s = S::default();
+        let p = PeerId::random();
+        for i in 0..MAX_SERVING_PER_PEER as u32 {
+            assert!(started(s.offer(p, i, i)));
+        }
+        assert_eq!(s.offer(p, 100, 100), Offer::Queued);
+        assert_eq!(s.offer(p, 101, 101), Offer::Queued);
+        assert!(s.finished(100).is_empty(), "a failed waiter frees no room");
+        assert_eq!(s.queued(), 1);
+        let next = s.finished(0);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].1, 101);
+        assert_eq!((s.active(), s.queued()), (MAX_SERVING_PER_PEER, 0));
+        // Nothing is held for a peer once its requests are over.
+        for i in (1..MAX_SERVING_PER_PEER as u32).chain([101]) {
+            s.finished(i);
+        }
+        assert_eq!((s.active(), s.queued()), (0, 0));
+        assert!(s.active_of.is_empty() && s.waiting.is_empty() && s.turns.is_empty());
+    }
+
+    #[test]
+    fn the_total_queue_is_bounded() {
+        let mut s = S::default();
+        let mut id = 0;
+        let mut busy = 0;
+        for _ in 0..(MAX_QUEUED / MAX_QUEUED_PER_PEER + MAX_SERVING + 8) {
+            let p = PeerId::random();
+            for _ in 0..(MAX_SERVING_PER_PEER + MAX_QUEUED_PER_PEER) {
+                id += 1;
+                if matches!(s.offer(p, id, id), Offer::Busy(_)) {
+                    busy += 1;
+                }
+            }
+        }
+        assert_eq!(s.queued(), MAX_QUEUED);
+        assert_eq!(s.active(), MAX_SERVING);
+        assert!(busy > 0);
+    }
+}
