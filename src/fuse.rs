@@ -135,14 +135,13 @@ impl Owner {
             ino: INodeNo(a.ino),
             size: a.size,
             blocks: a.allocated.div_ceil(512),
-            atime: a.mtime,
+            atime: a.atime,
             mtime: a.mtime,
             ctime: a.ctime,
             crtime: a.ctime,
             kind,
             perm: a.perm,
-            // Directories say 1: "link count unknown", so find(1) does not count subdirs.
-            nlink: 1,
+            nlink: a.nlink,
             uid: self.uid,
             gid: self.gid,
             rdev: 0,
@@ -163,6 +162,8 @@ impl PeerFs {
             perm: 0o755,
             mtime: self.started,
             ctime: self.started,
+            atime: self.started,
+            nlink: 1,
         }
     }
 
@@ -334,7 +335,7 @@ impl Filesystem for PeerFs {
         _uid: Option<u32>,
         _gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
@@ -354,6 +355,7 @@ impl Filesystem for PeerFs {
                 mode,
                 size,
                 mtime: mtime.map(time),
+                atime: atime.map(time),
             };
             match self.drive.setattr(ino.0, set) {
                 Ok(a) => reply.attr(ttl(a.ino), &self.file_attr(&a)),
@@ -797,6 +799,32 @@ impl Filesystem for PeerFs {
                 Ok(at) => reply.offset(at as i64),
                 Err(e) => reply.error(errno(&e)),
             }
+        });
+    }
+
+    /// `fallocate` without flags reserves nothing (blocks are written as data comes) but
+    /// grows the file as asked; punching holes and the other modes are not supported.
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        shielded("fallocate", move || {
+            if read_only(ino.0) {
+                return reply.error(Errno::EROFS);
+            }
+            if mode != 0 {
+                return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+            }
+            let Some(end) = offset.checked_add(length) else {
+                return reply.error(Errno::from_i32(libc::EFBIG));
+            };
+            reply_empty(reply, self.drive.grow(fh.0, end))
         });
     }
 

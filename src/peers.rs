@@ -149,6 +149,8 @@ fn empty_dir_attr(ino: u64) -> Attr {
         perm: 0o555,
         mtime: UNIX_EPOCH,
         ctime: UNIX_EPOCH,
+        atime: UNIX_EPOCH,
+        nlink: 1,
     }
 }
 
@@ -633,6 +635,8 @@ fn raw_file_attr(size: u64) -> Attr {
         perm: 0o644,
         mtime: UNIX_EPOCH,
         ctime: UNIX_EPOCH,
+        atime: UNIX_EPOCH,
+        nlink: 1,
     }
 }
 

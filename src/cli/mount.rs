@@ -154,7 +154,9 @@ fn log_since(path: &Path, start: u64) -> String {
 /// The log's level when `RUST_LOG` does not say. Kademlia warns at every start that it
 /// cannot bootstrap with no known peers, and when a record finds no peers to be copied
 /// to: both the normal state of a node that is alone or new, so only its errors show.
-const DEFAULT_LOG: &str = "info,libp2p_kad=error";
+/// fuser's session warns when its own unmount finds the mount gone, which is how every
+/// session ends here (the daemon unmounts itself, or `umount` did).
+const DEFAULT_LOG: &str = "info,libp2p_kad=error,fuser::session=error";
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -79,6 +79,11 @@ pub struct Attr {
     pub perm: u16,
     pub mtime: SystemTime,
     pub ctime: SystemTime,
+    /// Kept in memory only: UnixFS has no field for it (see the README).
+    pub atime: SystemTime,
+    /// 0 for an unlinked file still open; 2 plus the subdirectories for a directory
+    /// whose entries are loaded, 1 (unknown) for one not loaded yet.
+    pub nlink: u32,
 }
 
 /// Changes `setattr` asks for.
@@ -87,6 +92,7 @@ pub struct SetAttr {
     pub mode: Option<u32>,
     pub size: Option<u64>,
     pub mtime: Option<SystemTime>,
+    pub atime: Option<SystemTime>,
 }
 
 /// What `peerfs status` reports about the drive.
@@ -294,10 +300,11 @@ impl Drive {
         }
         let ino = st.new_ino();
         let attr = inode.attr(ino);
+        let is_dir = attr.kind == Kind::Directory;
         st.inodes.insert(ino, inode);
         st.loaded_dir(parent)
             .ok_or(DriveError::NotADirectory)?
-            .add(&name, ino);
+            .add(&name, ino, is_dir);
         st.entry_changed(parent, &name, true);
         Ok(attr)
     }
@@ -325,8 +332,12 @@ impl Drive {
     }
 
     fn remove_entry(&self, st: &mut State, parent: u64, name: &[u8], ino: u64) {
+        let is_dir = st
+            .inodes
+            .get(&ino)
+            .is_some_and(|i| i.kind() == Kind::Directory);
         if let Some(dir) = st.loaded_dir(parent) {
-            dir.remove(name);
+            dir.remove(name, is_dir);
         }
         st.detach(ino);
         st.entry_changed(parent, name, true);
@@ -384,11 +395,11 @@ impl Drive {
             st.detach(old);
         }
         if let Some(dir) = st.loaded_dir(parent) {
-            dir.remove(name);
+            dir.remove(name, is_dir);
         }
         st.loaded_dir(new_parent)
             .ok_or(DriveError::NotADirectory)?
-            .add(new_name, ino);
+            .add(new_name, ino, is_dir);
         if let Some(inode) = st.inodes.get_mut(&ino) {
             inode.parent = new_parent;
             inode.name = new_name.to_vec();
@@ -524,6 +535,24 @@ impl Drive {
             if drop_privileges {
                 inode.mode &= !PRIVILEGE_BITS;
             }
+            if let Body::File(f) = &mut inode.body {
+                f.size = c.size();
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the file at least `size` bytes long (fallocate): the new room is a hole.
+    pub fn grow(&self, fh: u64, size: u64) -> Result<(), DriveError> {
+        let (ino, content) = self.handle(fh)?;
+        let mut c = content.lock().unwrap_or_else(|e| e.into_inner());
+        if size <= c.size() {
+            return Ok(());
+        }
+        c.set_len(&self.staging, size)?;
+        let mut st = self.lock();
+        if let Some(inode) = st.inodes.get_mut(&ino) {
+            inode.touch();
             if let Body::File(f) = &mut inode.body {
                 f.size = c.size();
             }
@@ -714,6 +743,7 @@ impl Drive {
         let mut dir = LoadedDir {
             children: BTreeMap::new(),
             name_bytes: 0,
+            subdirs: 0,
             stored: Some(stored),
             changed: None,
         };
@@ -732,8 +762,9 @@ impl Drive {
         for (name, mut child) in loaded {
             let child_ino = st.new_ino();
             child.name = name.clone();
+            let is_dir = child.kind() == Kind::Directory;
             st.inodes.insert(child_ino, child);
-            dir.add(&name, child_ino);
+            dir.add(&name, child_ino, is_dir);
         }
         if let Some(inode) = st.inodes.get_mut(&ino) {
             inode.body = Body::Dir(Dir::Loaded(dir));
@@ -768,6 +799,8 @@ pub fn node_attr(ino: u64, node: &Node) -> Attr {
         perm: (meta.mode.unwrap_or(default_mode) & 0o7777) as u16,
         mtime,
         ctime: mtime,
+        atime: mtime,
+        nlink: 1,
     }
 }
 
@@ -787,6 +820,9 @@ fn apply_meta(inode: &mut Inode, set: SetAttr) {
     }
     if let Some(t) = set.mtime {
         inode.mtime = to_mtime(t);
+    }
+    if let Some(t) = set.atime {
+        inode.atime = t;
     }
     inode.ctime = SystemTime::now();
 }

@@ -32,6 +32,8 @@ pub(super) struct Inode {
     pub mode: u32,
     pub mtime: Mtime,
     pub ctime: SystemTime,
+    /// In memory only (UnixFS has no atime): what `utimensat` set, else the mtime.
+    pub atime: SystemTime,
     /// How many times the kernel holds this inode (FUSE lookup count).
     pub lookups: u64,
     /// False once unlinked; the inode lives on while open or known to the kernel.
@@ -73,6 +75,8 @@ pub(super) struct LoadedDir {
     pub children: BTreeMap<Vec<u8>, u64>,
     /// The children's name bytes: with their count, a lower bound of the shard estimate.
     pub name_bytes: u64,
+    /// Children that are directories, for the link count.
+    pub subdirs: u32,
     /// The last committed form; `None` for a directory made since.
     pub stored: Option<StoredDir>,
     /// Names added, removed or changed since `stored` (an empty set: only the
@@ -85,20 +89,24 @@ impl LoadedDir {
         LoadedDir {
             children: BTreeMap::new(),
             name_bytes: 0,
+            subdirs: 0,
             stored: None,
             changed: None,
         }
     }
 
-    pub fn add(&mut self, name: &[u8], ino: u64) {
+    /// Adds entry `name` (a directory: `is_dir`); it must not be there yet.
+    pub fn add(&mut self, name: &[u8], ino: u64, is_dir: bool) {
         if self.children.insert(name.to_vec(), ino).is_none() {
             self.name_bytes += name.len() as u64;
+            self.subdirs += u32::from(is_dir);
         }
     }
 
-    pub fn remove(&mut self, name: &[u8]) -> Option<u64> {
+    pub fn remove(&mut self, name: &[u8], is_dir: bool) -> Option<u64> {
         let ino = self.children.remove(name)?;
         self.name_bytes -= name.len() as u64;
+        self.subdirs -= u32::from(is_dir);
         Some(ino)
     }
 }
@@ -112,6 +120,7 @@ impl Inode {
             mode: mode & 0o7777,
             mtime: to_mtime(now),
             ctime: now,
+            atime: now,
             lookups: 1,
             linked: true,
         }
@@ -202,6 +211,7 @@ impl Inode {
             mode: meta.mode.unwrap_or(default_mode),
             mtime,
             ctime: to_system_time(mtime),
+            atime: to_system_time(mtime),
             lookups: 0,
             linked: true,
         }
@@ -221,6 +231,11 @@ impl Inode {
             Body::Symlink { target, .. } => (target.len() as u64, target.len() as u64),
             Body::Dir(_) => (0, 0),
         };
+        let nlink = match &self.body {
+            _ if !self.linked => 0,
+            Body::Dir(Dir::Loaded(d)) => 2 + d.subdirs,
+            _ => 1,
+        };
         Attr {
             ino,
             kind: self.kind(),
@@ -229,6 +244,8 @@ impl Inode {
             perm: (self.mode & 0o7777) as u16,
             mtime: to_system_time(self.mtime),
             ctime: self.ctime,
+            atime: self.atime,
+            nlink,
         }
     }
 
