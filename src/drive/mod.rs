@@ -443,16 +443,24 @@ impl Drive {
         };
         // A file: its root carries the metadata, so it is rebuilt now.
         let mut content = content.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(size) = set.size {
-            content.set_len(&self.staging, size)?;
-        }
+        let resized = set
+            .size
+            .map_or(Ok(()), |size| content.set_len(&self.staging, size));
         let mut st = self.lock();
-        let inode = st.inodes.get_mut(&ino).ok_or(DriveError::NotFound)?;
-        apply_meta(inode, set);
-        if set.size.is_some() && set.mtime.is_none() {
-            inode.touch();
+        let done = resized.and_then(|()| {
+            let inode = st.inodes.get_mut(&ino).ok_or(DriveError::NotFound)?;
+            apply_meta(inode, set);
+            if set.size.is_some() && set.mtime.is_none() {
+                inode.touch();
+            }
+            self.publish(&mut st, ino, &mut content)
+        });
+        if let Some(Body::File(f)) = st.inodes.get_mut(&ino).map(|i| &mut i.body) {
+            if f.open == 0 && !content.changed {
+                f.content = None;
+            }
         }
-        self.publish(&mut st, ino, &mut content)?;
+        done?;
         Ok(st.inodes[&ino].attr(ino))
     }
 
@@ -470,7 +478,11 @@ impl Drive {
             return Ok(Arc::clone(c));
         }
         let loaded = FileContent::load(&self.staging, &self.opts, &self.zeros, &f.built.cid)?;
-        Ok(Arc::new(Mutex::new(loaded)))
+        // Installed at once, so that a file has one contents however many handles and
+        // setattrs use it meanwhile; dropped again when nobody holds it open.
+        let content = Arc::new(Mutex::new(loaded));
+        f.content = Some(Arc::clone(&content));
+        Ok(content)
     }
 
     /// Opens a file; `truncate` empties it first (O_TRUNC).
@@ -481,7 +493,6 @@ impl Drive {
             let Some(Body::File(f)) = st.inodes.get_mut(&ino).map(|i| &mut i.body) else {
                 return Err(DriveError::IsADirectory);
             };
-            f.content = Some(Arc::clone(&content));
             f.open += 1;
             (st.new_handle(ino, Arc::clone(&content)), content)
         };
