@@ -106,10 +106,12 @@ fn gc_while_mounted_frees_unfollowed_drives_and_nothing_the_daemon_holds() {
     eprintln!("online gc: {out:?}, database {before} -> {after} bytes");
     assert!(removed(&out) >= 32, "{out}");
     assert!(out.contains("1 peer no longer followed"), "{out}");
-    // The open file's 8 MiB may still be in memory at `before`; the compaction that
-    // gc runs puts them on disk.
+    // What stays on disk after gc's compaction: the kept drive's 3 MiB, the open file's
+    // 8 MiB and the database's own overhead; with the unfollowed drive's 32 MiB still
+    // there it would be past 40 MiB. (`before` is not compared: how much of it was
+    // still in memory when measured varies from run to run.)
     assert!(
-        after + (BIG as u64) * 7 / 8 < before + (8 << 20),
+        after < BIG as u64,
         "gc gave back too little disk: {before} -> {after}"
     );
     std::io::Write::write_all(&mut f, &bytes(1 << 20, 6)).unwrap();
