@@ -227,8 +227,19 @@ fn the_systemd_unit_mounts_the_default_repo_and_stops_cleanly() {
     });
     write(&mnt.join("drive/note.txt"), b"from the unit\n");
 
-    let mut stop = spawn(&unit_command(&unit, "ExecStop", home), home);
-    assert!(stop.wait().unwrap().success(), "ExecStop failed");
+    let stop_argv = unit_command(&unit, "ExecStop", home);
+    let stop = Command::new(&stop_argv[0])
+        .args(&stop_argv[1..])
+        .env("HOME", home)
+        .env_remove("PEERFS_HOME")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        stop.status.success(),
+        "ExecStop failed: {}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
     // Type=simple: the main process ending with 0 is a clean stop for systemd.
     wait_for("the unit's daemon to exit", Duration::from_secs(15), || {
         matches!(daemon.try_wait(), Ok(Some(_)))

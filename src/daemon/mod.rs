@@ -178,11 +178,27 @@ pub fn unmount_stale(mountpoint: &Path) {
     }
 }
 
+/// How the main thread answers a control request: with the response, and a sender the
+/// connection's thread signals once the response is written, so that the process does
+/// not exit between the two (the client would read EOF).
+struct Answer(mpsc::Sender<(Response, mpsc::Sender<()>)>);
+
+/// How long the daemon waits, as it exits, for an answer to be written.
+const ANSWER_WRITTEN_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Answer {
+    fn send(&self, response: Response) -> Option<mpsc::Receiver<()>> {
+        let (written, is_written) = mpsc::channel();
+        self.0.send((response, written)).ok()?;
+        Some(is_written)
+    }
+}
+
 enum Event {
     Signal(&'static str),
     /// `peerfs unmount`; `lazy` detaches even while files are open.
     Unmount {
-        reply: mpsc::Sender<Response>,
+        reply: Answer,
         lazy: bool,
     },
     SessionEnded,
@@ -306,7 +322,9 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
                 message: format!("unmounted, but the final commit failed: {e}"),
             },
         };
-        let _ = reply.send(answer);
+        if let Some(written) = reply.send(answer) {
+            let _ = written.recv_timeout(ANSWER_WRITTEN_TIMEOUT);
+        }
     }
     committed.map(drop).map_err(DaemonError::from)
 }
@@ -318,7 +336,7 @@ fn serve_until_done(
     inbox: &mpsc::Receiver<Event>,
     mounted: &mut Mounted,
     drive: &Drive,
-) -> Vec<mpsc::Sender<Response>> {
+) -> Vec<Answer> {
     let mut requesters = Vec::new();
     loop {
         match inbox.recv_timeout(DETACHED_POLL) {
@@ -686,14 +704,27 @@ fn answer(
         Ok(Request::Gc) => context.gc(),
         Ok(Request::Unmount { lazy }) => {
             let (tx, rx) = mpsc::channel();
-            if events.send(Event::Unmount { reply: tx, lazy }).is_err() {
+            if events
+                .send(Event::Unmount {
+                    reply: Answer(tx),
+                    lazy,
+                })
+                .is_err()
+            {
                 Response::Error {
                     message: "the daemon is stopping".into(),
                 }
             } else {
-                rx.recv().unwrap_or(Response::Error {
-                    message: "the daemon stopped before answering".into(),
-                })
+                match rx.recv() {
+                    Ok((response, written)) => {
+                        let result = write_line(&conn, &response);
+                        let _ = written.send(());
+                        return result;
+                    }
+                    Err(_) => Response::Error {
+                        message: "the daemon stopped before answering".into(),
+                    },
+                }
             }
         }
         Err(e) => Response::Error {
