@@ -78,7 +78,8 @@ pub(super) fn snapshot(
 ) -> Option<Snapshot> {
     let root = st.inodes.get(&ROOT)?;
     let unstored = matches!(&root.body, Body::Dir(Dir::Loaded(d)) if d.stored.is_none());
-    if !st.changed() && !(force && unstored) {
+    let wanted = st.changed() || (force && unstored);
+    if !wanted {
         return None;
     }
     let mut snap = Snapshot {

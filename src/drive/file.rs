@@ -454,7 +454,8 @@ struct Leaves<'z> {
 impl Leaves<'_> {
     fn leaf(&mut self, leaf: StoredLeaf) {
         // Only the last leaf may be short: one after a short one breaks the form.
-        if self.size % self.chunk_size != 0 || leaf.len == 0 || leaf.len > self.chunk_size {
+        if !self.size.is_multiple_of(self.chunk_size) || leaf.len == 0 || leaf.len > self.chunk_size
+        {
             self.regular = false;
         }
         self.size += leaf.len;
@@ -463,7 +464,7 @@ impl Leaves<'_> {
     }
 
     fn hole(&mut self, chunks: u64) {
-        if self.size % self.chunk_size != 0 {
+        if !self.size.is_multiple_of(self.chunk_size) {
             self.regular = false;
         }
         self.size += chunks * self.chunk_size;
