@@ -159,7 +159,8 @@ impl PeerFs {
             kind: Kind::Directory,
             size: 0,
             allocated: 0,
-            perm: 0o755,
+            // Nothing can be made here: only drive/ and peers/ exist.
+            perm: 0o555,
             mtime: self.started,
             ctime: self.started,
             atime: self.started,

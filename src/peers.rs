@@ -16,13 +16,14 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::{Deref, Range};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cid::Cid;
 use libp2p::PeerId;
 
 use crate::block::{Block, RAW};
 use crate::drive::{node_attr, Attr, DriveError, Kind};
+use crate::head::Head;
 use crate::net::{NetHandle, RemoteBlocks};
 use crate::store::readahead::ReadAhead;
 use crate::store::{copy_part, Blocks, StoreError};
@@ -77,6 +78,8 @@ struct State {
     tops: BTreeMap<Vec<u8>, u64>,
     nodes: HashMap<u64, PeerNode>,
     next_ino: u64,
+    /// When each peer made the head shown: the time of its entries that record none.
+    head_times: HashMap<PeerId, SystemTime>,
 }
 
 impl State {
@@ -140,18 +143,52 @@ pub struct PeerView {
     state: Mutex<State>,
 }
 
-fn empty_dir_attr(ino: u64) -> Attr {
+/// A followed peer whose head is not known yet: an empty directory, as of now.
+fn empty_dir_attr() -> Attr {
+    let now = SystemTime::now();
     Attr {
-        ino,
+        ino: 0,
         kind: Kind::Directory,
         size: 0,
         allocated: 0,
         perm: 0o555,
-        mtime: UNIX_EPOCH,
-        ctime: UNIX_EPOCH,
-        atime: UNIX_EPOCH,
+        mtime: now,
+        ctime: now,
+        atime: now,
         nlink: 1,
     }
+}
+
+/// What `stat` shows of a node in a peer's drive: read-only (nobody here can write
+/// it, so no write bits), and dated by the peer's head where the node records no time.
+fn shown_attr(node: &Node, head_time: SystemTime) -> Attr {
+    let mut attr = node_attr(0, node);
+    attr.perm &= !0o222;
+    if node.meta().mtime.is_none() {
+        attr.mtime = head_time;
+        attr.ctime = head_time;
+        attr.atime = head_time;
+    }
+    attr
+}
+
+/// A raw block is a whole file with no metadata: its size is the link's.
+fn raw_file_attr(size: u64, head_time: SystemTime) -> Attr {
+    Attr {
+        ino: 0,
+        kind: Kind::File,
+        size,
+        allocated: size,
+        perm: 0o444,
+        mtime: head_time,
+        ctime: head_time,
+        atime: head_time,
+        nlink: 1,
+    }
+}
+
+fn head_time(head: &Head) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(head.time_ms)
 }
 
 impl PeerView {
@@ -187,20 +224,25 @@ impl PeerView {
         }
     }
 
-    /// Shows `name` for `peer` at `root` (or empty while its head is unknown). A peer
+    /// Shows `name` for `peer` at `head` (or empty while its head is unknown). A peer
     /// already shown keeps its inode and moves to the new root through `switch_head`.
-    pub fn add_peer(&self, name: &str, peer: PeerId, root: Option<Cid>) -> Vec<Invalidation> {
+    pub fn add_peer(&self, name: &str, peer: PeerId, head: Option<&Head>) -> Vec<Invalidation> {
         let existing = self.lock().tops.get(name.as_bytes()).copied();
         if existing.is_some() {
-            return match root {
-                Some(root) => self.switch_head(peer, root),
+            return match head {
+                Some(head) => self.switch_head(peer, head),
                 None => Vec::new(),
             };
         }
+        let root = head.map(|h| h.root);
+        if let Some(h) = head {
+            self.lock().head_times.insert(peer, head_time(h));
+        }
         // Only what is here: a peer being added must not wait on the network.
-        let attr = root
-            .and_then(|r| load_node(self.local.as_ref(), &r).ok())
-            .map_or_else(|| empty_dir_attr(0), |n| node_attr(0, &n));
+        let attr = match root.and_then(|r| load_node(self.local.as_ref(), &r).ok()) {
+            Some(node) => shown_attr(&node, self.head_time(peer)),
+            None => empty_dir_attr(),
+        };
         let mut st = self.lock();
         let ino = st.add_node(peer, self.peers_ino, root, attr);
         st.tops.insert(name.as_bytes().to_vec(), ino);
@@ -216,6 +258,9 @@ impl PeerView {
         let Some(top) = st.tops.remove(name.as_bytes()) else {
             return Vec::new();
         };
+        if let Some(owner) = st.nodes.get(&top).map(|n| n.owner) {
+            st.head_times.remove(&owner);
+        }
         st.orphan([top]);
         vec![Invalidation::Entry {
             parent: self.peers_ino,
@@ -450,7 +495,17 @@ impl PeerView {
     }
 
     fn node_attr(&self, owner: PeerId, cid: &Cid) -> Result<Attr, DriveError> {
-        Ok(node_attr(0, &load_node(&self.blocks(owner), cid)?))
+        let node = load_node(&self.blocks(owner), cid)?;
+        Ok(shown_attr(&node, self.head_time(owner)))
+    }
+
+    /// When `owner` made the head shown (the epoch if none is known).
+    fn head_time(&self, owner: PeerId) -> SystemTime {
+        self.lock()
+            .head_times
+            .get(&owner)
+            .copied()
+            .unwrap_or(UNIX_EPOCH)
     }
 
     /// A directory's entries, loading them (and each child's node, for its attributes)
@@ -509,6 +564,7 @@ impl PeerView {
         let node = load_node(&blocks, dir)?;
         let entries = list(&blocks, dir, &node)?;
         let mut asked = 0;
+        let time = self.head_time(owner);
         let mut out = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
             let ahead = entries.len().min(i + LISTING_AHEAD);
@@ -519,10 +575,9 @@ impl PeerView {
             }
             asked = asked.max(ahead);
             let attr = if e.cid.codec() == RAW {
-                // A raw block is a whole file with no metadata: its size is the link's.
-                raw_file_attr(e.tsize)
+                raw_file_attr(e.tsize, time)
             } else {
-                node_attr(0, &load_node(&blocks, &e.cid)?)
+                shown_attr(&load_node(&blocks, &e.cid)?, time)
             };
             out.push((e.name.clone(), e.cid, attr));
         }
@@ -531,7 +586,8 @@ impl PeerView {
 
     /// Moves `peer`'s tree to `root`: inodes the kernel knows keep their numbers and
     /// take their new CIDs; what changed is returned for invalidation.
-    pub fn switch_head(&self, peer: PeerId, root: Cid) -> Vec<Invalidation> {
+    pub fn switch_head(&self, peer: PeerId, head: &Head) -> Vec<Invalidation> {
+        let root = head.root;
         let top = {
             let st = self.lock();
             st.tops
@@ -542,6 +598,7 @@ impl PeerView {
         let Some(top) = top else {
             return Vec::new();
         };
+        self.lock().head_times.insert(peer, head_time(head));
         // A peer seen for the first time shows its root at once; its attributes follow.
         if let Some(n) = self.lock().nodes.get_mut(&top).filter(|n| n.cid.is_none()) {
             n.cid = Some(root);
@@ -623,20 +680,6 @@ impl PeerView {
         if let Some(n) = self.lock().nodes.get_mut(&ino) {
             n.children = Some(children);
         }
-    }
-}
-
-fn raw_file_attr(size: u64) -> Attr {
-    Attr {
-        ino: 0,
-        kind: Kind::File,
-        size,
-        allocated: size,
-        perm: 0o644,
-        mtime: UNIX_EPOCH,
-        ctime: UNIX_EPOCH,
-        atime: UNIX_EPOCH,
-        nlink: 1,
     }
 }
 

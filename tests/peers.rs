@@ -86,6 +86,25 @@ fn peers_read_each_other_with_ordinary_tools_and_see_updates() {
         );
     }
 
+    // What `ls -l` shows of them says so: no write bits anywhere, and dates from the
+    // peer's drive (the time its head was made where an entry records none), not 1970.
+    let listed = sh(
+        b.mnt.path(),
+        "stat -c '%a %Y %n' . peers; find peers/alice -exec stat -c '%a %Y %n' {} +",
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for line in listed.lines() {
+        let mut f = line.splitn(3, ' ');
+        let (mode, mtime) = (f.next().unwrap(), f.next().unwrap());
+        let mode = u32::from_str_radix(mode, 8).unwrap();
+        let mtime: u64 = mtime.parse().unwrap();
+        assert_eq!(mode & 0o222, 0, "write bits: {line}");
+        assert!(mtime + 3600 > now && mtime <= now + 60, "date: {line}");
+    }
+
     // Every version A writes reaches B, through the kernel's caches.
     let file = theirs.join("readme.txt");
     let mut waits = Vec::new();

@@ -23,7 +23,7 @@ use tracing::{error, info, warn};
 
 use crate::drive::{Drive, DriveError};
 use crate::fuse::{PeerFs, PEERS, PEERS_DIR};
-use crate::head::SignedHead;
+use crate::head::{Head, SignedHead};
 use crate::net::peerbook::{PeerBook, PeerBookError};
 use crate::net::{self, NetConfig, NetError, NetEvent, NetHandle, Readers, RemoteBlocks};
 use crate::peers::{Invalidation, PeerView};
@@ -226,7 +226,11 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     let view = Arc::new(PeerView::new(store.clone(), net.clone(), PEERS));
     for entry in book.entries() {
         if let Some(peer) = entry.peer_id() {
-            view.add_peer(&entry.name, peer, stored_root(store.as_ref(), &entry.id));
+            view.add_peer(
+                &entry.name,
+                peer,
+                stored_head(store.as_ref(), &entry.id).as_ref(),
+            );
         }
     }
     let fs = PeerFs::new(
@@ -373,9 +377,9 @@ fn serve_until_done(
 }
 
 /// The root of the newest head stored for peer `id`.
-fn stored_root(store: &dyn HeadStore, id: &str) -> Option<cid::Cid> {
+fn stored_head(store: &dyn HeadStore, id: &str) -> Option<Head> {
     let bytes = store.head(id).ok()??;
-    SignedHead::verify(&bytes).ok().map(|h| h.head().root)
+    SignedHead::verify(&bytes).ok().map(|h| h.head().clone())
 }
 
 /// Moves the peer view to each new head a followed peer announces, and tells the
@@ -397,7 +401,7 @@ fn follow_heads(
                         .by_id(&h.peer)
                         .map(|e| e.name.clone());
                     let Some(name) = name else { continue };
-                    let changes = view.add_peer(&name, h.peer, Some(h.root));
+                    let changes = view.add_peer(&name, h.peer, Some(h));
                     invalidate(&notifier, changes);
                 }
             }
@@ -516,8 +520,8 @@ impl Context {
         // Under peers/, the directories above the pinned tree stay too, so that its
         // path still opens when the owner is gone.
         if let Some((peer, below)) = &in_peer {
-            if let Some(peer_root) = stored_root(self.store.as_ref(), &peer.to_string()) {
-                match pin::keep_path(&self.store, &remote, &peer_root, below) {
+            if let Some(peer_head) = stored_head(self.store.as_ref(), &peer.to_string()) {
+                match pin::keep_path(&self.store, &remote, &peer_head.root, below) {
                     Ok(named) => root = named,
                     Err(e) => return error_response(format!("pinning {label}: {e}")),
                 }
@@ -601,8 +605,11 @@ impl Context {
             invalidate(&self.notifier, self.view.remove_peer(&old.name));
         }
         self.net.follow(entry.clone());
-        let root = stored_root(self.store.as_ref(), &entry.id);
-        invalidate(&self.notifier, self.view.add_peer(&entry.name, peer, root));
+        let head = stored_head(self.store.as_ref(), &entry.id);
+        invalidate(
+            &self.notifier,
+            self.view.add_peer(&entry.name, peer, head.as_ref()),
+        );
         Response::PeerAdded(entry)
     }
 
