@@ -9,7 +9,7 @@ use cid::Cid;
 use serde::{Deserialize, Serialize};
 
 use crate::block::{Block, BlockError, DAG_PB};
-use crate::store::{write_behind, Blocks, StoreError};
+use crate::store::{write_behind, Blocks, Holding, StoreError};
 use crate::unixfs::dagpb::PbNode;
 use crate::unixfs::{self, wire};
 
@@ -242,9 +242,15 @@ pub fn import<R: Read>(
         while let Some(block) = reader.next_block()? {
             count += 1;
             progress(block.len());
-            if !store.has(block.cid())? {
-                added.push(*block.cid());
-                sink.put(block)?;
+            match store.holding(block.cid())? {
+                None => {
+                    added.push(*block.cid());
+                    sink.put(block)?;
+                }
+                // Only cache (fetched for a peer's drive): the import's pin makes it
+                // ours, or eviction would take it from under the pin.
+                Some(Holding::Cached(_)) => sink.put(block)?,
+                Some(Holding::Own) => {}
             }
         }
         Ok::<_, CarError>(Imported {

@@ -95,6 +95,10 @@ pub trait Blocks: Send + Sync {
     fn get_held(&self, cid: &Cid) -> Result<Option<(Vec<u8>, Holding)>, StoreError> {
         Ok(self.get(cid)?.map(|b| (b, Holding::Own)))
     }
+    /// Whose block `cid` is, if it is here (`get_held` without the bytes).
+    fn holding(&self, cid: &Cid) -> Result<Option<Holding>, StoreError> {
+        Ok(self.get_held(cid)?.map(|(_, h)| h))
+    }
     /// Copies the bytes of block `cid` from `offset` into `out` and returns the block's
     /// length (`None` if it is missing). A block too short for the range copies nothing:
     /// the caller compares the length with what it expected.

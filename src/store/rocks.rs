@@ -370,6 +370,21 @@ impl RocksStore {
         self.db.write_opt(batch, wo).map_err(|e| self.err(e))
     }
 
+    /// Whose the block stored under `key` is: cache (and whose drive it was fetched
+    /// for) or our own.
+    fn holding_key(&self, key: &[u8]) -> Result<Holding, StoreError> {
+        let cached = match self.cache().as_ref() {
+            Some(index) => index.owner(key),
+            // No index loaded (the CLI): the cache family says.
+            None => self
+                .db
+                .get_pinned_cf(self.cf(CF_CACHE), key)
+                .map_err(|e| self.err(e))?
+                .map(|v| Stored::decode(&v).and_then(|s| s.owner)),
+        };
+        Ok(cached.map_or(Holding::Own, Holding::Cached))
+    }
+
     fn has_key(&self, key: &[u8]) -> Result<bool, StoreError> {
         let cf = self.cf(CF_BLOCKS);
         if !self.db.key_may_exist_cf(cf, key) {
@@ -583,17 +598,15 @@ impl Blocks for RocksStore {
         let Some(data) = self.get(cid)? else {
             return Ok(None);
         };
+        Ok(Some((data, self.holding_key(&cid.hash().to_bytes())?)))
+    }
+
+    fn holding(&self, cid: &Cid) -> Result<Option<Holding>, StoreError> {
         let key = cid.hash().to_bytes();
-        let cached = match self.cache().as_ref() {
-            Some(index) => index.owner(&key),
-            // No index loaded (the CLI): the cache family says.
-            None => self
-                .db
-                .get_pinned_cf(self.cf(CF_CACHE), &key)
-                .map_err(|e| self.err(e))?
-                .map(|v| Stored::decode(&v).and_then(|s| s.owner)),
-        };
-        Ok(Some((data, cached.map_or(Holding::Own, Holding::Cached))))
+        if !self.has_key(&key)? {
+            return Ok(None);
+        }
+        self.holding_key(&key).map(Some)
     }
 
     fn delete_many(&self, cids: &[Cid]) -> Result<(), StoreError> {
@@ -665,5 +678,26 @@ mod tests {
             .put_many(std::slice::from_ref(&fetched), true)
             .unwrap();
         assert_eq!(held(&store), Some(Holding::Own));
+    }
+
+    /// An import pins its roots: a block of it that was only cache must become ours, or
+    /// the cache's eviction would take it from under the pin.
+    #[test]
+    fn an_imported_block_that_was_cached_becomes_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path(), true).unwrap();
+        store.enable_cache(u64::MAX).unwrap();
+        let cached = block(1);
+        store
+            .put_cached(std::slice::from_ref(&cached), Some(PeerId::random()))
+            .unwrap();
+        let source = crate::store::MemoryBlocks::default();
+        source
+            .put_many(std::slice::from_ref(&cached), false)
+            .unwrap();
+        let mut car = Vec::new();
+        crate::car::export(&source, cached.cid(), &mut car, &mut |_| {}).unwrap();
+        crate::car::import(&store, car.as_slice(), &mut |_| {}).unwrap();
+        assert_eq!(store.holding(cached.cid()).unwrap(), Some(Holding::Own));
     }
 }
