@@ -195,9 +195,12 @@ fn make_dir(parent: &Dir, name: &OsStr, mode: u32) -> io::Result<Dir> {
 }
 
 /// Sets mode and mtime on an open file or directory, as far as the DAG records them.
+/// Not setuid or setgid: the DAG may come from anyone, and run as root `get` would make
+/// a stranger's program run as root.
 fn apply(file: &File, meta: Metadata) -> io::Result<()> {
     if let Some(mode) = meta.mode {
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        let granted = mode & 0o7777 & !(libc::S_ISUID | libc::S_ISGID);
+        file.set_permissions(fs::Permissions::from_mode(granted))?;
     }
     if let Some(t) = meta.mtime {
         at::set_mtime_fd(file, t.secs, t.nanos)?;

@@ -27,6 +27,8 @@ pub enum PinError {
     Malformed { cid: Cid, why: String },
     #[error("{path}: {why}")]
     Path { path: String, why: String },
+    #[error("committing the drive first: {0}")]
+    Drive(#[source] crate::drive::DriveError),
     #[error("head record {name} is unreadable ({why}); gc stops rather than guess")]
     BadHead { name: String, why: String },
 }
@@ -203,7 +205,7 @@ pub struct GcReport {
 /// for news.
 pub fn collect_garbage(store: &RocksStore, followed: &[PeerId]) -> Result<GcReport, PinError> {
     let mut report = GcReport::default();
-    let live = live_blocks(store, followed, &mut report)?;
+    let live = live_blocks(store, store, followed, Vec::new(), &mut report)?;
     let mut dead = Vec::new();
     store.for_each_block_key(|key| {
         if live.contains(key) {
@@ -223,29 +225,61 @@ pub fn collect_garbage(store: &RocksStore, followed: &[PeerId]) -> Result<GcRepo
     Ok(report)
 }
 
-/// `gc` while the daemon runs: deletes the cached blocks of peers' drives (fetched,
-/// evictable) that no pin and no kept head reaches, and gives the space back. Blocks of
-/// our own stay whatever they are: the drive holds blocks of open files that no head
-/// names yet, so only `collect_garbage`, with the repo to itself, may judge those.
-pub fn collect_cached_garbage(
+/// `gc` while the daemon runs. Deletes the cached blocks of peers' drives that no pin
+/// and no kept head reaches, and the blocks of our own that nothing reaches any more:
+/// neither a pin, nor my head, nor what the drive holds that no head names yet
+/// (`drive_roots`: its uncommitted tree and open files' chunks, asked for once the
+/// sweep's guard is up, so what the drive writes after that is kept anyway). `walk`
+/// reads the DAGs (the drive's staging: blocks not stored yet are there).
+///
+/// `None` when an import or pin is under way and `wait` is false: their blocks are
+/// reachable from nothing until their pin is written.
+pub fn collect_garbage_online(
     store: &RocksStore,
+    walk: &dyn Blocks,
     followed: &[PeerId],
-) -> Result<GcReport, PinError> {
+    drive_roots: impl FnOnce() -> Vec<Cid>,
+    wait: bool,
+) -> Result<Option<GcReport>, PinError> {
+    let Some(guard) = store.begin_sweep(wait) else {
+        return Ok(None);
+    };
     let mut report = GcReport::default();
-    let live = live_blocks(store, followed, &mut report)?;
+    let live = live_blocks(store, walk, followed, drive_roots(), &mut report)?;
     report.kept = live.len() as u64;
     (report.removed, report.removed_bytes) = store.drop_cached_except(&live)?;
+    let mut dead = Vec::new();
+    let mut sweep = |dead: &mut Vec<Vec<u8>>| -> Result<(), StoreError> {
+        let (blocks, bytes) = store.sweep_own(dead, &guard)?;
+        report.removed += blocks;
+        report.removed_bytes += bytes;
+        dead.clear();
+        Ok(())
+    };
+    store.for_each_block_key(|key| {
+        if !live.contains(key) {
+            dead.push(key.to_vec());
+            if dead.len() >= 1024 {
+                sweep(&mut dead)?;
+            }
+        }
+        Ok(())
+    })?;
+    sweep(&mut dead)?;
+    drop(guard);
     if report.removed > 0 {
         store.reclaim()?;
     }
-    Ok(report)
+    Ok(Some(report))
 }
 
 /// The keys of every block a pin, my head or the head of a peer in `followed` reaches
 /// (those here: what is not counts as `missing`).
 fn live_blocks(
     store: &RocksStore,
+    walk: &dyn Blocks,
     followed: &[PeerId],
+    more_roots: Vec<Cid>,
     report: &mut GcReport,
 ) -> Result<HashSet<Vec<u8>>, PinError> {
     let followed: HashSet<String> = followed.iter().map(PeerId::to_string).collect();
@@ -261,13 +295,14 @@ fn live_blocks(
         })?;
         roots.push(head.head().root);
     }
+    roots.extend(more_roots);
     let mut live = HashSet::new();
     let mut todo = roots;
     while let Some(cid) = todo.pop() {
         if !live.insert(cid.hash().to_bytes()) || cid.codec() != DAG_PB {
             continue;
         }
-        match store.get(&cid)? {
+        match walk.get(&cid)? {
             // A corrupt node stays for fsck to report; what it links to is unknown.
             Some(data) => {
                 if let Ok(node) = PbNode::decode(&data) {

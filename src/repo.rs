@@ -73,6 +73,10 @@ pub struct Config {
     /// before RocksDB itself runs out (which it does not recover from while running).
     #[serde(default = "default_min_disk_free")]
     pub min_disk_free: bytesize::ByteSize,
+    /// The daemon deletes the blocks of old file versions once this much has been
+    /// written since it last did (or once the store's size has, if that is more).
+    #[serde(default = "default_sweep_after")]
+    pub sweep_after: bytesize::ByteSize,
     /// Multiaddrs (with `/p2p/…`) of DHT nodes to join at start.
     #[serde(default)]
     pub bootstrap: Vec<String>,
@@ -103,6 +107,7 @@ impl Default for Config {
             fetch_timeout: default_fetch_timeout(),
             cache_size: default_cache_size(),
             min_disk_free: default_min_disk_free(),
+            sweep_after: default_sweep_after(),
             bootstrap: Vec::new(),
             dht_server: true,
             max_connections: default_max_connections(),
@@ -118,6 +123,10 @@ fn default_listen() -> Vec<String> {
         "/ip4/0.0.0.0/tcp/4011".into(),
         "/ip4/0.0.0.0/udp/4011/quic-v1".into(),
     ]
+}
+
+fn default_sweep_after() -> bytesize::ByteSize {
+    bytesize::ByteSize::gib(1)
 }
 
 fn yes() -> bool {

@@ -45,6 +45,36 @@ fn add_get_round_trips_a_tree_with_modes_mtimes_and_symlinks() {
     let got = dir.path().join("got");
     repo.ok(&["get", root, got.to_str().unwrap()]);
     assert_same_tree(&src, &got);
+
+    // A DAG comes from anyone: its setuid and setgid bits are not made real by `get`
+    // (the tests run as root, which would make a setuid-root program of a stranger's file).
+    let risky = dir.path().join("risky");
+    write(&risky.join("tool"), b"#!/bin/sh\n");
+    chmod(&risky.join("tool"), 0o4755);
+    fs::create_dir_all(risky.join("shared")).unwrap();
+    chmod(&risky.join("shared"), 0o3775);
+    let out = repo.ok(&[
+        "add",
+        "-r",
+        "-q",
+        "--preserve-mode",
+        risky.to_str().unwrap(),
+    ]);
+    let risky_got = dir.path().join("risky-got");
+    repo.ok(&["get", out.trim(), risky_got.to_str().unwrap()]);
+    let mode = |p: &str| {
+        fs::metadata(risky_got.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode("tool"), 0o755);
+    assert_eq!(
+        mode("shared"),
+        0o1775,
+        "the sticky bit grants nothing: it stays"
+    );
     for p in ["bin/run.sh", "secret", "empty", "big/file", "run", ""] {
         let (a, b) = (
             fs::symlink_metadata(src.join(p)).unwrap(),

@@ -133,3 +133,41 @@ fn gc_while_mounted_frees_unfollowed_drives_and_nothing_the_daemon_holds() {
     });
     assert!(std::fs::read(peers.join("kept/small.bin")).unwrap() == bytes(3 << 20, 4));
 }
+
+/// A file rewritten over and over while mounted: the daemon sweeps the old versions by
+/// itself (here after 16 MiB written), so the store stays near what the drive holds,
+/// while a file held open with unsynced writes, an unchanged file and every current
+/// version survive, before and after a remount.
+#[test]
+fn rewrites_while_mounted_are_swept_and_what_the_drive_holds_stays() {
+    let repo = TestRepo::new();
+    repo.set_config("sweep_after", "\"16 MiB\"");
+    let mut m = Mounted::with_repo(repo);
+    let stable = m.drive().join("stable.bin");
+    write(&stable, &bytes(6 << 20, 1));
+    let mut open = std::fs::File::create(m.drive().join("open.bin")).unwrap();
+    std::io::Write::write_all(&mut open, &bytes(3 << 20, 2)).unwrap();
+    let churn = m.drive().join("churn.bin");
+    for round in 0..40u64 {
+        write(&churn, &bytes(4 << 20, 100 + round));
+        let f = std::fs::File::open(&churn).unwrap();
+        f.sync_all().unwrap();
+    }
+    // 160 MiB written; what is live is about 13 MiB.
+    wait_for("a sweep", Duration::from_secs(60), || {
+        db_size(&m.repo) < 48 << 20
+    });
+    std::io::Write::write_all(&mut open, &bytes(1 << 20, 3)).unwrap();
+    drop(open);
+    let mut want_open = bytes(3 << 20, 2);
+    want_open.extend(bytes(1 << 20, 3));
+    assert!(std::fs::read(m.drive().join("open.bin")).unwrap() == want_open);
+    assert!(std::fs::read(&stable).unwrap() == bytes(6 << 20, 1));
+    assert!(std::fs::read(&churn).unwrap() == bytes(4 << 20, 139));
+    m.unmount();
+    m.repo.ok(&["fsck"]);
+    m.remount();
+    assert!(std::fs::read(m.drive().join("open.bin")).unwrap() == want_open);
+    assert!(std::fs::read(&stable).unwrap() == bytes(6 << 20, 1));
+    assert!(std::fs::read(&churn).unwrap() == bytes(4 << 20, 139));
+}

@@ -283,13 +283,10 @@ pub fn gc(repo_path: &Path) -> Result<()> {
             unfollowed,
         }) => {
             println!(
-                "removed {removed} blocks ({}) of peers' drives",
+                "removed {removed} blocks ({})",
                 indicatif::HumanBytes(removed_bytes)
             );
             print_unfollowed(unfollowed);
-            println!(
-                "(old versions of my own files and unpinned trees go at `peerfs gc` with the daemon stopped)"
-            );
             return Ok(());
         }
         Some(other) => return Err(unexpected(other)),

@@ -7,6 +7,7 @@
 
 pub mod control;
 pub mod session;
+mod sweeper;
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -303,6 +304,13 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         notifier,
         store: store.clone(),
     };
+    sweeper::start(
+        Arc::downgrade(&drive),
+        Arc::downgrade(&store),
+        Arc::clone(&context.book),
+        repo.path().join("db"),
+        repo.config().sweep_after.as_u64(),
+    );
     serve_control(control, context, events.clone());
 
     let requesters = serve_until_done(&inbox, &mut mounted, &drive);
@@ -509,6 +517,8 @@ impl Context {
             Err(e) => return error_response(format!("{cid}: not a CID ({e})")),
         };
         let label = path.map_or_else(|| root.to_string(), |p| p.display().to_string());
+        // What it claims is reachable from nothing until its pin is written.
+        let _no_sweep = self.store.hold_off_sweeps();
         let in_peer = path.and_then(|p| self.owner_of(p));
         let owner = in_peer.as_ref().map(|(peer, _)| *peer);
         let remote = RemoteBlocks {
@@ -570,14 +580,11 @@ impl Context {
         }
     }
 
-    /// Online gc: peers' cached blocks only (see `pin::collect_cached_garbage`).
+    /// Online gc: cached blocks and our own that nothing reaches (see `sweeper`).
     fn gc(&self) -> Response {
-        let followed: Vec<_> = {
-            let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
-            book.entries().iter().filter_map(|e| e.peer_id()).collect()
-        };
-        match pin::collect_cached_garbage(&self.store, &followed) {
-            Ok(r) => Response::Collected {
+        match sweeper::sweep(&self.drive, &self.store, &self.book, true) {
+            Ok(None) => error_response("gc: no sweep was possible"),
+            Ok(Some(r)) => Response::Collected {
                 removed: r.removed,
                 removed_bytes: r.removed_bytes,
                 unfollowed: r.unfollowed,

@@ -139,6 +139,14 @@ impl FileContent {
         self.size
     }
 
+    /// The stored leaves this contents reads from (a sweep must keep them).
+    pub fn stored_leaves(&self) -> impl Iterator<Item = Cid> + '_ {
+        self.chunks.values().filter_map(|c| match c {
+            Chunk::Stored(leaf) => Some(leaf.cid),
+            Chunk::Dirty(_) => None,
+        })
+    }
+
     /// Bytes outside holes, for `du`.
     pub fn allocated(&self) -> u64 {
         self.chunks.keys().map(|&i| self.chunk_len(i)).sum()

@@ -36,7 +36,7 @@ pub use tree::{to_mtime, to_system_time};
 
 use crate::head::{Head, SignedHead};
 use crate::store::readahead::ReadAhead;
-use crate::store::{HeadStore, StoreError};
+use crate::store::{Blocks, HeadStore, StoreError};
 use crate::unixfs::build::{build_symlink, Built, ZeroRuns};
 use crate::unixfs::node::Node;
 use crate::unixfs::read::list;
@@ -616,6 +616,45 @@ impl Drive {
             st.entry_changed(parent, &name, false);
         }
         Ok(())
+    }
+
+    /// What the drive holds that an online sweep must keep: the committed root, each
+    /// entry's DAG as held in memory (published, not committed yet), the stored form
+    /// of directories being changed (commits edit it), and the stored chunks of open
+    /// files. Blocks the drive writes after this are the sweep's guard's to keep.
+    pub fn live_roots(&self) -> Vec<Cid> {
+        let (mut roots, contents) = {
+            // Between commits: a commit installs what it built under this lock.
+            let _no_commit = self.commit_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let st = self.lock();
+            let mut roots: Vec<Cid> = st.root.into_iter().collect();
+            let mut contents: Vec<Arc<Mutex<FileContent>>> = Vec::new();
+            for inode in st.inodes.values() {
+                match &inode.body {
+                    Body::File(f) => {
+                        roots.push(f.built.cid);
+                        contents.extend(f.content.iter().cloned());
+                    }
+                    Body::Symlink { built, .. } => roots.push(built.cid),
+                    Body::Dir(Dir::Stored(d)) => roots.push(d.built.cid),
+                    Body::Dir(Dir::Loaded(d)) => {
+                        roots.extend(d.stored.as_ref().map(|s| s.built.cid))
+                    }
+                }
+            }
+            contents.extend(st.handles.values().map(|h| Arc::clone(&h.content)));
+            (roots, contents)
+        };
+        // Outside both locks: a writer holds its contents while it waits for them.
+        for c in contents {
+            roots.extend(c.lock().unwrap_or_else(|e| e.into_inner()).stored_leaves());
+        }
+        roots
+    }
+
+    /// The drive's blocks as a sweep must read them: staged ones first, then the store.
+    pub fn blocks(&self) -> &dyn Blocks {
+        &self.staging
     }
 
     /// Publishes every open file's writes (before unmount).

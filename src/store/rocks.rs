@@ -4,9 +4,10 @@
 //! `meta`. Values of a chunk's size go to BlobDB blob files, so compaction moves
 //! keys, not megabytes.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cid::Cid;
 use rocksdb::{
@@ -62,6 +63,27 @@ pub struct RocksStore {
     cache_cap: AtomicU64,
     /// Free space to leave on the disk; 0 leaves it to RocksDB.
     min_free: AtomicU64,
+    /// While an online sweep runs: the keys written as our own since it began. It must
+    /// not delete them, whatever it found reachable (it may not have seen their user).
+    /// Taken after `cache` where both are held.
+    written: Mutex<Option<HashSet<Vec<u8>>>>,
+    /// Bytes written as our own since the last sweep began: what may be garbage now.
+    own_written: AtomicU64,
+    /// Imports and pins hold this shared until their roots are pinned; a sweep takes
+    /// it exclusively, so blocks whose pin is not written yet are never swept.
+    unpinned: RwLock<()>,
+}
+
+/// Keeps an online sweep's guard up: blocks written as our own meanwhile stay.
+pub struct SweepGuard<'a> {
+    store: &'a RocksStore,
+    _unpinned: RwLockWriteGuard<'a, ()>,
+}
+
+impl Drop for SweepGuard<'_> {
+    fn drop(&mut self) {
+        *self.store.written() = None;
+    }
 }
 
 impl RocksStore {
@@ -92,6 +114,9 @@ impl RocksStore {
             cache: Mutex::new(None),
             cache_cap: AtomicU64::new(u64::MAX),
             min_free: AtomicU64::new(0),
+            written: Mutex::new(None),
+            own_written: AtomicU64::new(0),
+            unpinned: RwLock::new(()),
         })
     }
 
@@ -130,6 +155,75 @@ impl RocksStore {
             )));
         }
         Ok(())
+    }
+
+    fn written(&self) -> MutexGuard<'_, Option<HashSet<Vec<u8>>>> {
+        // Every change under the lock is one insert or a swap of the whole set.
+        self.written.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Held by an import or a pin from its first block until its pin is written: no
+    /// sweep runs meanwhile.
+    pub fn hold_off_sweeps(&self) -> RwLockReadGuard<'_, ()> {
+        self.unpinned.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts an online sweep: from now on, blocks written as our own are kept from
+    /// it. `None` while an import or pin is under way and `wait` is false.
+    pub fn begin_sweep(&self, wait: bool) -> Option<SweepGuard<'_>> {
+        let unpinned = if wait {
+            self.unpinned.write().unwrap_or_else(|e| e.into_inner())
+        } else {
+            match self.unpinned.try_write() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return None,
+            }
+        };
+        *self.written() = Some(HashSet::new());
+        self.own_written.store(0, Ordering::Relaxed);
+        Some(SweepGuard {
+            store: self,
+            _unpinned: unpinned,
+        })
+    }
+
+    /// Bytes written as our own since the last sweep began.
+    pub fn own_written(&self) -> u64 {
+        self.own_written.load(Ordering::Relaxed)
+    }
+
+    /// Deletes those of `keys` that are our own and were not written since the sweep
+    /// began (`_guard`); cached blocks are the cache's to judge. Returns the blocks
+    /// and bytes deleted.
+    pub fn sweep_own(
+        &self,
+        keys: &[Vec<u8>],
+        _guard: &SweepGuard,
+    ) -> Result<(u64, u64), StoreError> {
+        let cache = self.cache();
+        let written = self.written();
+        let mut batch = WriteBatch::default();
+        let (mut blocks, mut bytes) = (0, 0);
+        for key in keys {
+            let cached = cache.as_ref().is_some_and(|c| c.contains(key));
+            if cached || written.as_ref().is_some_and(|w| w.contains(key)) {
+                continue;
+            }
+            if let Some(v) = self
+                .db
+                .get_pinned_cf(self.cf(CF_BLOCKS), key)
+                .map_err(|e| self.err(e))?
+            {
+                bytes += v.len() as u64;
+                blocks += 1;
+                batch.delete_cf(self.cf(CF_BLOCKS), key);
+            }
+        }
+        // Under both locks: a write of one of these keys waits for the delete, then
+        // writes the block again.
+        self.db.write(batch).map_err(|e| self.err(e))?;
+        Ok((blocks, bytes))
     }
 
     fn cache(&self) -> MutexGuard<'_, Option<CacheIndex>> {
@@ -352,22 +446,32 @@ impl RocksStore {
         wo: &WriteOptions,
     ) -> Result<(), StoreError> {
         let mut cache = self.cache();
+        let mut written = self.written();
         let mut batch = WriteBatch::default();
         for b in blocks {
             let key = b.cid().hash().to_bytes();
             batch.put_cf(self.cf(CF_BLOCKS), &key, b.data());
+            self.own_written
+                .fetch_add(b.len() as u64, Ordering::Relaxed);
             // A loaded index mirrors the cache family: only a cached block needs its
             // entry deleted. Without it (the CLI), delete blindly.
             let cached = cache.as_mut().is_none_or(|index| index.remove(&key));
             if cached {
                 batch.delete_cf(self.cf(CF_CACHE), &key);
             }
+            if let Some(w) = written.as_mut() {
+                w.insert(key);
+            }
         }
         extra(&mut batch);
         if batch.is_empty() {
             return Ok(());
         }
-        self.db.write_opt(batch, wo).map_err(|e| self.err(e))
+        // Written under the sweep's lock: a sweep deletes a key before this write or
+        // knows it was written.
+        let done = self.db.write_opt(batch, wo).map_err(|e| self.err(e));
+        drop(written);
+        done
     }
 
     /// Whose the block stored under `key` is: cache (and whose drive it was fetched
