@@ -279,8 +279,12 @@ fn keep_freed_memory(daemon: bool) {
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<io::Error>()
-            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+        // A reader's write error is wrapped transparently, so not a source of its own.
+        let io = match c.downcast_ref::<peerfs::unixfs::Error>() {
+            Some(peerfs::unixfs::Error::Io(io)) => Some(io),
+            _ => c.downcast_ref::<io::Error>(),
+        };
+        io.is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
     })
 }
 
