@@ -347,3 +347,85 @@ fn a_hostile_client_gets_errors_and_the_daemon_stays_up_and_small() {
         "RSS grew from {before} to {after} KiB"
     );
 }
+
+#[test]
+fn a_large_cat_into_a_closed_pipe_ends_quietly_without_a_daemon_too() {
+    let repo = TestRepo::new();
+    let work = tempfile::tempdir().unwrap();
+    write(&work.path().join("f.bin"), &bytes(8 << 20, 4));
+    let cid = repo
+        .ok(&["add", "-q", work.path().join("f.bin").to_str().unwrap()])
+        .trim()
+        .to_string();
+    let (status, stderr) = repo.run_into_closed_pipe(&["cat", &cid]);
+    assert!(status.success() && stderr.is_empty(), "{status}: {stderr}");
+}
+
+/// Seconds `peerfs ARGS` takes, its stdout thrown away.
+fn timed(repo: &TestRepo, args: &[&str]) -> f64 {
+    let start = Instant::now();
+    let status = repo
+        .command(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{args:?}");
+    start.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// `add -r` of a 200 MiB tree and `cat` of a 200 MiB file, through the daemon and
+/// offline, interleaved. Run with `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_the_daemon_path_against_offline() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    for i in 0..20 {
+        write(
+            &tree.join(format!("d{}/f{i}.bin", i % 4)),
+            &bytes(10 << 20, 1000 + i),
+        );
+    }
+    let big = work.path().join("big.bin");
+    write(&big, &bytes(200 << 20, 7));
+    let offline = TestRepo::new();
+    let mounted = Mounted::new();
+    let (tree, big) = (tree.to_str().unwrap(), big.to_str().unwrap());
+    let (mut add_off, mut add_on) = (Vec::new(), Vec::new());
+    for round in 0..4 {
+        let args = ["add", "-r", "-q", tree];
+        if round % 2 == 0 {
+            add_off.push(timed(&offline, &args));
+            add_on.push(timed(&mounted.repo, &args));
+        } else {
+            add_on.push(timed(&mounted.repo, &args));
+            add_off.push(timed(&offline, &args));
+        }
+    }
+    let cid = offline.ok(&["add", "-q", big]).trim().to_string();
+    assert_eq!(mounted.repo.ok(&["add", "-q", big]).trim(), cid);
+    let (mut cat_off, mut cat_on) = (Vec::new(), Vec::new());
+    for round in 0..4 {
+        let args = ["cat", &cid];
+        if round % 2 == 0 {
+            cat_off.push(timed(&offline, &args));
+            cat_on.push(timed(&mounted.repo, &args));
+        } else {
+            cat_on.push(timed(&mounted.repo, &args));
+            cat_off.push(timed(&offline, &args));
+        }
+    }
+    println!("add -r 200 MiB offline {add_off:.2?} daemon {add_on:.2?}");
+    println!("cat 200 MiB    offline {cat_off:.2?} daemon {cat_on:.2?}");
+    println!(
+        "median ratios daemon/offline: add {:.2}, cat {:.2}",
+        median(add_on) / median(add_off),
+        median(cat_on) / median(cat_off)
+    );
+}

@@ -33,7 +33,9 @@ use output::{errln, outln};
     after_help = "REPO is the directory of a node's identity, config and blocks; MOUNTPOINT \
                   is the empty directory its daemon mounts (your drive at MOUNTPOINT/drive, \
                   followed peers at MOUNTPOINT/peers). TARGET is CID, CID/PATH, \
-                  /ipfs/CID/PATH or ipfs://CID/PATH."
+                  /ipfs/CID/PATH or ipfs://CID/PATH. While the daemon runs, add, cat, ls, \
+                  get, export and import go through it, and cat, ls, get and export fetch \
+                  from peers what is not here; fsck and a full gc need it stopped."
 )]
 struct Cli {
     /// The repo to use [default: $PEERFS_HOME, else ~/.local/share/peerfs]

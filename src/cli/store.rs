@@ -4,19 +4,14 @@
 //! either way.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use cid::Cid;
 
 use peerfs::daemon::blocks::client::DaemonBlocks;
-use peerfs::repo::{Repo, RepoError};
-use peerfs::store::{Blocks, StoreError};
+use peerfs::repo::Repo;
+use peerfs::store::Blocks;
 use peerfs::unixfs::Profile;
-
-/// How long to wait for the socket of a daemon that holds the repo but is still
-/// starting (it takes the repo's lock before it binds the socket).
-const DAEMON_STARTING: Duration = Duration::from_secs(10);
 
 pub enum Store {
     Local(Repo),
@@ -24,23 +19,15 @@ pub enum Store {
 }
 
 impl Store {
-    /// The daemon's store if one runs for `repo_path`, else the repo itself.
+    /// The daemon's store if one runs for `repo_path`, else the repo itself. (A daemon
+    /// still starting holds the repo before its socket answers: that gives "in use".)
     pub fn open(repo_path: &Path) -> Result<Store> {
-        let start = Instant::now();
-        loop {
-            if let Some(daemon) = DaemonBlocks::connect(repo_path)? {
-                return Ok(Store::Daemon(daemon));
-            }
-            match Repo::open(repo_path) {
-                Ok(repo) => return Ok(Store::Local(repo)),
-                Err(RepoError::Store(StoreError::InUse { .. }))
-                    if start.elapsed() < DAEMON_STARTING =>
-                {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => return Err(anyhow::Error::new(e).context("opening the repo")),
-            }
+        if let Some(daemon) = DaemonBlocks::connect(repo_path)? {
+            return Ok(Store::Daemon(daemon));
         }
+        Ok(Store::Local(
+            Repo::open(repo_path).context("opening the repo")?,
+        ))
     }
 
     pub fn blocks(&self) -> &dyn Blocks {
