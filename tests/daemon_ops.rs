@@ -157,6 +157,43 @@ fn cat_on_one_node_fetches_from_a_peer_and_names_a_block_nobody_has() {
 }
 
 #[test]
+fn cat_takes_nothing_from_a_peer_whose_blocks_do_not_match_their_cid() {
+    let a_repo = TestRepo::new();
+    a_repo.set_config("fetch_timeout", "\"3s\"");
+    let a = Mounted::with_repo(a_repo);
+    let mut liar_repo = TestRepo::new();
+    liar_repo
+        .env
+        .push(("PEERFS_TEST_CORRUPT_BLOCKS".into(), "1".into()));
+    let liar = Mounted::with_repo(liar_repo);
+    follow(&a, &liar, "liar");
+    follow(&liar, &a, "alice");
+    let work = tempfile::tempdir().unwrap();
+    write(&work.path().join("f.txt"), b"the truth\n");
+    let cid = liar
+        .repo
+        .ok(&["add", "-q", work.path().join("f.txt").to_str().unwrap()])
+        .trim()
+        .to_string();
+    let start = Instant::now();
+    let out = a.repo.run(&["cat", &cid]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && out.stdout.is_empty(), "{out:?}");
+    assert!(err.contains(&cid), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        start.elapsed()
+    );
+    // It failed because the liar's block was refused, not for want of a source.
+    let peers = a.repo.ok(&["peers"]);
+    assert!(
+        peers.contains("bad blocks:") && !peers.contains("bad blocks:  0"),
+        "{peers}"
+    );
+}
+
+#[test]
 fn cat_into_a_closed_pipe_ends_quietly_and_the_daemon_serves_on() {
     let m = Mounted::new();
     let work = tempfile::tempdir().unwrap();
