@@ -223,6 +223,15 @@ fn cat_into_a_closed_pipe_ends_quietly_and_the_daemon_serves_on() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(m.repo.run(&["cat", &cid]).stdout == data);
+    // A reader that left is no trouble worth logging, even one gone before its answer.
+    let conn = blocks_session(&m.repo);
+    let cid_bytes = cid::Cid::try_from(cid.as_str()).unwrap().to_bytes();
+    (&conn).write_all(&frame(1, &cid_bytes)).unwrap();
+    drop(conn);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(m.repo.run(&["cat", &cid]).stdout == data);
+    let log = std::fs::read_to_string(m.repo.path().join("daemon.log")).unwrap();
+    assert!(!log.contains("control connection"), "{log}");
 }
 
 /// A raw connection to the daemon's control socket, switched to a blocks session.

@@ -73,6 +73,21 @@ impl Session<'_> {
     /// framing (too long, cut short) gets an error answer when it can and ends the
     /// session; a request that fails gets its error and the session goes on.
     pub fn run(self, input: &mut BufReader<&UnixStream>, conn: &UnixStream) -> io::Result<()> {
+        match self.serve(input, conn) {
+            // The client went away, as `peerfs cat | head -1` does: nothing to report.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn serve(&self, input: &mut BufReader<&UnixStream>, conn: &UnixStream) -> io::Result<()> {
         conn.set_write_timeout(Some(FRAME_TIMEOUT))?;
         let mut out = BufWriter::new(conn);
         loop {
