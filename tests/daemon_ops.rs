@@ -110,6 +110,24 @@ fn the_cli_works_while_the_drive_is_mounted_and_what_it_adds_stays() {
 }
 
 #[test]
+fn add_of_many_small_files_through_the_daemon_gives_the_offline_root() {
+    let m = Mounted::new();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("many");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..9000 {
+        std::fs::write(src.join(format!("f{i:05}")), format!("{i}\n")).unwrap();
+    }
+    let root = m
+        .repo
+        .ok(&["add", "-r", "-q", src.to_str().unwrap()])
+        .trim()
+        .to_string();
+    assert_eq!(root, peerfs_cid(&src, &[]));
+    assert_eq!(m.repo.ok(&["cat", &format!("{root}/f08999")]), "8999\n");
+}
+
+#[test]
 fn cat_on_one_node_fetches_from_a_peer_and_names_a_block_nobody_has() {
     let a_repo = TestRepo::new();
     a_repo.set_config("fetch_timeout", "\"3s\"");
@@ -352,6 +370,25 @@ fn a_hostile_client_gets_errors_and_the_daemon_stays_up_and_small() {
         assert_eq!(answer(&conn).0, 1, "a pin of {label:?}");
     }
     assert!(!m.repo.ok(&["pins"]).contains("a\0b"));
+    // Too many blocks in one frame, every one of them honest.
+    let mut put = Vec::new();
+    for i in 0u32..8193 {
+        let b = peerfs::block::Block::hash(
+            cid::Version::V1,
+            peerfs::block::RAW,
+            i.to_le_bytes().to_vec(),
+        );
+        part(&mut put, &b.cid().to_bytes());
+        part(&mut put, b.data());
+    }
+    (&conn).write_all(&frame(3, &put)).unwrap();
+    let (status, payload) = answer(&conn);
+    assert_eq!(status, 1);
+    assert!(
+        String::from_utf8_lossy(&payload).contains("blocks in one frame"),
+        "{}",
+        String::from_utf8_lossy(&payload)
+    );
     drop(conn);
 
     // Many clients claiming big frames and sending part of them, or junk, then
@@ -444,7 +481,7 @@ fn measure_the_daemon_path_against_offline() {
     let mounted = Mounted::new();
     let (tree, big) = (tree.to_str().unwrap(), big.to_str().unwrap());
     let (mut add_off, mut add_on) = (Vec::new(), Vec::new());
-    for round in 0..4 {
+    for round in 0..6 {
         let args = ["add", "-r", "-q", tree];
         if round % 2 == 0 {
             add_off.push(timed(&offline, &args));
@@ -457,7 +494,7 @@ fn measure_the_daemon_path_against_offline() {
     let cid = offline.ok(&["add", "-q", big]).trim().to_string();
     assert_eq!(mounted.repo.ok(&["add", "-q", big]).trim(), cid);
     let (mut cat_off, mut cat_on) = (Vec::new(), Vec::new());
-    for round in 0..4 {
+    for round in 0..6 {
         let args = ["cat", &cid];
         if round % 2 == 0 {
             cat_off.push(timed(&offline, &args));

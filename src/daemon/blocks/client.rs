@@ -11,6 +11,7 @@ use cid::Cid;
 
 use super::{
     put_part, put_size, read_header, read_payload, write_frame, Failure, Op, Status, MAX_FRAME,
+    MAX_PUT_BLOCKS,
 };
 use crate::block::Block;
 use crate::daemon::control::{self, ControlError, Request, Response};
@@ -118,16 +119,18 @@ impl DaemonBlocks {
         }
     }
 
+    /// A failure the daemon reported (its message says what), or a broken exchange.
     fn failed(&self, message: String) -> StoreError {
-        StoreError::Io {
-            path: format!("the daemon ({})", self.socket.display()),
-            source: std::io::Error::other(message),
+        StoreError::Db {
+            path: format!("of the daemon at {}", self.socket.display()),
+            message,
         }
     }
 
     /// Sends `blocks` in as few `Put` frames as fit.
     fn put(&self, blocks: &[Block]) -> Result<(), StoreError> {
         let mut payload = Vec::new();
+        let mut count = 0;
         for b in blocks {
             let size = put_size(b.cid(), b.data());
             if size > MAX_FRAME as usize {
@@ -137,10 +140,12 @@ impl DaemonBlocks {
                     b.len()
                 )));
             }
-            if payload.len() + size > MAX_FRAME as usize {
+            if payload.len() + size > MAX_FRAME as usize || count == MAX_PUT_BLOCKS {
                 self.call(Op::Put, &payload, None)?;
                 payload.clear();
+                count = 0;
             }
+            count += 1;
             put_part(&mut payload, &b.cid().to_bytes());
             put_part(&mut payload, b.data());
         }

@@ -22,6 +22,8 @@ use crate::store::{StoreError, Unavailable};
 /// Longest frame payload either side accepts: a batch of blocks of a bulk write, and
 /// room for any single block (a CAR's blocks may be up to 4 MiB).
 pub const MAX_FRAME: u32 = 8 << 20;
+/// Most blocks in one `Put` frame: small blocks cost more to hold than their bytes.
+pub const MAX_PUT_BLOCKS: usize = 8192;
 /// Blocks sessions served at once; more are refused, so that clients cannot make the
 /// daemon hold more than this many frames.
 pub const MAX_SESSIONS: usize = 16;

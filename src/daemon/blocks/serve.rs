@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use cid::Cid;
 
-use super::{read_header, read_payload, take_part, write_frame, Failure, Op, Status, MAX_SESSIONS};
+use super::{
+    read_header, read_payload, take_part, write_frame, Failure, Op, Status, MAX_PUT_BLOCKS,
+    MAX_SESSIONS,
+};
 use crate::block::{Block, DAG_PB};
 use crate::net::NetHandle;
 use crate::store::rocks::RocksStore;
@@ -198,6 +201,11 @@ fn parse_cid(bytes: &[u8]) -> Result<Cid, Failure> {
 fn parse_blocks(mut payload: &[u8]) -> Result<Vec<Block>, Failure> {
     let mut blocks = Vec::new();
     while !payload.is_empty() {
+        if blocks.len() == MAX_PUT_BLOCKS {
+            return Err(Failure::Other(format!(
+                "more than {MAX_PUT_BLOCKS} blocks in one frame"
+            )));
+        }
         let cid = take_part(&mut payload).ok_or_else(|| malformed("blocks"))?;
         let data = take_part(&mut payload).ok_or_else(|| malformed("blocks"))?;
         let cid = parse_cid(cid)?;
