@@ -1,7 +1,9 @@
 //! Command-line interface: parses arguments, opens the repo, calls the library, and
 //! turns errors into one plain line on stderr.
 
+mod add;
 mod addrs;
+mod content;
 mod json;
 mod mount;
 mod mounts;
@@ -9,22 +11,17 @@ mod output;
 mod peer;
 mod pin;
 mod progress;
+mod store;
 
-use std::fs::File;
-use std::io::{self, BufReader, BufWriter, IsTerminal, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context, Result};
-use cid::Cid;
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use peerfs::add::{add_path, AddObserver, AddOptions, Added};
 use peerfs::daemon::control::{self, ControlError, Request, Response};
 use peerfs::repo::Repo;
-use peerfs::store::{write_behind, BlockSink, Blocks, NullSink};
-use peerfs::unixfs::{list, load_node, resolve, FileReader, Node, Overrides, Profile};
-use peerfs::{car, get};
 
 use output::{errln, outln};
 
@@ -36,7 +33,9 @@ use output::{errln, outln};
     after_help = "REPO is the directory of a node's identity, config and blocks; MOUNTPOINT \
                   is the empty directory its daemon mounts (your drive at MOUNTPOINT/drive, \
                   followed peers at MOUNTPOINT/peers). TARGET is CID, CID/PATH, \
-                  /ipfs/CID/PATH or ipfs://CID/PATH."
+                  /ipfs/CID/PATH or ipfs://CID/PATH. While the daemon runs, add, cat, ls, \
+                  get, export and import go through it, and cat, ls, get and export fetch \
+                  from peers what is not here; fsck and a full gc need it stopped."
 )]
 struct Cli {
     /// The repo to use [default: $PEERFS_HOME, else ~/.local/share/peerfs]
@@ -51,7 +50,7 @@ enum Command {
     /// Create a repo: a new identity (ed25519), a config, an empty block store
     Init,
     /// Add files or directories to the store and print their CIDs, like `ipfs add`
-    Add(AddArgs),
+    Add(add::AddArgs),
     /// Write a file's contents to stdout
     Cat {
         /// The file: CID, CID/PATH, /ipfs/CID/PATH or ipfs://CID/PATH
@@ -208,43 +207,6 @@ enum LogFormat {
     Json,
 }
 
-#[derive(Args)]
-struct AddArgs {
-    /// Add directories recursively
-    #[arg(short, long)]
-    recursive: bool,
-    /// Print only the root CID of each PATH
-    #[arg(short, long)]
-    quiet: bool,
-    /// Compute CIDs only; store nothing (needs no repo)
-    #[arg(short = 'n', long)]
-    only_hash: bool,
-    /// Import profile: unixfs-v1-2025 (default) or unixfs-v0-2015
-    #[arg(long, value_name = "PROFILE")]
-    profile: Option<Profile>,
-    /// CID version (0 or 1); 1 implies --raw-leaves unless it is given
-    #[arg(long, value_name = "N")]
-    cid_version: Option<u8>,
-    /// Raw leaves (--raw-leaves or --raw-leaves=false)
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    raw_leaves: Option<bool>,
-    /// Chunk size in bytes
-    #[arg(long, value_name = "BYTES")]
-    chunk_size: Option<u64>,
-    /// Most links in one file node
-    #[arg(long, value_name = "N")]
-    max_links: Option<usize>,
-    /// Record each entry's permission bits
-    #[arg(long)]
-    preserve_mode: bool,
-    /// Record each entry's modification time (with nanoseconds)
-    #[arg(long)]
-    preserve_mtime: bool,
-    /// Files or directories to add (directories need -r)
-    #[arg(required = true, value_name = "PATH")]
-    paths: Vec<PathBuf>,
-}
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     keep_freed_memory(matches!(cli.command, Command::Mount { .. }));
@@ -279,8 +241,12 @@ fn keep_freed_memory(daemon: bool) {
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<io::Error>()
-            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+        // A reader's write error is wrapped transparently, so not a source of its own.
+        let io = match c.downcast_ref::<peerfs::unixfs::Error>() {
+            Some(peerfs::unixfs::Error::Io(io)) => Some(io),
+            _ => c.downcast_ref::<io::Error>(),
+        };
+        io.is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
     })
 }
 
@@ -294,7 +260,7 @@ fn run(cli: Cli) -> Result<()> {
             outln!("peer id: {}", repo.peer_id())?;
             Ok(())
         }
-        Command::Add(args) => add(args, &repo_path),
+        Command::Add(args) => add::add(args, &repo_path),
         Command::Mount {
             dir,
             foreground,
@@ -321,289 +287,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Unmount { dir, lazy } => mount::unmount(&repo_path, dir.as_deref(), lazy),
         Command::Status { json } => mount::status(&repo_path, json.json),
         Command::Fsck => mount::fsck(&open()?),
-        Command::Cat { target } => {
-            let repo = open()?;
-            let (cid, node) = resolve_target(repo.store(), &target)?;
-            let Node::File(f) = node else {
-                bail!("{target}: not a file")
-            };
-            let mut out = BufWriter::with_capacity(1 << 20, output::stdout());
-            FileReader::from_node(repo.store(), cid, f).copy_to(&mut out, &mut |_| {})?;
-            out.flush()?;
-            Ok(())
-        }
-        Command::Ls { long, target } => ls(&open()?, &target, long),
-        Command::Get { target, out } => {
-            let repo = open()?;
-            let (cid, node) = resolve_target(repo.store(), &target)?;
-            let total = match &node {
-                Node::File(f) => Some(f.filesize),
-                _ => None,
-            };
-            let bar = progress::bytes(total, "get");
-            get::get(repo.store(), &cid, &out, &mut |n| bar.inc(n))
-                .with_context(|| format!("writing {}", out.display()))?;
-            bar.finish_and_clear();
-            Ok(())
-        }
+        Command::Cat { target } => content::cat(&repo_path, &target),
+        Command::Ls { long, target } => content::ls(&repo_path, &target, long),
+        Command::Get { target, out } => content::get(&repo_path, &target, &out),
         Command::Export { target, output } => {
-            let repo = open()?;
-            let (cid, _) = resolve_target(repo.store(), &target)?;
-            let sink: Box<dyn Write> = match &output {
-                Some(p) => {
-                    Box::new(File::create(p).with_context(|| format!("creating {}", p.display()))?)
-                }
-                None if io::stdout().is_terminal() => {
-                    bail!("refusing to write a CAR to a terminal: redirect stdout or use -o FILE")
-                }
-                None => Box::new(output::stdout()),
-            };
-            let mut out = BufWriter::with_capacity(1 << 20, sink);
-            let bar = progress::bytes(None, "export");
-            car::export(repo.store(), &cid, &mut out, &mut |n| bar.inc(n))?;
-            out.flush()?;
-            bar.finish_and_clear();
-            Ok(())
+            content::export(&repo_path, &target, output.as_deref())
         }
-        Command::Import { car: path } => {
-            let repo = open()?;
-            let input: Box<dyn io::Read> = if path.as_os_str() == "-" {
-                Box::new(io::stdin().lock())
-            } else {
-                Box::new(File::open(&path).with_context(|| format!("opening {}", path.display()))?)
-            };
-            let size = std::fs::metadata(&path)
-                .ok()
-                .filter(|m| m.is_file())
-                .map(|m| m.len());
-            let bar = progress::bytes(size, "import");
-            let imported = car::import(
-                repo.store(),
-                BufReader::with_capacity(1 << 20, input),
-                &mut |n| bar.inc(n),
-            )
-            .with_context(|| format!("importing {}", path.display()))?;
-            bar.finish_and_clear();
-            for root in &imported.roots {
-                if repo.store().has(root)? {
-                    repo.store()
-                        .pin(root, &format!("import {}", path.display()))?;
-                }
-                outln!("imported {root} ({} blocks)", imported.blocks)?;
-            }
-            Ok(())
-        }
+        Command::Import { car } => content::import(&repo_path, &car),
     }
-}
-
-/// Accepts `CID`, `CID/path`, `/ipfs/CID/path` and `ipfs://CID/path`.
-fn parse_target(target: &str) -> Result<(Cid, &str)> {
-    let t = target
-        .strip_prefix("ipfs://")
-        .or_else(|| target.strip_prefix("/ipfs/"))
-        .unwrap_or(target);
-    let (cid_str, path) = t.split_once('/').unwrap_or((t, ""));
-    let cid = Cid::try_from(cid_str).map_err(|e| {
-        let plain = t.len() == target.len();
-        match local_path(target).filter(|_| plain) {
-            Some(hint) => anyhow!(
-                "{target} is a path, but a CID is expected here (CID, CID/PATH or /ipfs/CID/PATH){hint}"
-            ),
-            None => anyhow!("{cid_str:?} is not a CID ({e})"),
-        }
-    })?;
-    Ok((cid, path))
-}
-
-/// When `target` is a path on this machine, what to do instead: `Some("")` for a
-/// plain path, or the CID to use when it is in a peerfs mount.
-fn local_path(target: &str) -> Option<String> {
-    let is_path = std::fs::symlink_metadata(target).is_ok()
-        || ["/", "./", "../", "~"]
-            .iter()
-            .any(|p| target.starts_with(p));
-    if !is_path {
-        return None;
-    }
-    Some(match pin::cid_of_path(Path::new(target)) {
-        Ok(cid) => format!(": it is {cid} in the mount"),
-        Err(_) => String::new(),
-    })
-}
-
-fn resolve_target(blocks: &dyn Blocks, target: &str) -> Result<(Cid, Node)> {
-    let (cid, path) = parse_target(target)?;
-    Ok(resolve(blocks, &cid, path)?)
-}
-
-struct AddPrinter {
-    quiet: bool,
-    bar: indicatif::ProgressBar,
-    /// The first failure to print: reported once the work is done, never stopping it.
-    failed: Option<io::Error>,
-}
-
-impl AddPrinter {
-    fn print(&mut self, args: std::fmt::Arguments<'_>) {
-        let printed = self.bar.suspend(|| output::line(args));
-        if let Err(e) = printed {
-            self.failed.get_or_insert(e);
-        }
-    }
-}
-
-impl AddObserver for AddPrinter {
-    fn added(&mut self, e: &Added<'_>) {
-        if !self.quiet {
-            self.print(format_args!("added {} {}", e.cid, e.display));
-        }
-    }
-
-    fn bytes(&mut self, n: u64) {
-        self.bar.inc(n);
-    }
-
-    fn skipped(&mut self, path: &Path, why: &str) {
-        self.bar
-            .suspend(|| errln!("peerfs: {}: {why}", path.display()));
-    }
-}
-
-fn add(args: AddArgs, repo_path: &Path) -> Result<()> {
-    let repo = if args.only_hash {
-        None
-    } else {
-        Some(Repo::open(repo_path).context("opening the repo")?)
-    };
-    let profile = args
-        .profile
-        .or_else(|| repo.as_ref().map(|r| r.config().import.profile))
-        .unwrap_or_default();
-    let overrides = Overrides {
-        cid_version: args.cid_version,
-        raw_leaves: args.raw_leaves,
-        chunk_size: args.chunk_size,
-        max_links: args.max_links,
-    };
-    let import = profile.options().with(&overrides).map_err(|e| anyhow!(e))?;
-    let opts = AddOptions {
-        import,
-        recursive: args.recursive,
-        preserve_mode: args.preserve_mode,
-        preserve_mtime: args.preserve_mtime,
-    };
-    let total = args
-        .paths
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum::<u64>();
-    let bar = progress::bytes((total > 0).then_some(total), "add");
-    let mut printer = AddPrinter {
-        quiet: args.quiet,
-        bar: bar.clone(),
-        failed: None,
-    };
-    for path in &args.paths {
-        let root = match &repo {
-            Some(repo) => {
-                let root = write_behind(repo.store(), |sink| {
-                    Ok::<_, anyhow::Error>(add_path(path, &opts, sink, &mut printer)?)
-                })?;
-                repo.store()
-                    .pin(&root.cid, &format!("add {}", path.display()))?;
-                root
-            }
-            None => add_path(
-                path,
-                &opts,
-                &mut NullSink as &mut dyn BlockSink,
-                &mut printer,
-            )?,
-        };
-        if args.quiet {
-            printer.print(format_args!("{}", root.cid));
-        }
-    }
-    bar.finish_and_clear();
-    match printer.failed {
-        Some(e) => Err(anyhow::Error::new(e).context("printing to stdout")),
-        None => Ok(()),
-    }
-}
-
-fn ls(repo: &Repo, target: &str, long: bool) -> Result<()> {
-    let blocks = repo.store();
-    let (cid, node) = resolve_target(blocks, target)?;
-    if !node.is_dir() {
-        print_entry(&mut output::stdout(), target.as_bytes(), &cid, &node, long)?;
-        return Ok(());
-    }
-    let mut out = BufWriter::new(output::stdout());
-    for entry in list(blocks, &cid, &node)? {
-        let child = load_node(blocks, &entry.cid)?;
-        print_entry(&mut out, &entry.name, &entry.cid, &child, long)?;
-    }
-    out.flush()?;
-    Ok(())
-}
-
-fn print_entry(out: &mut dyn Write, name: &[u8], cid: &Cid, node: &Node, long: bool) -> Result<()> {
-    let name = String::from_utf8_lossy(name);
-    let (size, suffix) = match node {
-        Node::File(f) => (f.filesize.to_string(), ""),
-        Node::Symlink { .. } => ("-".to_string(), "@"),
-        _ => ("-".to_string(), "/"),
-    };
-    if !long {
-        writeln!(out, "{cid} {size:>12} {name}{suffix}")?;
-        return Ok(());
-    }
-    let meta = node.meta();
-    let mtime = meta
-        .mtime
-        .map_or_else(|| "-".to_string(), |t| format_time(t.secs));
-    let link = match node {
-        Node::Symlink { target, .. } => format!(" -> {}", String::from_utf8_lossy(target)),
-        _ => String::new(),
-    };
-    writeln!(
-        out,
-        "{} {size:>12} {mtime:>20} {name}{link}  {cid}",
-        mode_string(node)
-    )?;
-    Ok(())
-}
-
-fn mode_string(node: &Node) -> String {
-    let (kind, default) = match node {
-        Node::File(_) => ('-', 0o644),
-        Node::Symlink { .. } => ('l', 0o777),
-        _ => ('d', 0o755),
-    };
-    let mode = if kind == 'l' {
-        0o777
-    } else {
-        node.meta().mode.unwrap_or(default)
-    };
-    let mut s = String::with_capacity(10);
-    s.push(kind);
-    for shift in [6, 3, 0] {
-        let bits = (mode >> shift) & 7;
-        s.push(if bits & 4 != 0 { 'r' } else { '-' });
-        s.push(if bits & 2 != 0 { 'w' } else { '-' });
-        s.push(if bits & 1 != 0 { 'x' } else { '-' });
-    }
-    s
-}
-
-/// RFC 3339 in UTC, to the second.
-fn format_time(secs: i64) -> String {
-    let t = if secs >= 0 {
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64)
-    } else {
-        std::time::UNIX_EPOCH - std::time::Duration::from_secs(secs.unsigned_abs())
-    };
-    humantime::format_rfc3339_seconds(t).to_string()
 }

@@ -1,6 +1,7 @@
 //! The control socket (`peerfs.sock` in the repo): one JSON request per line, one JSON
 //! response per line (a pin sends progress lines first). The CLI speaks it to the
-//! running daemon.
+//! running daemon. A `blocks` request turns the connection into a binary blocks
+//! session (see [`super::blocks`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -58,6 +59,9 @@ pub enum Request {
     Pins,
     /// Delete the cached blocks of peers' drives that no pin or kept head reaches.
     Gc,
+    /// Switch this connection to a blocks session (`daemon::blocks`), answered with
+    /// `Blocks` first.
+    Blocks,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -99,6 +103,11 @@ pub enum Response {
         removed: u64,
         removed_bytes: u64,
         unfollowed: u64,
+    },
+    /// A blocks session begins after this line. `profile` is the daemon's import
+    /// profile, so that `add` through it makes the CIDs the mount makes.
+    Blocks {
+        profile: String,
     },
     Error {
         message: String,
@@ -144,6 +153,9 @@ pub enum ControlError {
     },
     #[error("control socket {path}: bad answer: {message}")]
     Protocol { path: PathBuf, message: String },
+    /// The daemon answered with an error.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Sends one request to the daemon of `repo` and waits for its answer.
@@ -157,6 +169,22 @@ pub fn request_with_progress(
     req: &Request,
     mut progress: impl FnMut(WalkProgress),
 ) -> Result<Response, ControlError> {
+    let (stream, mut reader) = send(repo, req)?;
+    drop(stream);
+    loop {
+        match read_response(repo, &mut reader)? {
+            Response::Progress(p) => progress(p),
+            other => return Ok(other),
+        }
+    }
+}
+
+/// Connects to the daemon of `repo` and sends `req`; returns the connection and a
+/// reader of the answers. Reads wait at most `REPLY_TIMEOUT`.
+pub fn send(
+    repo: &Path,
+    req: &Request,
+) -> Result<(UnixStream, BufReader<UnixStream>), ControlError> {
     let path = repo.join(SOCKET);
     let io = |source| ControlError::Io {
         path: path.clone(),
@@ -175,20 +203,29 @@ pub fn request_with_progress(
         Err(e) => return Err(io(e)),
     };
     stream.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(io)?;
+    stream.set_write_timeout(Some(REPLY_TIMEOUT)).map_err(io)?;
     let mut line = serde_json::to_string(req).expect("requests always encode");
     line.push('\n');
     (&stream).write_all(line.as_bytes()).map_err(io)?;
-    let mut reader = BufReader::new(&stream);
-    loop {
-        let mut answer = String::new();
-        reader.read_line(&mut answer).map_err(io)?;
-        let response = serde_json::from_str(&answer).map_err(|e| ControlError::Protocol {
+    let reader = BufReader::new(stream.try_clone().map_err(io)?);
+    Ok((stream, reader))
+}
+
+/// Reads one answer line.
+pub fn read_response(
+    repo: &Path,
+    reader: &mut BufReader<UnixStream>,
+) -> Result<Response, ControlError> {
+    let path = repo.join(SOCKET);
+    let mut answer = String::new();
+    reader
+        .read_line(&mut answer)
+        .map_err(|source| ControlError::Io {
             path: path.clone(),
-            message: e.to_string(),
+            source,
         })?;
-        match response {
-            Response::Progress(p) => progress(p),
-            other => return Ok(other),
-        }
-    }
+    serde_json::from_str(&answer).map_err(|e| ControlError::Protocol {
+        path,
+        message: e.to_string(),
+    })
 }

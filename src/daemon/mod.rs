@@ -3,8 +3,10 @@
 //! flushes and unmounts. Only this module and the CLI know every part.
 //!
 //! - [`control`]: the control socket's protocol, and its client.
+//! - [`blocks`]: blocks sessions over the control socket, for the CLI's content commands.
 //! - [`session`]: the mounted session as a guard (committer, final commit, unmount).
 
+pub mod blocks;
 pub mod control;
 pub mod session;
 mod sweeper;
@@ -303,6 +305,8 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         view,
         notifier,
         store: store.clone(),
+        blocks: blocks::serve::Server::new(store.clone(), net.clone()),
+        import_profile: repo.config().import.profile,
     };
     sweeper::start(
         Arc::downgrade(&drive),
@@ -471,6 +475,8 @@ struct Context {
     view: Arc<PeerView>,
     notifier: Notifier,
     store: Arc<RocksStore>,
+    blocks: blocks::serve::Server,
+    import_profile: crate::unixfs::Profile,
 }
 
 impl Context {
@@ -691,9 +697,13 @@ fn answer(
     events: &mpsc::Sender<Event>,
 ) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut line = String::new();
-    BufReader::new((&conn).take(control::MAX_REQUEST)).read_line(&mut line)?;
-    let response = match serde_json::from_str::<Request>(&line) {
+    // Bytes, not a string: junk that is not UTF-8 gets its "bad request" too.
+    let mut line = Vec::new();
+    let mut reader = BufReader::new(&conn);
+    (&mut reader)
+        .take(control::MAX_REQUEST)
+        .read_until(b'\n', &mut line)?;
+    let response = match serde_json::from_slice::<Request>(&line) {
         Ok(Request::Status) => Response::Status(context.status()),
         Ok(Request::Id) => Response::Id {
             peer_id: context.peer_id.to_string(),
@@ -716,6 +726,17 @@ fn answer(
         Ok(Request::Unpin { target, cid }) => context.unpin(&target, cid.as_deref()),
         Ok(Request::Pins) => context.pins(),
         Ok(Request::Gc) => context.gc(),
+        Ok(Request::Blocks) => match context.blocks.admit() {
+            Some(session) => {
+                let profile = context.import_profile.to_string();
+                write_line(&conn, &Response::Blocks { profile })?;
+                return session.run(&mut reader, &conn);
+            }
+            None => error_response(format!(
+                "the daemon is busy: {} blocks sessions are open already",
+                blocks::MAX_SESSIONS
+            )),
+        },
         Ok(Request::Unmount { lazy }) => {
             let (tx, rx) = mpsc::channel();
             if events
