@@ -60,8 +60,9 @@ pub struct Config {
     /// Find peers on the local network by multicast DNS.
     #[serde(default = "yes")]
     pub mdns: bool,
-    /// Who may read my drive: `["*"]`, or peer IDs and peer-book names.
-    #[serde(default = "everyone")]
+    /// Who may read my drive: `"following"` (the peers in my peer book, the default),
+    /// `"*"` (everyone), peer IDs and peer-book names, in a list or alone.
+    #[serde(default = "default_readers", deserialize_with = "one_or_many")]
     pub readers: Vec<String>,
     /// How long a read waits for a block nobody delivers before it fails with EIO.
     #[serde(default = "default_fetch_timeout", with = "duration_text")]
@@ -103,7 +104,7 @@ impl Default for Config {
         Config {
             listen: default_listen(),
             mdns: true,
-            readers: everyone(),
+            readers: default_readers(),
             fetch_timeout: default_fetch_timeout(),
             cache_size: default_cache_size(),
             min_disk_free: default_min_disk_free(),
@@ -133,8 +134,25 @@ fn yes() -> bool {
     true
 }
 
-fn everyone() -> Vec<String> {
-    vec!["*".into()]
+/// Readers of a drive are the peers its owner follows, unless the owner says more:
+/// with mDNS on, anyone on the LAN could otherwise read it.
+fn default_readers() -> Vec<String> {
+    vec![crate::net::READERS_FOLLOWING.into()]
+}
+
+/// A setting written as one value or a list of them: `readers = "following"` and
+/// `readers = ["following", "carol"]` both read.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 fn default_fetch_timeout() -> std::time::Duration {
@@ -360,4 +378,29 @@ fn holder_pid(f: &mut File) -> String {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     "unknown".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readers(toml_text: &str) -> Vec<String> {
+        toml::from_str::<Config>(toml_text)
+            .expect("config parses")
+            .readers
+    }
+
+    #[test]
+    fn readers_default_to_the_peers_i_follow_and_old_configs_keep_their_meaning() {
+        assert_eq!(readers(""), ["following"]);
+        assert_eq!(readers("readers = [\"*\"]"), ["*"]);
+        assert_eq!(readers("readers = \"*\""), ["*"]);
+        assert_eq!(readers("readers = \"following\""), ["following"]);
+        assert_eq!(
+            readers("readers = [\"following\", \"carol\"]"),
+            ["following", "carol"]
+        );
+        let written = toml::to_string_pretty(&Config::default()).unwrap();
+        assert!(written.contains("readers = [\"following\"]"), "{written}");
+    }
 }

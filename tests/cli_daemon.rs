@@ -186,7 +186,7 @@ fn pins_keep_every_label_and_flag_the_stale_ones() {
     assert!(out.contains("still pinned as"), "{out}");
     assert!(repo.ok(&["pins"]).contains(cid.trim()));
 
-    let a = Mounted::new();
+    let a = Mounted::readable_by_everyone();
     let b = Mounted::with_repo(repo);
     write(&a.drive().join("docs/readme"), b"from alice\n");
     write(&b.drive().join("mine/a"), b"a\n");

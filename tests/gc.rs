@@ -31,8 +31,8 @@ fn removed(out: &str) -> u64 {
 #[test]
 fn gc_frees_the_drive_of_a_peer_no_longer_followed_and_keeps_the_followed_ones() {
     const BIG: usize = 32 << 20;
-    let gone = Mounted::new();
-    let kept = Mounted::new();
+    let gone = Mounted::readable_by_everyone();
+    let kept = Mounted::readable_by_everyone();
     write(&gone.drive().join("big.bin"), &bytes(BIG, 1));
     write(&kept.drive().join("small.bin"), &bytes(3 << 20, 2));
     let mut me = Mounted::new();
@@ -81,8 +81,8 @@ fn gc_frees_the_drive_of_a_peer_no_longer_followed_and_keeps_the_followed_ones()
 #[test]
 fn gc_while_mounted_frees_unfollowed_drives_and_nothing_the_daemon_holds() {
     const BIG: usize = 32 << 20;
-    let gone = Mounted::new();
-    let kept = Mounted::new();
+    let gone = Mounted::readable_by_everyone();
+    let kept = Mounted::readable_by_everyone();
     write(&gone.drive().join("big.bin"), &bytes(BIG, 3));
     write(&kept.drive().join("small.bin"), &bytes(3 << 20, 4));
     let me = Mounted::new();

@@ -45,7 +45,8 @@ impl NetNs {
     /// `peerfs mount` (mDNS on) run inside the namespace, listening on `listen_ip`. Only the
     /// network is entered: the mount is made where the test sees it.
     fn mount(&self, listen_ip: &str) -> Mounted {
-        let repo = TestRepo::new();
+        // Open to everyone on this private network: the test is about finding peers.
+        let repo = TestRepo::readable_by_everyone();
         let mnt = tempfile::tempdir().expect("temp dir");
         let listen = format!("/ip4/{listen_ip}/tcp/0");
         let inner = repo.command(&["mount", mnt.path().to_str().unwrap(), "--listen", &listen]);

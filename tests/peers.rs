@@ -163,7 +163,7 @@ fn a_reader_not_listed_is_refused_and_gets_no_block() {
 
 #[test]
 fn a_dead_peer_gives_eio_in_time_and_my_drive_keeps_answering() {
-    let a = Mounted::new();
+    let a = Mounted::readable_by_everyone();
     let b_repo = TestRepo::new();
     b_repo.set_config("fetch_timeout", "\"3s\"");
     let b = Mounted::with_repo(b_repo);
@@ -212,11 +212,13 @@ fn a_dead_peer_gives_eio_in_time_and_my_drive_keeps_answering() {
 
 #[test]
 fn blocks_come_from_another_holder_and_lies_are_rejected() {
-    let a = Mounted::new();
+    // Holders pass on only blocks of drives open to everyone.
+    let a = Mounted::readable_by_everyone();
     make_tree(&a.drive());
     // C stays out of DHT routing tables, so B cannot meet it through a lookup before
     // the test introduces them.
-    let c_repo = TestRepo::new();
+    // C serves what it pinned (its own blocks now) to B, which it does not follow.
+    let c_repo = TestRepo::readable_by_everyone();
     c_repo.set_config("dht_server", "false");
     let c = Mounted::with_repo(c_repo);
     let mut liar_repo = TestRepo::new();
@@ -286,9 +288,11 @@ fn blocks_come_from_another_holder_and_lies_are_rejected() {
     assert!(bad >= 1, "the liar's bad blocks were not counted:\n{peers}");
 }
 
-/// A daemon that joins the DHT through `bootstrap`, as a server or only a client.
+/// A daemon that joins the DHT through `bootstrap`, as a server or only a client. Its
+/// drive is open to everyone, and what it pinned it serves to anyone: the peers here
+/// meet through the DHT, not by following each other.
 fn bootstrapped(bootstrap: &str, dht_server: bool) -> Mounted {
-    let repo = TestRepo::new();
+    let repo = TestRepo::readable_by_everyone();
     repo.set_config("bootstrap", &format!("[\"{bootstrap}\"]"));
     repo.set_config("dht_server", &dht_server.to_string());
     Mounted::with_repo(repo)
@@ -340,6 +344,8 @@ fn peers_talk_over_quic_alone() {
     let a_addr = addr(&a);
     assert!(a_addr.contains("/quic-v1/"), "{a_addr}");
     b.repo.ok(&["peer", "add", &a_addr, "--name", "alice"]);
+    // Alice follows bob back, so that he may read her drive (readers = following).
+    a.repo.ok(&["peer", "add", &addr(&b), "--name", "bob"]);
     make_tree(&a.drive());
     let theirs = b.mnt.path().join("peers/alice/docs");
     wait_for("alice's tree over QUIC", Duration::from_secs(15), || {
@@ -406,7 +412,7 @@ fn peer_inodes(m: &Mounted) -> u64 {
 
 #[test]
 fn the_kernel_forgetting_a_peer_drive_empties_its_inode_table() {
-    let a = Mounted::new();
+    let a = Mounted::readable_by_everyone();
     // 4,000 entries in 40 directories.
     sh(
         &a.drive(),
@@ -450,8 +456,9 @@ fn a_second_daemon_on_a_taken_port_listens_on_a_free_one_and_says_so() {
     assert!(!b_addr.contains(&format!("/tcp/{port}/")), "{b_addr}");
     let log = std::fs::read_to_string(b.repo.path().join("daemon.log")).unwrap();
     assert!(log.contains("listening on a free port instead") && log.contains("`listen`"));
-    // And it works: A follows B on the port it found.
+    // And it works: A follows B on the port it found (and B A, so A may read).
     follow(&a, &b, "bob");
+    follow(&b, &a, "alice");
     write(&b.drive().join("hi.txt"), b"hi\n");
     let theirs = a.mnt.path().join("peers/bob/hi.txt");
     wait_for("alice reads bob", Duration::from_secs(15), || {

@@ -33,7 +33,7 @@ fn db_size(repo: &TestRepo) -> u64 {
 
 #[test]
 fn a_pin_keeps_a_tree_past_the_cache_cap_and_past_its_owner() {
-    let a = Mounted::new();
+    let a = Mounted::readable_by_everyone();
     write(&a.drive().join("keep/one.bin"), &bytes(3 << 20, 1));
     write(&a.drive().join("keep/two.bin"), &bytes(3 << 20, 2));
     write(&a.drive().join("stream.bin"), &bytes(12 << 20, 3));

@@ -146,7 +146,8 @@ fn frame(len: u32, body: &[u8]) -> Vec<u8> {
 
 #[test]
 fn hostile_messages_are_refused_and_the_daemon_keeps_serving() {
-    let a = Mounted::new();
+    // Open to everyone: the test client is a stranger.
+    let a = Mounted::readable_by_everyone();
     write(&a.drive().join("f.txt"), b"still served\n");
     std::thread::sleep(Duration::from_millis(1500));
     let addr: Multiaddr = a
@@ -246,7 +247,7 @@ fn sent_blocks(r: &BlockResponse) -> usize {
 
 #[test]
 fn a_follower_passes_on_no_cached_block_of_a_restricted_drive() {
-    let b = Mounted::new();
+    let b = Mounted::readable_by_everyone();
     let a_repo = TestRepo::new();
     a_repo.set_config("readers", &format!("[\"{}\"]", peer_id(&b)));
     let a = Mounted::with_repo(a_repo);
@@ -431,7 +432,8 @@ const FLOODED_RSS_BOUND_MIB: u64 = 400;
 
 #[test]
 fn a_thousand_concurrent_requests_stay_bounded_and_an_honest_peer_is_served() {
-    let a = Mounted::new();
+    // Open to everyone, so the flooding strangers are served, not refused.
+    let a = Mounted::readable_by_everyone();
     // Sixteen files of one 1 MiB block each: a request for all of them is answered
     // with ~5 MiB (the response budget and the block over it).
     for i in 0..16 {

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::output::outln;
 use peerfs::daemon::control::Status as DaemonStatus;
+use peerfs::net::activity::ConnectedPeer as NetConnectedPeer;
 use peerfs::net::PeerInfo;
 
 /// `peerfs id --json`.
@@ -39,6 +40,10 @@ pub struct Peer {
     /// RFC 3339, UTC.
     pub last_seen: Option<String>,
     pub bad_blocks: u64,
+    /// Why the last dial failed while it is not connected (refused, timed out, wrong
+    /// peer ID, no address known), and when (RFC 3339, UTC).
+    pub last_dial_error: Option<String>,
+    pub last_dial_error_at: Option<String>,
 }
 
 impl From<&PeerInfo> for Peer {
@@ -55,6 +60,8 @@ impl From<&PeerInfo> for Peer {
             head_root: p.head_root.clone(),
             last_seen: p.last_seen_ms.map(rfc3339_ms),
             bad_blocks: p.bad_blocks,
+            last_dial_error: p.last_dial_error.clone(),
+            last_dial_error_at: p.last_dial_error_ms.map(rfc3339_ms),
         }
     }
 }
@@ -75,6 +82,50 @@ pub struct Status {
     pub store_bytes: u64,
     pub cache_bytes: u64,
     pub cache_cap_bytes: u64,
+    /// Who may read my drive (config `readers`): "following", "everyone", "listed" or
+    /// "following+listed".
+    pub readers: String,
+    /// Peers connected now, and those that left in the last minute.
+    pub connected_peers: Vec<ConnectedPeer>,
+}
+
+/// One element of `connected_peers` in `peerfs status --json`: who is connected and
+/// what it read of my drive in the last minute.
+#[derive(Serialize)]
+pub struct ConnectedPeer {
+    pub peer_id: String,
+    /// Its name in my peer book; null for a peer I do not follow.
+    pub name: Option<String>,
+    pub followed: bool,
+    /// False: it left within the last minute.
+    pub connected: bool,
+    /// The connection's remote multiaddr.
+    pub address: Option<String>,
+    /// RFC 3339, UTC.
+    pub connected_since: Option<String>,
+    pub blocks_served_last_minute: u64,
+    pub bytes_served_last_minute: u64,
+    /// Block requests refused (it may not read my drive) in the last minute.
+    pub requests_refused_last_minute: u64,
+    /// Its last block request, RFC 3339, UTC.
+    pub last_request: Option<String>,
+}
+
+impl From<&NetConnectedPeer> for ConnectedPeer {
+    fn from(p: &NetConnectedPeer) -> ConnectedPeer {
+        ConnectedPeer {
+            peer_id: p.id.clone(),
+            name: p.name.clone(),
+            followed: p.followed,
+            connected: p.connected,
+            address: p.address.clone(),
+            connected_since: p.since_ms.map(rfc3339_ms),
+            blocks_served_last_minute: p.blocks_served,
+            bytes_served_last_minute: p.bytes_served,
+            requests_refused_last_minute: p.requests_refused,
+            last_request: p.last_request_ms.map(rfc3339_ms),
+        }
+    }
 }
 
 impl From<&DaemonStatus> for Status {
@@ -91,6 +142,8 @@ impl From<&DaemonStatus> for Status {
             store_bytes: s.store_bytes,
             cache_bytes: s.cache_bytes,
             cache_cap_bytes: s.cache_cap,
+            readers: s.readers.clone(),
+            connected_peers: s.connected_peers.iter().map(ConnectedPeer::from).collect(),
         }
     }
 }

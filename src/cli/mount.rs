@@ -297,6 +297,49 @@ pub fn status(repo_path: &Path, json: bool) -> Result<()> {
         indicatif::HumanBytes(s.cache_cap)
     )?;
     outln!("peer inodes:   {}", s.peer_inodes)?;
+    print_audience(&s)
+}
+
+/// Who may read my drive, and who is connected and reading it now.
+fn print_audience(s: &control::Status) -> Result<()> {
+    let readers = match s.readers.as_str() {
+        "everyone" => "everyone (config `readers`)",
+        "following" => "the peers I follow (config `readers`)",
+        "following+listed" => "the peers I follow and those listed (config `readers`)",
+        _ => "the peers listed in config `readers`",
+    };
+    outln!("readers:       {readers}")?;
+    let connected = s.connected_peers.iter().filter(|p| p.connected).count();
+    outln!("connected:     {connected} peers")?;
+    for p in &s.connected_peers {
+        let who = match &p.name {
+            Some(name) => format!("{name} ({})", p.id),
+            None => format!("{} (not followed)", p.id),
+        };
+        let state = if p.connected { "" } else { ", left" };
+        let at = p.address.as_deref().unwrap_or("address not known");
+        let mut reading = Vec::new();
+        if p.blocks_served > 0 {
+            reading.push(format!(
+                "read {} blocks, {} in the last minute",
+                p.blocks_served,
+                indicatif::HumanBytes(p.bytes_served)
+            ));
+        }
+        if p.requests_refused > 0 {
+            reading.push(format!(
+                "{} requests refused in the last minute",
+                p.requests_refused
+            ));
+        }
+        if let Some(ms) = p.last_request_ms {
+            reading.push(format!("last request {}", format_time_ms(ms)));
+        }
+        if reading.is_empty() {
+            reading.push("not reading".into());
+        }
+        outln!("  {who}  {at}{state}: {}", reading.join("; "))?;
+    }
     Ok(())
 }
 

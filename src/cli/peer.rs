@@ -12,6 +12,7 @@ use super::{addrs, ask, json, unexpected};
 use peerfs::daemon::control::{Request, Response};
 use peerfs::daemon::format_time_ms;
 use peerfs::net::peerbook::{self, PeerBook, PeerEntry};
+use peerfs::net::reach::{DialFailure, DialReport};
 use peerfs::net::PeerInfo;
 use peerfs::repo::Repo;
 
@@ -88,12 +89,13 @@ pub fn add(repo_path: &Path, target: &str, name: Option<&str>) -> Result<()> {
         target: target.to_string(),
         name: name.map(str::to_string),
     };
-    let entry = match ask(repo_path, request)? {
-        Some(Response::PeerAdded(e)) => e,
+    let (entry, dial) = match ask(repo_path, request)? {
+        Some(Response::PeerAdded { entry, dial }) => (entry, dial),
         Some(other) => return Err(unexpected(other)),
         None => {
             let repo = Repo::open(repo_path).context("opening the repo")?;
-            PeerBook::load(repo.path())?.add(target, name, &repo.peer_id())?
+            let entry = PeerBook::load(repo.path())?.add(target, name, &repo.peer_id())?;
+            (entry, None)
         }
     };
     match before {
@@ -113,6 +115,29 @@ pub fn add(repo_path: &Path, target: &str, name: Option<&str>) -> Result<()> {
             peerbook::MAX_ADDRS,
             entry.addrs.join(" ")
         )?;
+    }
+    match dial {
+        None => outln!("no daemon is running: it is dialled when the daemon starts")?,
+        Some(DialReport::Connected { addr, rtt_ms }) => outln!(
+            "connected{}{}",
+            addr.map_or_else(String::new, |a| format!(" at {a}")),
+            rtt_ms.map_or_else(String::new, |r| format!(", rtt {r:.1} ms"))
+        )?,
+        Some(DialReport::Failed(failure)) => {
+            let hint = match failure {
+                DialFailure::WrongPeer { .. } => "check the peer ID; ",
+                DialFailure::Refused { .. } | DialFailure::TimedOut { .. } => {
+                    "check the address and that its daemon runs; "
+                }
+                _ => "",
+            };
+            outln!("not reachable now: {failure}")?;
+            outln!(
+                "it stays followed and is dialled again with backoff ({hint}`peerfs peer rm {}` \
+                 undoes the add)",
+                entry.name
+            )?;
+        }
     }
     Ok(())
 }
@@ -172,6 +197,8 @@ fn offline_info(e: &PeerEntry) -> PeerInfo {
         head_root: None,
         last_seen_ms: None,
         bad_blocks: 0,
+        last_dial_error: None,
+        last_dial_error_ms: None,
     }
 }
 
@@ -184,6 +211,12 @@ fn print_peer(p: &PeerInfo) -> Result<()> {
         p.rtt_ms
             .map_or_else(String::new, |r| format!(" (rtt {r:.1} ms)"))
     )?;
+    if let (Some(error), false) = (&p.last_dial_error, p.connected) {
+        let when = p
+            .last_dial_error_ms
+            .map_or_else(String::new, |ms| format!(" at {}", format_time_ms(ms)));
+        outln!("  last dial:   failed{when}: {error}")?;
+    }
     outln!("  addresses:   {}", p.addrs.join(" "))?;
     match (&p.head_seq, &p.head_root) {
         (Some(seq), Some(root)) => outln!("  head:        seq {seq}, root {root}")?,

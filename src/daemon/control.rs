@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::net::activity::ConnectedPeer;
 use crate::net::peerbook::PeerEntry;
+use crate::net::reach::DialReport;
 use crate::net::PeerInfo;
 use crate::pin::WalkProgress;
 
@@ -80,7 +82,11 @@ pub enum Response {
         peer_id: String,
         addrs: Vec<String>,
     },
-    PeerAdded(PeerEntry),
+    /// The peer as saved, and how dialling it went.
+    PeerAdded {
+        entry: PeerEntry,
+        dial: Option<DialReport>,
+    },
     PeerRemoved(PeerEntry),
     Peers {
         peers: Vec<PeerInfo>,
@@ -140,6 +146,12 @@ pub struct Status {
     /// Inodes of peers' drives the mount holds now.
     #[serde(default)]
     pub peer_inodes: u64,
+    /// Who may read my drive: "everyone", "following", "following+listed", "listed".
+    #[serde(default)]
+    pub readers: String,
+    /// Who is connected (or left in the last minute), and what each read.
+    #[serde(default)]
+    pub connected_peers: Vec<ConnectedPeer>,
 }
 
 #[derive(Debug, thiserror::Error)]

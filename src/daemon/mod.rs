@@ -67,7 +67,9 @@ pub enum DaemonError {
     PeerBook(#[from] PeerBookError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error("config `readers`: {0:?} is neither a peer ID nor a name in the peer book")]
+    #[error(
+        "config `readers`: {0:?} is not \"following\", \"*\", a peer ID or a name in the peer book"
+    )]
     UnknownReader(String),
 }
 
@@ -86,20 +88,10 @@ fn net_config(repo: &Repo, book: &PeerBook, flags: &NetFlags) -> Result<NetConfi
     } else {
         &flags.listen
     };
-    let readers = if config.readers.iter().any(|r| r == "*") {
-        Readers::Everyone
-    } else {
-        let mut ids = std::collections::HashSet::new();
-        for r in &config.readers {
-            let id = r
-                .parse()
-                .ok()
-                .or_else(|| book.by_name(r).and_then(|e| e.peer_id()))
-                .ok_or_else(|| DaemonError::UnknownReader(r.clone()))?;
-            ids.insert(id);
-        }
-        Readers::Only(ids)
-    };
+    let readers = Readers::from_config(&config.readers, |name| {
+        book.by_name(name).and_then(|e| e.peer_id())
+    })
+    .map_err(DaemonError::UnknownReader)?;
     Ok(NetConfig {
         listen: net::parse_addrs(listen)?,
         mdns: config.mdns && !flags.no_mdns,
@@ -500,6 +492,8 @@ impl Context {
             cache_bytes: cache.0,
             cache_cap: cache.1,
             peer_inodes: self.view.inode_count() as u64,
+            readers: self.net.readers().summary().to_string(),
+            connected_peers: self.net.connected_peers(),
         }
     }
 
@@ -623,7 +617,8 @@ impl Context {
             &self.notifier,
             self.view.add_peer(&entry.name, peer, head.as_ref()),
         );
-        Response::PeerAdded(entry)
+        let dial = Some(self.net.reach(peer));
+        Response::PeerAdded { entry, dial }
     }
 
     fn peer_rm(&self, name: &str) -> Response {

@@ -49,11 +49,16 @@ pub enum Action<W> {
     /// Block `cid` arrived (verified): hand it to `waiters`, or keep it for its reader
     /// if nobody waits (a prefetch).
     Deliver { cid: Cid, waiters: Vec<W> },
-    /// Nobody delivered `cid`.
+    /// Nobody delivered `cid` of `owner`'s drive; `asked` are the peers tried. A
+    /// `repeat` is a failure remembered from a moment ago (the kernel retrying), told
+    /// already.
     Fail {
         cid: Cid,
         waiters: Vec<W>,
         why: Unavailable,
+        owner: Option<PeerId>,
+        asked: Vec<PeerId>,
+        repeat: bool,
     },
 }
 
@@ -137,6 +142,9 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
                         cid,
                         waiters: vec![w],
                         why,
+                        owner,
+                        asked: Vec::new(),
+                        repeat: true,
                     })
                     .into_iter()
                     .collect();
@@ -314,10 +322,16 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
             if !w.waiters.is_empty() {
                 self.failed.insert(cid, (now, why));
             }
+            let mut asked: Vec<PeerId> = w.tried.into_iter().chain(w.busy.into_keys()).collect();
+            asked.sort();
+            asked.dedup();
             out.push(Action::Fail {
                 cid,
                 waiters: w.waiters,
                 why,
+                owner: w.owner,
+                asked,
+                repeat: false,
             });
         }
         out
@@ -586,12 +600,15 @@ mod tests {
             vec![Action::Fail {
                 cid: leaf(1),
                 waiters: vec!["first"],
-                why: Unavailable::Refused
+                why: Unavailable::Refused,
+                owner: Some(owner),
+                asked: vec![owner],
+                repeat: false,
             }]
         );
         // The kernel's retry fails at once, until a peer connects.
         let retry = s.want(leaf(1), Some(owner), Some("retry"), t0);
-        assert!(matches!(retry[..], [Action::Fail { .. }]));
+        assert!(matches!(retry[..], [Action::Fail { repeat: true, .. }]));
         s.connected();
         assert!(s.want(leaf(1), Some(owner), Some("after"), t0).is_empty());
     }
@@ -610,7 +627,10 @@ mod tests {
             vec![Action::Fail {
                 cid: leaf(2),
                 waiters: vec![],
-                why: Unavailable::NoPeer
+                why: Unavailable::NoPeer,
+                owner: Some(owner),
+                asked: vec![],
+                repeat: false,
             }]
         );
         assert_eq!(s.stranded_owners(&[], t0), HashSet::from([owner]));

@@ -5,14 +5,18 @@
 //! - [`node`]: the swarm and its event loop, on a tokio runtime of its own.
 //! - [`fetch`]: the fetch scheduler: which block to ask of whom, hedging, fallback.
 //! - [`serve`]: who gets served when: the serving side's bounds and "busy".
+//! - [`reach`]: why a dial failed, what `peer add` is told, what the log is told.
+//! - [`activity`]: who is connected and reading my drive now, for `peerfs status`.
 //!
 //! Everything outside talks to the node through a [`NetHandle`]: commands in, answers
 //! on oneshot channels, and [`NetEvent`]s (a followed peer's new head) out.
 
+pub mod activity;
 pub mod fetch;
 pub mod node;
 pub mod peerbook;
 pub mod protocol;
+pub mod reach;
 pub mod serve;
 
 use std::collections::HashSet;
@@ -39,18 +43,72 @@ pub enum NetError {
     Start(String),
 }
 
-/// Who may fetch blocks from me.
-#[derive(Clone, Debug)]
+/// In config `readers`: every peer I follow, when it asks.
+pub const READERS_FOLLOWING: &str = "following";
+/// In config `readers`: everyone (and holders of my blocks pass them on).
+pub const READERS_EVERYONE: &str = "*";
+
+/// Who may fetch blocks of my drive (config `readers`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Readers {
     Everyone,
-    Only(HashSet<PeerId>),
+    /// The `listed` peers, and with `following` every peer I follow when it asks (so
+    /// one I stop following is refused from then on).
+    Some {
+        following: bool,
+        listed: HashSet<PeerId>,
+    },
 }
 
 impl Readers {
-    pub fn allows(&self, peer: &PeerId) -> bool {
+    /// Reads config `readers`: `"*"`, `"following"`, peer IDs, and peer-book names
+    /// that `name` resolves. An entry that is none of these is returned as the error.
+    pub fn from_config(
+        entries: &[String],
+        name: impl Fn(&str) -> Option<PeerId>,
+    ) -> Result<Readers, String> {
+        if entries.iter().any(|r| r == READERS_EVERYONE) {
+            return Ok(Readers::Everyone);
+        }
+        let mut following = false;
+        let mut listed = HashSet::new();
+        for r in entries {
+            if r == READERS_FOLLOWING {
+                following = true;
+                continue;
+            }
+            let id = r
+                .parse()
+                .ok()
+                .or_else(|| name(r))
+                .ok_or_else(|| r.clone())?;
+            listed.insert(id);
+        }
+        Ok(Readers::Some { following, listed })
+    }
+
+    /// Whether `peer`, which I follow or not, may read my drive.
+    pub fn allows(&self, peer: &PeerId, followed: bool) -> bool {
         match self {
             Readers::Everyone => true,
-            Readers::Only(set) => set.contains(peer),
+            Readers::Some { following, listed } => {
+                (*following && followed) || listed.contains(peer)
+            }
+        }
+    }
+
+    /// For `status`: "everyone", "following", "following+listed" or "listed".
+    pub fn summary(&self) -> &'static str {
+        match self {
+            Readers::Everyone => "everyone",
+            Readers::Some {
+                following: true,
+                listed,
+            } if listed.is_empty() => "following",
+            Readers::Some {
+                following: true, ..
+            } => "following+listed",
+            Readers::Some { .. } => "listed",
         }
     }
 }
@@ -97,6 +155,12 @@ pub struct PeerInfo {
     pub last_seen_ms: Option<u64>,
     /// Blocks from this peer that did not match their CID.
     pub bad_blocks: u64,
+    /// Why the last dial of it failed, and when (ms since the Unix epoch); cleared
+    /// when it connects.
+    #[serde(default)]
+    pub last_dial_error: Option<String>,
+    #[serde(default)]
+    pub last_dial_error_ms: Option<u64>,
 }
 
 pub(crate) type BlockReply = oneshot::Sender<Result<Vec<u8>, Unavailable>>;
@@ -113,6 +177,10 @@ pub(crate) enum Command {
     Follow(PeerEntry, Option<SignedHead>),
     Unfollow(PeerId),
     Peers(oneshot::Sender<Vec<PeerInfo>>),
+    /// Dial a followed peer now, and say how it went.
+    Reach(PeerId, oneshot::Sender<reach::DialReport>),
+    /// Who is connected, and what they read.
+    Activity(oneshot::Sender<Vec<activity::ConnectedPeer>>),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
 }
 
@@ -126,6 +194,7 @@ pub struct NetHandle {
     fetch_timeout: Duration,
     /// Blocks prefetched for a reader, waiting for it in memory.
     prefetched: Arc<Handover>,
+    readers: Readers,
 }
 
 impl NetHandle {
@@ -203,6 +272,27 @@ impl NetHandle {
     pub fn peers(&self) -> Vec<PeerInfo> {
         self.ask(Duration::from_secs(5), Command::Peers)
             .unwrap_or_default()
+    }
+
+    /// Dials followed `peer` now (a `peer add`), and says how it went: connected with
+    /// its RTT, or why not, within `reach::REPORT_WAIT`.
+    pub fn reach(&self, peer: PeerId) -> reach::DialReport {
+        let timed_out = reach::DialReport::Failed(reach::DialFailure::TimedOut { addr: None });
+        self.ask(reach::REPORT_WAIT + Duration::from_secs(1), |tx| {
+            Command::Reach(peer, tx)
+        })
+        .unwrap_or(timed_out)
+    }
+
+    /// Who is connected now (and left in the last minute), with what each read.
+    pub fn connected_peers(&self) -> Vec<activity::ConnectedPeer> {
+        self.ask(Duration::from_secs(5), Command::Activity)
+            .unwrap_or_default()
+    }
+
+    /// Who may read my drive.
+    pub fn readers(&self) -> &Readers {
+        &self.readers
     }
 
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {

@@ -27,9 +27,10 @@ use libp2p::{
 };
 use libp2p_identity::Keypair;
 use serde_bytes::ByteBuf;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, info, warn};
 
+use super::activity::{Activity, Budget};
 use super::fetch::{Action, Answer, Scheduler, Sent};
 use super::peerbook::PeerEntry;
 use super::protocol::{
@@ -37,6 +38,7 @@ use super::protocol::{
     BLOCK_PROTOCOL, BLOCK_PROTOCOL_V1, HEAD_PROTOCOL, MAX_BLOCK, MAX_HEADS, MAX_WANT,
     RESPONSE_BUDGET,
 };
+use super::reach::{DialReport, Reach};
 use super::serve::{Offer, Serving, MAX_SERVING};
 use super::{
     BlockReply, Command, NetConfig, NetError, NetEvent, NetHandle, PeerInfo, COMMANDS_QUEUED,
@@ -46,6 +48,8 @@ use crate::drive::OWN_HEAD;
 use crate::head::SignedHead;
 use crate::store::handover::Handover;
 use crate::store::{HeadStore, Holding};
+
+mod presence;
 
 /// One request's limit; the want's own deadline (the fetch timeout) bounds the whole.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,6 +67,9 @@ const HEAD_RECORD_EVERY: Duration = Duration::from_secs(10);
 /// Verified responses waiting for the event loop.
 const CHECKED_QUEUED: usize = 64;
 const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerfs/kad/1.0.0");
+/// Lines about reads that failed (EIO) per minute, at most: a tool walking a dead
+/// peer's tree fails a read per file.
+const FAILED_READ_LINES: u32 = 20;
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -156,13 +163,22 @@ struct Node {
     stats: HashMap<PeerId, PeerStats>,
     /// Which block to ask of whom, and when to give up.
     fetch: Scheduler<OutboundRequestId, BlockReply>,
-    served: mpsc::Sender<(ResponseChannel<BlockResponse>, BlockResponse)>,
+    served: mpsc::Sender<Made>,
     checked: mpsc::Sender<Checked>,
     prefetched: Arc<Handover>,
     listen_addrs: Vec<Multiaddr>,
     /// When the DHT was last asked for the holders of each owner's blocks.
     holder_lookups: HashMap<PeerId, Instant>,
+    /// Who is connected and what they read, for `status`.
+    activity: Activity,
+    /// Followed peers' dial failures, and `peer add`s waiting for a dial.
+    reach: Reach<oneshot::Sender<DialReport>>,
+    /// Log lines about failed reads.
+    failed_reads_log: Budget,
 }
+
+/// An answer made off the loop, for the peer that asked.
+type Made = (PeerId, ResponseChannel<BlockResponse>, BlockResponse);
 
 /// Starts the node on its own runtime. `followed` are the peer book's entries.
 pub fn start(
@@ -208,6 +224,9 @@ pub fn start(
         prefetched: Arc::clone(&prefetched),
         listen_addrs: Vec::new(),
         holder_lookups: HashMap::new(),
+        activity: Activity::new(Instant::now()),
+        reach: Reach::default(),
+        failed_reads_log: Budget::default(),
     };
     for addr in &config.listen {
         let listen_err = |e: &dyn std::fmt::Display| NetError::Listen {
@@ -250,6 +269,7 @@ pub fn start(
         runtime: runtime.handle().clone(),
         fetch_timeout: config.fetch_timeout,
         prefetched,
+        readers: config.readers.clone(),
     };
     drop(_guard);
     Ok((handle, runtime))
@@ -432,7 +452,7 @@ impl Node {
     async fn run(
         mut self,
         mut inbox: mpsc::Receiver<Command>,
-        mut served: mpsc::Receiver<(ResponseChannel<BlockResponse>, BlockResponse)>,
+        mut served: mpsc::Receiver<Made>,
         mut checked: mpsc::Receiver<Checked>,
     ) {
         let mut tick = tokio::time::interval(TICK);
@@ -449,7 +469,11 @@ impl Node {
                     }
                     None => return,
                 },
-                Some((channel, response)) = served.recv() => {
+                Some((peer, channel, response)) = served.recv() => {
+                    if let BlockResponse::Blocks { blocks, .. } = &response {
+                        let bytes = blocks.iter().map(|(_, b)| b.len() as u64).sum();
+                        self.activity.served(&peer, blocks.len() as u64, bytes, Instant::now(), now_ms());
+                    }
                     let _ = self.swarm.behaviour_mut().blocks.send_response(channel, response);
                 }
                 Some(c) = checked.recv() => self.settle(c),
@@ -476,6 +500,7 @@ impl Node {
             Command::Follow(entry, head) => self.follow(entry, head),
             Command::Unfollow(peer) => {
                 self.unsent_heads.remove(&peer);
+                self.reach.forget(&peer);
                 if !self.swarm.is_connected(&peer) {
                     self.stats.remove(&peer);
                 }
@@ -488,6 +513,13 @@ impl Node {
             }
             Command::Peers(reply) => {
                 let _ = reply.send(self.peer_infos());
+            }
+            Command::Reach(peer, reply) => self.reach_now(peer, reply),
+            Command::Activity(reply) => {
+                let report = self.activity.report(Instant::now(), |p| {
+                    self.followed.get(p).map(|f| f.entry.name.clone())
+                });
+                let _ = reply.send(report);
             }
             Command::ListenAddrs(reply) => {
                 let me = self.me;
@@ -538,8 +570,18 @@ impl Node {
                     }
                     let _ = last.send(Ok(block.into_data()));
                 }
-                Action::Fail { cid, waiters, why } => {
+                Action::Fail {
+                    cid,
+                    waiters,
+                    why,
+                    owner,
+                    asked,
+                    repeat,
+                } => {
                     debug!("giving up on {cid}: {why}");
+                    if !waiters.is_empty() && !repeat {
+                        self.log_failed_read(cid, why, owner, &asked);
+                    }
                     for w in waiters {
                         let _ = w.send(Err(why));
                     }
@@ -723,10 +765,8 @@ impl Node {
             } => {
                 self.seen(peer_id);
                 if num_established.get() == 1 {
-                    debug!(
-                        "connected to {peer_id} at {}",
-                        endpoint.get_remote_address()
-                    );
+                    let address = endpoint.get_remote_address().to_string();
+                    self.came(peer_id, address);
                     if let Some(f) = self.followed.get_mut(&peer_id) {
                         f.backoff = REDIAL_MIN;
                     }
@@ -739,14 +779,22 @@ impl Node {
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established: 0,
+                cause,
                 ..
             } => {
-                debug!("disconnected from {peer_id}");
-                // What we know of a stranger goes with it.
+                self.went(peer_id, cause.as_ref());
+                // What we know of a stranger goes with it; a gone peer has no RTT.
                 if !self.followed.contains_key(&peer_id) {
                     self.stats.remove(&peer_id);
+                } else if let Some(s) = self.stats.get_mut(&peer_id) {
+                    s.rtt = None;
                 }
             }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => self.dial_failed(peer, &error),
             SwarmEvent::Behaviour(b) => self.behaviour_event(b),
             _ => {}
         }
@@ -775,6 +823,9 @@ impl Node {
                 self.seen(peer);
                 if let Some(s) = self.stats_of(peer) {
                     s.rtt = Some(rtt);
+                }
+                for (reply, report) in self.reach.rtt(peer, rtt) {
+                    let _ = reply.send(report);
                 }
             }
             // Only DHT servers belong in the routing table: a client would be handed to
@@ -930,7 +981,7 @@ impl Node {
                 }
             },
             Verdict::Refuse(reason) => {
-                info!("refused blocks to {peer}: {reason}");
+                self.refused(peer, &reason);
                 BlockResponse::Refused { reason }
             }
             Verdict::NotHeld => BlockResponse::Blocks {
@@ -952,26 +1003,39 @@ impl Node {
         let served = self.served.clone();
         let corrupt = self.config.corrupt_served_blocks;
         let passable = self.passable_for(peer);
+        // Checked when the answer is made, not when the request came: a request that
+        // waited its turn gets nothing of mine once its peer is unfollowed.
+        let mine = self.may_read(&peer);
         tokio::task::spawn_blocking(move || {
-            let response = answer(store.as_ref(), request, &passable, corrupt);
-            let _ = served.blocking_send((channel, response));
+            let response = answer(store.as_ref(), request, mine, &passable, corrupt);
+            let _ = served.blocking_send((peer, channel, response));
         });
     }
 
     /// Whether `peer` gets the blocks it asks for. My own drive follows my `readers`;
-    /// another's drive I pass on only when its owner's head says everyone may read it,
-    /// and a drive whose head I do not know I do not hold (as far as anyone may ask).
+    /// another's drive I pass on only when its owner's head says everyone may read it
+    /// (and then, to a peer my `readers` leave out, only blocks cached for that drive:
+    /// see `answer`), and a drive whose head I do not know I do not hold (as far as
+    /// anyone may ask).
     fn verdict(&self, peer: &PeerId, request: &BlockRequest) -> Verdict {
-        if !self.config.readers.allows(peer) {
-            return Verdict::Refuse("this node does not list you in `readers`".into());
-        }
         let Some(owner) = request
             .owner
             .as_ref()
             .and_then(|o| PeerId::from_bytes(o).ok())
             .filter(|o| *o != self.me)
         else {
-            return Verdict::Serve;
+            if self.may_read(peer) {
+                return Verdict::Serve;
+            }
+            let why = match &self.config.readers {
+                super::Readers::Some {
+                    following: true, ..
+                } => {
+                    "this node's drive is open to the peers it follows, and it does not follow you"
+                }
+                _ => "this node does not list you in `readers`",
+            };
+            return Verdict::Refuse(why.into());
         };
         match self.followed.get(&owner).and_then(|f| f.head.as_ref()) {
             None => Verdict::NotHeld,
@@ -1112,6 +1176,9 @@ impl Node {
         self.put_head_record(now);
         self.redial(now);
         self.send_heads();
+        for (reply, report) in self.reach.tick(now) {
+            let _ = reply.send(report);
+        }
         self.prune(now);
     }
 
@@ -1119,6 +1186,7 @@ impl Node {
     fn prune(&mut self, now: Instant) {
         self.holder_lookups
             .retain(|_, when| now.duration_since(*when) < HOLDER_LOOKUP_EVERY);
+        self.activity.prune(now);
     }
 
     /// Asks the DHT who holds the blocks of owners whose wants have no source left: a
@@ -1158,32 +1226,36 @@ impl Node {
 
     /// Dials followed peers that are not connected, backing off per peer.
     fn redial(&mut self, now: Instant) {
-        let mut lookups = Vec::new();
-        let mut dials = Vec::new();
-        for (peer, f) in &mut self.followed {
-            if self.swarm.is_connected(peer) || f.next_dial > now {
-                continue;
-            }
-            f.next_dial = now + f.backoff;
-            f.backoff = (f.backoff * 2).min(REDIAL_MAX);
-            dials.push((*peer, f.entry.multiaddrs()));
-            // The known addresses may be stale: ask the DHT where the peer is now.
-            lookups.push(*peer);
+        let due: Vec<PeerId> = self
+            .followed
+            .iter()
+            .filter(|(p, f)| !self.swarm.is_connected(p) && f.next_dial <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in due {
+            self.dial_followed(peer, now);
         }
-        for (peer, addrs) in dials {
-            let opts = DialOpts::peer_id(peer)
-                .addresses(addrs)
-                .extend_addresses_through_behaviour()
-                .build();
-            if let Err(e) = self.swarm.dial(opts) {
-                debug!("dialling {peer}: {e}");
-            }
+    }
+
+    /// Dials followed `peer` at its known addresses and those the behaviours know,
+    /// and asks the DHT where it is now (the known addresses may be stale). The next
+    /// redial waits out its backoff.
+    fn dial_followed(&mut self, peer: PeerId, now: Instant) {
+        let Some(f) = self.followed.get_mut(&peer) else {
+            return;
+        };
+        f.next_dial = now + f.backoff;
+        f.backoff = (f.backoff * 2).min(REDIAL_MAX);
+        let opts = DialOpts::peer_id(peer)
+            .addresses(f.entry.multiaddrs())
+            .extend_addresses_through_behaviour()
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            self.dial_failed(peer, &e);
         }
-        for peer in lookups {
-            let kad = &mut self.swarm.behaviour_mut().kad;
-            kad.get_closest_peers(peer);
-            kad.get_record(head_key(&peer));
-        }
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        kad.get_closest_peers(peer);
+        kad.get_record(head_key(&peer));
     }
 
     fn peer_infos(&self) -> Vec<PeerInfo> {
@@ -1192,12 +1264,19 @@ impl Node {
             .iter()
             .map(|(peer, f)| {
                 let stats = self.stats.get(peer);
+                let connected = self.swarm.is_connected(peer);
+                let failure = self.reach.last_failure(peer).filter(|_| !connected);
                 PeerInfo {
                     name: f.entry.name.clone(),
                     id: peer.to_string(),
-                    connected: self.swarm.is_connected(peer),
+                    connected,
                     addrs: f.entry.addrs.clone(),
-                    rtt_ms: stats.and_then(|s| s.rtt).map(|d| d.as_secs_f64() * 1000.0),
+                    rtt_ms: stats
+                        .and_then(|s| s.rtt)
+                        .filter(|_| connected)
+                        .map(|d| d.as_secs_f64() * 1000.0),
+                    last_dial_error: failure.map(|(e, _)| e.to_string()),
+                    last_dial_error_ms: failure.map(|(_, at)| *at),
                     head_seq: f.head.as_ref().map(|h| h.head().seq),
                     head_root: f.head.as_ref().map(|h| h.head().root.to_string()),
                     last_seen_ms: stats.and_then(|s| s.last_seen_ms),
@@ -1211,11 +1290,13 @@ impl Node {
 }
 
 /// The blocks of `request` we have and may pass on, up to the response budget. Our own
-/// blocks go to whoever passed the `readers` check; a block cached for a peer's drive
-/// only when that drive is in `passable`, whatever the request says it is asking for.
+/// blocks (the drive's, pins, imports) only when `mine` (the asker is in `readers`); a
+/// block cached for a peer's drive only when that drive is in `passable`, whatever the
+/// request says it is asking for.
 fn answer(
     store: &dyn HeadStore,
     request: BlockRequest,
+    mine: bool,
     passable: &HashSet<PeerId>,
     corrupt: bool,
 ) -> BlockResponse {
@@ -1231,7 +1312,7 @@ fn answer(
             break;
         }
         let may_pass = |held: &Holding| match held {
-            Holding::Own => true,
+            Holding::Own => mine,
             Holding::Cached(owner) => owner.is_some_and(|o| passable.contains(&o)),
         };
         match store.get_held(&cid) {

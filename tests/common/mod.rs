@@ -541,3 +541,21 @@ impl TestRepo {
         )
     }
 }
+
+impl TestRepo {
+    /// A fresh repo whose drive everyone may read (`readers = ["*"]`; by default only
+    /// the peers it follows may), for tests about something else than who may read.
+    pub fn readable_by_everyone() -> TestRepo {
+        let repo = TestRepo::new();
+        repo.set_config("readers", r#"["*"]"#);
+        repo
+    }
+}
+
+impl Mounted {
+    /// A running daemon whose drive everyone may read: see
+    /// `TestRepo::readable_by_everyone`.
+    pub fn readable_by_everyone() -> Mounted {
+        Mounted::with_repo(TestRepo::readable_by_everyone())
+    }
+}
