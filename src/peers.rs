@@ -16,7 +16,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::{Deref, Range};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::warn;
 
 use cid::Cid;
 use libp2p::PeerId;
@@ -37,6 +39,10 @@ const PREFETCH_WINDOW: u64 = 32 << 20;
 /// loads: the round trips overlap, and a huge directory does not become a want per
 /// entry at once.
 const LISTING_AHEAD: usize = 256;
+/// Failed reads and listings logged per minute at most (a failing `cp -r` fails many).
+const FAILURES_LOGGED: u32 = 20;
+/// How far up `path_of` names an inode's parents.
+const MAX_PATH_DEPTH: usize = 256;
 
 pub fn is_peer_ino(ino: u64) -> bool {
     ino >= PEER_INO_BASE
@@ -141,6 +147,8 @@ pub struct PeerView {
     /// The inode of `peers/` itself, the parent of every top.
     peers_ino: u64,
     state: Mutex<State>,
+    /// Since when failures are counted, and how many were logged since.
+    failures_logged: Mutex<(Instant, u32)>,
 }
 
 /// A followed peer whose head is not known yet: an empty directory, as of now.
@@ -199,6 +207,7 @@ impl PeerView {
             net,
             peers_ino,
             recent: Mutex::default(),
+            failures_logged: Mutex::new((Instant::now(), 0)),
             state: Mutex::new(State {
                 next_ino: PEER_INO_BASE,
                 ..State::default()
@@ -352,7 +361,9 @@ impl PeerView {
     }
 
     pub fn list(&self, ino: u64) -> Result<Vec<(Vec<u8>, Attr)>, DriveError> {
-        let children = self.children(ino)?;
+        let children = self
+            .children(ino)
+            .inspect_err(|e| self.log_failure("listing", ino, e))?;
         let st = self.lock();
         Ok(children
             .into_iter()
@@ -372,6 +383,56 @@ impl PeerView {
     /// reader will want next. May wait on the network.
     pub fn read(&self, ino: u64, offset: u64, len: u32) -> Result<ReadData, DriveError> {
         self.read_from(ino, offset, len, true)
+            .inspect_err(|e| self.log_failure("reading", ino, e))
+    }
+
+    /// Says in the log which file a failed read or listing was about (the network's
+    /// line names the block and the peers asked), at most `FAILURES_LOGGED` a minute.
+    fn log_failure(&self, doing: &str, ino: u64, e: &DriveError) {
+        if !matches!(e.errno(), libc::EIO | libc::EACCES) {
+            return;
+        }
+        {
+            let mut logged = self
+                .failures_logged
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if now.duration_since(logged.0) > Duration::from_secs(60) {
+                *logged = (now, 0);
+            }
+            if logged.1 >= FAILURES_LOGGED {
+                return;
+            }
+            logged.1 += 1;
+        }
+        warn!("{doing} peers/{} failed: {e}", self.path_of(ino));
+    }
+
+    /// `NAME/path/below` of a peer inode, as far as the table knows its parents.
+    fn path_of(&self, ino: u64) -> String {
+        let st = self.lock();
+        let mut names = Vec::new();
+        let mut at = ino;
+        for _ in 0..MAX_PATH_DEPTH {
+            let Some(node) = st.nodes.get(&at) else { break };
+            let siblings = if node.parent == self.peers_ino {
+                Some(&st.tops)
+            } else {
+                st.nodes.get(&node.parent).and_then(|p| p.children.as_ref())
+            };
+            let name = siblings.and_then(|c| c.iter().find(|(_, &i)| i == at).map(|(n, _)| n));
+            names.push(name.map_or_else(
+                || format!("(inode {at})"),
+                |n| String::from_utf8_lossy(n).into_owned(),
+            ));
+            if node.parent == self.peers_ino {
+                break;
+            }
+            at = node.parent;
+        }
+        names.reverse();
+        names.join("/")
     }
 
     /// `read`, if every block it needs is here already (in memory or the store); never

@@ -208,6 +208,14 @@ fn a_dead_peer_gives_eio_in_time_and_my_drive_keeps_answering() {
     assert!(start.elapsed() < Duration::from_secs(2));
     // The last known head stays visible.
     assert!(b.mnt.path().join("peers/alice/never-read.bin").exists());
+    // The log names the file whose read failed.
+    let log = std::fs::read_to_string(b.repo.path().join("daemon.log")).unwrap();
+    assert!(
+        log.lines().any(
+            |l| l.contains(" WARN ") && l.contains("reading peers/alice/never-read.bin failed")
+        ),
+        "{log}"
+    );
 }
 
 #[test]

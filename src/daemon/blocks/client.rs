@@ -10,12 +10,12 @@ use std::sync::{Mutex, MutexGuard};
 use cid::Cid;
 
 use super::{
-    put_part, put_size, read_header, read_payload, write_frame, Failure, Op, Status, MAX_FRAME,
-    MAX_PUT_BLOCKS,
+    put_part, put_size, read_header, read_payload, write_frame, Failure, Op, Status, HELD_CACHED,
+    HELD_OWN, MAX_FRAME, MAX_PUT_BLOCKS,
 };
 use crate::block::Block;
 use crate::daemon::control::{self, ControlError, Request, Response};
-use crate::store::{Blocks, StoreError};
+use crate::store::{Blocks, Holding, StoreError};
 use crate::unixfs::Profile;
 
 /// A blocks session with the daemon of a repo. Requests from several threads take
@@ -164,7 +164,18 @@ impl Blocks for DaemonBlocks {
     }
 
     fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
-        Ok(self.call(Op::Has, &cid.to_bytes(), None)? == [1])
+        Ok(self.holding(cid)?.is_some())
+    }
+
+    /// Whose the daemon's block is: an import claims what is only cache.
+    fn holding(&self, cid: &Cid) -> Result<Option<Holding>, StoreError> {
+        Ok(
+            match self.call(Op::Has, &cid.to_bytes(), None)?.as_slice() {
+                [HELD_OWN] => Some(Holding::Own),
+                [HELD_CACHED] => Some(Holding::Cached(None)),
+                _ => None,
+            },
+        )
     }
 
     fn put_many(&self, blocks: &[Block], durable: bool) -> Result<(), StoreError> {

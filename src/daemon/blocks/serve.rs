@@ -16,13 +16,13 @@ use std::time::Duration;
 use cid::Cid;
 
 use super::{
-    read_header, read_payload, take_part, write_frame, Failure, Op, Status, MAX_PUT_BLOCKS,
-    MAX_SESSIONS,
+    read_header, read_payload, take_part, write_frame, Failure, Op, Status, HELD_CACHED, HELD_NOT,
+    HELD_OWN, MAX_PUT_BLOCKS, MAX_SESSIONS,
 };
 use crate::block::{Block, DAG_PB};
 use crate::net::NetHandle;
 use crate::store::rocks::RocksStore;
-use crate::store::{Blocks, StoreError};
+use crate::store::{Blocks, Holding, StoreError};
 use crate::unixfs::dagpb::PbNode;
 
 /// A frame that has begun must arrive, and an answer be taken, within this long. The
@@ -93,6 +93,7 @@ impl Session<'_> {
     fn serve(&self, input: &mut BufReader<&UnixStream>, conn: &UnixStream) -> io::Result<()> {
         conn.set_write_timeout(Some(FRAME_TIMEOUT))?;
         let mut out = BufWriter::new(conn);
+        let mut hold = None;
         loop {
             conn.set_read_timeout(None)?;
             if input.fill_buf()?.is_empty() {
@@ -109,6 +110,11 @@ impl Session<'_> {
                 }
             };
             let payload = read_payload(input, len)?;
+            // What a client puts is reachable from nothing until it pins its root
+            // (add and import pin last): no sweep until the session ends.
+            if op == Op::Put as u8 && hold.is_none() {
+                hold = Some(self.server.store.hold_off_sweeps());
+            }
             match self.handle(op, &payload) {
                 Ok(answer) => write_frame(&mut out, Status::Ok as u8, &[&answer])?,
                 Err(failure) => write_frame(&mut out, Status::Failed as u8, &[&failure.encode()])?,
@@ -121,8 +127,12 @@ impl Session<'_> {
         match Op::from_byte(op) {
             Some(Op::Get) => self.get(&parse_cid(payload)?).map_err(store),
             Some(Op::Has) => {
-                let here = self.server.store.has(&parse_cid(payload)?).map_err(store)?;
-                Ok(vec![u8::from(here)])
+                let held = self.server.store.holding(&parse_cid(payload)?);
+                Ok(vec![match held.map_err(store)? {
+                    None => HELD_NOT,
+                    Some(Holding::Own) => HELD_OWN,
+                    Some(Holding::Cached(_)) => HELD_CACHED,
+                }])
             }
             Some(Op::Put) => {
                 let blocks = parse_blocks(payload)?;
