@@ -35,7 +35,7 @@ use output::{errln, outln};
                   followed peers at MOUNTPOINT/peers). TARGET is CID, CID/PATH, \
                   /ipfs/CID/PATH or ipfs://CID/PATH. While the daemon runs, add, cat, ls, \
                   get, export and import go through it, and cat, ls, get and export fetch \
-                  from peers what is not here; fsck and a full gc need it stopped."
+                  from peers what is not here; gc asks it to sweep; fsck needs it stopped."
 )]
 struct Cli {
     /// The repo to use [default: $PEERFS_HOME, else ~/.local/share/peerfs]
@@ -156,7 +156,8 @@ enum Command {
         #[command(flatten)]
         json: Json,
     },
-    /// Delete every block that no pin and no drive head reaches (the daemon must not be running)
+    /// Delete every block that no pin, no drive head and (while mounted) nothing the drive
+    /// holds in memory reaches, then give the space back
     Gc,
 }
 

@@ -2,6 +2,8 @@
 //! rewrite of a file leaves its old chunks behind; without this the store would grow
 //! with every write until an offline `peerfs gc`.
 //!
+//! Offline, `pin::collect_garbage` judges alone; here the drive's memory counts too.
+//!
 //! A sweep walks everything that is kept (the drive's whole tree, pins, followed
 //! peers' heads), so it runs only once as much has been written since the last one as
 //! the store holds (and at least `sweep_after`): its cost stays in proportion to the

@@ -187,7 +187,7 @@ impl Blocks for DaemonBlocks {
     }
 
     /// Deletes nothing: while the daemon runs, its drive may have written the same
-    /// blocks since (a failed import's blocks stay until an offline `peerfs gc`).
+    /// blocks since (a failed import's blocks stay until the daemon's next sweep).
     fn delete_many(&self, _cids: &[Cid]) -> Result<(), StoreError> {
         Ok(())
     }
