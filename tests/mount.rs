@@ -317,6 +317,14 @@ fn kill_9_keeps_what_was_fsynced_or_closed_before_a_commit() {
     while m.alive() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    // `status` says what the dead daemon left behind, and what to do about it.
+    let err = m.repo.fails(&["status"]);
+    let mnt = m.mnt.path().display().to_string();
+    assert!(
+        err.contains(&format!("left a stale mount at {mnt}"))
+            && err.contains(&format!("`peerfs mount {mnt}`")),
+        "{err}"
+    );
     // The next mount cleans the stale mount up.
     m.remount();
     assert_eq!(

@@ -190,8 +190,7 @@ pub fn unmount(repo_path: &Path, dir: Option<&Path>, lazy: bool) -> Result<()> {
             ),
         };
     };
-    let stale = std::fs::metadata(dir).err().and_then(|e| e.raw_os_error()) == Some(libc::ENOTCONN);
-    if stale {
+    if daemon::is_stale_mount(dir) {
         daemon::unmount_stale(dir);
         outln!("cleaned up the stale mount at {}", dir.display())?;
         return Ok(());
@@ -263,6 +262,15 @@ pub fn status(repo_path: &Path, json: bool) -> Result<()> {
     let s = match control::request(repo_path, &Request::Status) {
         Ok(Response::Status(s)) => s,
         Ok(other) => bail!("unexpected answer from the daemon: {other:?}"),
+        Err(e @ ControlError::NotRunning(_)) => match daemon::stale_mount(repo_path) {
+            Some(dir) => bail!(
+                "{e}; it stopped without unmounting and left a stale mount at {0} \
+                 (\"Transport endpoint is not connected\"): `peerfs mount {0}` mounts again, \
+                 `peerfs unmount {0}` only clears it",
+                dir.display()
+            ),
+            None => return Err(e.into()),
+        },
         Err(e) => return Err(e.into()),
     };
     if json {

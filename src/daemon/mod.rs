@@ -13,7 +13,7 @@ mod sweeper;
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -158,6 +158,30 @@ fn find_in_path(bin: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Where the repo's daemon mounted, kept in the repo while it runs.
+const MOUNT_RECORD: &str = "mounted-at";
+
+/// Where the repo's daemon mounted and left a mount behind when it stopped without
+/// unmounting (killed, crashed): the mount is still there and answers "Transport
+/// endpoint is not connected".
+pub fn stale_mount(repo: &Path) -> Option<PathBuf> {
+    let recorded = std::fs::read(repo.join(MOUNT_RECORD)).ok()?;
+    let dir = PathBuf::from(std::ffi::OsString::from_vec(recorded));
+    is_stale_mount(&dir).then_some(dir)
+}
+
+/// Whether `dir` is a FUSE mount whose daemon is gone. Asked with statfs, which always
+/// reaches the daemon: a `stat` may be answered from the kernel's attribute cache.
+pub fn is_stale_mount(dir: &Path) -> bool {
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut buf = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `path` is NUL-terminated and `buf` has room for one statfs.
+    let rc = unsafe { libc::statfs(path.as_ptr(), buf.as_mut_ptr()) };
+    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)
+}
+
 /// Detaches a mount whose daemon is gone ("Transport endpoint is not connected").
 pub fn unmount_stale(mountpoint: &Path) {
     let ok = std::process::Command::new("fusermount3")
@@ -257,6 +281,11 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     })?;
     let unmounter = session.unmount_callable();
     let notifier = session.notifier();
+    // Removed again at a clean end: if it outlives the daemon, the mount was left behind.
+    let _ = std::fs::write(
+        repo.path().join(MOUNT_RECORD),
+        mountpoint.as_os_str().as_encoded_bytes(),
+    );
     info!(
         "mounted {} (drive root {})",
         mountpoint.display(),
@@ -312,6 +341,7 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     let requesters = serve_until_done(&inbox, &mut mounted, &drive);
     let committed = mounted.finish();
     let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(repo.path().join(MOUNT_RECORD));
     if let Some(head) = drive.head() {
         net.publish(head);
     }

@@ -451,8 +451,7 @@ impl RocksStore {
         for b in blocks {
             let key = b.cid().hash().to_bytes();
             batch.put_cf(self.cf(CF_BLOCKS), &key, b.data());
-            self.own_written
-                .fetch_add(b.len(), Ordering::Relaxed);
+            self.own_written.fetch_add(b.len(), Ordering::Relaxed);
             // A loaded index mirrors the cache family: only a cached block needs its
             // entry deleted. Without it (the CLI), delete blindly.
             let cached = cache.as_mut().is_none_or(|index| index.remove(&key));
