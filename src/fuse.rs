@@ -25,7 +25,7 @@ use fuser::{
     ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::drive::{self, Attr, Drive, DriveError, Kind, Seek, SetAttr};
 use crate::peers::{is_peer_ino, PeerView};
@@ -242,6 +242,17 @@ fn reply_empty(reply: ReplyEmpty, result: Result<(), DriveError>) {
 
 fn errno(e: &DriveError) -> Errno {
     Errno::from_i32(e.errno())
+}
+
+/// `errno` of a failed read or write of my drive's file, logged when it is EIO: my own
+/// data should always be readable, so that is a fault somewhere (and a program that
+/// mapped the file gets SIGBUS from it).
+fn drive_errno(op: &str, ino: u64, e: &DriveError) -> Errno {
+    let n = e.errno();
+    if n == libc::EIO {
+        warn!("{op} of inode {ino} in my drive failed: {e}");
+    }
+    Errno::from_i32(n)
 }
 
 /// Where writes are refused: the mount's own directories and everything under peers/.
@@ -564,7 +575,7 @@ impl Filesystem for PeerFs {
             }
             match self.drive.read(fh.0, offset, size) {
                 Ok(data) => reply.data(&data),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(drive_errno("read", ino.0, &e)),
             }
         });
     }
@@ -572,7 +583,7 @@ impl Filesystem for PeerFs {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -585,7 +596,7 @@ impl Filesystem for PeerFs {
             let drop_privileges = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
             match self.drive.write(fh.0, offset, data, drop_privileges) {
                 Ok(()) => reply.written(data.len() as u32),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(drive_errno("write", ino.0, &e)),
             }
         });
     }

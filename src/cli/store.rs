@@ -14,7 +14,8 @@ use peerfs::store::Blocks;
 use peerfs::unixfs::Profile;
 
 pub enum Store {
-    Local(Repo),
+    /// Boxed: a repo is several times the size of a daemon connection.
+    Local(Box<Repo>),
     Daemon(DaemonBlocks),
 }
 
@@ -25,9 +26,9 @@ impl Store {
         if let Some(daemon) = DaemonBlocks::connect(repo_path)? {
             return Ok(Store::Daemon(daemon));
         }
-        Ok(Store::Local(
+        Ok(Store::Local(Box::new(
             Repo::open(repo_path).context("opening the repo")?,
-        ))
+        )))
     }
 
     pub fn blocks(&self) -> &dyn Blocks {

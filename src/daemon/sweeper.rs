@@ -70,9 +70,10 @@ pub fn start(
             let written = store.own_written();
             match sweep(&drive, &store, &book, false) {
                 Ok(Some(r)) => {
-                    due_at = after.max(super::dir_size(&db));
+                    let size = super::dir_size(&db);
+                    due_at = after.max(size);
                     info!(
-                        "swept {} blocks ({} bytes) no longer reached, after {written} bytes written; the store is {due_at} bytes",
+                        "swept {} blocks ({} bytes) no longer reached, after {written} bytes written; the store is {size} bytes now",
                         r.removed, r.removed_bytes
                     );
                 }
