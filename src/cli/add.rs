@@ -26,19 +26,21 @@ pub struct AddArgs {
     /// Compute CIDs only; store nothing (needs no repo)
     #[arg(short = 'n', long)]
     only_hash: bool,
-    /// Import profile: unixfs-v1-2025 (default) or unixfs-v0-2015
+    /// Import profile: unixfs-v1-2025 (CIDv1, raw leaves, 1 MiB chunks, 1024 links; the
+    /// default) or unixfs-v0-2015 (Kubo's classic: CIDv0, 256 KiB chunks, 174 links)
     #[arg(long, value_name = "PROFILE")]
     profile: Option<Profile>,
     /// CID version (0 or 1); 1 implies --raw-leaves unless it is given
     #[arg(long, value_name = "N")]
     cid_version: Option<u8>,
-    /// Raw leaves (--raw-leaves or --raw-leaves=false)
+    /// Store file leaves as raw blocks (--raw-leaves), or as UnixFS file nodes
+    /// (--raw-leaves=false) [default: the profile's]
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     raw_leaves: Option<bool>,
-    /// Chunk size in bytes
+    /// Chunk size in bytes, at most 1 MiB [default: the profile's]
     #[arg(long, value_name = "BYTES")]
     chunk_size: Option<u64>,
-    /// Most links in one file node
+    /// Most links in one file node [default: the profile's]
     #[arg(long, value_name = "N")]
     max_links: Option<usize>,
     /// Record each entry's permission bits

@@ -49,7 +49,7 @@ struct Cli {
 enum Command {
     /// Create a repo: a new identity (ed25519), a config, an empty block store
     Init,
-    /// Add files or directories to the store and print their CIDs, like `ipfs add`
+    /// Add files or directories to the store, pin them and print their CIDs, like `ipfs add`
     Add(add::AddArgs),
     /// Write a file's contents to stdout
     Cat {
@@ -71,7 +71,7 @@ enum Command {
         /// What to get: CID, CID/PATH, /ipfs/CID/PATH or ipfs://CID/PATH
         #[arg(value_name = "TARGET")]
         target: String,
-        /// Where to write it (a path that does not exist yet)
+        /// Where to write it: a new path, or an existing directory to merge the tree into
         #[arg(value_name = "OUT")]
         out: PathBuf,
     },
@@ -95,7 +95,7 @@ enum Command {
         /// An empty directory to mount on
         #[arg(value_name = "MOUNTPOINT")]
         dir: PathBuf,
-        /// Stay in the foreground instead of returning once the mount answers
+        /// Stay in the foreground (logs on stderr) instead of returning once the mount answers
         #[arg(long)]
         foreground: bool,
         /// Log lines as text or json (RUST_LOG sets the level)
@@ -109,7 +109,8 @@ enum Command {
         no_mdns: bool,
     },
     /// Unmount MOUNTPOINT, whichever repo's it is, then commit and flush; refused while
-    /// files there are open ("target is busy", naming what holds them), unless --lazy
+    /// files there are open or processes have their working directory there ("target is
+    /// busy", naming them), unless --lazy
     Unmount {
         /// Where a drive is mounted [default: where this repo's daemon mounted it]
         #[arg(value_name = "MOUNTPOINT")]
@@ -119,7 +120,9 @@ enum Command {
         #[arg(long)]
         lazy: bool,
     },
-    /// Show the running daemon's state: root CID, commit sequence, mount point, store size
+    /// Show the running daemon's state: root CID, commit sequence, mount point, open files,
+    /// store and cache size, who may read the drive and who is connected and reading it
+    /// (without a daemon: says so, and names a stale mount a killed one left)
     Status {
         #[command(flatten)]
         json: Json,
@@ -134,18 +137,19 @@ enum Command {
     /// Follow or stop following a peer
     #[command(subcommand)]
     Peer(PeerCommand),
-    /// List followed peers: connection, RTT, head, last seen, bad blocks
+    /// List followed peers: connection, RTT, head, last seen, bad blocks, last dial error
     Peers {
         #[command(flatten)]
         json: Json,
     },
-    /// Fetch a whole tree and keep it
+    /// Fetch a whole tree and keep it (without a running daemon: only a tree all here)
     Pin {
         /// A path in the mount (under MOUNTPOINT/peers/ or MOUNTPOINT/drive/), or a CID
         #[arg(value_name = "PATH|CID")]
         target: String,
     },
-    /// Stop keeping a pinned tree; `gc` frees its blocks
+    /// Stop keeping a pinned tree; its blocks go at the next sweep or `gc`, unless
+    /// something else still reaches them
     Unpin {
         /// The path it was pinned as, or its CID (which drops all its labels)
         #[arg(value_name = "PATH|CID")]
@@ -156,8 +160,8 @@ enum Command {
         #[command(flatten)]
         json: Json,
     },
-    /// Delete every block that no pin, no drive head and (while mounted) nothing the drive
-    /// holds in memory reaches, then give the space back
+    /// Delete every block that no pin, no head of my drive or a followed peer's, and (while
+    /// mounted) nothing the drive holds in memory reaches, then give the space back
     Gc,
 }
 
