@@ -42,14 +42,17 @@ secs() { echo "$(now) - $1" | bc -l; }
 cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 net=(--listen /ip4/127.0.0.1/tcp/0 --no-mdns)
 
-# Two nodes; B follows A.
+# Two nodes that follow each other.
 for r in a b; do
   "$peerfs" --repo "$work/$r" init >/dev/null
   "$peerfs" --repo "$work/$r" mount "$work/m$r" "${net[@]}" >/dev/null
 done
 sleep 0.5
 a_addr="$("$peerfs" --repo "$work/a" id | sed -n 2p)"
+b_addr="$("$peerfs" --repo "$work/b" id | sed -n 2p)"
 "$peerfs" --repo "$work/b" peer add "$a_addr" --name alice >/dev/null
+# A's drive is read by the peers A follows (readers = "following", the default).
+"$peerfs" --repo "$work/a" peer add "$b_addr" --name bob >/dev/null
 
 # The same bytes on A's drive and on the local disk sshfs serves.
 head -c "$((size_mib << 20))" /dev/urandom > "$work/src/seq.bin"
