@@ -53,30 +53,79 @@ pub fn export(
     out: &mut dyn Write,
     progress: &mut dyn FnMut(u64),
 ) -> Result<u64, CarError> {
-    let header = serde_ipld_dagcbor::to_vec(&Header {
-        roots: vec![*root],
-        version: 1,
-    })
-    .map_err(|e| CarError::Malformed(format!("encoding the header: {e}")))?;
-    write_frame(out, &[&header])?;
-    let mut seen = HashSet::new();
-    let mut stack = vec![*root];
-    let mut count = 0;
-    while let Some(cid) = stack.pop() {
-        if !seen.insert(cid) {
-            continue;
-        }
-        let data = blocks.get(&cid)?.ok_or(unixfs::Error::Missing(cid))?;
-        write_frame(out, &[&cid.to_bytes(), &data])?;
-        count += 1;
-        progress(data.len() as u64);
-        if cid.codec() == DAG_PB {
-            let node =
-                PbNode::decode(&data).map_err(|source| unixfs::Error::Malformed { cid, source })?;
-            stack.extend(node.links.iter().rev().map(|l| l.cid));
-        }
+    let mut car = CarWriter::start(out, root)?;
+    car.dag(blocks, root, progress)?;
+    Ok(car.written())
+}
+
+/// A CARv1 being written: the header, then blocks, each at most once.
+pub struct CarWriter<'o> {
+    out: &'o mut dyn Write,
+    seen: HashSet<Cid>,
+}
+
+impl<'o> CarWriter<'o> {
+    /// Writes the header naming `root`.
+    pub fn start(out: &'o mut dyn Write, root: &Cid) -> Result<Self, CarError> {
+        let header = serde_ipld_dagcbor::to_vec(&Header {
+            roots: vec![*root],
+            version: 1,
+        })
+        .map_err(|e| CarError::Malformed(format!("encoding the header: {e}")))?;
+        write_frame(out, &[&header])?;
+        Ok(CarWriter {
+            out,
+            seen: HashSet::new(),
+        })
     }
-    Ok(count)
+
+    /// Blocks written so far.
+    pub fn written(&self) -> u64 {
+        self.seen.len() as u64
+    }
+
+    /// Writes one block, unless it was written before.
+    pub fn block(&mut self, cid: &Cid, data: &[u8]) -> io::Result<()> {
+        if self.seen.insert(*cid) {
+            write_frame(self.out, &[&cid.to_bytes(), data])?;
+        }
+        Ok(())
+    }
+
+    /// Writes every block of the DAG under `root` that was not written yet, depth first.
+    pub fn dag(
+        &mut self,
+        blocks: &dyn Blocks,
+        root: &Cid,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), CarError> {
+        // Its own visited set: a block written before (a path's blocks, ahead of the
+        // DAG at its end) was written without what is below it.
+        let mut visited = HashSet::new();
+        let mut stack = vec![*root];
+        while let Some(cid) = stack.pop() {
+            if !visited.insert(cid) {
+                continue;
+            }
+            let data = blocks.get(&cid)?.ok_or(unixfs::Error::Missing(cid))?;
+            if !self.seen.contains(&cid) {
+                self.block(&cid, &data)?;
+                progress(data.len() as u64);
+            }
+            stack.extend(links(&cid, &data)?.into_iter().rev());
+        }
+        Ok(())
+    }
+}
+
+/// The CIDs a block links to (only dag-pb blocks link; raw leaves do not).
+pub fn links(cid: &Cid, data: &[u8]) -> Result<Vec<Cid>, CarError> {
+    if cid.codec() != DAG_PB {
+        return Ok(Vec::new());
+    }
+    let node =
+        PbNode::decode(data).map_err(|source| unixfs::Error::Malformed { cid: *cid, source })?;
+    Ok(node.links.iter().map(|l| l.cid).collect())
 }
 
 fn write_frame(out: &mut dyn Write, parts: &[&[u8]]) -> io::Result<()> {

@@ -37,6 +37,7 @@ pub mod disk;
 pub mod drive;
 pub mod fsck;
 pub mod fuse;
+pub mod gateway;
 pub mod get;
 pub mod head;
 pub mod net;

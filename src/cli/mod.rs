@@ -4,6 +4,7 @@
 mod add;
 mod addrs;
 mod content;
+mod gateway;
 mod json;
 mod mount;
 mod mounts;
@@ -89,6 +90,19 @@ enum Command {
         /// The archive; `-` reads stdin
         #[arg(value_name = "CAR")]
         car: PathBuf,
+    },
+    /// Serve the store over HTTP as an IPFS gateway (trustless: ?format=raw and
+    /// ?format=car; files and directory listings for browsers) until Ctrl-C
+    #[command(
+        after_help = "It serves what this node pinned, added or imported, and the drive only \
+                      when config readers = \"*\"; blocks cached for peers' drives never. It \
+                      fetches nothing: what is not here is a 404. Stop the daemon first."
+    )]
+    Gateway {
+        /// Address and port to listen on (another machine can reach it only if this
+        /// names a non-loopback address)
+        #[arg(long, value_name = "ADDR:PORT", default_value = peerfs::gateway::DEFAULT_LISTEN)]
+        listen: String,
     },
     /// Mount the drive at MOUNTPOINT/drive (and peers at MOUNTPOINT/peers); runs the repo's daemon
     Mount {
@@ -214,7 +228,10 @@ enum LogFormat {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    keep_freed_memory(matches!(cli.command, Command::Mount { .. }));
+    keep_freed_memory(matches!(
+        cli.command,
+        Command::Mount { .. } | Command::Gateway { .. }
+    ));
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -299,5 +316,6 @@ fn run(cli: Cli) -> Result<()> {
             content::export(&repo_path, &target, output.as_deref())
         }
         Command::Import { car } => content::import(&repo_path, &car),
+        Command::Gateway { listen } => gateway::gateway(&open()?, &listen),
     }
 }

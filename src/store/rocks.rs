@@ -275,6 +275,11 @@ impl RocksStore {
         Ok(true)
     }
 
+    /// Whether `cid` is pinned under any label.
+    pub fn is_pinned(&self, cid: &Cid) -> Result<bool, StoreError> {
+        Ok(!self.pin_labels(cid)?.is_empty())
+    }
+
     fn pin_labels(&self, cid: &Cid) -> Result<Vec<String>, StoreError> {
         let value = self
             .db

@@ -1,0 +1,47 @@
+//! What the gateway serves: the same rule as for a stranger on the network. My drive
+//! only when it is open to everyone (`readers = "*"`); what I pinned, added or imported
+//! always; never blocks cached for other peers' drives. A request is judged by the CID
+//! it names; everything reached from that CID along a path is served with it.
+
+use std::sync::Arc;
+
+use cid::Cid;
+
+use crate::store::rocks::RocksStore;
+use crate::store::{Blocks, Holding, StoreError};
+
+/// Where the gateway reads blocks, and whom they are open to.
+pub trait Access: Send + Sync + 'static {
+    fn blocks(&self) -> &dyn Blocks;
+    /// Whether a stranger may read the DAG under `root`.
+    fn may_serve(&self, root: &Cid) -> Result<bool, StoreError>;
+}
+
+/// The rule over a repo's store.
+pub struct StoreAccess {
+    store: Arc<RocksStore>,
+    drive_open: bool,
+}
+
+impl StoreAccess {
+    /// `drive_open`: config `readers` lets everyone read my drive.
+    pub fn new(store: Arc<RocksStore>, drive_open: bool) -> Self {
+        StoreAccess { store, drive_open }
+    }
+}
+
+impl Access for StoreAccess {
+    fn blocks(&self) -> &dyn Blocks {
+        &*self.store
+    }
+
+    fn may_serve(&self, root: &Cid) -> Result<bool, StoreError> {
+        // An identity CID carries its bytes: nothing of mine is in it.
+        if root.hash().code() == 0 || self.store.is_pinned(root)? {
+            return Ok(true);
+        }
+        // Own blocks that no pin names may be my drive's, which only an open drive
+        // shows; cached blocks are other peers', which their owners serve.
+        Ok(self.drive_open && self.store.holding(root)? == Some(Holding::Own))
+    }
+}

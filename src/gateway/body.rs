@@ -1,0 +1,95 @@
+//! Response bodies: bytes in memory, or a stream that a blocking task writes (files and
+//! CARs are read from the store block by block, never held whole).
+
+use std::io::{self, Write};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use tokio::sync::mpsc;
+
+/// Chunks a stream keeps queued ahead of the client: with `CHUNK`, 1 MiB per response.
+const QUEUED: usize = 4;
+const CHUNK: usize = 256 << 10;
+
+pub enum Body {
+    Full(Option<Bytes>),
+    Stream(mpsc::Receiver<io::Result<Bytes>>),
+}
+
+impl Body {
+    pub fn empty() -> Body {
+        Body::Full(None)
+    }
+
+    pub fn bytes(b: impl Into<Bytes>) -> Body {
+        Body::Full(Some(b.into()))
+    }
+
+    /// A body that `produce` writes from a blocking task. An error it returns, or a
+    /// panic, ends the response early, so the client sees it cut short, never whole.
+    pub fn stream<F>(produce: F) -> Body
+    where
+        F: FnOnce(&mut dyn Write) -> io::Result<()> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(QUEUED);
+        tokio::task::spawn_blocking(move || {
+            let mut out = io::BufWriter::with_capacity(CHUNK, Sender { tx: tx.clone() });
+            let done = produce(&mut out).and_then(|()| out.flush());
+            if let Err(e) = done {
+                if e.kind() != io::ErrorKind::BrokenPipe {
+                    tracing::warn!("gateway: a response stopped early: {e}");
+                }
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        Body::Stream(rx)
+    }
+}
+
+/// Hands written bytes to the response; fails with `BrokenPipe` once the client left.
+struct Sender {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+}
+
+impl Write for Sender {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tx
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match self.get_mut() {
+            Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Body::Stream(rx) => rx
+                .poll_recv(cx)
+                .map(|next| next.map(|chunk| chunk.map(Frame::data))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Body::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Stream(_) => SizeHint::default(),
+        }
+    }
+}
