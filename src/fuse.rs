@@ -1,5 +1,5 @@
 //! The FUSE adapter: kernel requests become `Drive` calls, errors become errno values
-//! (`DriveError::errno`). The mount's top level is virtual:
+//! (`FsError::errno`). The mount's top level is virtual:
 //!
 //! ```text
 //! DIR/drive/   my drive, read-write (the drive's root inode)
@@ -27,11 +27,12 @@ use fuser::{
 
 use tracing::{error, warn};
 
-use crate::drive::{self, Attr, Drive, DriveError, Kind, Seek, SetAttr};
-use crate::peers::{is_peer_ino, PeerView};
+use crate::drive::Drive;
+use crate::peers::PeerView;
+pub use crate::vfs::ino::PEERS;
+use crate::vfs::ino::{is_peer_ino, DRIVE_ROOT, MOUNT_ROOT};
+use crate::vfs::{panic_message, Attr, FsError, Kind, Seek, SetAttr};
 
-const MOUNT_ROOT: u64 = 1;
-pub const PEERS: u64 = 3;
 /// The names of the mount's two top-level directories.
 pub const DRIVE_DIR: &str = "drive";
 pub const PEERS_DIR: &str = "peers";
@@ -111,8 +112,8 @@ impl PeerFs {
     }
 
     /// The peer view, for an inode that belongs to it.
-    fn peer_view(&self) -> Result<Arc<PeerView>, DriveError> {
-        self.peers.clone().ok_or(DriveError::NotFound)
+    fn peer_view(&self) -> Result<Arc<PeerView>, FsError> {
+        self.peers.clone().ok_or(FsError::NotFound)
     }
 
     /// Runs `job` on the blocking pool, so it may wait on the network.
@@ -168,7 +169,7 @@ impl PeerFs {
         }
     }
 
-    fn attr_of(&self, ino: u64) -> Result<Attr, DriveError> {
+    fn attr_of(&self, ino: u64) -> Result<Attr, FsError> {
         match ino {
             MOUNT_ROOT | PEERS => Ok(self.virtual_attr(ino)),
             i if is_peer_ino(i) => self.peer_view()?.getattr(i),
@@ -177,10 +178,10 @@ impl PeerFs {
     }
 
     /// Lists a directory with `.` and `..` first.
-    fn listing(&self, ino: u64) -> Result<Vec<(Vec<u8>, Attr)>, DriveError> {
+    fn listing(&self, ino: u64) -> Result<Vec<(Vec<u8>, Attr)>, FsError> {
         let (parent, entries) = match ino {
             MOUNT_ROOT => {
-                let drive = self.drive.getattr(drive::ROOT)?;
+                let drive = self.drive.getattr(DRIVE_ROOT)?;
                 let peers = self.virtual_attr(PEERS);
                 (
                     MOUNT_ROOT,
@@ -198,7 +199,7 @@ impl PeerFs {
                 let view = self.peer_view()?;
                 (view.parent(i), view.list(i)?)
             }
-            drive::ROOT => (MOUNT_ROOT, self.drive.list(ino)?),
+            DRIVE_ROOT => (MOUNT_ROOT, self.drive.list(ino)?),
             _ => (self.drive.parent(ino), self.drive.list(ino)?),
         };
         let mut out = vec![
@@ -227,27 +228,27 @@ fn shielded(op: &str, handler: impl FnOnce()) {
     if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(handler)) {
         error!(
             "FUSE {op}: internal error ({}); answered EIO",
-            drive::panic_message(&panic)
+            panic_message(&panic)
         );
     }
 }
 
 /// Answers an operation that returns nothing but success or an errno.
-fn reply_empty(reply: ReplyEmpty, result: Result<(), DriveError>) {
+fn reply_empty(reply: ReplyEmpty, result: Result<(), FsError>) {
     match result {
         Ok(()) => reply.ok(),
         Err(e) => reply.error(errno(&e)),
     }
 }
 
-fn errno(e: &DriveError) -> Errno {
+fn errno(e: &FsError) -> Errno {
     Errno::from_i32(e.errno())
 }
 
 /// `errno` of a failed read or write of my drive's file, logged when it is EIO: my own
 /// data should always be readable, so that is a fault somewhere (and a program that
 /// mapped the file gets SIGBUS from it).
-fn drive_errno(op: &str, ino: u64, e: &DriveError) -> Errno {
+fn drive_errno(op: &str, ino: u64, e: &FsError) -> Errno {
     let n = e.errno();
     if n == libc::EIO {
         warn!("{op} of inode {ino} in my drive failed: {e}");
@@ -298,7 +299,7 @@ impl Filesystem for PeerFs {
                 MOUNT_ROOT => match name {
                     n if n == DRIVE_DIR.as_bytes() => self.drive.lookup_root(),
                     n if n == PEERS_DIR.as_bytes() => Ok(self.virtual_attr(PEERS)),
-                    _ => Err(DriveError::NotFound),
+                    _ => Err(FsError::NotFound),
                 },
                 p if p == PEERS || is_peer_ino(p) => {
                     let view = match self.peer_view() {
@@ -800,7 +801,7 @@ impl Filesystem for PeerFs {
             };
             let found = if read_only(ino.0) {
                 self.attr_of(ino.0).and_then(|a| match what {
-                    _ if offset >= a.size => Err(DriveError::PastEnd),
+                    _ if offset >= a.size => Err(FsError::PastEnd),
                     Seek::Data => Ok(offset),
                     Seek::Hole => Ok(a.size),
                 })

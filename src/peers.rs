@@ -24,15 +24,14 @@ use cid::Cid;
 use libp2p::PeerId;
 
 use crate::block::{Block, RAW};
-use crate::drive::{node_attr, Attr, DriveError, Kind};
 use crate::head::Head;
 use crate::net::{NetHandle, RemoteBlocks};
 use crate::store::readahead::ReadAhead;
 use crate::store::{copy_part, Blocks, StoreError};
 use crate::unixfs::{list, load_node, FileNode, FileReader, Node};
+use crate::vfs::ino::PEER_INO_BASE;
+use crate::vfs::{node_attr, Attr, FsError, Kind};
 
-/// Peer inodes are numbered from here up; the drive's stay below.
-pub const PEER_INO_BASE: u64 = 1 << 62;
 /// How far ahead of a sequential reader leaves are fetched.
 const PREFETCH_WINDOW: u64 = 32 << 20;
 /// A listing asks for the child nodes it lacks this many entries ahead of the one it
@@ -43,10 +42,6 @@ const LISTING_AHEAD: usize = 256;
 const FAILURES_LOGGED: u32 = 20;
 /// How far up `path_of` names an inode's parents.
 const MAX_PATH_DEPTH: usize = 256;
-
-pub fn is_peer_ino(ino: u64) -> bool {
-    ino >= PEER_INO_BASE
-}
 
 /// What the kernel must drop after a head change.
 #[derive(Debug, PartialEq, Eq)]
@@ -286,12 +281,12 @@ impl PeerView {
             .collect()
     }
 
-    pub fn getattr(&self, ino: u64) -> Result<Attr, DriveError> {
+    pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
         self.lock()
             .nodes
             .get(&ino)
             .map(|n| n.attr)
-            .ok_or(DriveError::NotFound)
+            .ok_or(FsError::NotFound)
     }
 
     pub fn parent(&self, ino: u64) -> u64 {
@@ -301,18 +296,18 @@ impl PeerView {
             .map_or(self.peers_ino, |n| n.parent)
     }
 
-    pub fn cid(&self, ino: u64) -> Result<Cid, DriveError> {
+    pub fn cid(&self, ino: u64) -> Result<Cid, FsError> {
         self.lock()
             .nodes
             .get(&ino)
-            .ok_or(DriveError::NotFound)?
+            .ok_or(FsError::NotFound)?
             .cid
-            .ok_or(DriveError::NoAttribute)
+            .ok_or(FsError::NoAttribute)
     }
 
     /// Looks `name` up in `parent` (`peers/` itself, or a directory in a peer's drive).
     /// The kernel holds the entry found until it forgets it.
-    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, DriveError> {
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, FsError> {
         if parent != self.peers_ino {
             self.load_children(parent)?;
         }
@@ -325,8 +320,8 @@ impl PeerView {
                 .and_then(|p| p.children.as_ref())
                 .and_then(|c| c.get(name))
         };
-        let ino = *ino.ok_or(DriveError::NotFound)?;
-        let n = st.nodes.get_mut(&ino).ok_or(DriveError::NotFound)?;
+        let ino = *ino.ok_or(FsError::NotFound)?;
+        let n = st.nodes.get_mut(&ino).ok_or(FsError::NotFound)?;
         n.lookups += 1;
         Ok(n.attr)
     }
@@ -360,7 +355,7 @@ impl PeerView {
         self.lock().nodes.len()
     }
 
-    pub fn list(&self, ino: u64) -> Result<Vec<(Vec<u8>, Attr)>, DriveError> {
+    pub fn list(&self, ino: u64) -> Result<Vec<(Vec<u8>, Attr)>, FsError> {
         let children = self
             .children(ino)
             .inspect_err(|e| self.log_failure("listing", ino, e))?;
@@ -371,24 +366,24 @@ impl PeerView {
             .collect())
     }
 
-    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, DriveError> {
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, FsError> {
         let (owner, cid) = self.owner_cid(ino)?;
         match load_node(&self.blocks(owner), &cid)? {
             Node::Symlink { target, .. } => Ok(target),
-            _ => Err(DriveError::Invalid),
+            _ => Err(FsError::Invalid),
         }
     }
 
     /// Reads up to `len` bytes at `offset`, and starts fetching what a sequential
     /// reader will want next. May wait on the network.
-    pub fn read(&self, ino: u64, offset: u64, len: u32) -> Result<ReadData, DriveError> {
+    pub fn read(&self, ino: u64, offset: u64, len: u32) -> Result<ReadData, FsError> {
         self.read_from(ino, offset, len, true)
             .inspect_err(|e| self.log_failure("reading", ino, e))
     }
 
     /// Says in the log which file a failed read or listing was about (the network's
     /// line names the block and the peers asked), at most `FAILURES_LOGGED` a minute.
-    fn log_failure(&self, doing: &str, ino: u64, e: &DriveError) {
+    fn log_failure(&self, doing: &str, ino: u64, e: &FsError) {
         if !matches!(e.errno(), libc::EIO | libc::EACCES) {
             return;
         }
@@ -441,13 +436,7 @@ impl PeerView {
         self.read_from(ino, offset, len, false).ok()
     }
 
-    fn read_from(
-        &self,
-        ino: u64,
-        offset: u64,
-        len: u32,
-        fetch: bool,
-    ) -> Result<ReadData, DriveError> {
+    fn read_from(&self, ino: u64, offset: u64, len: u32, fetch: bool) -> Result<ReadData, FsError> {
         let (owner, cid) = self.owner_cid(ino)?;
         let blocks = self.blocks_of(owner, fetch);
         let cached = self.lock().nodes.get(&ino).and_then(|n| n.file.clone());
@@ -455,7 +444,7 @@ impl PeerView {
             Some(f) => f,
             None => {
                 let Node::File(f) = load_node(&blocks, &cid)? else {
-                    return Err(DriveError::IsADirectory);
+                    return Err(FsError::IsADirectory);
                 };
                 let f = Arc::new(f);
                 if let Some(n) = self.lock().nodes.get_mut(&ino) {
@@ -549,13 +538,13 @@ impl PeerView {
         }
     }
 
-    fn owner_cid(&self, ino: u64) -> Result<(PeerId, Cid), DriveError> {
+    fn owner_cid(&self, ino: u64) -> Result<(PeerId, Cid), FsError> {
         let st = self.lock();
-        let n = st.nodes.get(&ino).ok_or(DriveError::NotFound)?;
-        Ok((n.owner, n.cid.ok_or(DriveError::NotFound)?))
+        let n = st.nodes.get(&ino).ok_or(FsError::NotFound)?;
+        Ok((n.owner, n.cid.ok_or(FsError::NotFound)?))
     }
 
-    fn node_attr(&self, owner: PeerId, cid: &Cid) -> Result<Attr, DriveError> {
+    fn node_attr(&self, owner: PeerId, cid: &Cid) -> Result<Attr, FsError> {
         let node = load_node(&self.blocks(owner), cid)?;
         Ok(shown_attr(&node, self.head_time(owner)))
     }
@@ -571,36 +560,36 @@ impl PeerView {
 
     /// A directory's entries, loading them (and each child's node, for its attributes)
     /// on first use.
-    fn children(&self, ino: u64) -> Result<BTreeMap<Vec<u8>, u64>, DriveError> {
+    fn children(&self, ino: u64) -> Result<BTreeMap<Vec<u8>, u64>, FsError> {
         self.load_children(ino)?;
         self.lock()
             .nodes
             .get(&ino)
             .and_then(|n| n.children.clone())
-            .ok_or(DriveError::NotFound)
+            .ok_or(FsError::NotFound)
     }
 
     /// Makes sure a directory's listing is loaded.
-    fn load_children(&self, ino: u64) -> Result<(), DriveError> {
+    fn load_children(&self, ino: u64) -> Result<(), FsError> {
         let (owner, cid) = {
             let st = self.lock();
-            let n = st.nodes.get(&ino).ok_or(DriveError::NotFound)?;
+            let n = st.nodes.get(&ino).ok_or(FsError::NotFound)?;
             if n.attr.kind != Kind::Directory {
-                return Err(DriveError::NotADirectory);
+                return Err(FsError::NotADirectory);
             }
             if n.children.is_some() {
                 return Ok(());
             }
-            (n.owner, n.cid.ok_or(DriveError::NotFound)?)
+            (n.owner, n.cid.ok_or(FsError::NotFound)?)
         };
         let loaded = self.load_entries(owner, &cid)?;
         let mut st = self.lock();
         // Another thread may have loaded it meanwhile, or a new head replaced it.
         match st.nodes.get(&ino) {
-            Some(n) if n.cid != Some(cid) => return Err(DriveError::NotFound),
+            Some(n) if n.cid != Some(cid) => return Err(FsError::NotFound),
             Some(n) if n.children.is_some() => return Ok(()),
             Some(_) => {}
-            None => return Err(DriveError::NotFound),
+            None => return Err(FsError::NotFound),
         }
         let mut children = BTreeMap::new();
         for (name, child_cid, attr) in loaded {
@@ -616,11 +605,7 @@ impl PeerView {
     /// A directory's entries with each one's attributes. Child nodes missing here are
     /// asked for `LISTING_AHEAD` entries ahead, so a listing costs a few round trips,
     /// not one per entry.
-    fn load_entries(
-        &self,
-        owner: PeerId,
-        dir: &Cid,
-    ) -> Result<Vec<(Vec<u8>, Cid, Attr)>, DriveError> {
+    fn load_entries(&self, owner: PeerId, dir: &Cid) -> Result<Vec<(Vec<u8>, Cid, Attr)>, FsError> {
         let blocks = self.blocks(owner);
         let node = load_node(&blocks, dir)?;
         let entries = list(&blocks, dir, &node)?;

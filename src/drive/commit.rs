@@ -18,7 +18,6 @@ use cid::Cid;
 
 use super::staging::Staging;
 use super::tree::{Body, Dir, State, StoredDir};
-use super::{DriveError, ROOT};
 use crate::block::{Block, DAG_PB};
 use crate::store::{BlockSink, Blocks, StoreError};
 use crate::unixfs::build::{build_directory, Built, DirEntry};
@@ -27,6 +26,8 @@ use crate::unixfs::data::Metadata;
 use crate::unixfs::hamt::{self, ShardChange};
 use crate::unixfs::node::Node;
 use crate::unixfs::{load_node, ImportOptions};
+use crate::vfs::ino::DRIVE_ROOT;
+use crate::vfs::FsError;
 
 /// The fewest bytes a link adds to the shard estimate besides its name: a CID of a
 /// sha2-256 multihash (CIDv0) and nothing else. With the names' bytes it bounds the
@@ -76,7 +77,7 @@ pub(super) fn snapshot(
     opts: &ImportOptions,
     force: bool,
 ) -> Option<Snapshot> {
-    let root = st.inodes.get(&ROOT)?;
+    let root = st.inodes.get(&DRIVE_ROOT)?;
     let unstored = matches!(&root.body, Body::Dir(Dir::Loaded(d)) if d.stored.is_none());
     let wanted = st.changed() || (force && unstored);
     if !wanted {
@@ -88,7 +89,7 @@ pub(super) fn snapshot(
         epoch: staging.begin_commit(),
         seq: st.seq + 1,
     };
-    plan_dir(st, ROOT, staging, opts, &mut snap);
+    plan_dir(st, DRIVE_ROOT, staging, opts, &mut snap);
     for plan in &snap.dirs {
         if let Some(d) = st.loaded_dir(plan.ino) {
             d.changed = None;
@@ -163,7 +164,7 @@ pub(super) struct Prepared {
 
 impl Snapshot {
     /// Makes the new directory nodes; nothing is written yet.
-    pub fn build(&self, staging: &Staging, opts: &ImportOptions) -> Result<Prepared, DriveError> {
+    pub fn build(&self, staging: &Staging, opts: &ImportOptions) -> Result<Prepared, FsError> {
         let overlay = Overlay {
             new: Mutex::default(),
             base: staging,
@@ -209,10 +210,7 @@ impl Snapshot {
             };
             results.push(result);
         }
-        let root = results
-            .last()
-            .map(|r| r.built)
-            .ok_or(DriveError::NotFound)?;
+        let root = results.last().map(|r| r.built).ok_or(FsError::NotFound)?;
         let mut blocks = overlay.reachable(&root.cid);
         blocks.extend(self.staged.iter().cloned());
         Ok(Prepared {

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use cid::Cid;
 
 use super::staging::{StageSink, Staging};
-use super::DriveError;
 use crate::block::{DAG_PB, RAW};
 use crate::store::readahead::ReadAhead;
 use crate::store::Blocks;
@@ -23,6 +22,7 @@ use crate::unixfs::dagpb::PbNode;
 use crate::unixfs::data::{DataType, Metadata, UnixFsData};
 use crate::unixfs::read::FileReader;
 use crate::unixfs::{Error, FormatError, ImportOptions};
+use crate::vfs::{FsError, Seek};
 
 /// The largest file the drive holds, as ext4 with 4 KiB blocks: beyond it, `EFBIG`.
 pub const MAX_FILE_SIZE: u64 = 16 << 40;
@@ -38,13 +38,6 @@ const MAX_DEPTH: usize = 32;
 enum Chunk {
     Stored(StoredLeaf),
     Dirty(Vec<u8>),
-}
-
-/// Where `lseek` looks: `SEEK_DATA` or `SEEK_HOLE`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Seek {
-    Data,
-    Hole,
 }
 
 pub struct FileContent {
@@ -88,7 +81,7 @@ impl FileContent {
         opts: &ImportOptions,
         zeros: &ZeroRuns,
         root: &Cid,
-    ) -> Result<Self, DriveError> {
+    ) -> Result<Self, FsError> {
         let mut leaves = Leaves {
             chunk_size: opts.chunk_size,
             zeros,
@@ -168,7 +161,7 @@ impl FileContent {
         ahead: Option<&ReadAhead>,
         offset: u64,
         len: u32,
-    ) -> Result<Vec<u8>, DriveError> {
+    ) -> Result<Vec<u8>, FsError> {
         if offset >= self.size {
             return Ok(Vec::new());
         }
@@ -258,7 +251,7 @@ impl FileContent {
         blocks: &dyn Blocks,
         ahead: Option<&ReadAhead>,
         leaf: &StoredLeaf,
-    ) -> Result<Arc<Vec<u8>>, DriveError> {
+    ) -> Result<Arc<Vec<u8>>, FsError> {
         if let Some((c, bytes)) = &self.cached {
             if *c == leaf.cid {
                 return Ok(Arc::clone(bytes));
@@ -286,10 +279,10 @@ impl FileContent {
         opts: &ImportOptions,
         offset: u64,
         data: &[u8],
-    ) -> Result<(), DriveError> {
+    ) -> Result<(), FsError> {
         let end = offset
             .checked_add(data.len() as u64)
-            .ok_or(DriveError::FileTooBig)?;
+            .ok_or(FsError::FileTooBig)?;
         if end > self.size {
             self.set_len(staging, end)?;
         }
@@ -313,7 +306,7 @@ impl FileContent {
     }
 
     /// Copies chunk `idx` into memory (copy on write) and returns its bytes.
-    fn make_dirty(&mut self, staging: &Staging, idx: u64) -> Result<&mut Vec<u8>, DriveError> {
+    fn make_dirty(&mut self, staging: &Staging, idx: u64) -> Result<&mut Vec<u8>, FsError> {
         let bytes = match self.chunks.get(&idx) {
             Some(Chunk::Dirty(_)) => None,
             None => Some(vec![0; self.chunk_len(idx) as usize]),
@@ -333,12 +326,7 @@ impl FileContent {
     }
 
     /// Stores a full dirty chunk and keeps only its leaf; a chunk of zeros becomes a hole.
-    fn seal(
-        &mut self,
-        staging: &Staging,
-        opts: &ImportOptions,
-        idx: u64,
-    ) -> Result<(), DriveError> {
+    fn seal(&mut self, staging: &Staging, opts: &ImportOptions, idx: u64) -> Result<(), FsError> {
         let Some(Chunk::Dirty(b)) = self.chunks.get_mut(&idx) else {
             return Ok(());
         };
@@ -357,7 +345,7 @@ impl FileContent {
         Ok(())
     }
 
-    fn limit_dirty(&mut self, staging: &Staging, opts: &ImportOptions) -> Result<(), DriveError> {
+    fn limit_dirty(&mut self, staging: &Staging, opts: &ImportOptions) -> Result<(), FsError> {
         let last = self.chunk_count().saturating_sub(1);
         let full = self.dirty.range(..last).count();
         if full > MAX_DIRTY_CHUNKS {
@@ -375,9 +363,9 @@ impl FileContent {
     }
 
     /// Grows (with a hole) or shrinks the file to `size` bytes.
-    pub fn set_len(&mut self, staging: &Staging, size: u64) -> Result<(), DriveError> {
+    pub fn set_len(&mut self, staging: &Staging, size: u64) -> Result<(), FsError> {
         if size > MAX_FILE_SIZE {
-            return Err(DriveError::FileTooBig);
+            return Err(FsError::FileTooBig);
         }
         if size == self.size {
             return Ok(());
@@ -413,7 +401,7 @@ impl FileContent {
         opts: &ImportOptions,
         zeros: &ZeroRuns,
         meta: Metadata,
-    ) -> Result<Built, DriveError> {
+    ) -> Result<Built, FsError> {
         let mut builder = FileBuilder::new(opts, meta);
         let mut sink = StageSink(staging);
         let count = self.chunk_count();
@@ -487,7 +475,7 @@ impl Leaves<'_> {
         bytes: Vec<u8>,
         tsize: Option<u64>,
         depth: usize,
-    ) -> Result<(), DriveError> {
+    ) -> Result<(), FsError> {
         let malformed = |source| Error::Malformed { cid: *cid, source };
         if depth > MAX_DEPTH {
             return Err(malformed(FormatError::UnixFs("file DAG too deep")).into());
@@ -567,13 +555,13 @@ impl Leaves<'_> {
 }
 
 /// The file bytes a leaf holds: a raw block, or a UnixFS node's inline data.
-fn leaf_bytes(blocks: &dyn Blocks, cid: &Cid) -> Result<Vec<u8>, DriveError> {
+fn leaf_bytes(blocks: &dyn Blocks, cid: &Cid) -> Result<Vec<u8>, FsError> {
     let bytes = blocks.get(cid)?.ok_or(Error::Missing(*cid))?;
     leaf_data(cid, bytes)
 }
 
 /// The file bytes in leaf block `bytes`.
-fn leaf_data(cid: &Cid, bytes: Vec<u8>) -> Result<Vec<u8>, DriveError> {
+fn leaf_data(cid: &Cid, bytes: Vec<u8>) -> Result<Vec<u8>, FsError> {
     if cid.codec() == RAW {
         return Ok(bytes);
     }

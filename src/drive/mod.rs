@@ -8,7 +8,6 @@
 //! - [`file`]: one file's contents as a chunk-granular copy-on-write overlay; holes
 //!   are runs.
 //! - [`staging`]: new blocks waiting for the commit that makes them reachable.
-//! - [`error`]: `DriveError` and its errno mapping.
 //!
 //! Locking: a file's content lock is taken before the drive's state lock, never after.
 //! A commit holds `commit_lock` throughout and the state lock only to take its snapshot
@@ -17,7 +16,6 @@
 //! half a write.
 
 mod commit;
-pub mod error;
 pub mod file;
 pub mod staging;
 mod tree;
@@ -30,28 +28,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cid::Cid;
 use libp2p_identity::Keypair;
 
-pub use error::DriveError;
-pub use file::{Seek, MAX_FILE_SIZE};
-pub use tree::{to_mtime, to_system_time};
+/// The names the daemon knows the drive's errors and caught panics by.
+pub use crate::vfs::{panic_message, FsError as DriveError};
+pub use file::MAX_FILE_SIZE;
 
-use crate::head::{Head, SignedHead};
+use crate::head::{Head, SignedHead, OWN_HEAD};
 use crate::store::readahead::ReadAhead;
 use crate::store::{Blocks, HeadStore, StoreError};
 use crate::unixfs::build::{build_symlink, Built, ZeroRuns};
-use crate::unixfs::node::Node;
 use crate::unixfs::read::list;
 use crate::unixfs::{load_node, ImportOptions};
+use crate::vfs::ino::{DRIVE_ROOT, FIRST_DRIVE_INO};
+use crate::vfs::{to_mtime, Attr, FsError, Kind, Seek, SetAttr};
 use file::FileContent;
 use staging::{StageSink, Staging};
-use tree::{
-    meta_at, Body, Dir, FileBody, Inode, LoadedDir, State, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE,
-};
+use tree::{meta_at, Body, Dir, FileBody, Inode, LoadedDir, State};
 
-/// The drive's root directory. Lower numbers belong to the mount around the drive.
-pub const ROOT: u64 = 2;
-const FIRST_INODE: u64 = 16;
-/// The key of this drive's own head in the store's heads table.
-pub const OWN_HEAD: &str = "self";
 /// How far ahead of a sequential reader chunks are read from the store.
 const READ_AHEAD_BYTES: u64 = 8 << 20;
 /// Longest file name, in bytes, as on Linux filesystems.
@@ -59,41 +51,6 @@ const MAX_NAME: usize = 255;
 /// Permission bits a write by someone else takes away (as the kernel's rule for
 /// `file_remove_privs`): set-user-ID and set-group-ID.
 const PRIVILEGE_BITS: u32 = 0o6000;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    File,
-    Directory,
-    Symlink,
-}
-
-/// What `stat` shows of an inode.
-#[derive(Clone, Copy, Debug)]
-pub struct Attr {
-    pub ino: u64,
-    pub kind: Kind,
-    pub size: u64,
-    /// Bytes that take room (holes do not), for `st_blocks`.
-    pub allocated: u64,
-    /// Permission bits, `0o7777` at most.
-    pub perm: u16,
-    pub mtime: SystemTime,
-    pub ctime: SystemTime,
-    /// Kept in memory only: UnixFS has no field for it (see the README).
-    pub atime: SystemTime,
-    /// 0 for an unlinked file still open; 2 plus the subdirectories for a directory
-    /// whose entries are loaded, 1 (unknown) for one not loaded yet.
-    pub nlink: u32,
-}
-
-/// Changes `setattr` asks for.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SetAttr {
-    pub mode: Option<u32>,
-    pub size: Option<u64>,
-    pub mtime: Option<SystemTime>,
-    pub atime: Option<SystemTime>,
-}
 
 /// What `peerfs status` reports about the drive.
 #[derive(Clone, Debug)]
@@ -131,7 +88,7 @@ impl Drive {
         store: Arc<dyn HeadStore>,
         opts: ImportOptions,
         key: Keypair,
-    ) -> Result<Drive, DriveError> {
+    ) -> Result<Drive, FsError> {
         let read_ahead = ReadAhead::start(Arc::clone(&store) as Arc<dyn crate::store::Blocks>);
         let staging = Staging::new(store);
         let zeros = ZeroRuns::new(&opts, MAX_FILE_SIZE);
@@ -147,15 +104,22 @@ impl Drive {
                 let cid = h.head().root;
                 let node = load_node(&staging, &cid)?;
                 if !node.is_dir() {
-                    return Err(DriveError::NotADirectory);
+                    return Err(FsError::NotADirectory);
                 }
-                Inode::stored(ROOT, b"", &node, Built { cid, tsize: 0 }, &staging, &zeros)
+                Inode::stored(
+                    DRIVE_ROOT,
+                    b"",
+                    &node,
+                    Built { cid, tsize: 0 },
+                    &staging,
+                    &zeros,
+                )
             }
             None => Inode::empty_root(),
         };
         let state = State {
-            inodes: [(ROOT, root)].into(),
-            next_ino: FIRST_INODE,
+            inodes: [(DRIVE_ROOT, root)].into(),
+            next_ino: FIRST_DRIVE_INO,
             handles: Default::default(),
             next_fh: 1,
             seq: head.as_ref().map_or(0, |h| h.head().seq),
@@ -184,22 +148,22 @@ impl Drive {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, DriveError> {
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, FsError> {
         let mut st = self.lock();
         let ino = self
             .child(&mut st, parent, name)?
-            .ok_or(DriveError::NotFound)?;
-        let inode = st.inodes.get_mut(&ino).ok_or(DriveError::NotFound)?;
+            .ok_or(FsError::NotFound)?;
+        let inode = st.inodes.get_mut(&ino).ok_or(FsError::NotFound)?;
         inode.lookups += 1;
         Ok(inode.attr(ino))
     }
 
     /// The drive's root as the mount's `drive` entry.
-    pub fn lookup_root(&self) -> Result<Attr, DriveError> {
+    pub fn lookup_root(&self) -> Result<Attr, FsError> {
         let mut st = self.lock();
-        let root = st.inodes.get_mut(&ROOT).ok_or(DriveError::NotFound)?;
+        let root = st.inodes.get_mut(&DRIVE_ROOT).ok_or(FsError::NotFound)?;
         root.lookups += 1;
-        Ok(root.attr(ROOT))
+        Ok(root.attr(DRIVE_ROOT))
     }
 
     pub fn forget(&self, ino: u64, n: u64) {
@@ -210,33 +174,27 @@ impl Drive {
         st.reap(ino);
     }
 
-    pub fn getattr(&self, ino: u64) -> Result<Attr, DriveError> {
+    pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
         let st = self.lock();
-        Ok(st.inodes.get(&ino).ok_or(DriveError::NotFound)?.attr(ino))
+        Ok(st.inodes.get(&ino).ok_or(FsError::NotFound)?.attr(ino))
     }
 
-    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, DriveError> {
-        match &self
-            .lock()
-            .inodes
-            .get(&ino)
-            .ok_or(DriveError::NotFound)?
-            .body
-        {
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, FsError> {
+        match &self.lock().inodes.get(&ino).ok_or(FsError::NotFound)?.body {
             Body::Symlink { target, .. } => Ok(target.clone()),
-            _ => Err(DriveError::Invalid),
+            _ => Err(FsError::Invalid),
         }
     }
 
     /// The entries of a directory with their attributes, in name order.
-    pub fn list(&self, ino: u64) -> Result<Vec<(Vec<u8>, Attr)>, DriveError> {
+    pub fn list(&self, ino: u64) -> Result<Vec<(Vec<u8>, Attr)>, FsError> {
         let mut st = self.lock();
         self.load_dir(&mut st, ino)?;
         let st = &*st;
         let dir = match st.inodes.get(&ino).map(|i| &i.body) {
             Some(Body::Dir(Dir::Loaded(d))) => d,
-            Some(_) => return Err(DriveError::NotADirectory),
-            None => return Err(DriveError::NotFound),
+            Some(_) => return Err(FsError::NotADirectory),
+            None => return Err(FsError::NotFound),
         };
         Ok(dir
             .children
@@ -253,15 +211,18 @@ impl Drive {
     }
 
     pub fn parent(&self, ino: u64) -> u64 {
-        self.lock().inodes.get(&ino).map_or(ROOT, |i| i.parent)
+        self.lock()
+            .inodes
+            .get(&ino)
+            .map_or(DRIVE_ROOT, |i| i.parent)
     }
 
-    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32) -> Result<Attr, DriveError> {
+    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32) -> Result<Attr, FsError> {
         let mut st = self.lock();
         self.insert(&mut st, Inode::new_dir(parent, name, mode))
     }
 
-    pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8]) -> Result<Attr, DriveError> {
+    pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8]) -> Result<Attr, FsError> {
         let mut st = self.lock();
         let now = SystemTime::now();
         let mut sink = StageSink(&self.staging);
@@ -273,7 +234,7 @@ impl Drive {
     }
 
     /// Creates an empty file and opens it; returns its attributes and a handle.
-    pub fn create(&self, parent: u64, name: &[u8], mode: u32) -> Result<(Attr, u64), DriveError> {
+    pub fn create(&self, parent: u64, name: &[u8], mode: u32) -> Result<(Attr, u64), FsError> {
         let mut st = self.lock();
         let now = SystemTime::now();
         let mut content = FileContent::empty(&self.opts);
@@ -292,40 +253,40 @@ impl Drive {
     }
 
     /// Links a new entry into its parent (named in the inode).
-    fn insert(&self, st: &mut State, inode: Inode) -> Result<Attr, DriveError> {
+    fn insert(&self, st: &mut State, inode: Inode) -> Result<Attr, FsError> {
         check_name(&inode.name)?;
         let (parent, name) = (inode.parent, inode.name.clone());
         if self.child(st, parent, &name)?.is_some() {
-            return Err(DriveError::Exists);
+            return Err(FsError::Exists);
         }
         let ino = st.new_ino();
         let attr = inode.attr(ino);
         let is_dir = attr.kind == Kind::Directory;
         st.inodes.insert(ino, inode);
         st.loaded_dir(parent)
-            .ok_or(DriveError::NotADirectory)?
+            .ok_or(FsError::NotADirectory)?
             .add(&name, ino, is_dir);
         st.entry_changed(parent, &name, true);
         Ok(attr)
     }
 
-    pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<(), DriveError> {
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<(), FsError> {
         let mut st = self.lock();
         let ino = self
             .child(&mut st, parent, name)?
-            .ok_or(DriveError::NotFound)?;
+            .ok_or(FsError::NotFound)?;
         if st.inodes[&ino].kind() == Kind::Directory {
-            return Err(DriveError::IsADirectory);
+            return Err(FsError::IsADirectory);
         }
         self.remove_entry(&mut st, parent, name, ino);
         Ok(())
     }
 
-    pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<(), DriveError> {
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<(), FsError> {
         let mut st = self.lock();
         let ino = self
             .child(&mut st, parent, name)?
-            .ok_or(DriveError::NotFound)?;
+            .ok_or(FsError::NotFound)?;
         self.check_empty_dir(&mut st, ino)?;
         self.remove_entry(&mut st, parent, name, ino);
         Ok(())
@@ -343,12 +304,12 @@ impl Drive {
         st.entry_changed(parent, name, true);
     }
 
-    fn check_empty_dir(&self, st: &mut State, ino: u64) -> Result<(), DriveError> {
+    fn check_empty_dir(&self, st: &mut State, ino: u64) -> Result<(), FsError> {
         self.load_dir(st, ino)?;
         match &st.inodes[&ino].body {
             Body::Dir(Dir::Loaded(d)) if d.children.is_empty() => Ok(()),
-            Body::Dir(_) => Err(DriveError::NotEmpty),
-            _ => Err(DriveError::NotADirectory),
+            Body::Dir(_) => Err(FsError::NotEmpty),
+            _ => Err(FsError::NotADirectory),
         }
     }
 
@@ -361,35 +322,35 @@ impl Drive {
         new_parent: u64,
         new_name: &[u8],
         no_replace: bool,
-    ) -> Result<(), DriveError> {
+    ) -> Result<(), FsError> {
         check_name(new_name)?;
         let mut st = self.lock();
         let ino = self
             .child(&mut st, parent, name)?
-            .ok_or(DriveError::NotFound)?;
+            .ok_or(FsError::NotFound)?;
         let is_dir = st.inodes[&ino].kind() == Kind::Directory;
         // A directory cannot move into itself or below itself.
         let mut up = new_parent;
         loop {
             if up == ino {
-                return Err(DriveError::Invalid);
+                return Err(FsError::Invalid);
             }
-            if up == ROOT {
+            if up == DRIVE_ROOT {
                 break;
             }
-            up = st.inodes.get(&up).map_or(ROOT, |i| i.parent);
+            up = st.inodes.get(&up).map_or(DRIVE_ROOT, |i| i.parent);
         }
         if let Some(old) = self.child(&mut st, new_parent, new_name)? {
             if old == ino {
                 return Ok(());
             }
             if no_replace {
-                return Err(DriveError::Exists);
+                return Err(FsError::Exists);
             }
             match (is_dir, st.inodes[&old].kind() == Kind::Directory) {
                 (true, true) => self.check_empty_dir(&mut st, old)?,
-                (true, false) => return Err(DriveError::NotADirectory),
-                (false, true) => return Err(DriveError::IsADirectory),
+                (true, false) => return Err(FsError::NotADirectory),
+                (false, true) => return Err(FsError::IsADirectory),
                 (false, false) => {}
             }
             st.detach(old);
@@ -398,7 +359,7 @@ impl Drive {
             dir.remove(name, is_dir);
         }
         st.loaded_dir(new_parent)
-            .ok_or(DriveError::NotADirectory)?
+            .ok_or(FsError::NotADirectory)?
             .add(new_name, ino, is_dir);
         if let Some(inode) = st.inodes.get_mut(&ino) {
             inode.parent = new_parent;
@@ -410,22 +371,22 @@ impl Drive {
         Ok(())
     }
 
-    pub fn setattr(&self, ino: u64, set: SetAttr) -> Result<Attr, DriveError> {
+    pub fn setattr(&self, ino: u64, set: SetAttr) -> Result<Attr, FsError> {
         let content = {
             let mut st = self.lock();
-            let kind = st.inodes.get(&ino).ok_or(DriveError::NotFound)?.kind();
+            let kind = st.inodes.get(&ino).ok_or(FsError::NotFound)?.kind();
             match kind {
-                Kind::Directory if set.size.is_some() => return Err(DriveError::IsADirectory),
-                Kind::Symlink if set.size.is_some() => return Err(DriveError::Invalid),
+                Kind::Directory if set.size.is_some() => return Err(FsError::IsADirectory),
+                Kind::Symlink if set.size.is_some() => return Err(FsError::Invalid),
                 Kind::Directory => {
                     // Only a loaded directory records changes.
                     self.load_dir(&mut st, ino)?;
-                    apply_meta(st.inodes.get_mut(&ino).ok_or(DriveError::NotFound)?, set);
+                    apply_meta(st.inodes.get_mut(&ino).ok_or(FsError::NotFound)?, set);
                     st.dir_changed(ino);
                     return Ok(st.inodes[&ino].attr(ino));
                 }
                 Kind::Symlink => {
-                    let inode = st.inodes.get_mut(&ino).ok_or(DriveError::NotFound)?;
+                    let inode = st.inodes.get_mut(&ino).ok_or(FsError::NotFound)?;
                     apply_meta(inode, set);
                     let meta = inode.meta();
                     if let Body::Symlink { target, built } = &mut inode.body {
@@ -448,7 +409,7 @@ impl Drive {
             .map_or(Ok(()), |size| content.set_len(&self.staging, size));
         let mut st = self.lock();
         let done = resized.and_then(|()| {
-            let inode = st.inodes.get_mut(&ino).ok_or(DriveError::NotFound)?;
+            let inode = st.inodes.get_mut(&ino).ok_or(FsError::NotFound)?;
             apply_meta(inode, set);
             if set.size.is_some() && set.mtime.is_none() {
                 inode.touch();
@@ -465,14 +426,10 @@ impl Drive {
     }
 
     /// The open contents of file `ino`, or its stored contents loaded now.
-    fn file_content(
-        &self,
-        st: &mut State,
-        ino: u64,
-    ) -> Result<Arc<Mutex<FileContent>>, DriveError> {
-        let inode = st.inodes.get_mut(&ino).ok_or(DriveError::NotFound)?;
+    fn file_content(&self, st: &mut State, ino: u64) -> Result<Arc<Mutex<FileContent>>, FsError> {
+        let inode = st.inodes.get_mut(&ino).ok_or(FsError::NotFound)?;
         let Body::File(f) = &mut inode.body else {
-            return Err(DriveError::IsADirectory);
+            return Err(FsError::IsADirectory);
         };
         if let Some(c) = &f.content {
             return Ok(Arc::clone(c));
@@ -486,12 +443,12 @@ impl Drive {
     }
 
     /// Opens a file; `truncate` empties it first (O_TRUNC).
-    pub fn open(&self, ino: u64, truncate: bool) -> Result<u64, DriveError> {
+    pub fn open(&self, ino: u64, truncate: bool) -> Result<u64, FsError> {
         let (fh, content) = {
             let mut st = self.lock();
             let content = self.file_content(&mut st, ino)?;
             let Some(Body::File(f)) = st.inodes.get_mut(&ino).map(|i| &mut i.body) else {
-                return Err(DriveError::IsADirectory);
+                return Err(FsError::IsADirectory);
             };
             f.open += 1;
             (st.new_handle(ino, Arc::clone(&content)), content)
@@ -512,13 +469,13 @@ impl Drive {
         Ok(fh)
     }
 
-    fn handle(&self, fh: u64) -> Result<(u64, Arc<Mutex<FileContent>>), DriveError> {
+    fn handle(&self, fh: u64) -> Result<(u64, Arc<Mutex<FileContent>>), FsError> {
         let st = self.lock();
-        let h = st.handles.get(&fh).ok_or(DriveError::BadHandle)?;
+        let h = st.handles.get(&fh).ok_or(FsError::BadHandle)?;
         Ok((h.ino, Arc::clone(&h.content)))
     }
 
-    pub fn read(&self, fh: u64, offset: u64, len: u32) -> Result<Vec<u8>, DriveError> {
+    pub fn read(&self, fh: u64, offset: u64, len: u32) -> Result<Vec<u8>, FsError> {
         let (_, content) = self.handle(fh)?;
         let mut c = content.lock().unwrap_or_else(|e| e.into_inner());
         let data = c.read(&self.staging, Some(&self.read_ahead), offset, len)?;
@@ -536,7 +493,7 @@ impl Drive {
         offset: u64,
         data: &[u8],
         drop_privileges: bool,
-    ) -> Result<(), DriveError> {
+    ) -> Result<(), FsError> {
         let (ino, content) = self.handle(fh)?;
         let mut c = content.lock().unwrap_or_else(|e| e.into_inner());
         c.write(&self.staging, &self.opts, offset, data)?;
@@ -554,7 +511,7 @@ impl Drive {
     }
 
     /// Makes the file at least `size` bytes long (fallocate): the new room is a hole.
-    pub fn grow(&self, fh: u64, size: u64) -> Result<(), DriveError> {
+    pub fn grow(&self, fh: u64, size: u64) -> Result<(), FsError> {
         let (_, content) = self.handle(fh)?;
         if content.lock().unwrap_or_else(|e| e.into_inner()).size() >= size {
             return Ok(());
@@ -565,14 +522,14 @@ impl Drive {
 
     /// Where the next data or hole at or after `offset` is (lseek's `SEEK_DATA` and
     /// `SEEK_HOLE`).
-    pub fn seek(&self, fh: u64, offset: u64, what: Seek) -> Result<u64, DriveError> {
+    pub fn seek(&self, fh: u64, offset: u64, what: Seek) -> Result<u64, FsError> {
         let (_, content) = self.handle(fh)?;
         let c = content.lock().unwrap_or_else(|e| e.into_inner());
-        c.seek(offset, what).ok_or(DriveError::PastEnd)
+        c.seek(offset, what).ok_or(FsError::PastEnd)
     }
 
     /// Makes the file's written contents part of the tree (close, flush, fsync).
-    pub fn flush(&self, fh: u64) -> Result<(), DriveError> {
+    pub fn flush(&self, fh: u64) -> Result<(), FsError> {
         let (ino, content) = self.handle(fh)?;
         let mut c = content.lock().unwrap_or_else(|e| e.into_inner());
         if !c.changed {
@@ -582,7 +539,7 @@ impl Drive {
         self.publish(&mut st, ino, &mut c)
     }
 
-    pub fn release(&self, fh: u64) -> Result<(), DriveError> {
+    pub fn release(&self, fh: u64) -> Result<(), FsError> {
         let flushed = self.flush(fh);
         let mut st = self.lock();
         if let Some(h) = st.handles.remove(&fh) {
@@ -598,13 +555,8 @@ impl Drive {
     }
 
     /// Builds the file's DAG with its current metadata and marks its entry changed.
-    fn publish(
-        &self,
-        st: &mut State,
-        ino: u64,
-        content: &mut FileContent,
-    ) -> Result<(), DriveError> {
-        let inode = st.inodes.get_mut(&ino).ok_or(DriveError::NotFound)?;
+    fn publish(&self, st: &mut State, ino: u64, content: &mut FileContent) -> Result<(), FsError> {
+        let inode = st.inodes.get_mut(&ino).ok_or(FsError::NotFound)?;
         let built = content.build(&self.staging, &self.opts, &self.zeros, inode.meta())?;
         if let Body::File(f) = &mut inode.body {
             f.built = built;
@@ -658,27 +610,27 @@ impl Drive {
     }
 
     /// Publishes every open file's writes (before unmount).
-    pub fn flush_all(&self) -> Result<(), DriveError> {
+    pub fn flush_all(&self) -> Result<(), FsError> {
         let handles: Vec<u64> = self.lock().handles.keys().copied().collect();
         handles.into_iter().try_for_each(|fh| self.flush(fh))
     }
 
     /// The CID of an entry as of now: commits first if it has changed.
-    pub fn cid(&self, ino: u64) -> Result<Cid, DriveError> {
+    pub fn cid(&self, ino: u64) -> Result<Cid, FsError> {
         let built = self
             .lock()
             .inodes
             .get(&ino)
-            .ok_or(DriveError::NotFound)?
+            .ok_or(FsError::NotFound)?
             .built();
         if let Some(b) = built {
             return Ok(b.cid);
         }
         self.commit_with(true)?;
         let st = self.lock();
-        let inode = st.inodes.get(&ino).ok_or(DriveError::NotFound)?;
+        let inode = st.inodes.get(&ino).ok_or(FsError::NotFound)?;
         // An unlinked directory is never rebuilt; say so rather than guess.
-        inode.built().map(|b| b.cid).ok_or(DriveError::NotFound)
+        inode.built().map(|b| b.cid).ok_or(FsError::NotFound)
     }
 
     /// Says in future heads whether everyone may read the drive (see `Head::open`).
@@ -704,12 +656,12 @@ impl Drive {
 
     /// Writes every changed directory and a new signed head in one batch. Returns
     /// `None` when nothing changed since the last commit.
-    pub fn commit(&self) -> Result<Option<Commit>, DriveError> {
+    pub fn commit(&self) -> Result<Option<Commit>, FsError> {
         self.commit_with(false)
     }
 
     /// `force`: commit an untouched new drive too, so that its root has a CID.
-    fn commit_with(&self, force: bool) -> Result<Option<Commit>, DriveError> {
+    fn commit_with(&self, force: bool) -> Result<Option<Commit>, FsError> {
         let _one_at_a_time = self.commit_lock.lock().unwrap_or_else(|e| e.into_inner());
         let Some(snap) = commit::snapshot(&mut self.lock(), &self.staging, &self.opts, force)
         else {
@@ -719,7 +671,7 @@ impl Drive {
         let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             snap.build(&self.staging, &self.opts)
         }))
-        .unwrap_or_else(|panic| Err(DriveError::Bug(panic_message(&panic))));
+        .unwrap_or_else(|panic| Err(FsError::Bug(panic_message(&panic))));
         let written = built.and_then(|prepared| {
             let head = Head {
                 peer: self.key.public().to_peer_id(),
@@ -763,20 +715,20 @@ impl Drive {
     }
 
     /// The inode of `name` in directory `parent`, loading the directory if needed.
-    fn child(&self, st: &mut State, parent: u64, name: &[u8]) -> Result<Option<u64>, DriveError> {
+    fn child(&self, st: &mut State, parent: u64, name: &[u8]) -> Result<Option<u64>, FsError> {
         if name.len() > MAX_NAME {
-            return Err(DriveError::NameTooLong);
+            return Err(FsError::NameTooLong);
         }
         self.load_dir(st, parent)?;
-        match &st.inodes.get(&parent).ok_or(DriveError::NotFound)?.body {
+        match &st.inodes.get(&parent).ok_or(FsError::NotFound)?.body {
             Body::Dir(Dir::Loaded(d)) => Ok(d.children.get(name).copied()),
-            _ => Err(DriveError::NotADirectory),
+            _ => Err(FsError::NotADirectory),
         }
     }
 
     /// Reads a stored directory's entries into the inode table, once.
-    fn load_dir(&self, st: &mut State, ino: u64) -> Result<(), DriveError> {
-        let inode = st.inodes.get(&ino).ok_or(DriveError::NotFound)?;
+    fn load_dir(&self, st: &mut State, ino: u64) -> Result<(), FsError> {
+        let inode = st.inodes.get(&ino).ok_or(FsError::NotFound)?;
         let Body::Dir(Dir::Stored(stored)) = &inode.body else {
             return Ok(());
         };
@@ -815,43 +767,12 @@ impl Drive {
     }
 }
 
-/// What a caught panic said.
-pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".into())
-}
-
-/// What `stat` shows of a stored node, with the defaults for fields it lacks.
-pub fn node_attr(ino: u64, node: &Node) -> Attr {
-    let meta = node.meta();
-    let (kind, size, default_mode) = match node {
-        Node::File(f) => (Kind::File, f.filesize, DEFAULT_FILE_MODE),
-        Node::Symlink { target, .. } => (Kind::Symlink, target.len() as u64, 0o777),
-        Node::Directory(_) | Node::Shard(_) => (Kind::Directory, 0, DEFAULT_DIR_MODE),
-    };
-    let mtime = to_system_time(meta.mtime.unwrap_or_default());
-    Attr {
-        ino,
-        kind,
-        size,
-        allocated: size,
-        perm: (meta.mode.unwrap_or(default_mode) & 0o7777) as u16,
-        mtime,
-        ctime: mtime,
-        atime: mtime,
-        nlink: 1,
-    }
-}
-
-fn check_name(name: &[u8]) -> Result<(), DriveError> {
+fn check_name(name: &[u8]) -> Result<(), FsError> {
     if name.len() > MAX_NAME {
-        return Err(DriveError::NameTooLong);
+        return Err(FsError::NameTooLong);
     }
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
-        return Err(DriveError::Invalid);
+        return Err(FsError::Invalid);
     }
     Ok(())
 }

@@ -1,10 +1,12 @@
-//! The drive's errors and the one place they become errno values.
+//! What can go wrong in a filesystem operation, on my drive or a peer's, and the one
+//! place those errors become errno values.
 
 use crate::store::{StoreError, Unavailable};
 use crate::unixfs;
 
+/// A filesystem operation's error; [`FsError::errno`] says what the kernel is told.
 #[derive(Debug, thiserror::Error)]
-pub enum DriveError {
+pub enum FsError {
     #[error("no such file or directory")]
     NotFound,
     #[error("file exists")]
@@ -33,7 +35,7 @@ pub enum DriveError {
     /// Peers' drives: only their owners write them.
     #[error("read-only: a peer's drive")]
     ReadOnly,
-    /// A panic caught inside the drive: the operation failed, the drive lives on.
+    /// A panic caught inside an operation: it failed, the filesystem lives on.
     #[error("internal error: {0}")]
     Bug(String),
     #[error(transparent)]
@@ -42,24 +44,25 @@ pub enum DriveError {
     Format(#[from] unixfs::Error),
 }
 
-impl DriveError {
+impl FsError {
+    /// The errno the kernel passes on to the caller.
     pub fn errno(&self) -> i32 {
         match self {
-            DriveError::NotFound => libc::ENOENT,
-            DriveError::Exists => libc::EEXIST,
-            DriveError::NotADirectory => libc::ENOTDIR,
-            DriveError::IsADirectory => libc::EISDIR,
-            DriveError::NotEmpty => libc::ENOTEMPTY,
-            DriveError::NameTooLong => libc::ENAMETOOLONG,
-            DriveError::FileTooBig => libc::EFBIG,
-            DriveError::PastEnd => libc::ENXIO,
-            DriveError::Invalid => libc::EINVAL,
-            DriveError::BadHandle => libc::EBADF,
-            DriveError::NotSupported => libc::EPERM,
-            DriveError::NoAttribute => libc::ENODATA,
-            DriveError::ReadOnly => libc::EROFS,
-            DriveError::Store(e) | DriveError::Format(unixfs::Error::Store(e)) => store_errno(e),
-            DriveError::Format(_) | DriveError::Bug(_) => libc::EIO,
+            FsError::NotFound => libc::ENOENT,
+            FsError::Exists => libc::EEXIST,
+            FsError::NotADirectory => libc::ENOTDIR,
+            FsError::IsADirectory => libc::EISDIR,
+            FsError::NotEmpty => libc::ENOTEMPTY,
+            FsError::NameTooLong => libc::ENAMETOOLONG,
+            FsError::FileTooBig => libc::EFBIG,
+            FsError::PastEnd => libc::ENXIO,
+            FsError::Invalid => libc::EINVAL,
+            FsError::BadHandle => libc::EBADF,
+            FsError::NotSupported => libc::EPERM,
+            FsError::NoAttribute => libc::ENODATA,
+            FsError::ReadOnly => libc::EROFS,
+            FsError::Store(e) | FsError::Format(unixfs::Error::Store(e)) => store_errno(e),
+            FsError::Format(_) | FsError::Bug(_) => libc::EIO,
         }
     }
 }
@@ -74,4 +77,13 @@ fn store_errno(e: &StoreError) -> i32 {
         StoreError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         _ => libc::EIO,
     }
+}
+
+/// What a caught panic said, for [`FsError::Bug`] and the log.
+pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
 }
