@@ -5,6 +5,7 @@ use super::*;
 use crate::store::rocks::RocksStore;
 use crate::unixfs::build::{build_directory, DirEntry};
 use crate::unixfs::read::FileReader;
+use crate::vfs::{Seek, SetAttr};
 
 fn store_in(dir: &std::path::Path) -> Arc<RocksStore> {
     Arc::new(RocksStore::open(dir, true).unwrap())
