@@ -6,8 +6,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use fuser::{
-    AccessFlags, Errno, Generation, INodeNo, RenameFlags, ReplyAttr, ReplyData, ReplyEmpty,
-    ReplyEntry, TimeOrNow,
+    AccessFlags, Generation, INodeNo, RenameFlags, ReplyAttr, ReplyData, ReplyEmpty, ReplyEntry,
+    TimeOrNow,
 };
 
 use super::reply::{errno, reply_empty, time};
@@ -70,7 +70,7 @@ pub(super) fn setattr(
     reply: ReplyAttr,
 ) {
     if read_only(ino.0) {
-        return reply.error(Errno::EROFS);
+        return reply.error(errno(&FsError::ReadOnly));
     }
     // Owners are not stored (UnixFS has no field for them): chown is accepted and
     // changes nothing, so `rsync -a` and `cp -a` as root succeed.
@@ -112,11 +112,11 @@ pub(super) fn mknod(
     reply: ReplyEntry,
 ) {
     if read_only(parent.0) {
-        return reply.error(Errno::EROFS);
+        return reply.error(errno(&FsError::ReadOnly));
     }
     if mode & libc::S_IFMT != libc::S_IFREG {
         // Device nodes, FIFOs and sockets have no UnixFS form.
-        return reply.error(Errno::EPERM);
+        return reply.error(errno(&FsError::NotSupported));
     }
     match fs.drive.create(parent.0, name.as_bytes(), mode & !umask) {
         Ok((a, fh)) => {
@@ -136,7 +136,7 @@ pub(super) fn mkdir(
     reply: ReplyEntry,
 ) {
     if read_only(parent.0) {
-        return reply.error(Errno::EROFS);
+        return reply.error(errno(&FsError::ReadOnly));
     }
     match fs.drive.mkdir(parent.0, name.as_bytes(), mode & !umask) {
         Ok(a) => reply.entry(ttl(a.ino), &fs.file_attr(&a), Generation(0)),
@@ -146,14 +146,14 @@ pub(super) fn mkdir(
 
 pub(super) fn unlink(fs: &PeerFs, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
     if read_only(parent.0) {
-        return reply.error(Errno::EROFS);
+        return reply.error(errno(&FsError::ReadOnly));
     }
     reply_empty(reply, fs.drive.unlink(parent.0, name.as_bytes()))
 }
 
 pub(super) fn rmdir(fs: &PeerFs, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
     if read_only(parent.0) {
-        return reply.error(Errno::EROFS);
+        return reply.error(errno(&FsError::ReadOnly));
     }
     reply_empty(reply, fs.drive.rmdir(parent.0, name.as_bytes()))
 }
@@ -166,7 +166,7 @@ pub(super) fn symlink(
     reply: ReplyEntry,
 ) {
     if read_only(parent.0) {
-        return reply.error(Errno::EROFS);
+        return reply.error(errno(&FsError::ReadOnly));
     }
     let target = target.as_os_str().as_bytes();
     match fs.drive.symlink(parent.0, link_name.as_bytes(), target) {
@@ -185,10 +185,10 @@ pub(super) fn rename(
     reply: ReplyEmpty,
 ) {
     if read_only(parent.0) || read_only(newparent.0) {
-        return reply.error(Errno::EROFS);
+        return reply.error(errno(&FsError::ReadOnly));
     }
     if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
-        return reply.error(Errno::EINVAL);
+        return reply.error(errno(&FsError::Invalid));
     }
     let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
     reply_empty(
@@ -205,7 +205,7 @@ pub(super) fn rename(
 
 pub(super) fn access(fs: &PeerFs, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
     if mask.contains(AccessFlags::W_OK) && read_only(ino.0) {
-        return reply.error(Errno::EROFS);
+        return reply.error(errno(&FsError::ReadOnly));
     }
     match fs.attr_of(ino.0) {
         Ok(_) => reply.ok(),

@@ -6,8 +6,8 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 use fuser::{
-    Errno, FileHandle, FopenFlags, Generation, INodeNo, OpenFlags, ReplyCreate, ReplyData,
-    ReplyEmpty, ReplyLseek, ReplyOpen, ReplyWrite, WriteFlags,
+    FileHandle, FopenFlags, Generation, INodeNo, OpenFlags, ReplyCreate, ReplyData, ReplyEmpty,
+    ReplyLseek, ReplyOpen, ReplyWrite, WriteFlags,
 };
 
 use super::reply::{drive_errno, errno, reply_empty};
@@ -21,7 +21,7 @@ pub(super) fn open(fs: &PeerFs, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen
     if is_peer_ino(ino.0) {
         let writing = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         return match fs.attr_of(ino.0) {
-            Ok(_) if writing || truncate => reply.error(Errno::EROFS),
+            Ok(_) if writing || truncate => reply.error(errno(&FsError::ReadOnly)),
             // A new head of the peer invalidates the cached pages it changed.
             Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno(&e)),
@@ -120,10 +120,10 @@ pub(super) fn lseek(
     let what = match whence {
         libc::SEEK_DATA => Seek::Data,
         libc::SEEK_HOLE => Seek::Hole,
-        _ => return reply.error(Errno::EINVAL),
+        _ => return reply.error(errno(&FsError::Invalid)),
     };
     let Ok(offset) = u64::try_from(offset) else {
-        return reply.error(Errno::ENXIO);
+        return reply.error(errno(&FsError::PastEnd));
     };
     let found = if read_only(ino.0) {
         fs.attr_of(ino.0).and_then(|a| match what {
@@ -152,13 +152,13 @@ pub(super) fn fallocate(
     reply: ReplyEmpty,
 ) {
     if read_only(ino.0) {
-        return reply.error(Errno::EROFS);
+        return reply.error(errno(&FsError::ReadOnly));
     }
     if mode != 0 {
-        return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+        return reply.error(errno(&FsError::Unsupported));
     }
     let Some(end) = offset.checked_add(length) else {
-        return reply.error(Errno::from_i32(libc::EFBIG));
+        return reply.error(errno(&FsError::FileTooBig));
     };
     reply_empty(reply, fs.drive.grow(fh.0, end))
 }
@@ -172,7 +172,7 @@ pub(super) fn create(
     reply: ReplyCreate,
 ) {
     if read_only(parent.0) {
-        return reply.error(Errno::EROFS);
+        return reply.error(errno(&FsError::ReadOnly));
     }
     match fs.drive.create(parent.0, name.as_bytes(), mode & !umask) {
         Ok((a, fh)) => reply.created(

@@ -41,8 +41,9 @@ use fuser::{
 
 use crate::drive::Drive;
 use crate::peers::PeerView;
+use crate::vfs::FsError;
 use dirs::Listings;
-use reply::{shielded, Owner};
+use reply::{errno, shielded, Owner};
 
 pub use crate::vfs::ino::PEERS;
 pub use xattr::CID_XATTR;
@@ -216,7 +217,7 @@ impl Filesystem for PeerFs {
     ) {
         shielded("link", move || {
             // UnixFS has no hard links.
-            reply.error(Errno::EPERM);
+            reply.error(errno(&FsError::NotSupported));
         });
     }
 
@@ -385,7 +386,7 @@ impl Filesystem for PeerFs {
         reply: ReplyIoctl,
     ) {
         shielded("ioctl", move || {
-            reply.error(Errno::from_i32(libc::ENOTTY));
+            reply.error(errno(&FsError::NoIoctl));
         });
     }
 
@@ -401,6 +402,7 @@ impl Filesystem for PeerFs {
                 255,
                 s.f_frsize as u32,
             ),
+            // The disk's own errno, passed on as it is.
             Err(e) => reply.error(Errno::from(e)),
         });
     }

@@ -4,21 +4,22 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
-use fuser::{Errno, INodeNo, ReplyEmpty, ReplyXattr};
+use fuser::{INodeNo, ReplyEmpty, ReplyXattr};
 
 use super::reply::errno;
 use super::PeerFs;
 use crate::vfs::ino::{is_peer_ino, MOUNT_ROOT, PEERS};
+use crate::vfs::FsError;
 
 /// The attribute every entry answers: its CID.
 pub const CID_XATTR: &str = "user.peerfs.cid";
 
 pub(super) fn getxattr(fs: &PeerFs, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
     if name.as_bytes() != CID_XATTR.as_bytes() {
-        return reply.error(Errno::from_i32(libc::ENODATA));
+        return reply.error(errno(&FsError::NoAttribute));
     }
     let cid = match ino.0 {
-        MOUNT_ROOT | PEERS => return reply.error(Errno::from_i32(libc::ENODATA)),
+        MOUNT_ROOT | PEERS => return reply.error(errno(&FsError::NoAttribute)),
         i if is_peer_ino(i) => fs.peer_view().and_then(|v| v.cid(i)),
         i => fs.drive.cid(i),
     };
@@ -39,14 +40,14 @@ pub(super) fn listxattr(ino: INodeNo, size: u32, reply: ReplyXattr) {
 
 /// setxattr and removexattr: the CID is not ours to set, and nothing else is kept.
 pub(super) fn refuse_change(reply: ReplyEmpty) {
-    reply.error(Errno::from_i32(libc::ENOTSUP));
+    reply.error(errno(&FsError::Unsupported));
 }
 
 fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
     if size == 0 {
         reply.size(value.len() as u32)
     } else if value.len() > size as usize {
-        reply.error(Errno::from_i32(libc::ERANGE))
+        reply.error(errno(&FsError::BufferTooSmall))
     } else {
         reply.data(value)
     }

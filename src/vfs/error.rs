@@ -32,6 +32,16 @@ pub enum FsError {
     NotSupported,
     #[error("no such attribute")]
     NoAttribute,
+    /// Operations no entry supports: fallocate's modes other than growing, setting or
+    /// removing extended attributes.
+    #[error("operation not supported")]
+    Unsupported,
+    /// ioctl: nothing here is a terminal or a device.
+    #[error("inappropriate ioctl for device")]
+    NoIoctl,
+    /// The caller's buffer cannot hold the answer (an extended attribute's value).
+    #[error("result too large for the buffer")]
+    BufferTooSmall,
     /// Peers' drives: only their owners write them.
     #[error("read-only: a peer's drive")]
     ReadOnly,
@@ -60,6 +70,9 @@ impl FsError {
             FsError::BadHandle => libc::EBADF,
             FsError::NotSupported => libc::EPERM,
             FsError::NoAttribute => libc::ENODATA,
+            FsError::Unsupported => libc::EOPNOTSUPP,
+            FsError::NoIoctl => libc::ENOTTY,
+            FsError::BufferTooSmall => libc::ERANGE,
             FsError::ReadOnly => libc::EROFS,
             FsError::Store(e) | FsError::Format(unixfs::Error::Store(e)) => store_errno(e),
             FsError::Format(_) | FsError::Bug(_) => libc::EIO,
