@@ -6,6 +6,9 @@ use cid::Cid;
 use libp2p_identity::{Keypair, PeerId, PublicKey};
 use serde::{Deserialize, Serialize};
 
+/// The key of my own drive's head in the store's heads table.
+pub const OWN_HEAD: &str = "self";
+
 #[derive(Debug, thiserror::Error)]
 pub enum HeadError {
     #[error("malformed head record: {0}")]

@@ -17,13 +17,17 @@
 //! - [`disk`]: free space on the repo's disk (statvfs).
 //! - [`fsck`]: checks every block reachable from a root.
 //! - [`head`]: a drive's signed head record `{peer, seq, root, time}`.
+//! - [`vfs`]: the vocabulary `drive`, `peers` and `fuse` share: attributes, kinds,
+//!   inode ranges, errors and their errno values. Uses `unixfs` only.
 //! - [`drive`]: the mutable drive: inodes over a UnixFS tree, copy-on-write file
-//!   contents, batched commits of new blocks plus a new head. Uses `unixfs`, `store`.
-//! - [`fuse`]: the FUSE adapter: kernel requests to `drive` calls, errors to errno.
+//!   contents, batched commits of new blocks plus a new head. Uses `unixfs`, `store`,
+//!   `vfs`.
+//! - [`fuse`]: the FUSE adapter: kernel requests to `drive` and `peers` calls, `vfs`
+//!   errors to errno.
 //! - [`net`]: the libp2p node: peer book, signed heads over GossipSub and
 //!   `/peerfs/head/1`, verified block fetch with fallback over `/peerfs/block/1`.
 //! - [`peers`]: followed peers' drives as read-only inode trees, kept current by
-//!   their heads. Uses `net`, `unixfs`.
+//!   their heads. Uses `net`, `unixfs`, `vfs`.
 //! - [`pin`]: pinning a whole DAG so it stays, and `gc` of what nothing reaches.
 //! - [`daemon`]: one process per repo: mounts, commits on an interval, answers the
 //!   control socket. It and the CLI are the only modules that know everybody.
@@ -48,3 +52,4 @@ pub mod pin;
 pub mod repo;
 pub mod store;
 pub mod unixfs;
+pub mod vfs;

@@ -8,8 +8,8 @@ use cid::Cid;
 use libp2p_identity::PeerId;
 
 use crate::block::DAG_PB;
-use crate::drive::OWN_HEAD;
 use crate::head::SignedHead;
+use crate::head::OWN_HEAD;
 use crate::store::rocks::RocksStore;
 use crate::store::{Blocks, StoreError};
 use crate::unixfs::dagpb::PbNode;

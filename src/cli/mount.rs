@@ -13,8 +13,8 @@ use super::output::outln;
 use super::{json, mounts, progress, LogFormat};
 use peerfs::daemon::control::{self, ControlError, Request, Response};
 use peerfs::daemon::{self, format_time_ms};
-use peerfs::drive::OWN_HEAD;
 use peerfs::head::SignedHead;
+use peerfs::head::OWN_HEAD;
 use peerfs::repo::Repo;
 use peerfs::store::HeadStore;
 

@@ -10,16 +10,21 @@
 //!    rebuilt whole, which is cheap because it is below the shard threshold (or new).
 //! 3. [`install`] (under the lock): each directory's new committed form; or, when the
 //!    commit failed, its changes go back, for the next commit to retry.
+//!
+//! `Drive::commit` runs the three in order, one commit at a time (`commit_lock`).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cid::Cid;
 
 use super::staging::Staging;
 use super::tree::{Body, Dir, State, StoredDir};
-use super::{DriveError, ROOT};
+use super::{Commit, Drive};
 use crate::block::{Block, DAG_PB};
+use crate::head::{Head, OWN_HEAD};
 use crate::store::{BlockSink, Blocks, StoreError};
 use crate::unixfs::build::{build_directory, Built, DirEntry};
 use crate::unixfs::dagpb::PbNode;
@@ -27,11 +32,92 @@ use crate::unixfs::data::Metadata;
 use crate::unixfs::hamt::{self, ShardChange};
 use crate::unixfs::node::Node;
 use crate::unixfs::{load_node, ImportOptions};
+use crate::vfs::ino::DRIVE_ROOT;
+use crate::vfs::{panic_message, FsError};
 
 /// The fewest bytes a link adds to the shard estimate besides its name: a CID of a
 /// sha2-256 multihash (CIDv0) and nothing else. With the names' bytes it bounds the
 /// estimate from below, so a large directory is known to stay a HAMT without summing.
 const MIN_LINK_BYTES: u64 = 34;
+
+impl Drive {
+    /// The CID of an entry as of now: commits first if it has changed.
+    pub fn cid(&self, ino: u64) -> Result<Cid, FsError> {
+        let built = self
+            .lock()
+            .inodes
+            .get(&ino)
+            .ok_or(FsError::NotFound)?
+            .built();
+        if let Some(b) = built {
+            return Ok(b.cid);
+        }
+        self.commit_with(true)?;
+        let st = self.lock();
+        let inode = st.inodes.get(&ino).ok_or(FsError::NotFound)?;
+        // An unlinked directory is never rebuilt; say so rather than guess.
+        inode.built().map(|b| b.cid).ok_or(FsError::NotFound)
+    }
+
+    /// Writes every changed directory and a new signed head in one batch. Returns
+    /// `None` when nothing changed since the last commit.
+    pub fn commit(&self) -> Result<Option<Commit>, FsError> {
+        self.commit_with(false)
+    }
+
+    /// `force`: commit an untouched new drive too, so that its root has a CID.
+    fn commit_with(&self, force: bool) -> Result<Option<Commit>, FsError> {
+        let _one_at_a_time = self.commit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(snap) = snapshot(&mut self.lock(), &self.staging, &self.opts, force) else {
+            return Ok(None);
+        };
+        // A panic while building must not lose the changes the snapshot took.
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            snap.build(&self.staging, &self.opts)
+        }))
+        .unwrap_or_else(|panic| Err(FsError::Bug(panic_message(&panic))));
+        let written = built.and_then(|prepared| {
+            let head = Head {
+                peer: self.key.public().to_peer_id(),
+                seq: snap.seq,
+                root: prepared.root.cid,
+                time_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                open: self.open.load(Ordering::Relaxed),
+            }
+            .sign(&self.key);
+            self.staging
+                .commit(&prepared.blocks, OWN_HEAD, head.encoded(), snap.epoch)?;
+            Ok((prepared, head))
+        });
+        let mut st = self.lock();
+        match written {
+            Ok((prepared, head)) => {
+                st.seq = snap.seq;
+                st.root = Some(prepared.root.cid);
+                st.last_commit = Some(SystemTime::now());
+                st.head = Some(head.clone());
+                install(&mut st, snap, Some(&prepared));
+                Ok(Some(Commit { head }))
+            }
+            Err(e) => {
+                install(&mut st, snap, None);
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether uncommitted changes should be committed now: they have paused for
+    /// `quiet` (a file was saved, a copy finished), or have gone on for `longest`.
+    pub fn commit_due(&self, quiet: Duration, longest: Duration) -> bool {
+        let st = self.lock();
+        let (Some(first), Some(last)) = (st.dirty_since, st.last_change) else {
+            return false;
+        };
+        st.changed() && (last.elapsed() >= quiet || first.elapsed() >= longest)
+    }
+}
 
 /// Where a changed entry's new form comes from.
 #[derive(Clone, Copy)]
@@ -70,13 +156,13 @@ pub(super) struct Snapshot {
 
 /// Takes the changes out of the tree (`force`: commit even an unchanged root, so an
 /// untouched drive gets a CID). `None` when there is nothing to commit.
-pub(super) fn snapshot(
+fn snapshot(
     st: &mut State,
     staging: &Staging,
     opts: &ImportOptions,
     force: bool,
 ) -> Option<Snapshot> {
-    let root = st.inodes.get(&ROOT)?;
+    let root = st.inodes.get(&DRIVE_ROOT)?;
     let unstored = matches!(&root.body, Body::Dir(Dir::Loaded(d)) if d.stored.is_none());
     let wanted = st.changed() || (force && unstored);
     if !wanted {
@@ -88,7 +174,7 @@ pub(super) fn snapshot(
         epoch: staging.begin_commit(),
         seq: st.seq + 1,
     };
-    plan_dir(st, ROOT, staging, opts, &mut snap);
+    plan_dir(st, DRIVE_ROOT, staging, opts, &mut snap);
     for plan in &snap.dirs {
         if let Some(d) = st.loaded_dir(plan.ino) {
             d.changed = None;
@@ -163,7 +249,7 @@ pub(super) struct Prepared {
 
 impl Snapshot {
     /// Makes the new directory nodes; nothing is written yet.
-    pub fn build(&self, staging: &Staging, opts: &ImportOptions) -> Result<Prepared, DriveError> {
+    pub fn build(&self, staging: &Staging, opts: &ImportOptions) -> Result<Prepared, FsError> {
         let overlay = Overlay {
             new: Mutex::default(),
             base: staging,
@@ -209,10 +295,7 @@ impl Snapshot {
             };
             results.push(result);
         }
-        let root = results
-            .last()
-            .map(|r| r.built)
-            .ok_or(DriveError::NotFound)?;
+        let root = results.last().map(|r| r.built).ok_or(FsError::NotFound)?;
         let mut blocks = overlay.reachable(&root.cid);
         blocks.extend(self.staged.iter().cloned());
         Ok(Prepared {
@@ -225,7 +308,7 @@ impl Snapshot {
 
 /// Puts each directory's new form in place after a commit (`Some`), or its changes back
 /// after a failed one (`None`). Changes made meanwhile stay, on top of the new form.
-pub(super) fn install(st: &mut State, snap: Snapshot, outcome: Option<&Prepared>) {
+fn install(st: &mut State, snap: Snapshot, outcome: Option<&Prepared>) {
     for (i, plan) in snap.dirs.into_iter().enumerate() {
         let Some(dir) = st.loaded_dir(plan.ino) else {
             continue;

@@ -13,16 +13,15 @@ use std::sync::Arc;
 
 use cid::Cid;
 
+use super::leaves::{leaf_bytes, leaf_data, Leaves};
 use super::staging::{StageSink, Staging};
-use super::DriveError;
-use crate::block::{DAG_PB, RAW};
 use crate::store::readahead::ReadAhead;
 use crate::store::Blocks;
 use crate::unixfs::build::{leaf_block, Built, FileBuilder, StoredLeaf, ZeroRuns};
-use crate::unixfs::dagpb::PbNode;
-use crate::unixfs::data::{DataType, Metadata, UnixFsData};
+use crate::unixfs::data::Metadata;
 use crate::unixfs::read::FileReader;
 use crate::unixfs::{Error, FormatError, ImportOptions};
+use crate::vfs::{FsError, Seek};
 
 /// The largest file the drive holds, as ext4 with 4 KiB blocks: beyond it, `EFBIG`.
 pub const MAX_FILE_SIZE: u64 = 16 << 40;
@@ -31,20 +30,10 @@ pub const MAX_FILE_SIZE: u64 = 16 << 40;
 /// random writes to hit the same chunk without rehashing it each time.
 const MAX_DIRTY_CHUNKS: usize = 8;
 
-/// A file DAG deeper than this is hostile (see `unixfs::read`).
-const MAX_DEPTH: usize = 32;
-
 #[derive(Clone, Debug)]
 enum Chunk {
     Stored(StoredLeaf),
     Dirty(Vec<u8>),
-}
-
-/// Where `lseek` looks: `SEEK_DATA` or `SEEK_HOLE`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Seek {
-    Data,
-    Hole,
 }
 
 pub struct FileContent {
@@ -88,15 +77,8 @@ impl FileContent {
         opts: &ImportOptions,
         zeros: &ZeroRuns,
         root: &Cid,
-    ) -> Result<Self, DriveError> {
-        let mut leaves = Leaves {
-            chunk_size: opts.chunk_size,
-            zeros,
-            map: BTreeMap::new(),
-            next: 0,
-            size: 0,
-            regular: true,
-        };
+    ) -> Result<Self, FsError> {
+        let mut leaves = Leaves::new(opts.chunk_size, zeros);
         let bytes = staging.get(root)?.ok_or(Error::Missing(*root))?;
         leaves.collect(staging, root, bytes, None, 0)?;
         let mut content = FileContent::empty(opts);
@@ -168,7 +150,7 @@ impl FileContent {
         ahead: Option<&ReadAhead>,
         offset: u64,
         len: u32,
-    ) -> Result<Vec<u8>, DriveError> {
+    ) -> Result<Vec<u8>, FsError> {
         if offset >= self.size {
             return Ok(Vec::new());
         }
@@ -258,7 +240,7 @@ impl FileContent {
         blocks: &dyn Blocks,
         ahead: Option<&ReadAhead>,
         leaf: &StoredLeaf,
-    ) -> Result<Arc<Vec<u8>>, DriveError> {
+    ) -> Result<Arc<Vec<u8>>, FsError> {
         if let Some((c, bytes)) = &self.cached {
             if *c == leaf.cid {
                 return Ok(Arc::clone(bytes));
@@ -286,10 +268,10 @@ impl FileContent {
         opts: &ImportOptions,
         offset: u64,
         data: &[u8],
-    ) -> Result<(), DriveError> {
+    ) -> Result<(), FsError> {
         let end = offset
             .checked_add(data.len() as u64)
-            .ok_or(DriveError::FileTooBig)?;
+            .ok_or(FsError::FileTooBig)?;
         if end > self.size {
             self.set_len(staging, end)?;
         }
@@ -313,7 +295,7 @@ impl FileContent {
     }
 
     /// Copies chunk `idx` into memory (copy on write) and returns its bytes.
-    fn make_dirty(&mut self, staging: &Staging, idx: u64) -> Result<&mut Vec<u8>, DriveError> {
+    fn make_dirty(&mut self, staging: &Staging, idx: u64) -> Result<&mut Vec<u8>, FsError> {
         let bytes = match self.chunks.get(&idx) {
             Some(Chunk::Dirty(_)) => None,
             None => Some(vec![0; self.chunk_len(idx) as usize]),
@@ -333,12 +315,7 @@ impl FileContent {
     }
 
     /// Stores a full dirty chunk and keeps only its leaf; a chunk of zeros becomes a hole.
-    fn seal(
-        &mut self,
-        staging: &Staging,
-        opts: &ImportOptions,
-        idx: u64,
-    ) -> Result<(), DriveError> {
+    fn seal(&mut self, staging: &Staging, opts: &ImportOptions, idx: u64) -> Result<(), FsError> {
         let Some(Chunk::Dirty(b)) = self.chunks.get_mut(&idx) else {
             return Ok(());
         };
@@ -357,7 +334,7 @@ impl FileContent {
         Ok(())
     }
 
-    fn limit_dirty(&mut self, staging: &Staging, opts: &ImportOptions) -> Result<(), DriveError> {
+    fn limit_dirty(&mut self, staging: &Staging, opts: &ImportOptions) -> Result<(), FsError> {
         let last = self.chunk_count().saturating_sub(1);
         let full = self.dirty.range(..last).count();
         if full > MAX_DIRTY_CHUNKS {
@@ -375,9 +352,9 @@ impl FileContent {
     }
 
     /// Grows (with a hole) or shrinks the file to `size` bytes.
-    pub fn set_len(&mut self, staging: &Staging, size: u64) -> Result<(), DriveError> {
+    pub fn set_len(&mut self, staging: &Staging, size: u64) -> Result<(), FsError> {
         if size > MAX_FILE_SIZE {
-            return Err(DriveError::FileTooBig);
+            return Err(FsError::FileTooBig);
         }
         if size == self.size {
             return Ok(());
@@ -413,7 +390,7 @@ impl FileContent {
         opts: &ImportOptions,
         zeros: &ZeroRuns,
         meta: Metadata,
-    ) -> Result<Built, DriveError> {
+    ) -> Result<Built, FsError> {
         let mut builder = FileBuilder::new(opts, meta);
         let mut sink = StageSink(staging);
         let count = self.chunk_count();
@@ -444,149 +421,6 @@ impl FileContent {
         self.changed = false;
         Ok(builder.finish(&mut sink)?)
     }
-}
-
-/// The leaves of a stored file DAG, with the zero subtrees as holes.
-struct Leaves<'z> {
-    chunk_size: u64,
-    zeros: &'z ZeroRuns,
-    map: BTreeMap<u64, StoredLeaf>,
-    /// The chunk index the next leaf has.
-    next: u64,
-    size: u64,
-    /// Every leaf so far is a whole chunk (the last may be shorter), and no node holds
-    /// both data and children: the DAG is the plain balanced form of our chunk size.
-    regular: bool,
-}
-
-impl Leaves<'_> {
-    fn leaf(&mut self, leaf: StoredLeaf) {
-        // Only the last leaf may be short: one after a short one breaks the form.
-        if !self.size.is_multiple_of(self.chunk_size) || leaf.len == 0 || leaf.len > self.chunk_size
-        {
-            self.regular = false;
-        }
-        self.size += leaf.len;
-        self.map.insert(self.next, leaf);
-        self.next += 1;
-    }
-
-    fn hole(&mut self, chunks: u64) {
-        if !self.size.is_multiple_of(self.chunk_size) {
-            self.regular = false;
-        }
-        self.size += chunks * self.chunk_size;
-        self.next += chunks;
-    }
-
-    /// Appends the leaves under `cid` in order.
-    fn collect(
-        &mut self,
-        blocks: &dyn Blocks,
-        cid: &Cid,
-        bytes: Vec<u8>,
-        tsize: Option<u64>,
-        depth: usize,
-    ) -> Result<(), DriveError> {
-        let malformed = |source| Error::Malformed { cid: *cid, source };
-        if depth > MAX_DEPTH {
-            return Err(malformed(FormatError::UnixFs("file DAG too deep")).into());
-        }
-        let own = bytes.len() as u64;
-        match cid.codec() {
-            RAW => {
-                match self.zeros.chunks_under(cid) {
-                    Some(n) => self.hole(n),
-                    None => self.leaf(StoredLeaf {
-                        cid: *cid,
-                        tsize: own,
-                        len: own,
-                    }),
-                }
-                return Ok(());
-            }
-            DAG_PB => {}
-            other => return Err(malformed(FormatError::Codec(other)).into()),
-        }
-        let node = PbNode::decode(&bytes).map_err(malformed)?;
-        let data = node
-            .data
-            .as_deref()
-            .ok_or(FormatError::UnixFs("DAG-PB node without UnixFS Data"))
-            .map_err(malformed)?;
-        let d = UnixFsData::decode(data).map_err(malformed)?;
-        if !matches!(d.kind, DataType::File | DataType::Raw) {
-            return Err(malformed(FormatError::UnixFs("not a file node")).into());
-        }
-        let inline = d.data.as_ref().map_or(0, |b| b.len() as u64);
-        if node.links.is_empty() {
-            if inline > 0 {
-                self.leaf(StoredLeaf {
-                    cid: *cid,
-                    tsize: tsize.unwrap_or(own),
-                    len: inline,
-                });
-            }
-            return Ok(());
-        }
-        if inline > 0 {
-            self.regular = false;
-            return Ok(());
-        }
-        if d.blocksizes.len() != node.links.len() {
-            return Err(malformed(FormatError::UnixFs("blocksizes do not match the links")).into());
-        }
-        for (link, &len) in node.links.iter().zip(&d.blocksizes) {
-            if let Some(n) = self.zeros.chunks_under(&link.cid) {
-                if len != n * self.chunk_size {
-                    return Err(malformed(FormatError::UnixFs(
-                        "blocksizes do not match the links",
-                    ))
-                    .into());
-                }
-                self.hole(n);
-                continue;
-            }
-            if link.cid.codec() == RAW {
-                // A raw child is a leaf: no need to read a megabyte to learn its size.
-                self.leaf(StoredLeaf {
-                    cid: link.cid,
-                    tsize: link.tsize.unwrap_or(len),
-                    len,
-                });
-                continue;
-            }
-            let child = blocks.get(&link.cid)?.ok_or(Error::Missing(link.cid))?;
-            self.collect(blocks, &link.cid, child, link.tsize, depth + 1)?;
-            if !self.regular {
-                return Ok(());
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The file bytes a leaf holds: a raw block, or a UnixFS node's inline data.
-fn leaf_bytes(blocks: &dyn Blocks, cid: &Cid) -> Result<Vec<u8>, DriveError> {
-    let bytes = blocks.get(cid)?.ok_or(Error::Missing(*cid))?;
-    leaf_data(cid, bytes)
-}
-
-/// The file bytes in leaf block `bytes`.
-fn leaf_data(cid: &Cid, bytes: Vec<u8>) -> Result<Vec<u8>, DriveError> {
-    if cid.codec() == RAW {
-        return Ok(bytes);
-    }
-    let malformed = |source| Error::Malformed { cid: *cid, source };
-    let node = PbNode::decode(&bytes).map_err(malformed)?;
-    let data = node
-        .data
-        .ok_or(FormatError::UnixFs("DAG-PB node without UnixFS Data"))
-        .map_err(malformed)?;
-    Ok(UnixFsData::decode(&data)
-        .map_err(malformed)?
-        .data
-        .unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -1,14 +1,18 @@
 //! The mutable drive: a UnixFS tree that changes in place, as a filesystem needs.
 //!
-//! - `Drive` (here): the filesystem's operations over the inode table, open files.
-//! - [`tree`]: the inode table: entries read from the store on first use, and the names
-//!   that changed since the last commit.
+//! - `Drive` (here): the drive's state and locks, opening it, what a sweep must keep.
+//!   Its operations are spread over the modules below, one concern each:
+//! - [`names`]: lookup, listing, mkdir, create, unlink, rename: entries by name.
+//! - [`open`]: open files: handles, read, write, flush, release.
+//! - [`attrs`]: `setattr`: mode, times, size.
 //! - [`commit`]: batched commits: a snapshot taken under the lock, new directory blocks
 //!   made outside it (HAMTs edited along one hash path), one batch with the new head.
+//! - [`tree`]: the inode table: entries read from the store on first use, and the names
+//!   that changed since the last commit.
 //! - [`file`]: one file's contents as a chunk-granular copy-on-write overlay; holes
 //!   are runs.
+//! - [`leaves`]: a stored file DAG read back as its leaves and holes.
 //! - [`staging`]: new blocks waiting for the commit that makes them reachable.
-//! - [`error`]: `DriveError` and its errno mapping.
 //!
 //! Locking: a file's content lock is taken before the drive's state lock, never after.
 //! A commit holds `commit_lock` throughout and the state lock only to take its snapshot
@@ -16,13 +20,15 @@
 //! closes it ("published"), so a commit sees each file as of its last close and never
 //! half a write.
 
+mod attrs;
 mod commit;
-pub mod error;
 pub mod file;
+mod leaves;
+mod names;
+mod open;
 pub mod staging;
 mod tree;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,70 +36,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cid::Cid;
 use libp2p_identity::Keypair;
 
-pub use error::DriveError;
-pub use file::{Seek, MAX_FILE_SIZE};
-pub use tree::{to_mtime, to_system_time};
+/// The names the daemon knows the drive's errors and caught panics by.
+pub use crate::vfs::{panic_message, FsError as DriveError};
 
-use crate::head::{Head, SignedHead};
+use crate::head::{SignedHead, OWN_HEAD};
 use crate::store::readahead::ReadAhead;
 use crate::store::{Blocks, HeadStore, StoreError};
-use crate::unixfs::build::{build_symlink, Built, ZeroRuns};
-use crate::unixfs::node::Node;
-use crate::unixfs::read::list;
+use crate::unixfs::build::{Built, ZeroRuns};
 use crate::unixfs::{load_node, ImportOptions};
-use file::FileContent;
-use staging::{StageSink, Staging};
-use tree::{
-    meta_at, Body, Dir, FileBody, Inode, LoadedDir, State, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE,
-};
-
-/// The drive's root directory. Lower numbers belong to the mount around the drive.
-pub const ROOT: u64 = 2;
-const FIRST_INODE: u64 = 16;
-/// The key of this drive's own head in the store's heads table.
-pub const OWN_HEAD: &str = "self";
-/// How far ahead of a sequential reader chunks are read from the store.
-const READ_AHEAD_BYTES: u64 = 8 << 20;
-/// Longest file name, in bytes, as on Linux filesystems.
-const MAX_NAME: usize = 255;
-/// Permission bits a write by someone else takes away (as the kernel's rule for
-/// `file_remove_privs`): set-user-ID and set-group-ID.
-const PRIVILEGE_BITS: u32 = 0o6000;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    File,
-    Directory,
-    Symlink,
-}
-
-/// What `stat` shows of an inode.
-#[derive(Clone, Copy, Debug)]
-pub struct Attr {
-    pub ino: u64,
-    pub kind: Kind,
-    pub size: u64,
-    /// Bytes that take room (holes do not), for `st_blocks`.
-    pub allocated: u64,
-    /// Permission bits, `0o7777` at most.
-    pub perm: u16,
-    pub mtime: SystemTime,
-    pub ctime: SystemTime,
-    /// Kept in memory only: UnixFS has no field for it (see the README).
-    pub atime: SystemTime,
-    /// 0 for an unlinked file still open; 2 plus the subdirectories for a directory
-    /// whose entries are loaded, 1 (unknown) for one not loaded yet.
-    pub nlink: u32,
-}
-
-/// Changes `setattr` asks for.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SetAttr {
-    pub mode: Option<u32>,
-    pub size: Option<u64>,
-    pub mtime: Option<SystemTime>,
-    pub atime: Option<SystemTime>,
-}
+use crate::vfs::ino::{DRIVE_ROOT, FIRST_DRIVE_INO};
+use crate::vfs::FsError;
+use file::{FileContent, MAX_FILE_SIZE};
+use staging::Staging;
+use tree::{Body, Dir, Inode, State};
 
 /// What `peerfs status` reports about the drive.
 #[derive(Clone, Debug)]
@@ -131,7 +86,7 @@ impl Drive {
         store: Arc<dyn HeadStore>,
         opts: ImportOptions,
         key: Keypair,
-    ) -> Result<Drive, DriveError> {
+    ) -> Result<Drive, FsError> {
         let read_ahead = ReadAhead::start(Arc::clone(&store) as Arc<dyn crate::store::Blocks>);
         let staging = Staging::new(store);
         let zeros = ZeroRuns::new(&opts, MAX_FILE_SIZE);
@@ -147,15 +102,22 @@ impl Drive {
                 let cid = h.head().root;
                 let node = load_node(&staging, &cid)?;
                 if !node.is_dir() {
-                    return Err(DriveError::NotADirectory);
+                    return Err(FsError::NotADirectory);
                 }
-                Inode::stored(ROOT, b"", &node, Built { cid, tsize: 0 }, &staging, &zeros)
+                Inode::stored(
+                    DRIVE_ROOT,
+                    b"",
+                    &node,
+                    Built { cid, tsize: 0 },
+                    &staging,
+                    &zeros,
+                )
             }
             None => Inode::empty_root(),
         };
         let state = State {
-            inodes: [(ROOT, root)].into(),
-            next_ino: FIRST_INODE,
+            inodes: [(DRIVE_ROOT, root)].into(),
+            next_ino: FIRST_DRIVE_INO,
             handles: Default::default(),
             next_fh: 1,
             seq: head.as_ref().map_or(0, |h| h.head().seq),
@@ -182,440 +144,6 @@ impl Drive {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every mutation leaves the table consistent before anything can fail.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, DriveError> {
-        let mut st = self.lock();
-        let ino = self
-            .child(&mut st, parent, name)?
-            .ok_or(DriveError::NotFound)?;
-        let inode = st.inodes.get_mut(&ino).ok_or(DriveError::NotFound)?;
-        inode.lookups += 1;
-        Ok(inode.attr(ino))
-    }
-
-    /// The drive's root as the mount's `drive` entry.
-    pub fn lookup_root(&self) -> Result<Attr, DriveError> {
-        let mut st = self.lock();
-        let root = st.inodes.get_mut(&ROOT).ok_or(DriveError::NotFound)?;
-        root.lookups += 1;
-        Ok(root.attr(ROOT))
-    }
-
-    pub fn forget(&self, ino: u64, n: u64) {
-        let mut st = self.lock();
-        if let Some(inode) = st.inodes.get_mut(&ino) {
-            inode.lookups = inode.lookups.saturating_sub(n);
-        }
-        st.reap(ino);
-    }
-
-    pub fn getattr(&self, ino: u64) -> Result<Attr, DriveError> {
-        let st = self.lock();
-        Ok(st.inodes.get(&ino).ok_or(DriveError::NotFound)?.attr(ino))
-    }
-
-    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, DriveError> {
-        match &self
-            .lock()
-            .inodes
-            .get(&ino)
-            .ok_or(DriveError::NotFound)?
-            .body
-        {
-            Body::Symlink { target, .. } => Ok(target.clone()),
-            _ => Err(DriveError::Invalid),
-        }
-    }
-
-    /// The entries of a directory with their attributes, in name order.
-    pub fn list(&self, ino: u64) -> Result<Vec<(Vec<u8>, Attr)>, DriveError> {
-        let mut st = self.lock();
-        self.load_dir(&mut st, ino)?;
-        let st = &*st;
-        let dir = match st.inodes.get(&ino).map(|i| &i.body) {
-            Some(Body::Dir(Dir::Loaded(d))) => d,
-            Some(_) => return Err(DriveError::NotADirectory),
-            None => return Err(DriveError::NotFound),
-        };
-        Ok(dir
-            .children
-            .iter()
-            .filter_map(|(name, c)| Some((name.clone(), st.inodes.get(c)?.attr(*c))))
-            .collect())
-    }
-
-    /// Counts a lookup the kernel took through readdirplus.
-    pub fn remember(&self, ino: u64) {
-        if let Some(inode) = self.lock().inodes.get_mut(&ino) {
-            inode.lookups += 1;
-        }
-    }
-
-    pub fn parent(&self, ino: u64) -> u64 {
-        self.lock().inodes.get(&ino).map_or(ROOT, |i| i.parent)
-    }
-
-    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32) -> Result<Attr, DriveError> {
-        let mut st = self.lock();
-        self.insert(&mut st, Inode::new_dir(parent, name, mode))
-    }
-
-    pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8]) -> Result<Attr, DriveError> {
-        let mut st = self.lock();
-        let now = SystemTime::now();
-        let mut sink = StageSink(&self.staging);
-        let built = build_symlink(target, meta_at(0o777, now), &self.opts, &mut sink)?;
-        self.insert(
-            &mut st,
-            Inode::new_symlink(parent, name, target, now, built),
-        )
-    }
-
-    /// Creates an empty file and opens it; returns its attributes and a handle.
-    pub fn create(&self, parent: u64, name: &[u8], mode: u32) -> Result<(Attr, u64), DriveError> {
-        let mut st = self.lock();
-        let now = SystemTime::now();
-        let mut content = FileContent::empty(&self.opts);
-        let built = content.build(&self.staging, &self.opts, &self.zeros, meta_at(mode, now))?;
-        let content = Arc::new(Mutex::new(content));
-        let file = FileBody {
-            size: 0,
-            allocated: 0,
-            built,
-            content: Some(Arc::clone(&content)),
-            open: 1,
-        };
-        let attr = self.insert(&mut st, Inode::new_file(parent, name, mode, now, file))?;
-        let fh = st.new_handle(attr.ino, content);
-        Ok((attr, fh))
-    }
-
-    /// Links a new entry into its parent (named in the inode).
-    fn insert(&self, st: &mut State, inode: Inode) -> Result<Attr, DriveError> {
-        check_name(&inode.name)?;
-        let (parent, name) = (inode.parent, inode.name.clone());
-        if self.child(st, parent, &name)?.is_some() {
-            return Err(DriveError::Exists);
-        }
-        let ino = st.new_ino();
-        let attr = inode.attr(ino);
-        let is_dir = attr.kind == Kind::Directory;
-        st.inodes.insert(ino, inode);
-        st.loaded_dir(parent)
-            .ok_or(DriveError::NotADirectory)?
-            .add(&name, ino, is_dir);
-        st.entry_changed(parent, &name, true);
-        Ok(attr)
-    }
-
-    pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<(), DriveError> {
-        let mut st = self.lock();
-        let ino = self
-            .child(&mut st, parent, name)?
-            .ok_or(DriveError::NotFound)?;
-        if st.inodes[&ino].kind() == Kind::Directory {
-            return Err(DriveError::IsADirectory);
-        }
-        self.remove_entry(&mut st, parent, name, ino);
-        Ok(())
-    }
-
-    pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<(), DriveError> {
-        let mut st = self.lock();
-        let ino = self
-            .child(&mut st, parent, name)?
-            .ok_or(DriveError::NotFound)?;
-        self.check_empty_dir(&mut st, ino)?;
-        self.remove_entry(&mut st, parent, name, ino);
-        Ok(())
-    }
-
-    fn remove_entry(&self, st: &mut State, parent: u64, name: &[u8], ino: u64) {
-        let is_dir = st
-            .inodes
-            .get(&ino)
-            .is_some_and(|i| i.kind() == Kind::Directory);
-        if let Some(dir) = st.loaded_dir(parent) {
-            dir.remove(name, is_dir);
-        }
-        st.detach(ino);
-        st.entry_changed(parent, name, true);
-    }
-
-    fn check_empty_dir(&self, st: &mut State, ino: u64) -> Result<(), DriveError> {
-        self.load_dir(st, ino)?;
-        match &st.inodes[&ino].body {
-            Body::Dir(Dir::Loaded(d)) if d.children.is_empty() => Ok(()),
-            Body::Dir(_) => Err(DriveError::NotEmpty),
-            _ => Err(DriveError::NotADirectory),
-        }
-    }
-
-    /// Moves `name` to `new_name`, atomically replacing what was there (unless
-    /// `no_replace`), as rename(2) does.
-    pub fn rename(
-        &self,
-        parent: u64,
-        name: &[u8],
-        new_parent: u64,
-        new_name: &[u8],
-        no_replace: bool,
-    ) -> Result<(), DriveError> {
-        check_name(new_name)?;
-        let mut st = self.lock();
-        let ino = self
-            .child(&mut st, parent, name)?
-            .ok_or(DriveError::NotFound)?;
-        let is_dir = st.inodes[&ino].kind() == Kind::Directory;
-        // A directory cannot move into itself or below itself.
-        let mut up = new_parent;
-        loop {
-            if up == ino {
-                return Err(DriveError::Invalid);
-            }
-            if up == ROOT {
-                break;
-            }
-            up = st.inodes.get(&up).map_or(ROOT, |i| i.parent);
-        }
-        if let Some(old) = self.child(&mut st, new_parent, new_name)? {
-            if old == ino {
-                return Ok(());
-            }
-            if no_replace {
-                return Err(DriveError::Exists);
-            }
-            match (is_dir, st.inodes[&old].kind() == Kind::Directory) {
-                (true, true) => self.check_empty_dir(&mut st, old)?,
-                (true, false) => return Err(DriveError::NotADirectory),
-                (false, true) => return Err(DriveError::IsADirectory),
-                (false, false) => {}
-            }
-            st.detach(old);
-        }
-        if let Some(dir) = st.loaded_dir(parent) {
-            dir.remove(name, is_dir);
-        }
-        st.loaded_dir(new_parent)
-            .ok_or(DriveError::NotADirectory)?
-            .add(new_name, ino, is_dir);
-        if let Some(inode) = st.inodes.get_mut(&ino) {
-            inode.parent = new_parent;
-            inode.name = new_name.to_vec();
-            inode.ctime = SystemTime::now();
-        }
-        st.entry_changed(parent, name, true);
-        st.entry_changed(new_parent, new_name, true);
-        Ok(())
-    }
-
-    pub fn setattr(&self, ino: u64, set: SetAttr) -> Result<Attr, DriveError> {
-        let content = {
-            let mut st = self.lock();
-            let kind = st.inodes.get(&ino).ok_or(DriveError::NotFound)?.kind();
-            match kind {
-                Kind::Directory if set.size.is_some() => return Err(DriveError::IsADirectory),
-                Kind::Symlink if set.size.is_some() => return Err(DriveError::Invalid),
-                Kind::Directory => {
-                    // Only a loaded directory records changes.
-                    self.load_dir(&mut st, ino)?;
-                    apply_meta(st.inodes.get_mut(&ino).ok_or(DriveError::NotFound)?, set);
-                    st.dir_changed(ino);
-                    return Ok(st.inodes[&ino].attr(ino));
-                }
-                Kind::Symlink => {
-                    let inode = st.inodes.get_mut(&ino).ok_or(DriveError::NotFound)?;
-                    apply_meta(inode, set);
-                    let meta = inode.meta();
-                    if let Body::Symlink { target, built } = &mut inode.body {
-                        let mut sink = StageSink(&self.staging);
-                        *built = build_symlink(target, meta, &self.opts, &mut sink)?;
-                    }
-                    let (parent, name, linked) = (inode.parent, inode.name.clone(), inode.linked);
-                    if linked {
-                        st.entry_changed(parent, &name, false);
-                    }
-                    return Ok(st.inodes[&ino].attr(ino));
-                }
-                Kind::File => self.file_content(&mut st, ino)?,
-            }
-        };
-        // A file: its root carries the metadata, so it is rebuilt now.
-        let mut content = content.lock().unwrap_or_else(|e| e.into_inner());
-        let resized = set
-            .size
-            .map_or(Ok(()), |size| content.set_len(&self.staging, size));
-        let mut st = self.lock();
-        let done = resized.and_then(|()| {
-            let inode = st.inodes.get_mut(&ino).ok_or(DriveError::NotFound)?;
-            apply_meta(inode, set);
-            if set.size.is_some() && set.mtime.is_none() {
-                inode.touch();
-            }
-            self.publish(&mut st, ino, &mut content)
-        });
-        if let Some(Body::File(f)) = st.inodes.get_mut(&ino).map(|i| &mut i.body) {
-            if f.open == 0 && !content.changed {
-                f.content = None;
-            }
-        }
-        done?;
-        Ok(st.inodes[&ino].attr(ino))
-    }
-
-    /// The open contents of file `ino`, or its stored contents loaded now.
-    fn file_content(
-        &self,
-        st: &mut State,
-        ino: u64,
-    ) -> Result<Arc<Mutex<FileContent>>, DriveError> {
-        let inode = st.inodes.get_mut(&ino).ok_or(DriveError::NotFound)?;
-        let Body::File(f) = &mut inode.body else {
-            return Err(DriveError::IsADirectory);
-        };
-        if let Some(c) = &f.content {
-            return Ok(Arc::clone(c));
-        }
-        let loaded = FileContent::load(&self.staging, &self.opts, &self.zeros, &f.built.cid)?;
-        // Installed at once, so that a file has one contents however many handles and
-        // setattrs use it meanwhile; dropped again when nobody holds it open.
-        let content = Arc::new(Mutex::new(loaded));
-        f.content = Some(Arc::clone(&content));
-        Ok(content)
-    }
-
-    /// Opens a file; `truncate` empties it first (O_TRUNC).
-    pub fn open(&self, ino: u64, truncate: bool) -> Result<u64, DriveError> {
-        let (fh, content) = {
-            let mut st = self.lock();
-            let content = self.file_content(&mut st, ino)?;
-            let Some(Body::File(f)) = st.inodes.get_mut(&ino).map(|i| &mut i.body) else {
-                return Err(DriveError::IsADirectory);
-            };
-            f.open += 1;
-            (st.new_handle(ino, Arc::clone(&content)), content)
-        };
-        if !truncate {
-            return Ok(fh);
-        }
-        let mut c = content.lock().unwrap_or_else(|e| e.into_inner());
-        c.set_len(&self.staging, 0)?;
-        let mut st = self.lock();
-        if let Some(inode) = st.inodes.get_mut(&ino) {
-            inode.touch();
-            if let Body::File(f) = &mut inode.body {
-                f.size = 0;
-                f.allocated = 0;
-            }
-        }
-        Ok(fh)
-    }
-
-    fn handle(&self, fh: u64) -> Result<(u64, Arc<Mutex<FileContent>>), DriveError> {
-        let st = self.lock();
-        let h = st.handles.get(&fh).ok_or(DriveError::BadHandle)?;
-        Ok((h.ino, Arc::clone(&h.content)))
-    }
-
-    pub fn read(&self, fh: u64, offset: u64, len: u32) -> Result<Vec<u8>, DriveError> {
-        let (_, content) = self.handle(fh)?;
-        let mut c = content.lock().unwrap_or_else(|e| e.into_inner());
-        let data = c.read(&self.staging, Some(&self.read_ahead), offset, len)?;
-        let ahead = c.read_ahead(READ_AHEAD_BYTES);
-        drop(c);
-        self.read_ahead.request(ahead);
-        Ok(data)
-    }
-
-    /// Writes through handle `fh`. `drop_privileges`: the writer is not the owner, so
-    /// set-user-ID and set-group-ID bits go, as a write on any Linux filesystem does.
-    pub fn write(
-        &self,
-        fh: u64,
-        offset: u64,
-        data: &[u8],
-        drop_privileges: bool,
-    ) -> Result<(), DriveError> {
-        let (ino, content) = self.handle(fh)?;
-        let mut c = content.lock().unwrap_or_else(|e| e.into_inner());
-        c.write(&self.staging, &self.opts, offset, data)?;
-        let mut st = self.lock();
-        if let Some(inode) = st.inodes.get_mut(&ino) {
-            inode.touch();
-            if drop_privileges {
-                inode.mode &= !PRIVILEGE_BITS;
-            }
-            if let Body::File(f) = &mut inode.body {
-                f.size = c.size();
-            }
-        }
-        Ok(())
-    }
-
-    /// Makes the file at least `size` bytes long (fallocate): the new room is a hole.
-    pub fn grow(&self, fh: u64, size: u64) -> Result<(), DriveError> {
-        let (_, content) = self.handle(fh)?;
-        if content.lock().unwrap_or_else(|e| e.into_inner()).size() >= size {
-            return Ok(());
-        }
-        // An empty write at `size` extends the file as a write past its end does.
-        self.write(fh, size, &[], false)
-    }
-
-    /// Where the next data or hole at or after `offset` is (lseek's `SEEK_DATA` and
-    /// `SEEK_HOLE`).
-    pub fn seek(&self, fh: u64, offset: u64, what: Seek) -> Result<u64, DriveError> {
-        let (_, content) = self.handle(fh)?;
-        let c = content.lock().unwrap_or_else(|e| e.into_inner());
-        c.seek(offset, what).ok_or(DriveError::PastEnd)
-    }
-
-    /// Makes the file's written contents part of the tree (close, flush, fsync).
-    pub fn flush(&self, fh: u64) -> Result<(), DriveError> {
-        let (ino, content) = self.handle(fh)?;
-        let mut c = content.lock().unwrap_or_else(|e| e.into_inner());
-        if !c.changed {
-            return Ok(());
-        }
-        let mut st = self.lock();
-        self.publish(&mut st, ino, &mut c)
-    }
-
-    pub fn release(&self, fh: u64) -> Result<(), DriveError> {
-        let flushed = self.flush(fh);
-        let mut st = self.lock();
-        if let Some(h) = st.handles.remove(&fh) {
-            if let Some(Body::File(f)) = st.inodes.get_mut(&h.ino).map(|i| &mut i.body) {
-                f.open = f.open.saturating_sub(1);
-                if f.open == 0 && flushed.is_ok() {
-                    f.content = None;
-                }
-            }
-            st.reap(h.ino);
-        }
-        flushed
-    }
-
-    /// Builds the file's DAG with its current metadata and marks its entry changed.
-    fn publish(
-        &self,
-        st: &mut State,
-        ino: u64,
-        content: &mut FileContent,
-    ) -> Result<(), DriveError> {
-        let inode = st.inodes.get_mut(&ino).ok_or(DriveError::NotFound)?;
-        let built = content.build(&self.staging, &self.opts, &self.zeros, inode.meta())?;
-        if let Body::File(f) = &mut inode.body {
-            f.built = built;
-            f.size = content.size();
-            f.allocated = content.allocated();
-        }
-        let (parent, name, linked) = (inode.parent, inode.name.clone(), inode.linked);
-        if linked {
-            st.entry_changed(parent, &name, false);
-        }
-        Ok(())
     }
 
     /// What the drive holds that an online sweep must keep: the committed root, each
@@ -657,30 +185,6 @@ impl Drive {
         &self.staging
     }
 
-    /// Publishes every open file's writes (before unmount).
-    pub fn flush_all(&self) -> Result<(), DriveError> {
-        let handles: Vec<u64> = self.lock().handles.keys().copied().collect();
-        handles.into_iter().try_for_each(|fh| self.flush(fh))
-    }
-
-    /// The CID of an entry as of now: commits first if it has changed.
-    pub fn cid(&self, ino: u64) -> Result<Cid, DriveError> {
-        let built = self
-            .lock()
-            .inodes
-            .get(&ino)
-            .ok_or(DriveError::NotFound)?
-            .built();
-        if let Some(b) = built {
-            return Ok(b.cid);
-        }
-        self.commit_with(true)?;
-        let st = self.lock();
-        let inode = st.inodes.get(&ino).ok_or(DriveError::NotFound)?;
-        // An unlinked directory is never rebuilt; say so rather than guess.
-        inode.built().map(|b| b.cid).ok_or(DriveError::NotFound)
-    }
-
     /// Says in future heads whether everyone may read the drive (see `Head::open`).
     pub fn set_open(&self, open: bool) {
         self.open.store(open, Ordering::Relaxed);
@@ -701,172 +205,6 @@ impl Drive {
             dirty: st.changed(),
         }
     }
-
-    /// Writes every changed directory and a new signed head in one batch. Returns
-    /// `None` when nothing changed since the last commit.
-    pub fn commit(&self) -> Result<Option<Commit>, DriveError> {
-        self.commit_with(false)
-    }
-
-    /// `force`: commit an untouched new drive too, so that its root has a CID.
-    fn commit_with(&self, force: bool) -> Result<Option<Commit>, DriveError> {
-        let _one_at_a_time = self.commit_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(snap) = commit::snapshot(&mut self.lock(), &self.staging, &self.opts, force)
-        else {
-            return Ok(None);
-        };
-        // A panic while building must not lose the changes the snapshot took.
-        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            snap.build(&self.staging, &self.opts)
-        }))
-        .unwrap_or_else(|panic| Err(DriveError::Bug(panic_message(&panic))));
-        let written = built.and_then(|prepared| {
-            let head = Head {
-                peer: self.key.public().to_peer_id(),
-                seq: snap.seq,
-                root: prepared.root.cid,
-                time_ms: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64),
-                open: self.open.load(Ordering::Relaxed),
-            }
-            .sign(&self.key);
-            self.staging
-                .commit(&prepared.blocks, OWN_HEAD, head.encoded(), snap.epoch)?;
-            Ok((prepared, head))
-        });
-        let mut st = self.lock();
-        match written {
-            Ok((prepared, head)) => {
-                st.seq = snap.seq;
-                st.root = Some(prepared.root.cid);
-                st.last_commit = Some(SystemTime::now());
-                st.head = Some(head.clone());
-                commit::install(&mut st, snap, Some(&prepared));
-                Ok(Some(Commit { head }))
-            }
-            Err(e) => {
-                commit::install(&mut st, snap, None);
-                Err(e)
-            }
-        }
-    }
-
-    /// Whether uncommitted changes should be committed now: they have paused for
-    /// `quiet` (a file was saved, a copy finished), or have gone on for `longest`.
-    pub fn commit_due(&self, quiet: Duration, longest: Duration) -> bool {
-        let st = self.lock();
-        let (Some(first), Some(last)) = (st.dirty_since, st.last_change) else {
-            return false;
-        };
-        st.changed() && (last.elapsed() >= quiet || first.elapsed() >= longest)
-    }
-
-    /// The inode of `name` in directory `parent`, loading the directory if needed.
-    fn child(&self, st: &mut State, parent: u64, name: &[u8]) -> Result<Option<u64>, DriveError> {
-        if name.len() > MAX_NAME {
-            return Err(DriveError::NameTooLong);
-        }
-        self.load_dir(st, parent)?;
-        match &st.inodes.get(&parent).ok_or(DriveError::NotFound)?.body {
-            Body::Dir(Dir::Loaded(d)) => Ok(d.children.get(name).copied()),
-            _ => Err(DriveError::NotADirectory),
-        }
-    }
-
-    /// Reads a stored directory's entries into the inode table, once.
-    fn load_dir(&self, st: &mut State, ino: u64) -> Result<(), DriveError> {
-        let inode = st.inodes.get(&ino).ok_or(DriveError::NotFound)?;
-        let Body::Dir(Dir::Stored(stored)) = &inode.body else {
-            return Ok(());
-        };
-        let stored = *stored;
-        let node = load_node(&self.staging, &stored.built.cid)?;
-        let mut dir = LoadedDir {
-            children: BTreeMap::new(),
-            name_bytes: 0,
-            subdirs: 0,
-            stored: Some(stored),
-            changed: None,
-        };
-        let mut loaded = Vec::new();
-        for entry in list(&self.staging, &stored.built.cid, &node)? {
-            let child = load_node(&self.staging, &entry.cid)?;
-            let built = Built {
-                cid: entry.cid,
-                tsize: entry.tsize,
-            };
-            loaded.push((
-                entry.name,
-                Inode::stored(ino, b"", &child, built, &self.staging, &self.zeros),
-            ));
-        }
-        for (name, mut child) in loaded {
-            let child_ino = st.new_ino();
-            child.name = name.clone();
-            let is_dir = child.kind() == Kind::Directory;
-            st.inodes.insert(child_ino, child);
-            dir.add(&name, child_ino, is_dir);
-        }
-        if let Some(inode) = st.inodes.get_mut(&ino) {
-            inode.body = Body::Dir(Dir::Loaded(dir));
-        }
-        Ok(())
-    }
-}
-
-/// What a caught panic said.
-pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".into())
-}
-
-/// What `stat` shows of a stored node, with the defaults for fields it lacks.
-pub fn node_attr(ino: u64, node: &Node) -> Attr {
-    let meta = node.meta();
-    let (kind, size, default_mode) = match node {
-        Node::File(f) => (Kind::File, f.filesize, DEFAULT_FILE_MODE),
-        Node::Symlink { target, .. } => (Kind::Symlink, target.len() as u64, 0o777),
-        Node::Directory(_) | Node::Shard(_) => (Kind::Directory, 0, DEFAULT_DIR_MODE),
-    };
-    let mtime = to_system_time(meta.mtime.unwrap_or_default());
-    Attr {
-        ino,
-        kind,
-        size,
-        allocated: size,
-        perm: (meta.mode.unwrap_or(default_mode) & 0o7777) as u16,
-        mtime,
-        ctime: mtime,
-        atime: mtime,
-        nlink: 1,
-    }
-}
-
-fn check_name(name: &[u8]) -> Result<(), DriveError> {
-    if name.len() > MAX_NAME {
-        return Err(DriveError::NameTooLong);
-    }
-    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
-        return Err(DriveError::Invalid);
-    }
-    Ok(())
-}
-
-fn apply_meta(inode: &mut Inode, set: SetAttr) {
-    if let Some(mode) = set.mode {
-        inode.mode = mode & 0o7777;
-    }
-    if let Some(t) = set.mtime {
-        inode.mtime = to_mtime(t);
-    }
-    if let Some(t) = set.atime {
-        inode.atime = t;
-    }
-    inode.ctime = SystemTime::now();
 }
 
 #[cfg(test)]

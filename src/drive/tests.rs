@@ -5,6 +5,7 @@ use super::*;
 use crate::store::rocks::RocksStore;
 use crate::unixfs::build::{build_directory, DirEntry};
 use crate::unixfs::read::FileReader;
+use crate::vfs::{Seek, SetAttr};
 
 fn store_in(dir: &std::path::Path) -> Arc<RocksStore> {
     Arc::new(RocksStore::open(dir, true).unwrap())
@@ -71,7 +72,7 @@ fn a_commit_is_due_when_changes_pause_or_go_on_too_long() {
     );
 
     // Writing alone changes nothing committed: the file enters the tree on close.
-    let (_, fh) = drive.create(ROOT, b"a.txt", 0o644).unwrap();
+    let (_, fh) = drive.create(DRIVE_ROOT, b"a.txt", 0o644).unwrap();
     drive.commit().unwrap();
     drive.write(fh, 0, b"hello", false).unwrap();
     assert!(!drive.commit_due(none, none));
@@ -82,7 +83,7 @@ fn a_commit_is_due_when_changes_pause_or_go_on_too_long() {
 
     drive.commit().unwrap();
     assert!(!drive.commit_due(none, none), "committed");
-    drive.mkdir(ROOT, b"d", 0o755).unwrap();
+    drive.mkdir(DRIVE_ROOT, b"d", 0o755).unwrap();
     assert!(drive.commit_due(none, long));
 }
 
@@ -94,13 +95,13 @@ fn a_directory_changed_before_it_is_listed_commits_and_keeps_later_writes() {
     let store = store_in(dir.path());
     {
         let drive = drive_on(&store, ImportOptions::default());
-        let d = drive.mkdir(ROOT, b"d", 0o755).unwrap().ino;
+        let d = drive.mkdir(DRIVE_ROOT, b"d", 0o755).unwrap().ino;
         let e = drive.mkdir(d, b"e", 0o755).unwrap().ino;
         write_file(&drive, e, "f", b"one\n");
         drive.commit().unwrap();
     }
     let drive = drive_on(&store, ImportOptions::default());
-    let d = drive.lookup(ROOT, b"d").unwrap().ino;
+    let d = drive.lookup(DRIVE_ROOT, b"d").unwrap().ino;
     let mtime = UNIX_EPOCH + Duration::from_secs(1_000_000_000);
     drive
         .setattr(
@@ -112,19 +113,19 @@ fn a_directory_changed_before_it_is_listed_commits_and_keeps_later_writes() {
             },
         )
         .unwrap();
-    write_file(&drive, ROOT, "g", b"two\n");
+    write_file(&drive, DRIVE_ROOT, "g", b"two\n");
     drive.commit().unwrap().expect("a commit");
     drop(drive);
 
     let drive = drive_on(&store, ImportOptions::default());
-    let d = drive.lookup(ROOT, b"d").unwrap();
+    let d = drive.lookup(DRIVE_ROOT, b"d").unwrap();
     assert_eq!(d.perm, 0o700);
     assert_eq!(d.mtime, mtime);
     let e = drive.lookup(d.ino, b"e").unwrap().ino;
     let f = drive.lookup(e, b"f").unwrap();
     let fh = drive.open(f.ino, false).unwrap();
     assert_eq!(drive.read(fh, 0, 100).unwrap(), b"one\n");
-    let g = drive.lookup(ROOT, b"g").unwrap();
+    let g = drive.lookup(DRIVE_ROOT, b"g").unwrap();
     let fh = drive.open(g.ino, false).unwrap();
     assert_eq!(drive.read(fh, 0, 100).unwrap(), b"two\n");
 }
@@ -140,7 +141,7 @@ fn directory_commits_equal_fresh_builds_across_the_shard_threshold() {
         ..ImportOptions::default()
     };
     let drive = drive_in(dir.path(), opts);
-    let big = drive.mkdir(ROOT, b"big", 0o755).unwrap().ino;
+    let big = drive.mkdir(DRIVE_ROOT, b"big", 0o755).unwrap().ino;
     let mut names = Vec::new();
     for i in 0..300 {
         let name = format!("file-{i:04}");
@@ -207,7 +208,7 @@ fn a_sparse_terabyte_is_cheap_and_reads_back() {
     let tib = 1u64 << 40;
     {
         let drive = drive_on(&store, ImportOptions::default());
-        let (attr, fh) = drive.create(ROOT, b"sparse", 0o644).unwrap();
+        let (attr, fh) = drive.create(DRIVE_ROOT, b"sparse", 0o644).unwrap();
         let set = SetAttr {
             size: Some(tib),
             ..SetAttr::default()
@@ -221,7 +222,7 @@ fn a_sparse_terabyte_is_cheap_and_reads_back() {
         drive.commit().unwrap();
     }
     let drive = drive_on(&store, ImportOptions::default());
-    let a = drive.lookup(ROOT, b"sparse").unwrap();
+    let a = drive.lookup(DRIVE_ROOT, b"sparse").unwrap();
     assert_eq!(a.size, tib);
     let fh = drive.open(a.ino, false).unwrap();
     assert_eq!(drive.read(fh, 12345, 4).unwrap(), vec![0; 4]);
@@ -239,7 +240,7 @@ fn a_sparse_terabyte_is_cheap_and_reads_back() {
     assert_eq!(drive.seek(fh, 0, Seek::Hole).unwrap(), 0);
     assert!(matches!(
         drive.seek(fh, tib, Seek::Hole),
-        Err(DriveError::PastEnd)
+        Err(FsError::PastEnd)
     ));
 
     // The DAG reads back the same through the format's own reader.
@@ -257,7 +258,7 @@ fn a_sparse_terabyte_is_cheap_and_reads_back() {
     };
     assert!(matches!(
         drive.setattr(a.ino, set),
-        Err(DriveError::FileTooBig)
+        Err(FsError::FileTooBig)
     ));
 }
 
@@ -272,7 +273,7 @@ fn holes_give_the_cid_of_written_zeros() {
     };
     let drive = drive_in(dir.path(), opts.clone());
     for (size, data_at) in [(40 * 1024 + 5, Some(9000)), (64 * 1024, None), (3000, None)] {
-        let (attr, fh) = drive.create(ROOT, b"holes", 0o644).unwrap();
+        let (attr, fh) = drive.create(DRIVE_ROOT, b"holes", 0o644).unwrap();
         let set = SetAttr {
             size: Some(size),
             ..SetAttr::default()
@@ -293,6 +294,6 @@ fn holes_give_the_cid_of_written_zeros() {
         }
         let want = builder.finish(&mut &store).unwrap().cid;
         assert_eq!(drive.cid(attr.ino).unwrap(), want, "size {size}");
-        drive.unlink(ROOT, b"holes").unwrap();
+        drive.unlink(DRIVE_ROOT, b"holes").unwrap();
     }
 }

@@ -7,12 +7,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use cid::Cid;
 
 use super::file::FileContent;
-use super::{Attr, Kind, ROOT};
 use crate::block::DAG_PB;
 use crate::head::SignedHead;
 use crate::store::Blocks;
@@ -20,9 +19,9 @@ use crate::unixfs::build::{Built, ZeroRuns};
 use crate::unixfs::data::{Metadata, Mtime};
 use crate::unixfs::load_node;
 use crate::unixfs::node::{FileNode, Node};
-
-pub(super) const DEFAULT_FILE_MODE: u32 = 0o644;
-pub(super) const DEFAULT_DIR_MODE: u32 = 0o755;
+use crate::vfs::attr::{DEFAULT_DIR_MODE, DEFAULT_FILE_MODE};
+use crate::vfs::ino::DRIVE_ROOT;
+use crate::vfs::{to_mtime, to_system_time, Attr, Kind};
 
 pub(super) struct Inode {
     pub parent: u64,
@@ -162,7 +161,7 @@ impl Inode {
     /// The drive's root when nothing was ever committed: empty and unchanged.
     pub fn empty_root() -> Inode {
         let body = Body::Dir(Dir::Loaded(LoadedDir::new()));
-        let mut root = Inode::made(ROOT, b"", body, DEFAULT_DIR_MODE, SystemTime::now());
+        let mut root = Inode::made(DRIVE_ROOT, b"", body, DEFAULT_DIR_MODE, SystemTime::now());
         root.lookups = 0;
         root
     }
@@ -336,7 +335,7 @@ pub(super) struct State {
 impl State {
     /// Whether anything changed since the last commit's snapshot.
     pub fn changed(&self) -> bool {
-        match self.inodes.get(&ROOT).map(|r| &r.body) {
+        match self.inodes.get(&DRIVE_ROOT).map(|r| &r.body) {
             Some(Body::Dir(Dir::Loaded(d))) => d.changed.is_some(),
             _ => false,
         }
@@ -388,7 +387,7 @@ impl State {
         let now = Instant::now();
         self.last_change = Some(now);
         self.dirty_since.get_or_insert(now);
-        while dir != ROOT {
+        while dir != DRIVE_ROOT {
             let Some(inode) = self.inodes.get(&dir) else {
                 return;
             };
@@ -423,40 +422,8 @@ impl State {
             return;
         };
         let open = matches!(&inode.body, Body::File(f) if f.open > 0);
-        if !inode.linked && inode.lookups == 0 && !open && ino != ROOT {
+        if !inode.linked && inode.lookups == 0 && !open && ino != DRIVE_ROOT {
             self.inodes.remove(&ino);
         }
-    }
-}
-
-pub fn to_mtime(t: SystemTime) -> Mtime {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => Mtime {
-            secs: d.as_secs() as i64,
-            nanos: d.subsec_nanos(),
-        },
-        Err(e) => {
-            let d = e.duration();
-            if d.subsec_nanos() == 0 {
-                Mtime {
-                    secs: -(d.as_secs() as i64),
-                    nanos: 0,
-                }
-            } else {
-                Mtime {
-                    secs: -(d.as_secs() as i64) - 1,
-                    nanos: 1_000_000_000 - d.subsec_nanos(),
-                }
-            }
-        }
-    }
-}
-
-pub fn to_system_time(m: Mtime) -> SystemTime {
-    if m.secs >= 0 {
-        UNIX_EPOCH + Duration::new(m.secs as u64, m.nanos)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(m.secs.unsigned_abs())
-            + Duration::from_nanos(m.nanos.into())
     }
 }

@@ -44,8 +44,8 @@ use super::{
     BlockReply, Command, NetConfig, NetError, NetEvent, NetHandle, PeerInfo, COMMANDS_QUEUED,
 };
 use crate::block::Block;
-use crate::drive::OWN_HEAD;
 use crate::head::SignedHead;
+use crate::head::OWN_HEAD;
 use crate::store::handover::Handover;
 use crate::store::{HeadStore, Holding};
 

@@ -1,0 +1,169 @@
+//! Directory listings: taken whole at opendir (with `.` and `..`), so that readdir
+//! pages are consistent and cheap, and dropped at releasedir.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use fuser::{
+    FileHandle, FopenFlags, Generation, INodeNo, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyOpen,
+};
+
+use super::reply::errno;
+use super::route::{read_only, ttl};
+use super::{PeerFs, DRIVE_DIR, PEERS_DIR};
+use crate::vfs::ino::{is_peer_ino, DRIVE_ROOT, MOUNT_ROOT, PEERS};
+use crate::vfs::{Attr, FsError};
+
+type Listing = Vec<(Vec<u8>, Attr)>;
+
+/// Directory listings taken at opendir, so readdir pages are consistent and cheap.
+#[derive(Default)]
+pub(super) struct Listings {
+    open: Mutex<HashMap<u64, Listing>>,
+    next: AtomicU64,
+}
+
+impl Listings {
+    fn insert(&self, listing: Listing) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fh, listing);
+        fh
+    }
+}
+
+impl PeerFs {
+    /// Lists a directory with `.` and `..` first.
+    fn listing(&self, ino: u64) -> Result<Vec<(Vec<u8>, Attr)>, FsError> {
+        let (parent, entries) = match ino {
+            MOUNT_ROOT => {
+                let drive = self.drive.getattr(DRIVE_ROOT)?;
+                let peers = self.virtual_attr(PEERS);
+                (
+                    MOUNT_ROOT,
+                    vec![
+                        (DRIVE_DIR.as_bytes().to_vec(), drive),
+                        (PEERS_DIR.as_bytes().to_vec(), peers),
+                    ],
+                )
+            }
+            PEERS => (
+                MOUNT_ROOT,
+                self.peers.as_ref().map(|p| p.tops()).unwrap_or_default(),
+            ),
+            i if is_peer_ino(i) => {
+                let view = self.peer_view()?;
+                (view.parent(i), view.list(i)?)
+            }
+            DRIVE_ROOT => (MOUNT_ROOT, self.drive.list(ino)?),
+            _ => (self.drive.parent(ino), self.drive.list(ino)?),
+        };
+        let mut out = vec![
+            (b".".to_vec(), self.attr_of(ino)?),
+            (b"..".to_vec(), self.attr_of(parent)?),
+        ];
+        out.extend(entries);
+        Ok(out)
+    }
+
+    fn listing_page(&self, fh: FileHandle, offset: u64) -> Vec<(usize, Vec<u8>, Attr)> {
+        let listings = self.listings.open.lock().unwrap_or_else(|e| e.into_inner());
+        listings.get(&fh.0).map_or_else(Vec::new, |l| {
+            l.iter()
+                .enumerate()
+                .skip(offset as usize)
+                .map(|(i, (n, a))| (i, n.clone(), *a))
+                .collect()
+        })
+    }
+}
+
+pub(super) fn opendir(fs: &PeerFs, ino: INodeNo, reply: ReplyOpen) {
+    if is_peer_ino(ino.0) {
+        let (view, listings) = match fs.peer_view() {
+            Ok(v) => (v, Arc::clone(&fs.listings)),
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let peers_attr = fs.virtual_attr(PEERS);
+        return fs.offload(move || {
+            let listing = view.list(ino.0).and_then(|entries| {
+                let parent = view.parent(ino.0);
+                let attr_of = |i| match i {
+                    PEERS => Ok(peers_attr),
+                    _ => view.getattr(i),
+                };
+                let mut out = vec![
+                    (b".".to_vec(), attr_of(ino.0)?),
+                    (b"..".to_vec(), attr_of(parent)?),
+                ];
+                out.extend(entries);
+                Ok(out)
+            });
+            match listing {
+                Ok(l) => reply.opened(FileHandle(listings.insert(l)), FopenFlags::empty()),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+    match fs.listing(ino.0) {
+        Ok(entries) => {
+            let fh = fs.listings.insert(entries);
+            reply.opened(FileHandle(fh), FopenFlags::empty())
+        }
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+pub(super) fn readdir(fs: &PeerFs, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    for (i, name, a) in fs.listing_page(fh, offset) {
+        let kind = fs.file_attr(&a).kind;
+        if reply.add(INodeNo(a.ino), i as u64 + 1, kind, OsStr::from_bytes(&name)) {
+            break;
+        }
+    }
+    reply.ok()
+}
+
+pub(super) fn readdirplus(fs: &PeerFs, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    for (i, name, a) in fs.listing_page(fh, offset) {
+        let attr = fs.file_attr(&a);
+        let name = OsStr::from_bytes(&name);
+        if reply.add(
+            INodeNo(a.ino),
+            i as u64 + 1,
+            name,
+            ttl(a.ino),
+            &attr,
+            Generation(0),
+        ) {
+            break;
+        }
+        // The kernel holds every entry but . and .. as if looked up.
+        if i >= 2 && !read_only(a.ino) {
+            fs.drive.remember(a.ino);
+        }
+    }
+    reply.ok()
+}
+
+pub(super) fn releasedir(fs: &PeerFs, fh: FileHandle, reply: ReplyEmpty) {
+    fs.listings
+        .open
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&fh.0);
+    reply.ok()
+}
+
+pub(super) fn fsyncdir(fs: &PeerFs, reply: ReplyEmpty) {
+    match fs.drive.commit() {
+        Ok(_) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
+    }
+}

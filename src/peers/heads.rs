@@ -1,0 +1,167 @@
+//! Which peers are shown, and a peer's new head: its tree moves to the new root, the
+//! inodes the kernel knows keep their numbers, and what changed is returned for the
+//! kernel to drop.
+
+use std::collections::BTreeMap;
+
+use cid::Cid;
+use libp2p::PeerId;
+
+use super::attrs::{empty_dir_attr, head_time, shown_attr};
+use super::PeerView;
+use crate::head::Head;
+use crate::unixfs::load_node;
+use crate::vfs::{Attr, Kind};
+
+/// What the kernel must drop after a head change.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Invalidation {
+    /// The name `name` in directory `parent` changed (added, removed or replaced).
+    Entry { parent: u64, name: Vec<u8> },
+    /// The inode's content or attributes changed.
+    Inode(u64),
+}
+
+impl PeerView {
+    /// Shows `name` for `peer` at `head` (or empty while its head is unknown). A peer
+    /// already shown keeps its inode and moves to the new root through `switch_head`.
+    pub fn add_peer(&self, name: &str, peer: PeerId, head: Option<&Head>) -> Vec<Invalidation> {
+        let existing = self.lock().tops.get(name.as_bytes()).copied();
+        if existing.is_some() {
+            return match head {
+                Some(head) => self.switch_head(peer, head),
+                None => Vec::new(),
+            };
+        }
+        let root = head.map(|h| h.root);
+        if let Some(h) = head {
+            self.lock().head_times.insert(peer, head_time(h));
+        }
+        // Only what is here: a peer being added must not wait on the network.
+        let attr = match root.and_then(|r| load_node(self.local.as_ref(), &r).ok()) {
+            Some(node) => shown_attr(&node, self.head_time(peer)),
+            None => empty_dir_attr(),
+        };
+        let mut st = self.lock();
+        let ino = st.add_node(peer, self.peers_ino, root, attr);
+        st.tops.insert(name.as_bytes().to_vec(), ino);
+        vec![Invalidation::Entry {
+            parent: self.peers_ino,
+            name: name.as_bytes().to_vec(),
+        }]
+    }
+
+    /// Stops showing the peer called `name`.
+    pub fn remove_peer(&self, name: &str) -> Vec<Invalidation> {
+        let mut st = self.lock();
+        let Some(top) = st.tops.remove(name.as_bytes()) else {
+            return Vec::new();
+        };
+        if let Some(owner) = st.nodes.get(&top).map(|n| n.owner) {
+            st.head_times.remove(&owner);
+        }
+        st.orphan([top]);
+        vec![Invalidation::Entry {
+            parent: self.peers_ino,
+            name: name.as_bytes().to_vec(),
+        }]
+    }
+
+    /// Moves `peer`'s tree to `root`: inodes the kernel knows keep their numbers and
+    /// take their new CIDs; what changed is returned for invalidation.
+    pub fn switch_head(&self, peer: PeerId, head: &Head) -> Vec<Invalidation> {
+        let root = head.root;
+        let top = {
+            let st = self.lock();
+            st.tops
+                .values()
+                .copied()
+                .find(|ino| st.nodes.get(ino).is_some_and(|n| n.owner == peer))
+        };
+        let Some(top) = top else {
+            return Vec::new();
+        };
+        self.lock().head_times.insert(peer, head_time(head));
+        // A peer seen for the first time shows its root at once; its attributes follow.
+        if let Some(n) = self.lock().nodes.get_mut(&top).filter(|n| n.cid.is_none()) {
+            n.cid = Some(root);
+            n.children = None;
+        }
+        let mut out = Vec::new();
+        let attr = self.node_attr(peer, &root).ok();
+        self.retarget(top, root, attr, &mut out);
+        out
+    }
+
+    /// Points `ino` at `cid`; for a loaded directory, diffs its entries too.
+    fn retarget(&self, ino: u64, cid: Cid, attr: Option<Attr>, out: &mut Vec<Invalidation>) {
+        let (owner, old_children) = {
+            let mut st = self.lock();
+            let Some(n) = st.nodes.get_mut(&ino) else {
+                return;
+            };
+            if n.cid == Some(cid) {
+                return;
+            }
+            n.cid = Some(cid);
+            n.file = None;
+            if let Some(a) = attr {
+                n.attr = Attr { ino, ..a };
+            }
+            out.push(Invalidation::Inode(ino));
+            (n.owner, n.children.take())
+        };
+        let Some(old) = old_children else { return };
+        let new = match attr.filter(|a| a.kind == Kind::Directory) {
+            Some(_) => self.load_entries(owner, &cid).ok(),
+            None => None,
+        };
+        // No longer a directory, or not loadable now (it loads again on next use).
+        let Some(new) = new else {
+            self.lock().orphan(old.values().copied());
+            for name in old.into_keys() {
+                out.push(Invalidation::Entry { parent: ino, name });
+            }
+            return;
+        };
+        let mut children = BTreeMap::new();
+        let mut old = old;
+        for (name, child_cid, child_attr) in new {
+            let same_kind = old
+                .get(&name)
+                .and_then(|c| {
+                    self.lock()
+                        .nodes
+                        .get(c)
+                        .map(|n| n.attr.kind == child_attr.kind)
+                })
+                .unwrap_or(false);
+            match old.remove(&name) {
+                Some(child) if same_kind => {
+                    self.retarget(child, child_cid, Some(child_attr), out);
+                    children.insert(name, child);
+                }
+                replaced => {
+                    self.lock().orphan(replaced);
+                    // Replaced by another kind, or new (the kernel may hold a negative
+                    // entry for it): either way the name must be looked up again.
+                    out.push(Invalidation::Entry {
+                        parent: ino,
+                        name: name.clone(),
+                    });
+                    let child = self
+                        .lock()
+                        .add_node(owner, ino, Some(child_cid), child_attr);
+                    children.insert(name, child);
+                }
+            }
+        }
+        self.lock().orphan(old.values().copied());
+        for name in old.into_keys() {
+            out.push(Invalidation::Entry { parent: ino, name });
+        }
+        if let Some(n) = self.lock().nodes.get_mut(&ino) {
+            n.children = Some(children);
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! A directory's entries, loaded on its first lookup or listing, each with the
+//! attributes of its node; the child nodes missing here are asked for ahead.
+
+use std::collections::BTreeMap;
+
+use cid::Cid;
+use libp2p::PeerId;
+
+use super::attrs::{raw_file_attr, shown_attr};
+use super::PeerView;
+use crate::block::RAW;
+use crate::unixfs::{list, load_node};
+use crate::vfs::{Attr, FsError, Kind};
+
+/// A listing asks for the child nodes it lacks this many entries ahead of the one it
+/// loads: the round trips overlap, and a huge directory does not become a want per
+/// entry at once.
+const LISTING_AHEAD: usize = 256;
+
+impl PeerView {
+    /// A directory's entries, loading them (and each child's node, for its attributes)
+    /// on first use.
+    pub(super) fn children(&self, ino: u64) -> Result<BTreeMap<Vec<u8>, u64>, FsError> {
+        self.load_children(ino)?;
+        self.lock()
+            .nodes
+            .get(&ino)
+            .and_then(|n| n.children.clone())
+            .ok_or(FsError::NotFound)
+    }
+
+    /// Makes sure a directory's listing is loaded.
+    pub(super) fn load_children(&self, ino: u64) -> Result<(), FsError> {
+        let (owner, cid) = {
+            let st = self.lock();
+            let n = st.nodes.get(&ino).ok_or(FsError::NotFound)?;
+            if n.attr.kind != Kind::Directory {
+                return Err(FsError::NotADirectory);
+            }
+            if n.children.is_some() {
+                return Ok(());
+            }
+            (n.owner, n.cid.ok_or(FsError::NotFound)?)
+        };
+        let loaded = self.load_entries(owner, &cid)?;
+        let mut st = self.lock();
+        // Another thread may have loaded it meanwhile, or a new head replaced it.
+        match st.nodes.get(&ino) {
+            Some(n) if n.cid != Some(cid) => return Err(FsError::NotFound),
+            Some(n) if n.children.is_some() => return Ok(()),
+            Some(_) => {}
+            None => return Err(FsError::NotFound),
+        }
+        let mut children = BTreeMap::new();
+        for (name, child_cid, attr) in loaded {
+            let child = st.add_node(owner, ino, Some(child_cid), attr);
+            children.insert(name, child);
+        }
+        if let Some(n) = st.nodes.get_mut(&ino) {
+            n.children = Some(children);
+        }
+        Ok(())
+    }
+
+    /// A directory's entries with each one's attributes. Child nodes missing here are
+    /// asked for `LISTING_AHEAD` entries ahead, so a listing costs a few round trips,
+    /// not one per entry.
+    pub(super) fn load_entries(
+        &self,
+        owner: PeerId,
+        dir: &Cid,
+    ) -> Result<Vec<(Vec<u8>, Cid, Attr)>, FsError> {
+        let blocks = self.blocks(owner);
+        let node = load_node(&blocks, dir)?;
+        let entries = list(&blocks, dir, &node)?;
+        let mut asked = 0;
+        let time = self.head_time(owner);
+        let mut out = Vec::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            let ahead = entries.len().min(i + LISTING_AHEAD);
+            for next in entries.get(asked..ahead).unwrap_or_default() {
+                if next.cid.codec() != RAW && !self.local.has(&next.cid)? {
+                    self.net.prefetch(&next.cid, Some(owner));
+                }
+            }
+            asked = asked.max(ahead);
+            let attr = if e.cid.codec() == RAW {
+                raw_file_attr(e.tsize, time)
+            } else {
+                shown_attr(&load_node(&blocks, &e.cid)?, time)
+            };
+            out.push((e.name.clone(), e.cid, attr));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,274 @@
+//! Followed peers' drives as read-only inode trees, for `DIR/peers/<name>/`.
+//!
+//! Nodes load lazily through `RemoteBlocks` (local store, else the owner, else any peer
+//! that has them), so every call here may wait on the network: the FUSE layer runs them
+//! off its session threads. Inode numbers live above `PEER_INO_BASE`, apart from the
+//! drive's, and stay stable across a peer's new heads: `switch_head` walks only what
+//! the kernel has seen, swaps CIDs in place, and returns the exact entries and inodes
+//! the kernel must forget.
+//!
+//! The table follows what the kernel holds: a directory's entries get inodes when it is
+//! listed, and go when the kernel forgets the directory (it forgets a directory only
+//! after everything below it). A forgotten entry keeps only its small node in its
+//! parent's listing, so an `ls -R` of a huge drive costs what the kernel keeps, not
+//! what it has seen.
+//!
+//! - `PeerView` (here): the view's state and the calls FUSE makes that need no more
+//!   than the table: lookup, attributes, forget, listing, readlink.
+//! - [`table`]: the inode table: one node per entry the kernel may hold.
+//! - [`listing`]: a directory's entries loaded on first use, child nodes fetched ahead.
+//! - [`read`]: reading a peer's file, with prefetch ahead of a sequential reader.
+//! - [`heads`]: showing a peer, hiding it, and moving its tree to a new head.
+//! - [`attrs`]: what `stat` shows of a peer's node: read-only, dated by its head.
+
+mod attrs;
+mod heads;
+mod listing;
+mod read;
+mod table;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::warn;
+
+use cid::Cid;
+use libp2p::PeerId;
+
+use crate::net::{NetHandle, RemoteBlocks};
+use crate::store::readahead::ReadAhead;
+use crate::store::Blocks;
+use crate::unixfs::{load_node, Node};
+use crate::vfs::ino::PEER_INO_BASE;
+use crate::vfs::{Attr, FsError};
+use attrs::shown_attr;
+use table::State;
+
+pub use heads::Invalidation;
+pub use read::ReadData;
+
+/// Failed reads and listings logged per minute at most (a failing `cp -r` fails many).
+const FAILURES_LOGGED: u32 = 20;
+/// How far up `path_of` names an inode's parents.
+const MAX_PATH_DEPTH: usize = 256;
+
+pub struct PeerView {
+    local: Arc<dyn Blocks>,
+    /// Reads cached leaves ahead of a sequential reader, as the drive does its own, into
+    /// the handover the network's prefetches use.
+    read_ahead: ReadAhead,
+    recent: Mutex<VecDeque<(Cid, Arc<Vec<u8>>)>>,
+    net: NetHandle,
+    /// The inode of `peers/` itself, the parent of every top.
+    peers_ino: u64,
+    state: Mutex<State>,
+    /// Since when failures are counted, and how many were logged since.
+    failures_logged: Mutex<(Instant, u32)>,
+}
+
+impl PeerView {
+    pub fn new(local: Arc<dyn Blocks>, net: NetHandle, peers_ino: u64) -> PeerView {
+        PeerView {
+            read_ahead: ReadAhead::handing_to(Arc::clone(&local), net.handover()),
+            local,
+            net,
+            peers_ino,
+            recent: Mutex::default(),
+            failures_logged: Mutex::new((Instant::now(), 0)),
+            state: Mutex::new(State {
+                next_ino: PEER_INO_BASE,
+                ..State::default()
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn blocks(&self, owner: PeerId) -> RemoteBlocks {
+        self.blocks_of(owner, true)
+    }
+
+    /// `owner`'s blocks; with `fetch` false, only those already here.
+    fn blocks_of(&self, owner: PeerId, fetch: bool) -> RemoteBlocks {
+        RemoteBlocks {
+            local: Arc::clone(&self.local),
+            net: self.net.clone(),
+            owner: Some(owner),
+            fetch,
+        }
+    }
+
+    /// The peers shown, by name.
+    pub fn tops(&self) -> Vec<(Vec<u8>, Attr)> {
+        let st = self.lock();
+        st.tops
+            .iter()
+            .filter_map(|(name, ino)| st.nodes.get(ino).map(|n| (name.clone(), n.attr)))
+            .collect()
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
+        self.lock()
+            .nodes
+            .get(&ino)
+            .map(|n| n.attr)
+            .ok_or(FsError::NotFound)
+    }
+
+    pub fn parent(&self, ino: u64) -> u64 {
+        self.lock()
+            .nodes
+            .get(&ino)
+            .map_or(self.peers_ino, |n| n.parent)
+    }
+
+    pub fn cid(&self, ino: u64) -> Result<Cid, FsError> {
+        self.lock()
+            .nodes
+            .get(&ino)
+            .ok_or(FsError::NotFound)?
+            .cid
+            .ok_or(FsError::NoAttribute)
+    }
+
+    /// Looks `name` up in `parent` (`peers/` itself, or a directory in a peer's drive).
+    /// The kernel holds the entry found until it forgets it.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, FsError> {
+        if parent != self.peers_ino {
+            self.load_children(parent)?;
+        }
+        let mut st = self.lock();
+        let ino = if parent == self.peers_ino {
+            st.tops.get(name)
+        } else {
+            st.nodes
+                .get(&parent)
+                .and_then(|p| p.children.as_ref())
+                .and_then(|c| c.get(name))
+        };
+        let ino = *ino.ok_or(FsError::NotFound)?;
+        let n = st.nodes.get_mut(&ino).ok_or(FsError::NotFound)?;
+        n.lookups += 1;
+        Ok(n.attr)
+    }
+
+    /// The kernel dropped `n` references to `ino`. Once it holds none, what hangs off
+    /// the inode goes (its listing and the nodes below, a file's root node); an inode
+    /// no listing names any more goes too.
+    pub fn forget(&self, ino: u64, n: u64) {
+        let mut st = self.lock();
+        let Some(node) = st.nodes.get_mut(&ino) else {
+            return;
+        };
+        node.lookups = node.lookups.saturating_sub(n);
+        if node.lookups > 0 {
+            return;
+        }
+        node.file = None;
+        node.prefetched_to = 0;
+        let (orphan, known) = (node.orphan, node.cid.is_some());
+        // A peer whose head is unknown keeps its (empty) listing: there is none to load.
+        if known || orphan {
+            st.drop_below(ino);
+        }
+        if orphan {
+            st.nodes.remove(&ino);
+        }
+    }
+
+    /// Inodes of peers' drives held now (`peerfs status`).
+    pub fn inode_count(&self) -> usize {
+        self.lock().nodes.len()
+    }
+
+    pub fn list(&self, ino: u64) -> Result<Vec<(Vec<u8>, Attr)>, FsError> {
+        let children = self
+            .children(ino)
+            .inspect_err(|e| self.log_failure("listing", ino, e))?;
+        let st = self.lock();
+        Ok(children
+            .into_iter()
+            .filter_map(|(name, c)| st.nodes.get(&c).map(|n| (name, n.attr)))
+            .collect())
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, FsError> {
+        let (owner, cid) = self.owner_cid(ino)?;
+        match load_node(&self.blocks(owner), &cid)? {
+            Node::Symlink { target, .. } => Ok(target),
+            _ => Err(FsError::Invalid),
+        }
+    }
+
+    /// Says in the log which file a failed read or listing was about (the network's
+    /// line names the block and the peers asked), at most `FAILURES_LOGGED` a minute.
+    fn log_failure(&self, doing: &str, ino: u64, e: &FsError) {
+        if !matches!(e.errno(), libc::EIO | libc::EACCES) {
+            return;
+        }
+        {
+            let mut logged = self
+                .failures_logged
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if now.duration_since(logged.0) > Duration::from_secs(60) {
+                *logged = (now, 0);
+            }
+            if logged.1 >= FAILURES_LOGGED {
+                return;
+            }
+            logged.1 += 1;
+        }
+        warn!("{doing} peers/{} failed: {e}", self.path_of(ino));
+    }
+
+    /// `NAME/path/below` of a peer inode, as far as the table knows its parents.
+    fn path_of(&self, ino: u64) -> String {
+        let st = self.lock();
+        let mut names = Vec::new();
+        let mut at = ino;
+        for _ in 0..MAX_PATH_DEPTH {
+            let Some(node) = st.nodes.get(&at) else { break };
+            let siblings = if node.parent == self.peers_ino {
+                Some(&st.tops)
+            } else {
+                st.nodes.get(&node.parent).and_then(|p| p.children.as_ref())
+            };
+            let name = siblings.and_then(|c| c.iter().find(|(_, &i)| i == at).map(|(n, _)| n));
+            names.push(name.map_or_else(
+                || format!("(inode {at})"),
+                |n| String::from_utf8_lossy(n).into_owned(),
+            ));
+            if node.parent == self.peers_ino {
+                break;
+            }
+            at = node.parent;
+        }
+        names.reverse();
+        names.join("/")
+    }
+
+    fn owner_cid(&self, ino: u64) -> Result<(PeerId, Cid), FsError> {
+        let st = self.lock();
+        let n = st.nodes.get(&ino).ok_or(FsError::NotFound)?;
+        Ok((n.owner, n.cid.ok_or(FsError::NotFound)?))
+    }
+
+    fn node_attr(&self, owner: PeerId, cid: &Cid) -> Result<Attr, FsError> {
+        let node = load_node(&self.blocks(owner), cid)?;
+        Ok(shown_attr(&node, self.head_time(owner)))
+    }
+
+    /// When `owner` made the head shown (the epoch if none is known).
+    fn head_time(&self, owner: PeerId) -> SystemTime {
+        self.lock()
+            .head_times
+            .get(&owner)
+            .copied()
+            .unwrap_or(UNIX_EPOCH)
+    }
+}

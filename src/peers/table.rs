@@ -1,0 +1,95 @@
+//! The view's inode table: one node per entry the kernel may hold, each knowing its
+//! owner, its CID and, once listed, its children. Nodes go when the kernel forgets
+//! them, or when no listing names them any more.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use cid::Cid;
+use libp2p::PeerId;
+
+use crate::unixfs::FileNode;
+use crate::vfs::Attr;
+
+pub(super) struct PeerNode {
+    pub owner: PeerId,
+    pub parent: u64,
+    /// `None` for a followed peer whose head we have not seen yet.
+    pub cid: Option<Cid>,
+    pub attr: Attr,
+    /// Loaded on first lookup or listing.
+    pub children: Option<BTreeMap<Vec<u8>, u64>>,
+    /// A file's root node, kept after the first read.
+    pub file: Option<Arc<FileNode>>,
+    /// How far ahead of the reader blocks have been asked for.
+    pub prefetched_to: u64,
+    /// Lookups answered since the kernel last forgot the inode. Entries of a
+    /// `readdirplus` reach the kernel without one, so this may count low, never high:
+    /// the kernel's forget (sent when it evicts the inode) brings it to zero.
+    pub lookups: u64,
+    /// No listing names it any more (a peer removed, an entry gone in a new head): it
+    /// goes once the kernel forgets it.
+    pub orphan: bool,
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    /// Peer name → the inode of its drive's root.
+    pub tops: BTreeMap<Vec<u8>, u64>,
+    pub nodes: HashMap<u64, PeerNode>,
+    pub next_ino: u64,
+    /// When each peer made the head shown: the time of its entries that record none.
+    pub head_times: HashMap<PeerId, SystemTime>,
+}
+
+impl State {
+    /// A new inode under `parent`; returns its number.
+    pub(super) fn add_node(
+        &mut self,
+        owner: PeerId,
+        parent: u64,
+        cid: Option<Cid>,
+        attr: Attr,
+    ) -> u64 {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.nodes.insert(
+            ino,
+            PeerNode {
+                owner,
+                parent,
+                cid,
+                attr: Attr { ino, ..attr },
+                // A peer whose head is unknown shows as an empty directory.
+                children: cid.is_none().then(BTreeMap::new),
+                file: None,
+                prefetched_to: 0,
+                lookups: 0,
+                orphan: false,
+            },
+        );
+        ino
+    }
+
+    /// Removes the nodes below `ino` (the kernel holds none of them).
+    pub(super) fn drop_below(&mut self, ino: u64) {
+        let Some(children) = self.nodes.get_mut(&ino).and_then(|n| n.children.take()) else {
+            return;
+        };
+        for child in children.into_values() {
+            self.drop_below(child);
+            self.nodes.remove(&child);
+        }
+    }
+
+    /// Marks inodes no listing names any more. What the kernel may still hold of them
+    /// (an open file, a directory below) keeps working until it forgets them.
+    pub(super) fn orphan(&mut self, inos: impl IntoIterator<Item = u64>) {
+        for ino in inos {
+            if let Some(n) = self.nodes.get_mut(&ino) {
+                n.orphan = true;
+            }
+        }
+    }
+}
