@@ -460,6 +460,168 @@ mod tests {
     }
 
     #[test]
+    fn each_want_goes_to_its_own_owner_first() {
+        let t0 = Instant::now();
+        let (x, y, stranger) = (PeerId::random(), PeerId::random(), PeerId::random());
+        // The owners come last: the order peers connected in must not decide.
+        let connected = [stranger, y, x];
+        let mut s = S::new(Duration::from_secs(30));
+        s.want(leaf(1), Some(x), Some("of x"), t0);
+        s.want(leaf(2), Some(y), Some("of y"), t0);
+        s.want(node(3), Some(x), None, t0);
+        let mut asked: Vec<(PeerId, Option<PeerId>, Vec<Cid>)> = s
+            .dispatch(&connected, t0)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Request { peer, owner, cids } => Some((peer, owner, cids)),
+                _ => None,
+            })
+            .collect();
+        asked.sort_by_key(|(_, _, cids)| cids[0].to_bytes());
+        let mut expected = vec![
+            (x, Some(x), vec![leaf(1)]),
+            (y, Some(y), vec![leaf(2)]),
+            (x, Some(x), vec![node(3)]),
+        ];
+        expected.sort_by_key(|(_, _, cids)| cids[0].to_bytes());
+        assert_eq!(asked, expected);
+    }
+
+    #[test]
+    fn wrong_bytes_or_a_failed_stream_move_the_want_on_to_the_next_source() {
+        let t0 = Instant::now();
+        let (owner, a, b, late) = (
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+        );
+        let connected = [a, owner, b];
+        let mut s = S::new(Duration::from_secs(30));
+        let mut id = 0;
+        s.want(leaf(1), Some(owner), Some("reader"), t0);
+        let ask = |s: &mut S, id: &mut u32, connected: &[PeerId]| {
+            let acts = s.dispatch(connected, t0);
+            send(s, acts, id, t0)
+        };
+        // The owner sends bytes that do not hash to the CID: not delivered, and the
+        // owner is not asked again.
+        let out = ask(&mut s, &mut id, &connected);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1.peer, owner);
+        let sent = s.answered(out[0].0).unwrap();
+        let bad = Answer {
+            bad: vec![leaf(1)],
+            ..Answer::default()
+        };
+        assert!(s.settle(out[0].0, &sent, bad).is_empty());
+        // The next source's stream fails.
+        let out = ask(&mut s, &mut id, &connected);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1.peer, a);
+        s.failed(out[0].0);
+        // The last one does not have it.
+        let out = ask(&mut s, &mut id, &connected);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1.peer, b);
+        let sent = s.answered(out[0].0).unwrap();
+        assert!(s.settle(out[0].0, &sent, missing(&[leaf(1)])).is_empty());
+        // Every source is spent: nothing is asked, and the reader waits for new peers
+        // rather than failing before its deadline.
+        assert!(ask(&mut s, &mut id, &connected).is_empty());
+        assert!(s.tick(&connected, t0).is_empty());
+        assert_eq!(s.wanted(), 1);
+        // A peer that connects now is asked, and its block reaches the reader.
+        let out = ask(&mut s, &mut id, &[a, owner, b, late]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1.peer, late);
+        assert_eq!(out[0].1.owner, Some(owner), "the drive is still named");
+        let sent = s.answered(out[0].0).unwrap();
+        let good = Answer {
+            delivered: vec![leaf(1)],
+            ..Answer::default()
+        };
+        assert_eq!(
+            s.settle(out[0].0, &sent, good),
+            vec![Action::Deliver {
+                cid: leaf(1),
+                waiters: vec!["reader"]
+            }]
+        );
+    }
+
+    #[test]
+    fn a_want_every_source_failed_ends_at_its_deadline_naming_them() {
+        let t0 = Instant::now();
+        let (owner, other) = (PeerId::random(), PeerId::random());
+        let connected = [owner, other];
+        let mut s = S::new(Duration::from_secs(5));
+        let mut id = 0;
+        s.want(leaf(1), Some(owner), Some("reader"), t0);
+        for _ in 0..2 {
+            let acts = s.dispatch(&connected, t0);
+            let out = send(&mut s, acts, &mut id, t0);
+            assert_eq!(out.len(), 1);
+            s.failed(out[0].0);
+        }
+        assert!(s.tick(&connected, t0 + Duration::from_secs(4)).is_empty());
+        let mut asked = vec![owner, other];
+        asked.sort();
+        assert_eq!(
+            s.tick(&connected, t0 + Duration::from_secs(5)),
+            vec![Action::Fail {
+                cid: leaf(1),
+                waiters: vec!["reader"],
+                why: Unavailable::NoPeer,
+                owner: Some(owner),
+                asked,
+                repeat: false,
+            }]
+        );
+        assert_eq!(s.wanted(), 0);
+    }
+
+    #[test]
+    fn hedges_wait_until_every_source_is_slow_and_stop_at_three() {
+        let t0 = Instant::now();
+        let (owner, a, b, c) = (
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+        );
+        let connected = [owner, a, b, c];
+        let mut s = S::new(Duration::from_secs(60));
+        let mut id = 0;
+        let at = |s: &mut S, id: &mut u32, t: Instant| {
+            let acts = s.tick(&connected, t);
+            send(s, acts, id, t)
+        };
+        s.want(leaf(1), Some(owner), Some("reader"), t0);
+        let first = at(&mut s, &mut id, t0);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].1.peer, owner);
+        let h1 = at(&mut s, &mut id, t0 + HEDGE_AFTER);
+        assert_eq!(h1.len(), 1, "the owner is slow: a second source");
+        // The second source is not slow yet: no third.
+        assert!(at(&mut s, &mut id, t0 + HEDGE_AFTER * 3 / 2).is_empty());
+        let h2 = at(&mut s, &mut id, t0 + HEDGE_AFTER * 2);
+        assert_eq!(h2.len(), 1, "both slow: a third source");
+        // Three asked at once is the most, though a fourth peer is free.
+        assert!(at(&mut s, &mut id, t0 + HEDGE_AFTER * 10).is_empty());
+        let mut sources = vec![first[0].1.peer, h1[0].1.peer, h2[0].1.peer];
+        sources.sort();
+        sources.dedup();
+        assert_eq!(sources.len(), 3, "each hedge goes to another peer");
+        // One of them fails: the free peer takes its place.
+        s.failed(first[0].0);
+        let h3 = at(&mut s, &mut id, t0 + HEDGE_AFTER * 11);
+        assert_eq!(h3.len(), 1);
+        assert!(!sources.contains(&h3[0].1.peer));
+        assert_eq!(h3[0].1.peer, c);
+    }
+
+    #[test]
     fn a_slow_source_gets_company_and_the_first_answer_wins() {
         let t0 = Instant::now();
         let (owner, other) = (PeerId::random(), PeerId::random());
