@@ -9,25 +9,19 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use fuser::SessionUnmounter;
 use tracing::{error, warn};
 
-use crate::drive::{self, Commit, Drive, DriveError};
+use super::committer;
+use super::mountpoint::is_root;
+use crate::drive::{Commit, Drive, DriveError};
 use crate::net::NetHandle;
 use crate::store::rocks::RocksStore;
 use crate::store::Blocks;
-
-/// Changes are committed (and announced) once they pause this long...
-const COMMIT_QUIET: Duration = Duration::from_millis(100);
-/// ...and at least this often while they go on. fsync and unmount commit at once.
-const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
-/// How often the committer looks for changes.
-const COMMIT_POLL: Duration = Duration::from_millis(25);
 
 pub struct Mounted {
     /// fuser's own unmounter: disarmed once we unmounted, so that it does not try again.
@@ -50,7 +44,7 @@ impl Mounted {
         mountpoint: PathBuf,
         net: NetHandle,
     ) -> Mounted {
-        let committer = Some(start_committer(Arc::clone(&drive), net));
+        let committer = Some(committer::start(Arc::clone(&drive), net));
         Mounted {
             unmounter,
             drive,
@@ -166,38 +160,6 @@ impl std::fmt::Display for Busy {
     }
 }
 
-/// Commits changes when they pause (or every `COMMIT_INTERVAL` while they go on) until
-/// the returned sender is dropped, and announces each new head, including those fsync
-/// committed in between. A failing or panicking commit is logged and retried; the
-/// committer itself never stops early.
-fn start_committer(drive: Arc<Drive>, net: NetHandle) -> (mpsc::Sender<()>, JoinHandle<()>) {
-    let (stop, stopped) = mpsc::channel::<()>();
-    let mut announced = drive.head().map_or(0, |h| h.head().seq);
-    let mut retry_after = Instant::now();
-    let handle = std::thread::spawn(move || loop {
-        match stopped.recv_timeout(COMMIT_POLL) {
-            Err(RecvTimeoutError::Timeout) => {
-                let due = drive.commit_due(COMMIT_QUIET, COMMIT_INTERVAL);
-                if due && Instant::now() >= retry_after {
-                    let commit =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drive.commit()))
-                            .unwrap_or_else(|p| Err(DriveError::Bug(drive::panic_message(&p))));
-                    if let Err(e) = commit {
-                        error!("commit failed (will retry): {e}");
-                        retry_after = Instant::now() + COMMIT_INTERVAL;
-                    }
-                }
-                if let Some(head) = drive.head().filter(|h| h.head().seq > announced) {
-                    announced = head.head().seq;
-                    net.publish(head);
-                }
-            }
-            _ => return,
-        }
-    });
-    (stop, handle)
-}
-
 /// Unmounts `mountpoint`: `lazy` detaches it even while in use (MNT_DETACH).
 fn umount(mountpoint: &Path, lazy: bool) -> io::Result<()> {
     if is_root() {
@@ -224,11 +186,6 @@ fn umount(mountpoint: &Path, lazy: bool) -> io::Result<()> {
         return Err(io::Error::from_raw_os_error(libc::EBUSY));
     }
     Err(io::Error::other(said.trim().to_string()))
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// What keeps `mountpoint` busy, as `fuser -m` would say it: each process with its

@@ -9,7 +9,7 @@
 //! the store holds (and at least `sweep_after`): its cost stays in proportion to the
 //! writes that made the garbage.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -58,7 +58,7 @@ pub fn start(
     after: u64,
 ) {
     std::thread::spawn(move || {
-        let mut due_at = after.max(super::dir_size(&db));
+        let mut due_at = after.max(dir_size(&db));
         loop {
             std::thread::sleep(POLL);
             let (Some(drive), Some(store)) = (drive.upgrade(), store.upgrade()) else {
@@ -70,7 +70,7 @@ pub fn start(
             let written = store.own_written();
             match sweep(&drive, &store, &book, false) {
                 Ok(Some(r)) => {
-                    let size = super::dir_size(&db);
+                    let size = dir_size(&db);
                     due_at = after.max(size);
                     info!(
                         "swept {} blocks ({} bytes) no longer reached, after {written} bytes written; the store is {size} bytes now",
@@ -83,4 +83,16 @@ pub fn start(
             }
         }
     });
+}
+
+/// The bytes of the files in `dir` (the store's database), not counting subdirectories.
+pub(super) fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum()
+    })
 }

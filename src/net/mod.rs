@@ -2,9 +2,11 @@
 //!
 //! - [`protocol`]: our request-response protocols and their wire format.
 //! - [`peerbook`]: the peers I follow, persisted in the repo.
-//! - [`node`]: the swarm and its event loop, on a tokio runtime of its own.
+//! - [`node`]: the swarm and its event loop, on a tokio runtime of its own: serving,
+//!   fetching, heads and following, one module each below it.
 //! - [`fetch`]: the fetch scheduler: which block to ask of whom, hedging, fallback.
-//! - [`serve`]: who gets served when: the serving side's bounds and "busy".
+//! - [`serve`]: who gets served what, and when: the serving side's bounds and "busy",
+//!   and which held blocks a request is answered with.
 //! - [`reach`]: why a dial failed, what `peer add` is told, what the log is told.
 //! - [`activity`]: who is connected and reading my drive now, for `peerfs status`.
 //!

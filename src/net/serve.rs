@@ -1,5 +1,6 @@
-//! Who gets served what, and when: the serving side's bounds, as a state machine with
-//! no swarm inside.
+//! Who gets served what, and when, with no swarm inside: the serving side's bounds as
+//! a state machine (`Serving`), and what an admitted request is answered (`answer`:
+//! which of the blocks asked for we hold and may pass on to that peer).
 //!
 //! A block request that passes the access check is served at once if there is room
 //! (`MAX_SERVING` at a time, `MAX_SERVING_PER_PEER` of one peer's), else queued behind
@@ -9,10 +10,16 @@
 //! served next. A slot is held until the answer has been written out, because an
 //! answer waiting for a slow reader holds its megabytes as much as one being made.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 
+use cid::Cid;
 use libp2p::PeerId;
+use serde_bytes::ByteBuf;
+use tracing::warn;
+
+use super::protocol::{BlockRequest, BlockResponse, MAX_BLOCK, MAX_WANT, RESPONSE_BUDGET};
+use crate::store::{HeadStore, Holding};
 
 /// Requests served at once. An answer holds at most ~6 MiB (the response budget and
 /// one block over it), so serving holds at most ~100 MiB, whoever asks.
@@ -166,6 +173,53 @@ impl<I: Copy + Eq + Hash, T> Serving<I, T> {
             self.turns.retain(|p| *p != peer);
         }
     }
+}
+
+/// The blocks of `request` we have and may pass on, up to the response budget. Our own
+/// blocks (the drive's, pins, imports) only when `mine` (the asker is in `readers`); a
+/// block cached for a peer's drive only when that drive is in `passable`, whatever the
+/// request says it is asking for.
+pub fn answer(
+    store: &dyn HeadStore,
+    request: BlockRequest,
+    mine: bool,
+    passable: &HashSet<PeerId>,
+    corrupt: bool,
+) -> BlockResponse {
+    let mut blocks = Vec::new();
+    let mut missing = Vec::new();
+    let mut bytes = 0usize;
+    for raw in request.want.into_iter().take(MAX_WANT) {
+        let Ok(cid) = Cid::try_from(raw.as_slice()) else {
+            missing.push(raw);
+            continue;
+        };
+        if bytes >= RESPONSE_BUDGET {
+            break;
+        }
+        let may_pass = |held: &Holding| match held {
+            Holding::Own => mine,
+            Holding::Cached(owner) => owner.is_some_and(|o| passable.contains(&o)),
+        };
+        match store.get_held(&cid) {
+            Ok(Some((data, held))) if data.len() <= MAX_BLOCK && may_pass(&held) => {
+                bytes += data.len();
+                let mut data = data;
+                if corrupt {
+                    if let Some(b) = data.first_mut() {
+                        *b ^= 0xff;
+                    }
+                }
+                blocks.push((raw, ByteBuf::from(data)));
+            }
+            Ok(_) => missing.push(raw),
+            Err(e) => {
+                warn!("serving {cid}: {e}");
+                missing.push(raw);
+            }
+        }
+    }
+    BlockResponse::Blocks { blocks, missing }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! The event loop's side of who comes and goes: who may read my drive, connections
-//! and refusals logged within a budget, dial failures recorded (for `peers`) and
-//! logged when they change, the dial `peer add` waits for, and reads that failed.
+//! The event loop's side of who comes and goes: connections and refusals logged within
+//! a budget, dial failures recorded (for `peers`) and logged when they change, the dial
+//! `peer add` waits for, and reads that failed.
 
 use std::time::Instant;
 
@@ -15,13 +15,6 @@ use crate::net::reach::{DialFailure, DialReport};
 use crate::store::Unavailable;
 
 impl Node {
-    /// Whether `peer` may read my drive now (`readers`, against whom I follow now).
-    pub(super) fn may_read(&self, peer: &PeerId) -> bool {
-        self.config
-            .readers
-            .allows(peer, self.followed.contains_key(peer))
-    }
-
     /// How the log names `peer`: by its peer-book name, else its ID.
     fn who(&self, peer: &PeerId) -> String {
         match self.followed.get(peer) {

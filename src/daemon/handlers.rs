@@ -1,0 +1,331 @@
+//! The daemon's side of the control socket: a thread per connection reads one request
+//! and answers it from the running parts (status, peers, pins, gc, blocks sessions);
+//! an unmount is handed to the main thread, which answers once it is done.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use fuser::Notifier;
+use tracing::warn;
+
+use super::blocks;
+use super::control::{self, PinInfo, Request, Response, Status};
+use super::error::DaemonError;
+use super::follow::{invalidate, stored_head};
+use super::stop::{Answer, Event};
+use super::sweeper;
+use crate::drive::Drive;
+use crate::fuse::PEERS_DIR;
+use crate::net::peerbook::PeerBook;
+use crate::net::{NetHandle, RemoteBlocks};
+use crate::peers::PeerView;
+use crate::pin::{self, WalkProgress};
+use crate::store::rocks::RocksStore;
+use crate::store::Blocks;
+
+/// What the control socket's answers need.
+pub(super) struct Context {
+    pub(super) drive: Arc<Drive>,
+    pub(super) repo: PathBuf,
+    pub(super) peer_id: libp2p::PeerId,
+    pub(super) mountpoint: PathBuf,
+    pub(super) net: NetHandle,
+    pub(super) book: Arc<Mutex<PeerBook>>,
+    pub(super) view: Arc<PeerView>,
+    pub(super) notifier: Notifier,
+    pub(super) store: Arc<RocksStore>,
+    pub(super) blocks: blocks::serve::Server,
+    pub(super) import_profile: crate::unixfs::Profile,
+}
+
+impl Context {
+    fn status(&self) -> Status {
+        let d = self.drive.status();
+        let cache = self.store.cache_usage().unwrap_or_default();
+        Status {
+            pid: std::process::id(),
+            peer_id: self.peer_id.to_string(),
+            mountpoint: self.mountpoint.clone(),
+            root: d.root.map(|c| c.to_string()),
+            seq: d.seq,
+            last_commit_ms: d.last_commit.and_then(|t| {
+                t.duration_since(UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_millis() as u64)
+            }),
+            uncommitted_changes: d.dirty,
+            open_files: d.open_files,
+            store_bytes: sweeper::dir_size(&self.repo.join("db")),
+            cache_bytes: cache.0,
+            cache_cap: cache.1,
+            peer_inodes: self.view.inode_count() as u64,
+            readers: self.net.readers().summary().to_string(),
+            connected_peers: self.net.connected_peers(),
+        }
+    }
+
+    /// The peer whose drive `path` (a path inside the mount) is in, with the path
+    /// below that drive's root.
+    fn owner_of(&self, path: &Path) -> Option<(libp2p::PeerId, String)> {
+        let rel = path.strip_prefix(&self.mountpoint).ok()?;
+        let mut parts = rel.components();
+        if parts.next()?.as_os_str() != PEERS_DIR {
+            return None;
+        }
+        let name = parts.next()?.as_os_str().to_str()?;
+        let below = parts.as_path().to_str()?.to_string();
+        let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        Some((book.by_name(name)?.peer_id()?, below))
+    }
+
+    fn pin(&self, cid: &str, path: Option<&Path>, progress: impl FnMut(WalkProgress)) -> Response {
+        let mut root: cid::Cid = match cid.parse() {
+            Ok(c) => c,
+            Err(e) => return error_response(format!("{cid}: not a CID ({e})")),
+        };
+        let label = path.map_or_else(|| root.to_string(), |p| p.display().to_string());
+        // What it claims is reachable from nothing until its pin is written.
+        let _no_sweep = self.store.hold_off_sweeps();
+        let in_peer = path.and_then(|p| self.owner_of(p));
+        let owner = in_peer.as_ref().map(|(peer, _)| *peer);
+        let remote = RemoteBlocks {
+            local: self.store.clone(),
+            net: self.net.clone(),
+            owner,
+            fetch: true,
+        };
+        // Under peers/, the directories above the pinned tree stay too, so that its
+        // path still opens when the owner is gone.
+        if let Some((peer, below)) = &in_peer {
+            if let Some(peer_head) = stored_head(self.store.as_ref(), &peer.to_string()) {
+                match pin::keep_path(&self.store, &remote, &peer_head.root, below) {
+                    Ok(named) => root = named,
+                    Err(e) => return error_response(format!("pinning {label}: {e}")),
+                }
+            }
+        }
+        let ahead = |cids: &[cid::Cid]| {
+            for c in cids {
+                if !self.store.has(c).unwrap_or(true) {
+                    self.net.prefetch(c, owner);
+                }
+            }
+        };
+        match pin::pin_tree(&self.store, &remote, &root, &label, ahead, progress) {
+            Ok(done) => Response::Pinned {
+                cid: root.to_string(),
+                blocks: done.blocks,
+                bytes: done.bytes,
+            },
+            Err(e) => error_response(format!("pinning {label}: {e}")),
+        }
+    }
+
+    fn unpin(&self, target: &str, cid: Option<&str>) -> Response {
+        let resolved = cid.and_then(|c| c.parse().ok());
+        match pin::unpin(&self.store, target, resolved.as_ref()) {
+            Ok(cids) if cids.is_empty() => error_response(format!("{target}: not pinned")),
+            Ok(cids) => Response::Unpinned {
+                cids: cids.iter().map(|c| c.to_string()).collect(),
+            },
+            Err(e) => error_response(e),
+        }
+    }
+
+    fn pins(&self) -> Response {
+        match self.store.pins() {
+            Ok(pins) => Response::Pins {
+                pins: pins
+                    .into_iter()
+                    .map(|(cid, label)| PinInfo {
+                        cid: cid.to_string(),
+                        label,
+                    })
+                    .collect(),
+            },
+            Err(e) => error_response(e),
+        }
+    }
+
+    /// Online gc: cached blocks and our own that nothing reaches (see `sweeper`).
+    fn gc(&self) -> Response {
+        match sweeper::sweep(&self.drive, &self.store, &self.book, true) {
+            Ok(None) => error_response("gc: no sweep was possible"),
+            Ok(Some(r)) => Response::Collected {
+                removed: r.removed,
+                removed_bytes: r.removed_bytes,
+                unfollowed: r.unfollowed,
+            },
+            Err(e) => error_response(format!("gc: {e}")),
+        }
+    }
+
+    fn peer_add(&self, target: &str, name: Option<&str>) -> Response {
+        let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        let before: Vec<_> = book.entries().to_vec();
+        let entry = match book.add(target, name, &self.peer_id) {
+            Ok(e) => e,
+            Err(e) => return error_response(e),
+        };
+        drop(book);
+        let Some(peer) = entry.peer_id() else {
+            return error_response("bad peer ID in the peer book");
+        };
+        // A rename shows the peer under its new name only.
+        for old in before
+            .iter()
+            .filter(|o| o.id == entry.id && o.name != entry.name)
+        {
+            invalidate(&self.notifier, self.view.remove_peer(&old.name));
+        }
+        self.net.follow(entry.clone());
+        let head = stored_head(self.store.as_ref(), &entry.id);
+        invalidate(
+            &self.notifier,
+            self.view.add_peer(&entry.name, peer, head.as_ref()),
+        );
+        let dial = Some(self.net.reach(peer));
+        Response::PeerAdded { entry, dial }
+    }
+
+    fn peer_rm(&self, name: &str) -> Response {
+        let removed = self
+            .book
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        match removed {
+            Ok(entry) => {
+                if let Some(peer) = entry.peer_id() {
+                    self.net.unfollow(peer);
+                }
+                invalidate(&self.notifier, self.view.remove_peer(&entry.name));
+                Response::PeerRemoved(entry)
+            }
+            Err(e) => error_response(e),
+        }
+    }
+}
+
+fn error_response(e: impl std::fmt::Display) -> Response {
+    Response::Error {
+        message: e.to_string(),
+    }
+}
+
+/// Binds the control socket. Bound before the mount appears, so a `peerfs status` or
+/// `unmount` sent as soon as the mount is visible waits for an answer instead of finding
+/// no daemon.
+pub(super) fn bind_control(path: &Path) -> Result<UnixListener, DaemonError> {
+    // We hold the repo lock, so a socket file left here belongs to a dead daemon.
+    let _ = std::fs::remove_file(path);
+    UnixListener::bind(path).map_err(|source| DaemonError::Socket {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Answers the control socket on a thread per connection.
+pub(super) fn serve_control(listener: UnixListener, context: Context, events: mpsc::Sender<Event>) {
+    let context = Arc::new(context);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let context = Arc::clone(&context);
+            let events = events.clone();
+            std::thread::spawn(move || {
+                if let Err(e) = answer(conn, &context, &events) {
+                    warn!("control connection: {e}");
+                }
+            });
+        }
+    });
+}
+
+fn answer(
+    conn: UnixStream,
+    context: &Context,
+    events: &mpsc::Sender<Event>,
+) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // Bytes, not a string: junk that is not UTF-8 gets its "bad request" too.
+    let mut line = Vec::new();
+    let mut reader = BufReader::new(&conn);
+    (&mut reader)
+        .take(control::MAX_REQUEST)
+        .read_until(b'\n', &mut line)?;
+    let response = match serde_json::from_slice::<Request>(&line) {
+        Ok(Request::Status) => Response::Status(context.status()),
+        Ok(Request::Id) => Response::Id {
+            peer_id: context.peer_id.to_string(),
+            addrs: context
+                .net
+                .listen_addrs()
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+        },
+        Ok(Request::PeerAdd { target, name }) => context.peer_add(&target, name.as_deref()),
+        Ok(Request::PeerRm { name }) => context.peer_rm(&name),
+        Ok(Request::Peers) => Response::Peers {
+            peers: context.net.peers(),
+        },
+        Ok(Request::Pin { cid, path }) => context.pin(&cid, path.as_deref(), |p| {
+            // A client that went away is noticed when the answer is written.
+            let _ = write_line(&conn, &Response::Progress(p));
+        }),
+        Ok(Request::Unpin { target, cid }) => context.unpin(&target, cid.as_deref()),
+        Ok(Request::Pins) => context.pins(),
+        Ok(Request::Gc) => context.gc(),
+        Ok(Request::Blocks) => match context.blocks.admit() {
+            Some(session) => {
+                let profile = context.import_profile.to_string();
+                write_line(&conn, &Response::Blocks { profile })?;
+                return session.run(&mut reader, &conn);
+            }
+            None => error_response(format!(
+                "the daemon is busy: {} blocks sessions are open already",
+                blocks::MAX_SESSIONS
+            )),
+        },
+        Ok(Request::Unmount { lazy }) => {
+            let (tx, rx) = mpsc::channel();
+            if events
+                .send(Event::Unmount {
+                    reply: Answer(tx),
+                    lazy,
+                })
+                .is_err()
+            {
+                Response::Error {
+                    message: "the daemon is stopping".into(),
+                }
+            } else {
+                match rx.recv() {
+                    Ok((response, written)) => {
+                        let result = write_line(&conn, &response);
+                        let _ = written.send(());
+                        return result;
+                    }
+                    Err(_) => Response::Error {
+                        message: "the daemon stopped before answering".into(),
+                    },
+                }
+            }
+        }
+        Err(e) => Response::Error {
+            message: format!("bad request: {e}"),
+        },
+    };
+    write_line(&conn, &response)
+}
+
+fn write_line(conn: &UnixStream, response: &Response) -> std::io::Result<()> {
+    let mut out = serde_json::to_string(response).expect("responses always encode");
+    out.push('\n');
+    (&*conn).write_all(out.as_bytes())
+}
