@@ -95,6 +95,10 @@ pub struct Config {
     /// kernel's usual checks against each entry's mode.
     #[serde(default)]
     pub allow_other: bool,
+    /// Where the daemon serves the store as an IPFS HTTP gateway (`"127.0.0.1:8080"`);
+    /// none when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
     #[serde(default)]
     pub import: ImportConfig,
 }
@@ -113,6 +117,7 @@ impl Default for Config {
             dht_server: true,
             max_connections: default_max_connections(),
             allow_other: false,
+            gateway: None,
             import: ImportConfig::default(),
         }
     }

@@ -284,3 +284,36 @@ fn the_drive_is_served_only_when_everyone_may_read_it() {
     let (status, _, body) = gw.get(&format!("/ipfs/{drive_root}/private.txt"), &[]);
     assert_eq!((status, body.as_slice()), (200, &b"mine"[..]));
 }
+
+#[test]
+fn a_mounted_drive_is_served_by_its_daemon_when_config_says_where() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let repo = TestRepo::readable_by_everyone();
+    repo.add_config("gateway", &format!("\"127.0.0.1:{port}\""));
+    let m = Mounted::with_repo(repo);
+    write(&m.drive().join("hello.txt"), b"served while mounted");
+    let root = cid_of(&m.drive());
+    let err = m.repo.fails(&["gateway", "--listen", "127.0.0.1:0"]);
+    assert!(err.contains("gateway = "), "names the setting: {err}");
+
+    let url = format!("http://127.0.0.1:{port}/ipfs/{root}/hello.txt");
+    let mut body = Vec::new();
+    wait_for(
+        "the daemon's gateway",
+        std::time::Duration::from_secs(10),
+        || {
+            let out = std::process::Command::new("curl")
+                .args(["-s", "-f", "--max-time", "5", &url])
+                .output()
+                .expect("run curl");
+            body = out.stdout;
+            out.status.success()
+        },
+    );
+    assert_eq!(body, b"served while mounted");
+    m.unmount();
+}

@@ -2,15 +2,27 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use std::path::Path;
 
+use anyhow::{bail, Context, Result};
+
+use peerfs::daemon::blocks::client::DaemonBlocks;
 use peerfs::gateway::{self, StoreAccess};
 use peerfs::net::READERS_EVERYONE;
 use peerfs::repo::Repo;
 
 use super::output::outln;
 
-pub fn gateway(repo: &Repo, listen: &str) -> Result<()> {
+pub fn gateway(repo_path: &Path, listen: &str) -> Result<()> {
+    if DaemonBlocks::connect(repo_path)?.is_some() {
+        bail!(
+            "the repo's daemon runs (the drive is mounted) and holds the store: set \
+             gateway = \"{listen}\" in {}/config.toml and mount again to have the daemon \
+             serve it, or unmount first",
+            repo_path.display()
+        );
+    }
+    let repo = Repo::open(repo_path).context("opening the repo")?;
     let drive_open = repo.config().readers.iter().any(|r| r == READERS_EVERYONE);
     let access = Arc::new(StoreAccess::new(repo.shared_store(), drive_open));
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -96,7 +96,8 @@ enum Command {
     #[command(
         after_help = "It serves what this node pinned, added or imported, and the drive only \
                       when config readers = \"*\"; blocks cached for peers' drives never. It \
-                      fetches nothing: what is not here is a 404. Stop the daemon first."
+                      fetches nothing: what is not here is a 404. While the drive is mounted, config \
+                      gateway = \"ADDR:PORT\" has the daemon serve it instead."
     )]
     Gateway {
         /// Address and port to listen on (another machine can reach it only if this
@@ -316,6 +317,6 @@ fn run(cli: Cli) -> Result<()> {
             content::export(&repo_path, &target, output.as_deref())
         }
         Command::Import { car } => content::import(&repo_path, &car),
-        Command::Gateway { listen } => gateway::gateway(&open()?, &listen),
+        Command::Gateway { listen } => gateway::gateway(&repo_path, &listen),
     }
 }

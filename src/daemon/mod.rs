@@ -35,6 +35,7 @@ use tracing::{error, info};
 
 use crate::drive::Drive;
 use crate::fuse::{PeerFs, PEERS};
+use crate::gateway::{self, StoreAccess};
 use crate::net::peerbook::PeerBook;
 use crate::net::{self, NetConfig, Readers};
 use crate::peers::PeerView;
@@ -91,7 +92,8 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     let drive = Arc::new(Drive::load(store.clone(), opts, repo.keypair().clone())?);
     let book = PeerBook::load(repo.path())?;
     let net_config = net_config(&repo, &book, &flags)?;
-    drive.set_open(matches!(net_config.readers, Readers::Everyone));
+    let readers = net_config.readers.clone();
+    drive.set_open(matches!(readers, Readers::Everyone));
     let (net_events, net_inbox) = mpsc::sync_channel(net::EVENTS_QUEUED);
     let (net, runtime) = net::node::start(
         repo.keypair().clone(),
@@ -194,6 +196,10 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         repo.path().join("db"),
         repo.config().sweep_after.as_u64(),
     );
+    if let Some(listen) = &repo.config().gateway {
+        let access = StoreAccess::new(store.clone(), matches!(readers, Readers::Everyone));
+        serve_gateway(listen, Arc::new(access), runtime.handle());
+    }
     serve_control(control, context, events.clone());
 
     let requesters = serve_until_done(&inbox, &mut mounted, &drive);
@@ -235,4 +241,30 @@ fn root_text(root: Option<&cid::Cid>) -> String {
 pub fn format_time_ms(ms: u64) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(ms);
     humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// The gateway of config `gateway` on the network's runtime. An address it cannot
+/// listen on is logged and the mount goes on without it: the drive is the main job.
+fn serve_gateway(listen: &str, access: Arc<StoreAccess>, runtime: &tokio::runtime::Handle) {
+    let listener = std::net::TcpListener::bind(listen).and_then(|l| {
+        l.set_nonblocking(true)?;
+        Ok(l)
+    });
+    let listener = match listener {
+        Ok(l) => l,
+        Err(e) => {
+            error!("gateway: listening on {listen} (config gateway): {e}; not serving it");
+            return;
+        }
+    };
+    info!("gateway listening on http://{listen}/ipfs/");
+    runtime.spawn(async move {
+        let served = match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => gateway::serve(listener, access).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = served {
+            error!("gateway stopped: {e}");
+        }
+    });
 }

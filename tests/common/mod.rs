@@ -25,10 +25,19 @@ pub struct TestRepo {
 impl TestRepo {
     /// Sets top-level `key` of the repo's config.toml to `value` (TOML syntax).
     pub fn set_config(&self, key: &str, value: &str) {
+        self.edit_config(key, value, true);
+    }
+
+    /// Sets `key`, which a fresh config.toml leaves out (an optional setting).
+    pub fn add_config(&self, key: &str, value: &str) {
+        self.edit_config(key, value, false);
+    }
+
+    fn edit_config(&self, key: &str, value: &str, present: bool) {
         let path = self.path().join("config.toml");
         let text = fs::read_to_string(&path).expect("config.toml");
         let mut config: toml::Table = text.parse().expect("config.toml parses");
-        assert!(config.contains_key(key), "no {key} in config");
+        assert_eq!(config.contains_key(key), present, "{key} in config");
         let mut parsed: toml::Table = format!("v = {value}").parse().expect("a TOML value");
         config.insert(key.to_string(), parsed.remove("v").unwrap());
         fs::write(&path, toml::to_string(&config).unwrap()).expect("write config.toml");
