@@ -3,7 +3,7 @@
 //! which of the blocks asked for we hold and may pass on to that peer).
 //!
 //! A block request that passes the access check is served at once if there is room
-//! (`MAX_SERVING` at a time, `MAX_SERVING_PER_PEER` of one peer's), else queued behind
+//! (`MAX_SERVING` at a time, `MAX_SERVING_PER_PEER` of one peer's while others wait), else queued behind
 //! its peer's earlier ones (`MAX_QUEUED_PER_PEER`, and `MAX_QUEUED` in all), else
 //! answered "busy". Freed room goes to the peers in turn, so a peer that floods us
 //! waits behind its own requests while one that asks for a block now and then is
@@ -24,10 +24,10 @@ use crate::store::{HeadStore, Holding};
 /// Requests served at once. An answer holds at most ~6 MiB (the response budget and
 /// one block over it), so serving holds at most ~100 MiB, whoever asks.
 pub const MAX_SERVING: usize = 16;
-/// Requests of one peer served at once.
+/// Requests of one peer served at once while others wait.
 pub const MAX_SERVING_PER_PEER: usize = 4;
 /// Requests of one peer waiting for room; more are answered "busy".
-pub const MAX_QUEUED_PER_PEER: usize = 16;
+pub const MAX_QUEUED_PER_PEER: usize = 64;
 /// Requests waiting in all (each a few KiB and a stream): 256 peers' worth of a few.
 pub const MAX_QUEUED: usize = 1024;
 
@@ -114,9 +114,14 @@ impl<I: Copy + Eq + Hash, T> Serving<I, T> {
         self.queued
     }
 
+    /// Room for one more of `peer`'s requests. Past its share only while no other peer
+    /// waits: one peer reading alone keeps every slot busy (a sequential reader asks
+    /// for many leaves at once), and the next request of anyone else waiting is
+    /// started as soon as a slot frees.
     fn has_room(&self, peer: &PeerId) -> bool {
         self.active.len() < MAX_SERVING
-            && self.active_of.get(peer).copied().unwrap_or(0) < MAX_SERVING_PER_PEER
+            && (self.active_of.get(peer).copied().unwrap_or(0) < MAX_SERVING_PER_PEER
+                || self.turns.iter().all(|p| p == peer))
     }
 
     fn start(&mut self, peer: PeerId, id: I) {
@@ -233,63 +238,66 @@ mod tests {
     }
 
     #[test]
-    fn a_flooding_peer_waits_behind_itself_and_an_honest_one_is_served_next() {
+    fn a_peer_alone_gets_every_slot_and_the_next_one_asking_is_served_next() {
         let mut s = S::default();
-        let (flood, flood2, honest) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let (flood, honest) = (PeerId::random(), PeerId::random());
         let mut id = 0;
         let mut ask = |s: &mut S, p| {
             id += 1;
             (id, s.offer(p, id, id))
         };
+        // Alone, a peer keeps every slot busy (a sequential reader asks for many
+        // leaves at once); then its requests wait, then are busy.
         let mut flood_ids = Vec::new();
-        for _ in 0..MAX_SERVING_PER_PEER {
+        for _ in 0..MAX_SERVING {
             let (i, o) = ask(&mut s, flood);
             assert!(started(o));
             flood_ids.push(i);
         }
-        // Its share is full: the rest wait, then are busy.
         for _ in 0..MAX_QUEUED_PER_PEER {
             assert_eq!(ask(&mut s, flood).1, Offer::Queued);
         }
         assert!(matches!(ask(&mut s, flood).1, Offer::Busy(_)));
-        // Another flooder fills the remaining room, and queues.
-        let mut flood2_ids = Vec::new();
-        for _ in 0..MAX_SERVING_PER_PEER {
-            let (i, o) = ask(&mut s, flood2);
-            assert!(started(o));
-            flood2_ids.push(i);
-        }
-        for _ in 0..MAX_QUEUED_PER_PEER {
-            assert_eq!(ask(&mut s, flood2).1, Offer::Queued);
-        }
-        // Fill the node: more flooders until no room is left.
-        let mut others = Vec::new();
-        while s.active() < MAX_SERVING {
-            let p = PeerId::random();
-            let (i, o) = ask(&mut s, p);
-            assert!(started(o));
-            others.push(i);
-        }
         let (h, o) = ask(&mut s, honest);
         assert_eq!(o, Offer::Queued, "no room: the honest peer waits");
-        // A flooder's request ends: the room goes to the peer whose turn is next; the
-        // honest one's turn comes within one round of the waiting peers.
-        let mut served = Vec::new();
-        for done in flood_ids.iter().chain(&flood2_ids).chain(&others) {
-            served.extend(s.finished(*done).into_iter().map(|(p, i, _)| (p, i)));
-            if served.iter().any(|(_, i)| *i == h) {
-                break;
-            }
+        // The first slot that frees is the honest peer's, though the flooder asked
+        // first; after that the flooder, over its share, gets only what nobody else
+        // waits for.
+        let next = s.finished(flood_ids[0]);
+        assert_eq!(
+            next.iter().map(|(p, i, _)| (*p, *i)).collect::<Vec<_>>(),
+            [(honest, h)]
+        );
+        let (h2, o) = ask(&mut s, honest);
+        assert_eq!(o, Offer::Queued);
+        let next = s.finished(flood_ids[1]);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].1, h2, "the honest peer's next request goes first");
+    }
+
+    #[test]
+    fn a_peer_with_others_waiting_gets_its_share_only() {
+        let mut s = S::default();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        for i in 0..MAX_SERVING as u32 {
+            assert!(started(s.offer(a, i, i)));
         }
-        let turn = served.iter().position(|(_, i)| *i == h);
-        assert!(turn.is_some_and(|t| t <= 2), "{served:?}");
+        assert_eq!(s.offer(b, 100, 100), Offer::Queued);
+        assert_eq!(s.offer(b, 101, 101), Offer::Queued);
+        assert_eq!(s.offer(a, 200, 200), Offer::Queued);
+        // b's two start as a's requests end; a gets room again once b waits no more.
+        let mut started_ids = Vec::new();
+        for i in 0..4 {
+            started_ids.extend(s.finished(i).into_iter().map(|(_, id, _)| id));
+        }
+        assert_eq!(started_ids, [100, 101, 200]);
     }
 
     #[test]
     fn a_waiting_request_that_fails_leaves_the_queue() {
         let mut s = S::default();
         let p = PeerId::random();
-        for i in 0..MAX_SERVING_PER_PEER as u32 {
+        for i in 0..MAX_SERVING as u32 {
             assert!(started(s.offer(p, i, i)));
         }
         assert_eq!(s.offer(p, 100, 100), Offer::Queued);
@@ -299,9 +307,9 @@ mod tests {
         let next = s.finished(0);
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].1, 101);
-        assert_eq!((s.active(), s.queued()), (MAX_SERVING_PER_PEER, 0));
+        assert_eq!((s.active(), s.queued()), (MAX_SERVING, 0));
         // Nothing is held for a peer once its requests are over.
-        for i in (1..MAX_SERVING_PER_PEER as u32).chain([101]) {
+        for i in (1..MAX_SERVING as u32).chain([101]) {
             s.finished(i);
         }
         assert_eq!((s.active(), s.queued()), (0, 0));
