@@ -74,6 +74,7 @@ impl Drop for Gateway {
 
 fn tree(root: &Path) {
     write(&root.join("readme.txt"), b"hello from the gateway\n");
+    write(&root.join("odd.dir x/inside"), b"in");
     write(&root.join("data/big.bin"), &bytes(3_500_000, 5));
     write(&root.join("data/odd <name> & \"quotes\".txt"), b"odd");
     std::os::unix::fs::symlink("data/big.bin", root.join("link")).unwrap();
@@ -207,6 +208,15 @@ fn trustless_answers_verify_and_files_answer_like_a_web_server() {
     assert_eq!(
         header(&headers, "location"),
         Some(format!("/ipfs/{root}/data/").as_str())
+    );
+    let (status, headers, _) = gw.get(&format!("/ipfs/{root}/odd.dir%20x?format=x"), &[]);
+    assert_eq!(status, 400, "an unknown format: {headers}");
+    let (status, headers, _) = gw.get(&format!("/ipfs/{root}/odd.dir%20x"), &[]);
+    assert_eq!(status, 301);
+    assert_eq!(
+        header(&headers, "location"),
+        Some(format!("/ipfs/{root}/odd.dir%20x/").as_str()),
+        "a name keeps its dots, and only what must be escaped is"
     );
     let (status, headers, page) = gw.get(&format!("/ipfs/{root}/data/"), &[]);
     let page = String::from_utf8(page).unwrap();

@@ -11,7 +11,7 @@ use crate::unixfs::build::DirEntry;
 use crate::unixfs::{load_node, Node};
 
 /// What a path component must escape to stay one component in an href.
-const COMPONENT: &AsciiSet = &CONTROLS
+pub(super) const COMPONENT: &AsciiSet = &CONTROLS
     .add(b' ')
     .add(b'"')
     .add(b'#')

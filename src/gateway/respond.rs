@@ -186,7 +186,7 @@ fn plain(
                 let mut location = format!("/ipfs/{}", wanted.root);
                 for p in &wanted.path {
                     location.push('/');
-                    location.extend(utf8_percent_encode(p, NON_ALPHANUMERIC));
+                    location.extend(utf8_percent_encode(p, listing::COMPONENT));
                 }
                 location.push('/');
                 if let Some(q) = query {
