@@ -28,7 +28,7 @@ pub enum PinError {
     #[error("{path}: {why}")]
     Path { path: String, why: String },
     #[error("committing the drive first: {0}")]
-    Drive(#[source] crate::drive::DriveError),
+    Drive(#[source] crate::vfs::FsError),
     #[error("head record {name} is unreadable ({why}); gc stops rather than guess")]
     BadHead { name: String, why: String },
 }

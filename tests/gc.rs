@@ -5,17 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{bytes, follow, kill, wait_for, write, Mounted, TestRepo};
-
-/// Bytes of the repo's database files.
-fn db_size(repo: &TestRepo) -> u64 {
-    std::fs::read_dir(repo.path().join("db"))
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
-}
+use common::{bytes, db_size, follow, kill, wait_for, write, Mounted, TestRepo};
 
 /// The N of gc's "removed N blocks (…), kept M".
 fn removed(out: &str) -> u64 {

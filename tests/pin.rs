@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{bytes, cid_of, follow, kill, sh, wait_for, write, Mounted, TestRepo};
+use common::{bytes, cid_of, db_size, follow, kill, sh, wait_for, write, Mounted, TestRepo};
 
 /// `peerfs status`'s peer cache line, in bytes: (cached, cap).
 fn cache_usage(m: &Mounted) -> (u64, u64) {
@@ -18,17 +18,6 @@ fn cache_usage(m: &Mounted) -> (u64, u64) {
     let (used, cap) = line.trim().split_once(" of ").expect("X of Y");
     let parse = |s: &str| s.parse::<bytesize::ByteSize>().expect(s).as_u64();
     (parse(used), parse(cap))
-}
-
-fn db_size(repo: &TestRepo) -> u64 {
-    let mut total = 0;
-    for e in std::fs::read_dir(repo.path().join("db")).unwrap() {
-        let m = e.unwrap().metadata().unwrap();
-        if m.is_file() {
-            total += m.len();
-        }
-    }
-    total
 }
 
 #[test]

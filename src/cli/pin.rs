@@ -15,11 +15,7 @@ use peerfs::daemon::control::{self, ControlError, Request, Response};
 use peerfs::net::peerbook::{PeerBook, PeerEntry};
 use peerfs::pin::{self, PinError};
 use peerfs::repo::Repo;
-
-/// The directory of followed peers' drives in the mount.
-const PEERS_DIR: &str = "peers";
-/// The extended attribute that names every entry's CID in the mount.
-const CID_XATTR: &[u8] = b"user.peerfs.cid\0";
+use peerfs::vfs::layout::{CID_XATTR, PEERS_DIR};
 
 /// What the user named: a CID (bare or `/ipfs/CID`), or a path in a peerfs mount.
 enum Target {
@@ -55,12 +51,13 @@ impl Target {
 /// Reads `user.peerfs.cid` of a path in the mount.
 pub(crate) fn cid_of_path(path: &Path) -> Result<Cid> {
     let c = CString::new(path.as_os_str().as_bytes()).context("a path with a NUL byte")?;
+    let name = CString::new(CID_XATTR).context("the attribute's name")?;
     let mut buf = [0u8; 256];
     // SAFETY: both strings are NUL-terminated and `buf` is writable for its length.
     let n = unsafe {
         libc::getxattr(
             c.as_ptr(),
-            CID_XATTR.as_ptr().cast(),
+            name.as_ptr(),
             buf.as_mut_ptr().cast(),
             buf.len(),
         )

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use tracing::error;
 
-use crate::drive::{self, Drive, DriveError};
+use crate::drive::Drive;
 use crate::net::NetHandle;
+use crate::vfs::{panic_message, FsError};
 
 /// Changes are committed (and announced) once they pause this long...
 const COMMIT_QUIET: Duration = Duration::from_millis(100);
@@ -34,7 +35,7 @@ pub(super) fn start(drive: Arc<Drive>, net: NetHandle) -> (mpsc::Sender<()>, Joi
                 if due && Instant::now() >= retry_after {
                     let commit =
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drive.commit()))
-                            .unwrap_or_else(|p| Err(DriveError::Bug(drive::panic_message(&p))));
+                            .unwrap_or_else(|p| Err(FsError::Bug(panic_message(&p))));
                     if let Err(e) = commit {
                         error!("commit failed (will retry): {e}");
                         retry_after = Instant::now() + COMMIT_INTERVAL;

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use crate::drive::DriveError;
 use crate::net::peerbook::PeerBookError;
 use crate::net::NetError;
+use crate::vfs::FsError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -25,7 +25,7 @@ pub enum DaemonError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Drive(#[from] DriveError),
+    Drive(#[from] FsError),
     #[error(transparent)]
     Net(#[from] NetError),
     #[error(transparent)]

@@ -19,13 +19,13 @@ use super::follow::{invalidate, stored_head};
 use super::stop::{Answer, Event};
 use super::sweeper;
 use crate::drive::Drive;
-use crate::fuse::PEERS_DIR;
 use crate::net::peerbook::PeerBook;
 use crate::net::{NetHandle, RemoteBlocks};
 use crate::peers::PeerView;
 use crate::pin::{self, WalkProgress};
 use crate::store::rocks::RocksStore;
 use crate::store::Blocks;
+use crate::vfs::layout::PEERS_DIR;
 
 /// What the control socket's answers need.
 pub(super) struct Context {

@@ -34,12 +34,13 @@ use session::Mounted;
 use tracing::{error, info};
 
 use crate::drive::Drive;
-use crate::fuse::{PeerFs, PEERS};
+use crate::fuse::PeerFs;
 use crate::gateway::{self, StoreAccess};
 use crate::net::peerbook::PeerBook;
 use crate::net::{self, NetConfig, Readers};
 use crate::peers::PeerView;
 use crate::repo::Repo;
+use crate::vfs::ino::PEERS;
 use control::Response;
 pub use error::DaemonError;
 use follow::{follow_heads, stored_head};

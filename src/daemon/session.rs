@@ -18,10 +18,11 @@ use tracing::{error, warn};
 
 use super::committer;
 use super::mountpoint::is_root;
-use crate::drive::{Commit, Drive, DriveError};
+use crate::drive::{Commit, Drive};
 use crate::net::NetHandle;
 use crate::store::rocks::RocksStore;
 use crate::store::Blocks;
+use crate::vfs::FsError;
 
 pub struct Mounted {
     /// fuser's own unmounter: disarmed once we unmounted, so that it does not try again.
@@ -109,11 +110,11 @@ impl Mounted {
     }
 
     /// Ends the session: the last commit, everything flushed, the mount gone.
-    pub fn finish(mut self) -> Result<Option<Commit>, DriveError> {
+    pub fn finish(mut self) -> Result<Option<Commit>, FsError> {
         self.close()
     }
 
-    fn close(&mut self) -> Result<Option<Commit>, DriveError> {
+    fn close(&mut self) -> Result<Option<Commit>, FsError> {
         self.finished = true;
         if let Some((stop, thread)) = self.committer.take() {
             drop(stop);

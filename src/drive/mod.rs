@@ -37,8 +37,6 @@ use cid::Cid;
 use libp2p_identity::Keypair;
 
 /// The names the daemon knows the drive's errors and caught panics by.
-pub use crate::vfs::{panic_message, FsError as DriveError};
-
 use crate::head::{SignedHead, OWN_HEAD};
 use crate::store::readahead::ReadAhead;
 use crate::store::{Blocks, HeadStore, StoreError};

@@ -14,8 +14,9 @@ use fuser::{
 
 use super::reply::errno;
 use super::route::{read_only, ttl};
-use super::{PeerFs, DRIVE_DIR, PEERS_DIR};
+use super::PeerFs;
 use crate::vfs::ino::{is_peer_ino, DRIVE_ROOT, MOUNT_ROOT, PEERS};
+use crate::vfs::layout::{DRIVE_DIR, PEERS_DIR};
 use crate::vfs::{Attr, FsError};
 
 type Listing = Vec<(Vec<u8>, Attr)>;

@@ -12,8 +12,9 @@ use fuser::{
 
 use super::reply::{errno, reply_empty, time};
 use super::route::{read_only, ttl, PEER_TTL};
-use super::{PeerFs, DRIVE_DIR, PEERS_DIR};
+use super::PeerFs;
 use crate::vfs::ino::{is_peer_ino, MOUNT_ROOT, PEERS};
+use crate::vfs::layout::{DRIVE_DIR, PEERS_DIR};
 use crate::vfs::{FsError, SetAttr};
 
 pub(super) fn lookup(fs: &PeerFs, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {

@@ -45,12 +45,6 @@ use crate::vfs::FsError;
 use dirs::Listings;
 use reply::{errno, shielded, Owner};
 
-pub use crate::vfs::ino::PEERS;
-pub use xattr::CID_XATTR;
-
-/// The names of the mount's two top-level directories.
-pub const DRIVE_DIR: &str = "drive";
-pub const PEERS_DIR: &str = "peers";
 /// The largest write the kernel sends in one request: a whole 1 MiB chunk.
 const MAX_WRITE: u32 = 1024 * 1024;
 

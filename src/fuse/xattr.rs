@@ -9,10 +9,8 @@ use fuser::{INodeNo, ReplyEmpty, ReplyXattr};
 use super::reply::errno;
 use super::PeerFs;
 use crate::vfs::ino::{is_peer_ino, MOUNT_ROOT, PEERS};
+use crate::vfs::layout::CID_XATTR;
 use crate::vfs::FsError;
-
-/// The attribute every entry answers: its CID.
-pub const CID_XATTR: &str = "user.peerfs.cid";
 
 pub(super) fn getxattr(fs: &PeerFs, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
     if name.as_bytes() != CID_XATTR.as_bytes() {

@@ -6,10 +6,12 @@
 //!   kinds, and the attributes of a stored UnixFS node.
 //! - [`ino`]: the inode number ranges: the mount's own directories, my drive's, peers'.
 //! - [`error`]: `FsError`, and the one place errors become errno values.
+//! - [`layout`]: the names the mount shows (its top directories, the CID attribute).
 
 pub mod attr;
 pub mod error;
 pub mod ino;
+pub mod layout;
 
 pub use attr::{node_attr, to_mtime, to_system_time, Attr, Kind, SetAttr};
 pub use error::{panic_message, FsError};

@@ -568,3 +568,14 @@ impl Mounted {
         Mounted::with_repo(TestRepo::readable_by_everyone())
     }
 }
+
+/// Bytes of the repo's database files. A running daemon's RocksDB deletes files while
+/// they are listed (compaction, old logs): those count as gone.
+pub fn db_size(repo: &TestRepo) -> u64 {
+    fs::read_dir(repo.path().join("db"))
+        .expect("the repo's db directory")
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
