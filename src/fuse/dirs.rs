@@ -24,7 +24,7 @@ type Listing = Vec<(Vec<u8>, Attr)>;
 /// Directory listings taken at opendir, so readdir pages are consistent and cheap.
 #[derive(Default)]
 pub(super) struct Listings {
-    open: Mutex<HashMap<u64, Listing>>,
+    open: Mutex<HashMap<u64, Arc<Listing>>>,
     next: AtomicU64,
 }
 
@@ -34,9 +34,28 @@ impl Listings {
         self.open
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(fh, listing);
+            .insert(fh, Arc::new(listing));
         fh
     }
+
+    /// The listing open as `fh` (empty if none is).
+    fn get(&self, fh: FileHandle) -> Arc<Listing> {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.get(&fh.0).cloned().unwrap_or_default()
+    }
+}
+
+/// The entries of `listing` from `offset` on, each with its position. A page costs what
+/// it returns, not what is left of the listing: a 100k-entry directory is read in
+/// thousands of pages.
+fn page(listing: &Listing, offset: u64) -> impl Iterator<Item = (usize, &(Vec<u8>, Attr))> {
+    let from = usize::try_from(offset).unwrap_or(usize::MAX);
+    listing
+        .get(from..)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(move |(i, entry)| (from + i, entry))
 }
 
 impl PeerFs {
@@ -71,17 +90,6 @@ impl PeerFs {
         ];
         out.extend(entries);
         Ok(out)
-    }
-
-    fn listing_page(&self, fh: FileHandle, offset: u64) -> Vec<(usize, Vec<u8>, Attr)> {
-        let listings = self.listings.open.lock().unwrap_or_else(|e| e.into_inner());
-        listings.get(&fh.0).map_or_else(Vec::new, |l| {
-            l.iter()
-                .enumerate()
-                .skip(offset as usize)
-                .map(|(i, (n, a))| (i, n.clone(), *a))
-                .collect()
-        })
     }
 }
 
@@ -122,9 +130,10 @@ pub(super) fn opendir(fs: &PeerFs, ino: INodeNo, reply: ReplyOpen) {
 }
 
 pub(super) fn readdir(fs: &PeerFs, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-    for (i, name, a) in fs.listing_page(fh, offset) {
-        let kind = fs.file_attr(&a).kind;
-        if reply.add(INodeNo(a.ino), i as u64 + 1, kind, OsStr::from_bytes(&name)) {
+    let listing = fs.listings.get(fh);
+    for (i, (name, a)) in page(&listing, offset) {
+        let kind = fs.file_attr(a).kind;
+        if reply.add(INodeNo(a.ino), i as u64 + 1, kind, OsStr::from_bytes(name)) {
             break;
         }
     }
@@ -132,9 +141,10 @@ pub(super) fn readdir(fs: &PeerFs, fh: FileHandle, offset: u64, mut reply: Reply
 }
 
 pub(super) fn readdirplus(fs: &PeerFs, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-    for (i, name, a) in fs.listing_page(fh, offset) {
-        let attr = fs.file_attr(&a);
-        let name = OsStr::from_bytes(&name);
+    let listing = fs.listings.get(fh);
+    for (i, (name, a)) in page(&listing, offset) {
+        let attr = fs.file_attr(a);
+        let name = OsStr::from_bytes(name);
         if reply.add(
             INodeNo(a.ino),
             i as u64 + 1,
