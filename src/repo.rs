@@ -99,6 +99,11 @@ pub struct Config {
     /// none when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
+    /// Most inodes of peers' drives the daemon keeps (about 1 KiB each); past it, the
+    /// least recently used directories are dropped from the kernel's cache and load
+    /// again on next use.
+    #[serde(default = "default_peer_inode_limit")]
+    pub peer_inode_limit: usize,
     #[serde(default)]
     pub import: ImportConfig,
 }
@@ -118,6 +123,7 @@ impl Default for Config {
             max_connections: default_max_connections(),
             allow_other: false,
             gateway: None,
+            peer_inode_limit: default_peer_inode_limit(),
             import: ImportConfig::default(),
         }
     }
@@ -166,6 +172,10 @@ fn default_fetch_timeout() -> std::time::Duration {
 
 fn default_max_connections() -> u32 {
     256
+}
+
+fn default_peer_inode_limit() -> usize {
+    50_000
 }
 
 fn default_cache_size() -> bytesize::ByteSize {

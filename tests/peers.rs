@@ -418,20 +418,31 @@ fn peer_inodes(m: &Mounted) -> u64 {
         .unwrap_or_else(|| panic!("no peer inodes in {status}"))
 }
 
-#[test]
-fn the_kernel_forgetting_a_peer_drive_empties_its_inode_table() {
+/// A drive of 4,000 entries in 40 directories, readable by everyone.
+fn alice_with_4000_entries() -> Mounted {
     let a = Mounted::readable_by_everyone();
-    // 4,000 entries in 40 directories.
     sh(
         &a.drive(),
         "for d in $(seq 40); do mkdir d$d; for f in $(seq 100); do : > d$d/f$f; done; done",
     );
-    let b = Mounted::new();
-    follow(&b, &a, "alice");
+    a
+}
+
+/// `b` follows `a` as alice; returns alice's folder once her whole tree shows.
+fn follow_alice(b: &Mounted, a: &Mounted) -> std::path::PathBuf {
+    follow(b, a, "alice");
     let theirs = b.mnt.path().join("peers/alice");
     wait_for("alice's tree", Duration::from_secs(20), || {
         theirs.join("d40/f100").exists()
     });
+    theirs
+}
+
+#[test]
+fn the_kernel_forgetting_a_peer_drive_empties_its_inode_table() {
+    let a = alice_with_4000_entries();
+    let b = Mounted::new();
+    let theirs = follow_alice(&b, &a);
     let listed = sh(&theirs, "ls -lR . | wc -l");
     assert!(listed.trim().parse::<u64>().unwrap() > 4000, "{listed}");
     let held = peer_inodes(&b);
@@ -447,6 +458,37 @@ fn the_kernel_forgetting_a_peer_drive_empties_its_inode_table() {
     // What was forgotten comes back on use, with the same content.
     assert!(theirs.join("d7/f3").exists());
     assert_eq!(sh(&theirs, "ls d7 | wc -l").trim(), "100");
+}
+
+#[test]
+fn listing_more_of_a_peer_than_peer_inode_limit_keeps_the_view_near_it() {
+    let a = alice_with_4000_entries();
+    let repo = TestRepo::new();
+    repo.set_config("peer_inode_limit", "1000");
+    let b = Mounted::with_repo(repo);
+    let theirs = follow_alice(&b, &a);
+    // The view's size while `ls -lR` walks all 4,000 entries, sampled as it goes.
+    let listing = std::thread::scope(|s| {
+        let walk = s.spawn(|| sh(&theirs, "ls -lR ."));
+        let mut most = 0;
+        while !walk.is_finished() {
+            most = most.max(peer_inodes(&b));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let listing = walk.join().unwrap();
+        eprintln!("peer inodes: at most {most} during ls -lR");
+        // The limit, plus the directory being listed and forgets still on their way.
+        assert!(most < 1500, "the view held {most} inodes, limit 1000");
+        listing
+    });
+    assert!(listing.lines().count() > 4000, "{listing}");
+    wait_for(
+        "the view back under its limit",
+        Duration::from_secs(10),
+        || peer_inodes(&b) <= 1000,
+    );
+    // What was dropped comes back on use, the same.
+    assert_eq!(sh(&theirs, "ls -lR ."), listing);
 }
 
 #[test]

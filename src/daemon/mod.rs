@@ -11,6 +11,7 @@
 //! - [`blocks`]: blocks sessions over the control socket, for the CLI's content commands.
 //! - `follow`: followed peers' new heads into the peer view and the kernel's caches.
 //! - `sweeper`: deleting, while mounted, the blocks nothing reaches.
+//! - `trim`: handing the peer view's least used directories back to the kernel.
 //! - `mountpoint`: preflight checks, and the stale mount a killed daemon leaves.
 
 pub mod blocks;
@@ -23,6 +24,7 @@ mod mountpoint;
 pub mod session;
 mod stop;
 mod sweeper;
+mod trim;
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -48,6 +50,7 @@ use handlers::{bind_control, serve_control, Context};
 use mountpoint::MOUNT_RECORD;
 pub use mountpoint::{is_stale_mount, preflight, stale_mount, unmount_stale};
 use stop::{serve_until_done, watch_signals, Event, ANSWER_WRITTEN_TIMEOUT};
+use trim::trim_view;
 
 /// FUSE worker threads: requests for different files proceed in parallel.
 const FUSE_THREADS: usize = 4;
@@ -103,7 +106,12 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         book.entries().to_vec(),
         net_events,
     )?;
-    let view = Arc::new(PeerView::new(store.clone(), net.clone(), PEERS));
+    let view = Arc::new(PeerView::new(
+        store.clone(),
+        net.clone(),
+        PEERS,
+        repo.config().peer_inode_limit,
+    ));
     for entry in book.entries() {
         if let Some(peer) = entry.peer_id() {
             view.add_peer(
@@ -177,6 +185,7 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         Arc::clone(&book),
         notifier.clone(),
     );
+    trim_view(Arc::downgrade(&view), notifier.clone());
     let context = Context {
         drive: Arc::clone(&drive),
         repo: repo.path().to_path_buf(),

@@ -59,6 +59,10 @@ impl PeerView {
         if let Some(n) = st.nodes.get_mut(&ino) {
             n.children = Some(children);
         }
+        st.touch(ino);
+        let size = st.nodes.len();
+        drop(st);
+        self.note_size(size);
         Ok(())
     }
 

@@ -20,12 +20,14 @@
 //! - [`read`]: reading a peer's file, with prefetch ahead of a sequential reader.
 //! - [`heads`]: showing a peer, hiding it, and moving its tree to a new head.
 //! - [`attrs`]: what `stat` shows of a peer's node: read-only, dated by its head.
+//! - [`trim`]: past a limit of nodes, the least used directories go back to the kernel.
 
 mod attrs;
 mod heads;
 mod listing;
 mod read;
 mod table;
+mod trim;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -63,13 +65,21 @@ pub struct PeerView {
     /// The inode of `peers/` itself, the parent of every top.
     peers_ino: u64,
     state: Mutex<State>,
+    trim: trim::Trim,
     /// Since when failures are counted, and how many were logged since.
     failures_logged: Mutex<(Instant, u32)>,
 }
 
 impl PeerView {
-    pub fn new(local: Arc<dyn Blocks>, net: NetHandle, peers_ino: u64) -> PeerView {
+    /// A view that holds at most about `inode_limit` nodes (see [`trim`]).
+    pub fn new(
+        local: Arc<dyn Blocks>,
+        net: NetHandle,
+        peers_ino: u64,
+        inode_limit: usize,
+    ) -> PeerView {
         PeerView {
+            trim: trim::Trim::new(inode_limit),
             read_ahead: ReadAhead::handing_to(Arc::clone(&local), net.handover()),
             local,
             net,
@@ -141,6 +151,7 @@ impl PeerView {
             self.load_children(parent)?;
         }
         let mut st = self.lock();
+        st.touch(parent);
         let ino = if parent == self.peers_ino {
             st.tops.get(name)
         } else {
@@ -188,7 +199,8 @@ impl PeerView {
         let children = self
             .children(ino)
             .inspect_err(|e| self.log_failure("listing", ino, e))?;
-        let st = self.lock();
+        let mut st = self.lock();
+        st.touch(ino);
         Ok(children
             .into_iter()
             .filter_map(|(name, c)| st.nodes.get(&c).map(|n| (name, n.attr)))
@@ -233,12 +245,7 @@ impl PeerView {
         let mut at = ino;
         for _ in 0..MAX_PATH_DEPTH {
             let Some(node) = st.nodes.get(&at) else { break };
-            let siblings = if node.parent == self.peers_ino {
-                Some(&st.tops)
-            } else {
-                st.nodes.get(&node.parent).and_then(|p| p.children.as_ref())
-            };
-            let name = siblings.and_then(|c| c.iter().find(|(_, &i)| i == at).map(|(n, _)| n));
+            let name = st.entry_of(at, self.peers_ino).map(|(_, name)| name);
             names.push(name.map_or_else(
                 || format!("(inode {at})"),
                 |n| String::from_utf8_lossy(n).into_owned(),

@@ -1,6 +1,7 @@
 //! The view's inode table: one node per entry the kernel may hold, each knowing its
 //! owner, its CID and, once listed, its children. Nodes go when the kernel forgets
-//! them, or when no listing names them any more.
+//! them, or when no listing names them any more; a directory records when it was last
+//! used, so that the least recently used can be handed back to the kernel to drop.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -31,6 +32,10 @@ pub(super) struct PeerNode {
     /// No listing names it any more (a peer removed, an entry gone in a new head): it
     /// goes once the kernel forgets it.
     pub orphan: bool,
+    /// The table's clock when the node was last listed or looked into.
+    pub used: u64,
+    /// The kernel was asked to drop it; not asked again before it is used again.
+    pub trimmed: bool,
 }
 
 #[derive(Default)]
@@ -41,6 +46,8 @@ pub(super) struct State {
     pub next_ino: u64,
     /// When each peer made the head shown: the time of its entries that record none.
     pub head_times: HashMap<PeerId, SystemTime>,
+    /// Counts uses, for `PeerNode::used`.
+    pub clock: u64,
 }
 
 impl State {
@@ -67,9 +74,68 @@ impl State {
                 prefetched_to: 0,
                 lookups: 0,
                 orphan: false,
+                used: self.clock,
+                trimmed: false,
             },
         );
         ino
+    }
+
+    /// Records a use of `ino` (a listing, a lookup in it).
+    pub(super) fn touch(&mut self, ino: u64) {
+        self.clock += 1;
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.used = self.clock;
+            n.trimmed = false;
+        }
+    }
+
+    /// The least recently used directories whose listings, dropped, bring the table
+    /// down to `target` nodes, marked as trimmed. Listings already trimmed (their
+    /// forget not yet here) count as gone. A directory's listing is counted, not what
+    /// is loaded below it: the kernel drops a directory's subtree with it, so this
+    /// frees at least what it counts.
+    pub(super) fn least_used_dirs(&mut self, target: usize) -> Vec<u64> {
+        let mut pending = 0;
+        let mut dirs = Vec::new();
+        for (&ino, n) in &self.nodes {
+            let Some(len) = n.children.as_ref().map(|c| c.len()) else {
+                continue;
+            };
+            if n.trimmed {
+                pending += len;
+            } else if len > 0 && n.cid.is_some() && !n.orphan {
+                dirs.push((n.used, ino, len));
+            }
+        }
+        let mut excess = self.nodes.len().saturating_sub(target + pending);
+        dirs.sort_unstable();
+        let mut chosen = Vec::new();
+        for (_, ino, len) in dirs {
+            if excess == 0 {
+                break;
+            }
+            excess = excess.saturating_sub(len);
+            chosen.push(ino);
+        }
+        for ino in &chosen {
+            if let Some(n) = self.nodes.get_mut(ino) {
+                n.trimmed = true;
+            }
+        }
+        chosen
+    }
+
+    /// The parent of `ino` and its name there, if a listing still names it.
+    pub(super) fn entry_of(&self, ino: u64, peers_ino: u64) -> Option<(u64, &[u8])> {
+        let parent = self.nodes.get(&ino)?.parent;
+        let siblings = if parent == peers_ino {
+            &self.tops
+        } else {
+            self.nodes.get(&parent)?.children.as_ref()?
+        };
+        let name = siblings.iter().find(|(_, &i)| i == ino)?.0;
+        Some((parent, name))
     }
 
     /// Removes the nodes below `ino` (the kernel holds none of them).
