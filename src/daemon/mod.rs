@@ -42,7 +42,6 @@ use crate::net::peerbook::PeerBook;
 use crate::net::{self, NetConfig, Readers};
 use crate::peers::PeerView;
 use crate::repo::Repo;
-use crate::vfs::ino::PEERS;
 use control::Response;
 pub use error::DaemonError;
 use follow::{follow_heads, stored_head};
@@ -109,7 +108,6 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     let view = Arc::new(PeerView::new(
         store.clone(),
         net.clone(),
-        PEERS,
         repo.config().peer_inode_limit,
     ));
     for entry in book.entries() {

@@ -15,8 +15,8 @@ use fuser::{
 use super::reply::errno;
 use super::route::{read_only, ttl};
 use super::PeerFs;
-use crate::vfs::ino::{is_peer_ino, DRIVE_ROOT, MOUNT_ROOT, PEERS};
-use crate::vfs::layout::{DRIVE_DIR, PEERS_DIR};
+use crate::vfs::ino::{is_peer_ino, DRIVE_ROOT, IPFS, MOUNT_ROOT, PEERS};
+use crate::vfs::layout::{DRIVE_DIR, IPFS_DIR, PEERS_DIR};
 use crate::vfs::{Attr, FsError};
 
 type Listing = Vec<(Vec<u8>, Attr)>;
@@ -65,11 +65,13 @@ impl PeerFs {
             MOUNT_ROOT => {
                 let drive = self.drive.getattr(DRIVE_ROOT)?;
                 let peers = self.virtual_attr(PEERS);
+                let ipfs = self.virtual_attr(IPFS);
                 (
                     MOUNT_ROOT,
                     vec![
                         (DRIVE_DIR.as_bytes().to_vec(), drive),
                         (PEERS_DIR.as_bytes().to_vec(), peers),
+                        (IPFS_DIR.as_bytes().to_vec(), ipfs),
                     ],
                 )
             }
@@ -77,6 +79,8 @@ impl PeerFs {
                 MOUNT_ROOT,
                 self.peers.as_ref().map(|p| p.tops()).unwrap_or_default(),
             ),
+            // Any CID may be looked up there; none is listed.
+            IPFS => (MOUNT_ROOT, Vec::new()),
             i if is_peer_ino(i) => {
                 let view = self.peer_view()?;
                 (view.parent(i), view.list(i)?)
@@ -99,12 +103,13 @@ pub(super) fn opendir(fs: &PeerFs, ino: INodeNo, reply: ReplyOpen) {
             Ok(v) => (v, Arc::clone(&fs.listings)),
             Err(e) => return reply.error(errno(&e)),
         };
-        let peers_attr = fs.virtual_attr(PEERS);
+        let (peers_attr, ipfs_attr) = (fs.virtual_attr(PEERS), fs.virtual_attr(IPFS));
         return fs.offload(move || {
             let listing = view.list(ino.0).and_then(|entries| {
                 let parent = view.parent(ino.0);
                 let attr_of = |i| match i {
                     PEERS => Ok(peers_attr),
+                    IPFS => Ok(ipfs_attr),
                     _ => view.getattr(i),
                 };
                 let mut out = vec![

@@ -13,8 +13,8 @@ use fuser::{
 use super::reply::{errno, reply_empty, time};
 use super::route::{read_only, ttl, PEER_TTL};
 use super::PeerFs;
-use crate::vfs::ino::{is_peer_ino, MOUNT_ROOT, PEERS};
-use crate::vfs::layout::{DRIVE_DIR, PEERS_DIR};
+use crate::vfs::ino::{is_peer_ino, IPFS, MOUNT_ROOT, PEERS};
+use crate::vfs::layout::{DRIVE_DIR, IPFS_DIR, PEERS_DIR};
 use crate::vfs::{FsError, SetAttr};
 
 pub(super) fn lookup(fs: &PeerFs, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -23,9 +23,10 @@ pub(super) fn lookup(fs: &PeerFs, parent: INodeNo, name: &OsStr, reply: ReplyEnt
         MOUNT_ROOT => match name {
             n if n == DRIVE_DIR.as_bytes() => fs.drive.lookup_root(),
             n if n == PEERS_DIR.as_bytes() => Ok(fs.virtual_attr(PEERS)),
+            n if n == IPFS_DIR.as_bytes() => Ok(fs.virtual_attr(IPFS)),
             _ => Err(FsError::NotFound),
         },
-        p if p == PEERS || is_peer_ino(p) => {
+        p if p == PEERS || p == IPFS || is_peer_ino(p) => {
             let view = match fs.peer_view() {
                 Ok(v) => v,
                 Err(e) => return reply.error(errno(&e)),

@@ -1,5 +1,5 @@
-//! Who answers an inode: the mount's own directories (`MOUNT_ROOT`, `PEERS`), my drive,
-//! or a peer's drive, whose requests may wait on the network and so run on the blocking
+//! Who answers an inode: the mount's own directories (the root, `peers/`, `ipfs/`), my
+//! drive, or a peer's drive (or a CID's tree), whose requests may wait on the network and so run on the blocking
 //! pool. Also what is read-only, and how long the kernel may cache each side's answers.
 
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::PeerFs;
 use crate::peers::PeerView;
-use crate::vfs::ino::{is_peer_ino, MOUNT_ROOT, PEERS};
+use crate::vfs::ino::{is_mount_dir, is_peer_ino};
 use crate::vfs::{Attr, FsError, Kind};
 
 /// The drive changes only through this mount, so the kernel's cached entries and
@@ -50,7 +50,7 @@ impl PeerFs {
 
     pub(super) fn attr_of(&self, ino: u64) -> Result<Attr, FsError> {
         match ino {
-            MOUNT_ROOT | PEERS => Ok(self.virtual_attr(ino)),
+            i if is_mount_dir(i) => Ok(self.virtual_attr(i)),
             i if is_peer_ino(i) => self.peer_view()?.getattr(i),
             _ => self.drive.getattr(ino),
         }
@@ -59,7 +59,7 @@ impl PeerFs {
 
 /// Where writes are refused: the mount's own directories and everything under peers/.
 pub(super) fn read_only(ino: u64) -> bool {
-    ino == MOUNT_ROOT || ino == PEERS || is_peer_ino(ino)
+    is_mount_dir(ino) || is_peer_ino(ino)
 }
 
 pub(super) fn ttl(ino: u64) -> &'static Duration {

@@ -8,7 +8,7 @@ use fuser::{INodeNo, ReplyEmpty, ReplyXattr};
 
 use super::reply::errno;
 use super::PeerFs;
-use crate::vfs::ino::{is_peer_ino, MOUNT_ROOT, PEERS};
+use crate::vfs::ino::{is_mount_dir, is_peer_ino};
 use crate::vfs::layout::CID_XATTR;
 use crate::vfs::FsError;
 
@@ -17,7 +17,7 @@ pub(super) fn getxattr(fs: &PeerFs, ino: INodeNo, name: &OsStr, size: u32, reply
         return reply.error(errno(&FsError::NoAttribute));
     }
     let cid = match ino.0 {
-        MOUNT_ROOT | PEERS => return reply.error(errno(&FsError::NoAttribute)),
+        i if is_mount_dir(i) => return reply.error(errno(&FsError::NoAttribute)),
         i if is_peer_ino(i) => fs.peer_view().and_then(|v| v.cid(i)),
         i => fs.drive.cid(i),
     };
@@ -28,7 +28,7 @@ pub(super) fn getxattr(fs: &PeerFs, ino: INodeNo, name: &OsStr, size: u32, reply
 }
 
 pub(super) fn listxattr(ino: INodeNo, size: u32, reply: ReplyXattr) {
-    let names = if ino.0 == MOUNT_ROOT || ino.0 == PEERS {
+    let names = if is_mount_dir(ino.0) {
         Vec::new()
     } else {
         format!("{CID_XATTR}\0").into_bytes()

@@ -11,6 +11,7 @@ use super::attrs::{empty_dir_attr, head_time, shown_attr};
 use super::PeerView;
 use crate::head::Head;
 use crate::unixfs::load_node;
+use crate::vfs::ino::PEERS;
 use crate::vfs::{Attr, Kind};
 
 /// What the kernel must drop after a head change.
@@ -39,14 +40,14 @@ impl PeerView {
         }
         // Only what is here: a peer being added must not wait on the network.
         let attr = match root.and_then(|r| load_node(self.local.as_ref(), &r).ok()) {
-            Some(node) => shown_attr(&node, self.head_time(peer)),
+            Some(node) => shown_attr(&node, self.head_time(Some(peer))),
             None => empty_dir_attr(),
         };
         let mut st = self.lock();
-        let ino = st.add_node(peer, self.peers_ino, root, attr);
+        let ino = st.add_node(Some(peer), PEERS, root, attr);
         st.tops.insert(name.as_bytes().to_vec(), ino);
         vec![Invalidation::Entry {
-            parent: self.peers_ino,
+            parent: PEERS,
             name: name.as_bytes().to_vec(),
         }]
     }
@@ -57,12 +58,12 @@ impl PeerView {
         let Some(top) = st.tops.remove(name.as_bytes()) else {
             return Vec::new();
         };
-        if let Some(owner) = st.nodes.get(&top).map(|n| n.owner) {
+        if let Some(owner) = st.nodes.get(&top).and_then(|n| n.owner) {
             st.head_times.remove(&owner);
         }
         st.orphan([top]);
         vec![Invalidation::Entry {
-            parent: self.peers_ino,
+            parent: PEERS,
             name: name.as_bytes().to_vec(),
         }]
     }
@@ -76,7 +77,7 @@ impl PeerView {
             st.tops
                 .values()
                 .copied()
-                .find(|ino| st.nodes.get(ino).is_some_and(|n| n.owner == peer))
+                .find(|ino| st.nodes.get(ino).is_some_and(|n| n.owner == Some(peer)))
         };
         let Some(top) = top else {
             return Vec::new();
@@ -88,7 +89,7 @@ impl PeerView {
             n.children = None;
         }
         let mut out = Vec::new();
-        let attr = self.node_attr(peer, &root).ok();
+        let attr = self.node_attr(Some(peer), &root).ok();
         self.retarget(top, root, attr, &mut out);
         out
     }

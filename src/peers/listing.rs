@@ -71,7 +71,7 @@ impl PeerView {
     /// not one per entry.
     pub(super) fn load_entries(
         &self,
-        owner: PeerId,
+        owner: Option<PeerId>,
         dir: &Cid,
     ) -> Result<Vec<(Vec<u8>, Cid, Attr)>, FsError> {
         let blocks = self.blocks(owner);
@@ -84,7 +84,7 @@ impl PeerView {
             let ahead = entries.len().min(i + LISTING_AHEAD);
             for next in entries.get(asked..ahead).unwrap_or_default() {
                 if next.cid.codec() != RAW && !self.local.has(&next.cid)? {
-                    self.net.prefetch(&next.cid, Some(owner));
+                    self.net.prefetch(&next.cid, owner);
                 }
             }
             asked = asked.max(ahead);

@@ -1,4 +1,6 @@
-//! Followed peers' drives as read-only inode trees, for `DIR/peers/<name>/`.
+//! Followed peers' drives as read-only inode trees, for `DIR/peers/<name>/`, and any
+//! CID as one, for `DIR/ipfs/<CID>/` (a tree of nobody's drive, looked up by name and
+//! gone when the kernel forgets it).
 //!
 //! Nodes load lazily through `RemoteBlocks` (local store, else the owner, else any peer
 //! that has them), so every call here may wait on the network: the FUSE layer runs them
@@ -42,7 +44,8 @@ use crate::net::{NetHandle, RemoteBlocks};
 use crate::store::readahead::ReadAhead;
 use crate::store::Blocks;
 use crate::unixfs::{load_node, Node};
-use crate::vfs::ino::PEER_INO_BASE;
+use crate::vfs::ino::{IPFS, PEERS, PEER_INO_BASE};
+use crate::vfs::layout::{IPFS_DIR, PEERS_DIR};
 use crate::vfs::{Attr, FsError};
 use attrs::shown_attr;
 use table::State;
@@ -62,8 +65,6 @@ pub struct PeerView {
     read_ahead: ReadAhead,
     recent: Mutex<VecDeque<(Cid, Arc<Vec<u8>>)>>,
     net: NetHandle,
-    /// The inode of `peers/` itself, the parent of every top.
-    peers_ino: u64,
     state: Mutex<State>,
     trim: trim::Trim,
     /// Since when failures are counted, and how many were logged since.
@@ -72,18 +73,12 @@ pub struct PeerView {
 
 impl PeerView {
     /// A view that holds at most about `inode_limit` nodes (see [`trim`]).
-    pub fn new(
-        local: Arc<dyn Blocks>,
-        net: NetHandle,
-        peers_ino: u64,
-        inode_limit: usize,
-    ) -> PeerView {
+    pub fn new(local: Arc<dyn Blocks>, net: NetHandle, inode_limit: usize) -> PeerView {
         PeerView {
             trim: trim::Trim::new(inode_limit),
             read_ahead: ReadAhead::handing_to(Arc::clone(&local), net.handover()),
             local,
             net,
-            peers_ino,
             recent: Mutex::default(),
             failures_logged: Mutex::new((Instant::now(), 0)),
             state: Mutex::new(State {
@@ -97,16 +92,16 @@ impl PeerView {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn blocks(&self, owner: PeerId) -> RemoteBlocks {
+    fn blocks(&self, owner: Option<PeerId>) -> RemoteBlocks {
         self.blocks_of(owner, true)
     }
 
-    /// `owner`'s blocks; with `fetch` false, only those already here.
-    fn blocks_of(&self, owner: PeerId, fetch: bool) -> RemoteBlocks {
+    /// `owner`'s blocks (anyone's for `None`); with `fetch` false, only those here.
+    fn blocks_of(&self, owner: Option<PeerId>, fetch: bool) -> RemoteBlocks {
         RemoteBlocks {
             local: Arc::clone(&self.local),
             net: self.net.clone(),
-            owner: Some(owner),
+            owner,
             fetch,
         }
     }
@@ -129,10 +124,7 @@ impl PeerView {
     }
 
     pub fn parent(&self, ino: u64) -> u64 {
-        self.lock()
-            .nodes
-            .get(&ino)
-            .map_or(self.peers_ino, |n| n.parent)
+        self.lock().nodes.get(&ino).map_or(PEERS, |n| n.parent)
     }
 
     pub fn cid(&self, ino: u64) -> Result<Cid, FsError> {
@@ -144,15 +136,17 @@ impl PeerView {
             .ok_or(FsError::NoAttribute)
     }
 
-    /// Looks `name` up in `parent` (`peers/` itself, or a directory in a peer's drive).
+    /// Looks `name` up in `parent` (`peers/` itself, `ipfs/`, or a directory below).
     /// The kernel holds the entry found until it forgets it.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, FsError> {
-        if parent != self.peers_ino {
-            self.load_children(parent)?;
+        match parent {
+            IPFS => return self.lookup_cid(name),
+            PEERS => {}
+            _ => self.load_children(parent)?,
         }
         let mut st = self.lock();
         st.touch(parent);
-        let ino = if parent == self.peers_ino {
+        let ino = if parent == PEERS {
             st.tops.get(name)
         } else {
             st.nodes
@@ -161,6 +155,42 @@ impl PeerView {
                 .and_then(|c| c.get(name))
         };
         let ino = *ino.ok_or(FsError::NotFound)?;
+        let n = st.nodes.get_mut(&ino).ok_or(FsError::NotFound)?;
+        n.lookups += 1;
+        Ok(n.attr)
+    }
+
+    /// `ipfs/<name>`: the node of the CID `name` spells (any base, v0 or v1), fetched
+    /// from whoever has it. A name that is no CID is not there.
+    fn lookup_cid(&self, name: &[u8]) -> Result<Attr, FsError> {
+        let cid = std::str::from_utf8(name)
+            .ok()
+            .and_then(|s| Cid::try_from(s).ok())
+            .ok_or(FsError::NotFound)?;
+        let attr = {
+            let mut st = self.lock();
+            if let Some(&ino) = st.cids.get(name) {
+                st.touch(ino);
+                if let Some(n) = st.nodes.get_mut(&ino) {
+                    n.lookups += 1;
+                    return Ok(n.attr);
+                }
+            }
+            drop(st);
+            self.node_attr(None, &cid).inspect_err(|e| {
+                self.log_failure_at("looking up", &format!("{IPFS_DIR}/{cid}"), e)
+            })?
+        };
+        let mut st = self.lock();
+        // Another lookup of the same name may have added it meanwhile.
+        let ino = match st.cids.get(name) {
+            Some(&ino) if st.nodes.contains_key(&ino) => ino,
+            _ => {
+                let ino = st.add_node(None, IPFS, Some(cid), attr);
+                st.cids.insert(name.to_vec(), ino);
+                ino
+            }
+        };
         let n = st.nodes.get_mut(&ino).ok_or(FsError::NotFound)?;
         n.lookups += 1;
         Ok(n.attr)
@@ -180,13 +210,18 @@ impl PeerView {
         }
         node.file = None;
         node.prefetched_to = 0;
-        let (orphan, known) = (node.orphan, node.cid.is_some());
+        let (known, under_ipfs) = (node.cid.is_some(), node.parent == IPFS);
+        // Nothing names a CID under ipfs/ once the kernel forgot it.
+        let orphan = node.orphan || under_ipfs;
         // A peer whose head is unknown keeps its (empty) listing: there is none to load.
         if known || orphan {
             st.drop_below(ino);
         }
         if orphan {
             st.nodes.remove(&ino);
+        }
+        if under_ipfs {
+            st.cids.retain(|_, i| *i != ino);
         }
     }
 
@@ -218,6 +253,13 @@ impl PeerView {
     /// Says in the log which file a failed read or listing was about (the network's
     /// line names the block and the peers asked), at most `FAILURES_LOGGED` a minute.
     fn log_failure(&self, doing: &str, ino: u64, e: &FsError) {
+        if matches!(e.errno(), libc::EIO | libc::EACCES) {
+            self.log_failure_at(doing, &self.path_of(ino), e);
+        }
+    }
+
+    /// `log_failure` for a path named already.
+    fn log_failure_at(&self, doing: &str, path: &str, e: &FsError) {
         if !matches!(e.errno(), libc::EIO | libc::EACCES) {
             return;
         }
@@ -235,47 +277,53 @@ impl PeerView {
             }
             logged.1 += 1;
         }
-        warn!("{doing} peers/{} failed: {e}", self.path_of(ino));
+        warn!("{doing} {path} failed: {e}");
     }
 
-    /// `NAME/path/below` of a peer inode, as far as the table knows its parents.
+    /// `peers/NAME/path/below` (or `ipfs/CID/…`) of an inode, as far as the table
+    /// knows its parents.
     fn path_of(&self, ino: u64) -> String {
         let st = self.lock();
         let mut names = Vec::new();
         let mut at = ino;
         for _ in 0..MAX_PATH_DEPTH {
             let Some(node) = st.nodes.get(&at) else { break };
-            let name = st.entry_of(at, self.peers_ino).map(|(_, name)| name);
+            let name = st.entry_of(at).map(|(_, name)| name);
             names.push(name.map_or_else(
                 || format!("(inode {at})"),
                 |n| String::from_utf8_lossy(n).into_owned(),
             ));
-            if node.parent == self.peers_ino {
-                break;
+            match node.parent {
+                PEERS => names.push(PEERS_DIR.to_string()),
+                IPFS => names.push(IPFS_DIR.to_string()),
+                parent => {
+                    at = parent;
+                    continue;
+                }
             }
-            at = node.parent;
+            break;
         }
         names.reverse();
         names.join("/")
     }
 
-    fn owner_cid(&self, ino: u64) -> Result<(PeerId, Cid), FsError> {
+    fn owner_cid(&self, ino: u64) -> Result<(Option<PeerId>, Cid), FsError> {
         let st = self.lock();
         let n = st.nodes.get(&ino).ok_or(FsError::NotFound)?;
         Ok((n.owner, n.cid.ok_or(FsError::NotFound)?))
     }
 
-    fn node_attr(&self, owner: PeerId, cid: &Cid) -> Result<Attr, FsError> {
+    fn node_attr(&self, owner: Option<PeerId>, cid: &Cid) -> Result<Attr, FsError> {
         let node = load_node(&self.blocks(owner), cid)?;
         Ok(shown_attr(&node, self.head_time(owner)))
     }
 
-    /// When `owner` made the head shown (the epoch if none is known).
-    fn head_time(&self, owner: PeerId) -> SystemTime {
-        self.lock()
-            .head_times
-            .get(&owner)
-            .copied()
+    /// When `owner` made the head shown (the epoch if none is known, or for a CID
+    /// under `ipfs/`, which has no head).
+    fn head_time(&self, owner: Option<PeerId>) -> SystemTime {
+        let st = self.lock();
+        owner
+            .and_then(|o| st.head_times.get(&o).copied())
             .unwrap_or(UNIX_EPOCH)
     }
 }

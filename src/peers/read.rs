@@ -78,7 +78,7 @@ impl PeerView {
     }
 
     /// Keeps the blocks ahead of a reader at `pos` asked for, a window at a time.
-    fn prefetch_after(&self, ino: u64, owner: PeerId, root: &FileNode, pos: u64) {
+    fn prefetch_after(&self, ino: u64, owner: Option<PeerId>, root: &FileNode, pos: u64) {
         let from = {
             let mut st = self.lock();
             let Some(n) = st.nodes.get_mut(&ino) else {
@@ -101,7 +101,7 @@ impl PeerView {
     /// Asks for the blocks under `[from, from + window)`: from the network those that are
     /// not here yet, from the store (read ahead) the leaves that are. Nodes below the
     /// root are walked only when they are already local.
-    fn prefetch(&self, owner: PeerId, node: &FileNode, from: u64, window: u64) {
+    fn prefetch(&self, owner: Option<PeerId>, node: &FileNode, from: u64, window: u64) {
         let mut pos = node.inline.len() as u64;
         let end = from.saturating_add(window);
         for (cid, size) in &node.children {
@@ -117,7 +117,7 @@ impl PeerView {
                 if self.local.has(cid).unwrap_or(false) {
                     self.read_ahead.request([*cid]);
                 } else {
-                    self.net.prefetch(cid, Some(owner));
+                    self.net.prefetch(cid, owner);
                 }
                 continue;
             }
@@ -132,7 +132,7 @@ impl PeerView {
                         );
                     }
                 }
-                _ => self.net.prefetch(cid, Some(owner)),
+                _ => self.net.prefetch(cid, owner),
             }
         }
     }

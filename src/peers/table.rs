@@ -11,10 +11,12 @@ use cid::Cid;
 use libp2p::PeerId;
 
 use crate::unixfs::FileNode;
+use crate::vfs::ino::{IPFS, PEERS};
 use crate::vfs::Attr;
 
 pub(super) struct PeerNode {
-    pub owner: PeerId,
+    /// Whose drive it is in; `None` under `ipfs/` (anyone may hold it).
+    pub owner: Option<PeerId>,
     pub parent: u64,
     /// `None` for a followed peer whose head we have not seen yet.
     pub cid: Option<Cid>,
@@ -42,6 +44,8 @@ pub(super) struct PeerNode {
 pub(super) struct State {
     /// Peer name → the inode of its drive's root.
     pub tops: BTreeMap<Vec<u8>, u64>,
+    /// A CID, as looked up under `ipfs/` → its inode; held while the kernel holds it.
+    pub cids: BTreeMap<Vec<u8>, u64>,
     pub nodes: HashMap<u64, PeerNode>,
     pub next_ino: u64,
     /// When each peer made the head shown: the time of its entries that record none.
@@ -54,7 +58,7 @@ impl State {
     /// A new inode under `parent`; returns its number.
     pub(super) fn add_node(
         &mut self,
-        owner: PeerId,
+        owner: Option<PeerId>,
         parent: u64,
         cid: Option<Cid>,
         attr: Attr,
@@ -127,12 +131,12 @@ impl State {
     }
 
     /// The parent of `ino` and its name there, if a listing still names it.
-    pub(super) fn entry_of(&self, ino: u64, peers_ino: u64) -> Option<(u64, &[u8])> {
+    pub(super) fn entry_of(&self, ino: u64) -> Option<(u64, &[u8])> {
         let parent = self.nodes.get(&ino)?.parent;
-        let siblings = if parent == peers_ino {
-            &self.tops
-        } else {
-            self.nodes.get(&parent)?.children.as_ref()?
+        let siblings = match parent {
+            PEERS => &self.tops,
+            IPFS => &self.cids,
+            _ => self.nodes.get(&parent)?.children.as_ref()?,
         };
         let name = siblings.iter().find(|(_, &i)| i == ino)?.0;
         Some((parent, name))

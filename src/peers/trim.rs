@@ -61,7 +61,7 @@ impl PeerView {
         st.least_used_dirs(target)
             .into_iter()
             .filter_map(|ino| {
-                let (parent, name) = st.entry_of(ino, self.peers_ino)?;
+                let (parent, name) = st.entry_of(ino)?;
                 Some(Invalidation::Entry {
                     parent,
                     name: name.to_vec(),
