@@ -1,8 +1,10 @@
-//! The in-memory index of evictable blocks: which fetched blocks the cache holds, how
-//! big they are, which was used longest ago, and whose drive each was fetched for. The
-//! `cache` column family is its persistent copy (key → stamp, size, owner): a block's
-//! stamp is written when it arrives, and again for blocks read since, when the store is
-//! flushed (`finish_bulk`, as the daemon stops), so the order of use survives a restart.
+//! The cache's bookkeeping: which fetched blocks are evictable, how big each is, whose
+//! drive it was fetched for, and the order of use. It lives in two column families,
+//! `cache` (block key → stamp, size, owner) and `cache_age` (tier, stamp, block key →
+//! nothing: iterated in key order, big blocks come first, oldest first), so that the
+//! daemon's memory does not grow with what the cache holds: an `ls -R` of a
+//! million-entry drive caches a million small blocks. In memory are only the total
+//! size, the next stamp, and a bounded batch of reads whose stamps are not written yet.
 //!
 //! The owner decides whom a holder may pass a cached block on to (only when the owner's
 //! newest head says its drive is open), so it is kept with the block, not guessed from
@@ -13,172 +15,72 @@
 //! big one has: they cost little room, and without them a followed drive whose owner is
 //! offline could not even be listed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
 
 use libp2p_identity::PeerId;
 
 /// Blocks smaller than this are kept until no big block is left to evict.
 const SMALL_BLOCK: u64 = 64 * 1024;
+/// Reads remembered before their new stamps are written.
+const TOUCHED_BATCH: usize = 1024;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Tier {
-    Big,
-    Small,
+/// The first byte of an age key: big blocks sort (and are evicted) first.
+fn tier(size: u64) -> u8 {
+    u8::from(size < SMALL_BLOCK)
 }
 
-fn tier(size: u64) -> Tier {
-    if size < SMALL_BLOCK {
-        Tier::Small
-    } else {
-        Tier::Big
-    }
+/// The `cache_age` key of a block: tier, stamp (big-endian, so that keys sort by it),
+/// then the block's key.
+pub fn age_key(block_key: &[u8], stored: &Stored) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + block_key.len());
+    k.push(tier(stored.size));
+    k.extend_from_slice(&stored.stamp.to_be_bytes());
+    k.extend_from_slice(block_key);
+    k
 }
 
-/// One cached block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Entry {
-    stamp: u64,
-    size: u64,
-    /// Index into `CacheIndex::owners`; `None`: not known (an entry from before owners
-    /// were recorded).
-    owner: Option<u32>,
+/// The block key an age key ends with; `None` for bytes we did not write.
+pub fn block_key_of(age_key: &[u8]) -> Option<&[u8]> {
+    age_key.get(9..).filter(|k| !k.is_empty())
 }
 
-#[derive(Default)]
-pub struct CacheIndex {
-    /// Multihash bytes → entry.
-    entries: HashMap<Vec<u8>, Entry>,
-    /// The owners blocks were cached for, each once: a few followed peers own all of a
-    /// cache's (maybe millions of) blocks.
-    owners: Vec<PeerId>,
-    owner_ids: HashMap<PeerId, u32>,
-    /// (tier, stamp) → key: big blocks first, then oldest first.
-    by_age: BTreeMap<(Tier, u64), Vec<u8>>,
-    bytes: u64,
+/// What the cache keeps in memory while it is on.
+pub struct CacheState {
+    /// Total size of the cached blocks.
+    pub bytes: u64,
     next_stamp: u64,
-    /// Blocks used since their stamps were last stored.
+    /// Keys read since the last stamps were written (cached or not: which are is
+    /// looked up when they are written).
     touched: HashSet<Vec<u8>>,
 }
 
-impl CacheIndex {
-    /// Rebuilds the index from stored `(key, stored entry)` pairs.
-    pub fn from_entries(stored: impl IntoIterator<Item = (Vec<u8>, Stored)>) -> CacheIndex {
-        let mut index = CacheIndex::default();
-        for (key, s) in stored {
-            index.next_stamp = index.next_stamp.max(s.stamp + 1);
-            index.put(key, s.stamp, s.size, s.owner);
+impl CacheState {
+    pub fn new(bytes: u64, next_stamp: u64) -> CacheState {
+        CacheState {
+            bytes,
+            next_stamp,
+            touched: HashSet::new(),
         }
-        index
     }
 
-    fn owner_id(&mut self, owner: PeerId) -> u32 {
-        if let Some(id) = self.owner_ids.get(&owner) {
-            return *id;
-        }
-        let id = self.owners.len() as u32;
-        self.owners.push(owner);
-        self.owner_ids.insert(owner, id);
-        id
-    }
-
-    fn put(&mut self, key: Vec<u8>, stamp: u64, size: u64, owner: Option<PeerId>) {
-        self.remove(&key);
-        let owner = owner.map(|o| self.owner_id(o));
-        self.bytes += size;
-        self.by_age.insert((tier(size), stamp), key.clone());
-        self.entries.insert(key, Entry { stamp, size, owner });
-    }
-
-    /// Adds a block fetched for `owner`'s drive; returns the stamp to store with it.
-    pub fn insert(&mut self, key: Vec<u8>, size: u64, owner: Option<PeerId>) -> u64 {
-        let stamp = self.next_stamp;
+    /// A stamp later than every one given before.
+    pub fn stamp(&mut self) -> u64 {
+        let s = self.next_stamp;
         self.next_stamp += 1;
-        self.put(key, stamp, size, owner);
-        stamp
+        s
     }
 
-    /// Marks a block as just used, if the cache holds it.
-    pub fn touch(&mut self, key: &[u8]) {
-        if let Some(e) = self.entries.get_mut(key) {
-            self.by_age.remove(&(tier(e.size), e.stamp));
-            e.stamp = self.next_stamp;
-            self.next_stamp += 1;
-            self.by_age.insert((tier(e.size), e.stamp), key.to_vec());
+    /// Remembers a read of `key`; true once enough are waiting to be written.
+    pub fn touch(&mut self, key: &[u8]) -> bool {
+        if !self.touched.contains(key) {
             self.touched.insert(key.to_vec());
         }
+        self.touched.len() >= TOUCHED_BATCH
     }
 
-    /// The stored form of an entry.
-    fn stored(&self, e: &Entry) -> Stored {
-        Stored {
-            stamp: e.stamp,
-            size: e.size,
-            owner: e.owner.and_then(|i| self.owners.get(i as usize).copied()),
-        }
-    }
-
-    /// The blocks used since the last call, to be stored.
-    pub fn take_touched(&mut self) -> Vec<(Vec<u8>, Stored)> {
-        let touched = std::mem::take(&mut self.touched);
-        touched
-            .into_iter()
-            .filter_map(|key| {
-                let stored = self.stored(self.entries.get(&key)?);
-                Some((key, stored))
-            })
-            .collect()
-    }
-
-    /// Forgets a block (it was evicted, or it became the drive's or a pin's).
-    pub fn remove(&mut self, key: &[u8]) -> bool {
-        match self.entries.remove(key) {
-            Some(e) => {
-                self.by_age.remove(&(tier(e.size), e.stamp));
-                self.bytes -= e.size;
-                true
-            }
-            None => false,
-        }
-    }
-
-    pub fn contains(&self, key: &[u8]) -> bool {
-        self.entries.contains_key(key)
-    }
-
-    /// Whose drive a cached block was fetched for: `None` if the block is not cached,
-    /// `Some(None)` if it is but its owner is not known.
-    pub fn owner(&self, key: &[u8]) -> Option<Option<PeerId>> {
-        let e = self.entries.get(key)?;
-        Some(e.owner.and_then(|i| self.owners.get(i as usize).copied()))
-    }
-
-    /// Total size of the cached blocks.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// The blocks to drop so that at most `keep` bytes remain: the least recently used
-    /// big ones, then small ones.
-    pub fn victims(&self, keep: u64) -> Vec<Vec<u8>> {
-        let mut excess = self.bytes.saturating_sub(keep);
-        let mut out = Vec::new();
-        for key in self.by_age.values() {
-            if excess == 0 {
-                break;
-            }
-            let size = self.entries.get(key).map_or(0, |e| e.size);
-            excess = excess.saturating_sub(size.max(1));
-            out.push(key.clone());
-        }
-        out
+    /// The keys read since the last call.
+    pub fn take_touched(&mut self) -> HashSet<Vec<u8>> {
+        std::mem::take(&mut self.touched)
     }
 }
 
@@ -218,96 +120,53 @@ impl Stored {
 mod tests {
     use super::*;
 
-    fn key(i: u8) -> Vec<u8> {
-        vec![i; 4]
-    }
-
-    #[test]
-    fn the_least_recently_used_go_first() {
-        let mut c = CacheIndex::default();
-        for i in 0..4 {
-            c.insert(key(i), 10, None);
+    fn at(stamp: u64, size: u64) -> Stored {
+        Stored {
+            stamp,
+            size,
+            owner: None,
         }
-        assert_eq!(c.bytes(), 40);
-        c.touch(&key(0));
-        assert_eq!(c.victims(20), vec![key(1), key(2)]);
-        assert_eq!(c.victims(40), Vec::<Vec<u8>>::new());
-        assert!(c.remove(&key(1)));
-        assert!(!c.remove(&key(1)));
-        assert_eq!(c.bytes(), 30);
-        assert_eq!(c.victims(0), vec![key(2), key(3), key(0)]);
     }
 
     #[test]
-    fn uses_are_handed_out_once_for_storing() {
-        let mut c = CacheIndex::default();
-        for i in 0..3 {
-            c.insert(key(i), 10, None);
+    fn age_keys_sort_big_blocks_first_then_oldest_first() {
+        let mut keys = [
+            age_key(b"small-old", &at(1, 100)),
+            age_key(b"big-new", &at(300, 1 << 20)),
+            age_key(b"small-new", &at(400, 100)),
+            age_key(b"big-old", &at(2, 1 << 20)),
+        ];
+        keys.sort();
+        let order: Vec<&[u8]> = keys.iter().filter_map(|k| block_key_of(k)).collect();
+        let expected: [&[u8]; 4] = [b"big-old", b"big-new", b"small-old", b"small-new"];
+        assert_eq!(order, expected);
+        assert_eq!(block_key_of(b"short"), None);
+    }
+
+    #[test]
+    fn reads_wait_in_a_bounded_batch() {
+        let mut c = CacheState::new(0, 5);
+        assert_eq!((c.stamp(), c.stamp()), (5, 6));
+        for i in 0..TOUCHED_BATCH - 1 {
+            assert!(!c.touch(&i.to_be_bytes()), "batch full after {i}");
         }
         assert!(
-            c.take_touched().is_empty(),
-            "arrivals are stored as they come"
+            !c.touch(&0usize.to_be_bytes()),
+            "a key read twice counts once"
         );
-        c.touch(&key(0));
-        c.touch(&key(1));
-        c.remove(&key(1));
-        let stored = Stored {
-            stamp: 3,
-            size: 10,
-            owner: None,
-        };
-        assert_eq!(c.take_touched(), vec![(key(0), stored)]);
+        assert!(c.touch(b"last"));
+        assert_eq!(c.take_touched().len(), TOUCHED_BATCH);
         assert!(c.take_touched().is_empty());
     }
 
     #[test]
-    fn small_blocks_go_after_every_big_one() {
-        let mut c = CacheIndex::default();
-        c.insert(key(1), 100, None);
-        c.insert(key(2), 1 << 20, None);
-        c.insert(key(3), 1 << 20, None);
-        c.touch(&key(2));
-        assert_eq!(c.victims(100 + (1 << 20)), vec![key(3)]);
-        assert_eq!(c.victims(0), vec![key(3), key(2), key(1)]);
-    }
-
-    #[test]
-    fn a_reloaded_index_keeps_the_order_and_stamps_go_on_growing() {
-        let at = |stamp| Stored {
-            stamp,
-            size: 5,
-            owner: None,
+    fn an_entry_keeps_its_owner_and_older_entries_have_none() {
+        let stored = Stored {
+            owner: Some(PeerId::random()),
+            ..at(3, 10)
         };
-        let stored = vec![(key(1), at(7)), (key(2), at(3))];
-        let mut c = CacheIndex::from_entries(stored);
-        assert_eq!(c.victims(5), vec![key(2)]);
-        assert_eq!(c.insert(key(3), 1, None), 8);
-        assert_eq!(Stored::decode(b"short"), None);
-    }
-
-    #[test]
-    fn a_block_knows_whose_drive_it_was_fetched_for() {
-        let (alice, bob) = (PeerId::random(), PeerId::random());
-        let mut c = CacheIndex::default();
-        c.insert(key(1), 10, Some(alice));
-        c.insert(key(2), 10, Some(bob));
-        c.insert(key(3), 10, Some(alice));
-        c.insert(key(4), 10, None);
-        assert_eq!(c.owner(&key(1)), Some(Some(alice)));
-        assert_eq!(c.owner(&key(2)), Some(Some(bob)));
-        assert_eq!(c.owner(&key(4)), Some(None));
-        assert_eq!(c.owner(&key(5)), None);
-        assert_eq!(c.owners.len(), 2, "each owner is kept once");
-        c.touch(&key(3));
-        let (_, stored) = c.take_touched().pop().unwrap();
-        assert_eq!(stored.owner, Some(alice));
-        // The stored form keeps the owner; the form without one (older entries) reads
-        // back as "not known".
         assert_eq!(Stored::decode(&stored.encode()), Some(stored));
-        let old = Stored {
-            owner: None,
-            ..stored
-        };
-        assert_eq!(Stored::decode(&old.encode()[..16]), Some(old));
+        assert_eq!(Stored::decode(&stored.encode()[..16]), Some(at(3, 10)));
+        assert_eq!(Stored::decode(b"short"), None);
     }
 }

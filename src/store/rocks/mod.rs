@@ -1,8 +1,16 @@
 //! The persistent block store: one RocksDB database per repo.
 //!
 //! Column families (DESIGN §3): `blocks` (multihash → bytes), `heads`, `pins`, `cache`,
-//! `meta`. Values of a chunk's size go to BlobDB blob files, so compaction moves
-//! keys, not megabytes.
+//! `cache_age`, `meta`. Values of a chunk's size go to BlobDB blob files, so compaction
+//! moves keys, not megabytes.
+//!
+//! - [`cache`]: the evictable cache of fetched blocks.
+//! - [`pins`]: roots that must stay.
+
+mod cache;
+mod pins;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -17,7 +25,7 @@ use rocksdb::{
 
 use libp2p_identity::PeerId;
 
-use super::cache::{CacheIndex, Stored};
+use super::cache::{age_key, CacheState, Stored};
 use super::{Blocks, HeadStore, Holding, StoreError};
 use crate::block::Block;
 
@@ -25,8 +33,16 @@ pub const CF_BLOCKS: &str = "blocks";
 pub const CF_HEADS: &str = "heads";
 pub const CF_PINS: &str = "pins";
 pub const CF_CACHE: &str = "cache";
+pub const CF_CACHE_AGE: &str = "cache_age";
 pub const CF_META: &str = "meta";
-const FAMILIES: [&str; 5] = [CF_BLOCKS, CF_HEADS, CF_PINS, CF_CACHE, CF_META];
+const FAMILIES: [&str; 6] = [
+    CF_BLOCKS,
+    CF_HEADS,
+    CF_PINS,
+    CF_CACHE,
+    CF_CACHE_AGE,
+    CF_META,
+];
 
 /// Values at least this big live in blob files: every leaf, few directory nodes.
 const MIN_BLOB_SIZE: u64 = 16 * 1024;
@@ -37,29 +53,13 @@ const BLOCKS_MEMTABLE: usize = 32 << 20;
 /// files. `reclaim` raises it to every file for one compaction.
 const BLOB_GC_AGE_CUTOFF: &str = "0.25";
 
-/// Labels of one pin are one value, read, changed and written back under this lock.
-static PIN_LABELS: Mutex<()> = Mutex::new(());
-
-/// A pin's labels, NUL-separated: labels are paths and CIDs, which hold no NUL, and a
-/// value written before pins had several labels reads as its one label.
-fn join_labels(labels: &[String]) -> Vec<u8> {
-    labels.join("\0").into_bytes()
-}
-
-fn split_labels(value: &[u8]) -> Vec<String> {
-    value
-        .split(|b| *b == 0)
-        .map(|l| String::from_utf8_lossy(l).into_owned())
-        .collect()
-}
-
 pub struct RocksStore {
     db: DB,
     path: PathBuf,
-    /// The evictable blocks, once the daemon turns the cache on. Every change to the
-    /// `cache` family happens under this lock, so an eviction can never delete a block
+    /// The cache's state, once the daemon turns the cache on. Every change to the
+    /// `cache` families happens under this lock, so an eviction can never delete a block
     /// that the drive or a pin has just claimed.
-    cache: Mutex<Option<CacheIndex>>,
+    cache: Mutex<Option<CacheState>>,
     cache_cap: AtomicU64,
     /// Free space to leave on the disk; 0 leaves it to RocksDB.
     min_free: AtomicU64,
@@ -98,6 +98,10 @@ impl RocksStore {
         // RocksDB's default (FADV_RANDOM) turns off the kernel's readahead, but a file's
         // leaves sit in blob files in order: sequential reads want readahead.
         opts.set_advise_random_on_open(false);
+        // Fetched blocks and their cache entries are written without the log, across
+        // families: flushing the families together keeps a crash from keeping one
+        // without the other.
+        opts.set_atomic_flush(true);
         // RocksDB reserves room for each write-ahead log and table file ahead of
         // writing it (a fresh WAL takes ~70 MiB). Free space must mean what it says
         // for `min_disk_free` to work, so reserve nothing.
@@ -201,13 +205,13 @@ impl RocksStore {
         keys: &[Vec<u8>],
         _guard: &SweepGuard,
     ) -> Result<(u64, u64), StoreError> {
-        let cache = self.cache();
+        // Held, not used: a cache insert or eviction waits for the delete.
+        let _cache = self.cache();
         let written = self.written();
         let mut batch = WriteBatch::default();
         let (mut blocks, mut bytes) = (0, 0);
         for key in keys {
-            let cached = cache.as_ref().is_some_and(|c| c.contains(key));
-            if cached || written.as_ref().is_some_and(|w| w.contains(key)) {
+            if written.as_ref().is_some_and(|w| w.contains(key)) || self.is_cached(key)? {
                 continue;
             }
             if let Some(v) = self
@@ -226,11 +230,6 @@ impl RocksStore {
         Ok((blocks, bytes))
     }
 
-    fn cache(&self) -> MutexGuard<'_, Option<CacheIndex>> {
-        // Every change under the lock leaves the index whole.
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
         self.db
             .cf_handle(name)
@@ -239,103 +238,6 @@ impl RocksStore {
 
     fn err(&self, e: rocksdb::Error) -> StoreError {
         db_error(&self.path, e)
-    }
-
-    /// Records `cid` as a root that must stay (what `add` and `import` produce), with a
-    /// label saying where it came from. A root pinned again under another label keeps
-    /// both: each names a place the user may look for it.
-    pub fn pin(&self, cid: &Cid, label: &str) -> Result<(), StoreError> {
-        let _one_at_a_time = PIN_LABELS.lock().unwrap_or_else(|e| e.into_inner());
-        let mut labels = self.pin_labels(cid)?;
-        if !labels.iter().any(|l| l == label) {
-            labels.push(label.to_string());
-        }
-        self.db
-            .put_cf(self.cf(CF_PINS), cid.to_bytes(), join_labels(&labels))
-            .map_err(|e| self.err(e))
-    }
-
-    /// Removes one label of a pin, and the pin with its last label; false when `cid`
-    /// had no such label.
-    pub fn unpin_label(&self, cid: &Cid, label: &str) -> Result<bool, StoreError> {
-        let _one_at_a_time = PIN_LABELS.lock().unwrap_or_else(|e| e.into_inner());
-        let mut labels = self.pin_labels(cid)?;
-        let before = labels.len();
-        labels.retain(|l| l != label);
-        if labels.len() == before {
-            return Ok(false);
-        }
-        let cf = self.cf(CF_PINS);
-        let done = if labels.is_empty() {
-            self.db.delete_cf(cf, cid.to_bytes())
-        } else {
-            self.db.put_cf(cf, cid.to_bytes(), join_labels(&labels))
-        };
-        done.map_err(|e| self.err(e))?;
-        Ok(true)
-    }
-
-    /// Whether `cid` is pinned under any label.
-    pub fn is_pinned(&self, cid: &Cid) -> Result<bool, StoreError> {
-        Ok(!self.pin_labels(cid)?.is_empty())
-    }
-
-    fn pin_labels(&self, cid: &Cid) -> Result<Vec<String>, StoreError> {
-        let value = self
-            .db
-            .get_pinned_cf(self.cf(CF_PINS), cid.to_bytes())
-            .map_err(|e| self.err(e))?;
-        Ok(value.map_or_else(Vec::new, |v| split_labels(&v)))
-    }
-
-    /// Keeps a block for good (a pin claims it): stores it if it is not here, and takes
-    /// it out of the evictable cache if it was there. Without the write-ahead log, like
-    /// a bulk import: `finish_bulk` makes it durable.
-    pub fn keep_block(&self, cid: &Cid, data: &[u8]) -> Result<(), StoreError> {
-        let mut cache = self.cache();
-        let key = cid.hash().to_bytes();
-        let mut batch = WriteBatch::default();
-        batch.delete_cf(self.cf(CF_CACHE), &key);
-        if let Some(index) = cache.as_mut() {
-            index.remove(&key);
-        }
-        if !self.has_key(&key)? {
-            batch.put_cf(self.cf(CF_BLOCKS), &key, data);
-        }
-        let mut wo = WriteOptions::default();
-        wo.disable_wal(true);
-        self.db.write_opt(batch, &wo).map_err(|e| self.err(e))
-    }
-
-    /// Removes a pin; false when `cid` was not pinned. Its blocks stay until `gc`.
-    pub fn unpin(&self, cid: &Cid) -> Result<bool, StoreError> {
-        let cf = self.cf(CF_PINS);
-        let key = cid.to_bytes();
-        if self
-            .db
-            .get_pinned_cf(cf, &key)
-            .map_err(|e| self.err(e))?
-            .is_none()
-        {
-            return Ok(false);
-        }
-        self.db.delete_cf(cf, key).map_err(|e| self.err(e))?;
-        Ok(true)
-    }
-
-    /// Every pin, once per label (a CID pinned under two labels comes twice).
-    pub fn pins(&self) -> Result<Vec<(Cid, String)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_PINS), IteratorMode::Start) {
-            let (key, value) = item.map_err(|e| self.err(e))?;
-            // A key that is not a CID was not written by us; gc must not guess at it.
-            let cid = Cid::try_from(&key[..]).map_err(|e| StoreError::Db {
-                path: self.path.display().to_string(),
-                message: format!("unreadable pin: {e}"),
-            })?;
-            out.extend(split_labels(&value).into_iter().map(|l| (cid, l)));
-        }
-        Ok(out)
     }
 
     /// Every stored head record (ours and the followed peers'), by name.
@@ -349,99 +251,6 @@ impl RocksStore {
             .collect()
     }
 
-    /// Turns the evictable cache on: fetched blocks (`put_cached`) beyond `cap` bytes
-    /// are dropped, least recently used first.
-    pub fn enable_cache(&self, cap: u64) -> Result<(), StoreError> {
-        let mut stored = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_CACHE), IteratorMode::Start) {
-            let (key, value) = item.map_err(|e| self.err(e))?;
-            if let Some(entry) = Stored::decode(&value) {
-                stored.push((key.to_vec(), entry));
-            }
-        }
-        *self.cache() = Some(CacheIndex::from_entries(stored));
-        self.cache_cap.store(cap, Ordering::Relaxed);
-        self.evict()
-    }
-
-    /// The cached bytes and the cap, when the cache is on.
-    pub fn cache_usage(&self) -> Option<(u64, u64)> {
-        let bytes = self.cache().as_ref()?.bytes();
-        Some((bytes, self.cache_cap.load(Ordering::Relaxed)))
-    }
-
-    /// Fetched blocks are evictable cache, recorded with the owner of the drive they were
-    /// fetched for; beyond the cap, the least recently used go. A block the store
-    /// already holds (the drive's, a pin's, another drive's cache) stays what it was.
-    fn cache_blocks(&self, blocks: &[Block], owner: Option<PeerId>) -> Result<(), StoreError> {
-        self.check_room(1)?;
-        let mut cache = self.cache();
-        let mut batch = WriteBatch::default();
-        for b in blocks {
-            let key = b.cid().hash().to_bytes();
-            let cached = cache.as_ref().is_some_and(|c| c.contains(&key));
-            if cached || self.has_key(&key)? {
-                continue;
-            }
-            batch.put_cf(self.cf(CF_BLOCKS), &key, b.data());
-            let stamp = cache
-                .as_mut()
-                .map_or(0, |c| c.insert(key.clone(), b.len(), owner));
-            let entry = Stored {
-                stamp,
-                size: b.len(),
-                owner,
-            };
-            batch.put_cf(self.cf(CF_CACHE), &key, entry.encode());
-        }
-        // Like a bulk import, without the write-ahead log: a fetched block lost in a
-        // crash is only fetched again.
-        let mut wo = WriteOptions::default();
-        wo.disable_wal(true);
-        self.db.write_opt(batch, &wo).map_err(|e| self.err(e))?;
-        drop(cache);
-        self.evict()
-    }
-
-    /// Writes the stamps of cached blocks read since they were last written, so that
-    /// what was used recently is still known as such after a restart.
-    fn store_cache_order(&self) -> Result<(), StoreError> {
-        let mut cache = self.cache();
-        let Some(index) = cache.as_mut() else {
-            return Ok(());
-        };
-        let mut batch = WriteBatch::default();
-        for (key, entry) in index.take_touched() {
-            batch.put_cf(self.cf(CF_CACHE), key, entry.encode());
-        }
-        let mut wo = WriteOptions::default();
-        wo.disable_wal(true);
-        self.db.write_opt(batch, &wo).map_err(|e| self.err(e))
-    }
-
-    fn evict(&self) -> Result<(), StoreError> {
-        let cap = self.cache_cap.load(Ordering::Relaxed);
-        let mut cache = self.cache();
-        let Some(index) = cache.as_mut() else {
-            return Ok(());
-        };
-        if index.bytes() <= cap {
-            return Ok(());
-        }
-        // Evict a little below the cap, so that not every new block costs an eviction.
-        let victims = index.victims(cap - cap / 16);
-        let mut batch = WriteBatch::default();
-        for key in &victims {
-            batch.delete_cf(self.cf(CF_BLOCKS), key);
-            batch.delete_cf(self.cf(CF_CACHE), key);
-        }
-        self.db.write(batch).map_err(|e| self.err(e))?;
-        for key in &victims {
-            index.remove(key);
-        }
-        Ok(())
-    }
-
     /// Writes our own blocks (the drive's, an import's) in one atomic batch, plus
     /// `extra`; they stop being evictable cache if they were.
     fn write_own(
@@ -453,15 +262,14 @@ impl RocksStore {
         let mut cache = self.cache();
         let mut written = self.written();
         let mut batch = WriteBatch::default();
+        let mut seen = HashSet::new();
         for b in blocks {
             let key = b.cid().hash().to_bytes();
             batch.put_cf(self.cf(CF_BLOCKS), &key, b.data());
             self.own_written.fetch_add(b.len(), Ordering::Relaxed);
-            // A loaded index mirrors the cache family: only a cached block needs its
-            // entry deleted. Without it (the CLI), delete blindly.
-            let cached = cache.as_mut().is_none_or(|index| index.remove(&key));
-            if cached {
-                batch.delete_cf(self.cf(CF_CACHE), &key);
+            // A block that was cache stops being evictable (once, if it comes twice).
+            if seen.insert(key.clone()) {
+                self.uncache(&mut batch, cache.as_mut(), &key)?;
             }
             if let Some(w) = written.as_mut() {
                 w.insert(key);
@@ -476,21 +284,6 @@ impl RocksStore {
         let done = self.db.write_opt(batch, wo).map_err(|e| self.err(e));
         drop(written);
         done
-    }
-
-    /// Whose the block stored under `key` is: cache (and whose drive it was fetched
-    /// for) or our own.
-    fn holding_key(&self, key: &[u8]) -> Result<Holding, StoreError> {
-        let cached = match self.cache().as_ref() {
-            Some(index) => index.owner(key),
-            // No index loaded (the CLI): the cache family says.
-            None => self
-                .db
-                .get_pinned_cf(self.cf(CF_CACHE), key)
-                .map_err(|e| self.err(e))?
-                .map(|v| Stored::decode(&v).and_then(|s| s.owner)),
-        };
-        Ok(cached.map_or(Holding::Own, Holding::Cached))
     }
 
     fn has_key(&self, key: &[u8]) -> Result<bool, StoreError> {
@@ -532,11 +325,8 @@ impl RocksStore {
             {
                 bytes += v.len() as u64;
             }
+            self.uncache(&mut batch, cache.as_mut(), key)?;
             batch.delete_cf(self.cf(CF_BLOCKS), key);
-            batch.delete_cf(self.cf(CF_CACHE), key);
-            if let Some(index) = cache.as_mut() {
-                index.remove(key);
-            }
         }
         self.db.write(batch).map_err(|e| self.err(e))?;
         Ok(bytes)
@@ -554,7 +344,6 @@ impl RocksStore {
         let mut cache = self.cache();
         let mut batch = WriteBatch::default();
         let (mut blocks, mut bytes) = (0, 0);
-        let mut dead = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_CACHE), IteratorMode::Start) {
             let (key, value) = item.map_err(|e| self.err(e))?;
             if live.contains(&*key) {
@@ -563,14 +352,14 @@ impl RocksStore {
             batch.delete_cf(self.cf(CF_BLOCKS), &key);
             batch.delete_cf(self.cf(CF_CACHE), &key);
             blocks += 1;
-            bytes += Stored::decode(&value).map_or(0, |s| s.size);
-            dead.push(key);
+            if let Some(s) = Stored::decode(&value) {
+                batch.delete_cf(self.cf(CF_CACHE_AGE), age_key(&key, &s));
+                bytes += s.size;
+            }
         }
         self.db.write(batch).map_err(|e| self.err(e))?;
-        if let Some(index) = cache.as_mut() {
-            for key in &dead {
-                index.remove(key);
-            }
+        if let Some(state) = cache.as_mut() {
+            state.bytes = state.bytes.saturating_sub(bytes);
         }
         Ok((blocks, bytes))
     }
@@ -626,6 +415,12 @@ fn family_options(name: &str) -> Options {
         t.set_bloom_filter(10.0, false);
         o.set_block_based_table_factory(&t);
     }
+    if name == CF_CACHE {
+        // Asked about every block written or read; most are not cached.
+        let mut t = BlockBasedOptions::default();
+        t.set_bloom_filter(10.0, false);
+        o.set_block_based_table_factory(&t);
+    }
     o
 }
 
@@ -648,17 +443,15 @@ impl Blocks for RocksStore {
             .get_pinned_cf(self.cf(CF_BLOCKS), &key)
             .map_err(|e| self.err(e))?;
         if v.is_some() {
-            if let Some(index) = self.cache().as_mut() {
-                index.touch(&key);
-            }
+            self.touch(&key)?;
         }
         Ok(v.map(|v| v.to_vec()))
     }
 
     fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
         let key = cid.hash().to_bytes();
-        // Asking RocksDB reads a blob's whole value; the cache index knows without.
-        if self.cache().as_ref().is_some_and(|c| c.contains(&key)) {
+        // Asking RocksDB for a blob reads its whole value; a cache entry is small.
+        if self.is_cached(&key)? {
             return Ok(true);
         }
         self.has_key(&key)
@@ -691,7 +484,7 @@ impl Blocks for RocksStore {
         // blocks, and a pin's removals of them must survive a crash.
         self.db
             .flush_cfs_opt(
-                &[self.cf(CF_BLOCKS), self.cf(CF_CACHE)],
+                &[self.cf(CF_BLOCKS), self.cf(CF_CACHE), self.cf(CF_CACHE_AGE)],
                 &rocksdb::FlushOptions::default(),
             )
             .map_err(|e| self.err(e))?;
@@ -724,88 +517,5 @@ impl Blocks for RocksStore {
             batch.delete_cf(cf, c.hash().to_bytes());
         }
         self.db.write(batch).map_err(|e| self.err(e))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::block::RAW;
-
-    fn block(i: u8) -> Block {
-        Block::hash(cid::Version::V1, RAW, vec![i; 100 * 1024])
-    }
-
-    #[test]
-    fn the_order_of_use_survives_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let blocks: Vec<Block> = (1..=3).map(block).collect();
-        {
-            let store = RocksStore::open(dir.path(), true).unwrap();
-            store.enable_cache(u64::MAX).unwrap();
-            for b in &blocks {
-                store.put_cached(std::slice::from_ref(b), None).unwrap();
-            }
-            // The first to arrive is the latest used.
-            assert!(store.get(blocks[0].cid()).unwrap().is_some());
-            store.finish_bulk().unwrap();
-        }
-        let store = RocksStore::open(dir.path(), false).unwrap();
-        // Room for two and a bit: the least recently used one goes.
-        store.enable_cache(250 * 1024).unwrap();
-        let kept: Vec<bool> = blocks.iter().map(|b| store.has(b.cid()).unwrap()).collect();
-        assert_eq!(kept, [true, false, true]);
-    }
-
-    #[test]
-    fn a_cached_block_is_held_for_its_owner_until_it_becomes_ours() {
-        let dir = tempfile::tempdir().unwrap();
-        let alice = PeerId::random();
-        let (fetched, mine) = (block(1), block(2));
-        {
-            let store = RocksStore::open(dir.path(), true).unwrap();
-            store.enable_cache(u64::MAX).unwrap();
-            store
-                .put_cached(std::slice::from_ref(&fetched), Some(alice))
-                .unwrap();
-            store.put_many(std::slice::from_ref(&mine), true).unwrap();
-            let held = |b: &Block| store.get_held(b.cid()).unwrap().map(|(_, h)| h);
-            assert_eq!(held(&fetched), Some(Holding::Cached(Some(alice))));
-            assert_eq!(held(&mine), Some(Holding::Own));
-            assert_eq!(held(&block(3)), None);
-            store.finish_bulk().unwrap();
-        }
-        // After a restart, with the index loaded or not (the CLI), the owner is known;
-        // once the drive claims the block it is ours.
-        let store = RocksStore::open(dir.path(), false).unwrap();
-        let held = |s: &RocksStore| s.get_held(fetched.cid()).unwrap().map(|(_, h)| h);
-        assert_eq!(held(&store), Some(Holding::Cached(Some(alice))));
-        store.enable_cache(u64::MAX).unwrap();
-        assert_eq!(held(&store), Some(Holding::Cached(Some(alice))));
-        store
-            .put_many(std::slice::from_ref(&fetched), true)
-            .unwrap();
-        assert_eq!(held(&store), Some(Holding::Own));
-    }
-
-    /// An import pins its roots: a block of it that was only cache must become ours, or
-    /// the cache's eviction would take it from under the pin.
-    #[test]
-    fn an_imported_block_that_was_cached_becomes_ours() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RocksStore::open(dir.path(), true).unwrap();
-        store.enable_cache(u64::MAX).unwrap();
-        let cached = block(1);
-        store
-            .put_cached(std::slice::from_ref(&cached), Some(PeerId::random()))
-            .unwrap();
-        let source = crate::store::MemoryBlocks::default();
-        source
-            .put_many(std::slice::from_ref(&cached), false)
-            .unwrap();
-        let mut car = Vec::new();
-        crate::car::export(&source, cached.cid(), &mut car, &mut |_| {}).unwrap();
-        crate::car::import(&store, car.as_slice(), &mut |_| {}).unwrap();
-        assert_eq!(store.holding(cached.cid()).unwrap(), Some(Holding::Own));
     }
 }
