@@ -49,6 +49,8 @@ const MIN_BLOB_SIZE: u64 = 16 * 1024;
 /// Values sit in the memtable until a flush moves them to blob files, so this (times
 /// two: one memtable filling while one flushes) is most of the daemon's memory.
 const BLOCKS_MEMTABLE: usize = 32 << 20;
+/// The other families' memtables: keys and small values only.
+const SMALL_MEMTABLE: usize = 8 << 20;
 /// RocksDB's default: compactions rewrite live blobs out of the oldest quarter of blob
 /// files. `reclaim` raises it to every file for one compaction.
 const BLOB_GC_AGE_CUTOFF: &str = "0.25";
@@ -404,6 +406,9 @@ impl HeadStore for RocksStore {
 
 fn family_options(name: &str) -> Options {
     let mut o = Options::default();
+    // The small families' memtables: RocksDB's default (64 MiB, two of them) would let
+    // the bookkeeping of a big peer listing hold hundreds of MiB before a flush.
+    o.set_write_buffer_size(SMALL_MEMTABLE);
     if name == CF_BLOCKS {
         o.set_enable_blob_files(true);
         o.set_min_blob_size(MIN_BLOB_SIZE);
@@ -411,12 +416,9 @@ fn family_options(name: &str) -> Options {
         o.set_enable_blob_gc(true);
         o.set_blob_gc_age_cutoff(BLOB_GC_AGE_CUTOFF.parse().expect("a number"));
         o.set_write_buffer_size(BLOCKS_MEMTABLE);
-        let mut t = BlockBasedOptions::default();
-        t.set_bloom_filter(10.0, false);
-        o.set_block_based_table_factory(&t);
     }
-    if name == CF_CACHE {
-        // Asked about every block written or read; most are not cached.
+    if name == CF_BLOCKS || name == CF_CACHE {
+        // Asked about every block written or read; most are not there.
         let mut t = BlockBasedOptions::default();
         t.set_bloom_filter(10.0, false);
         o.set_block_based_table_factory(&t);
