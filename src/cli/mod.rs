@@ -13,6 +13,7 @@ mod peer;
 mod pin;
 mod progress;
 mod store;
+mod watch;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -154,6 +155,15 @@ enum Command {
     Peer(PeerCommand),
     /// List followed peers: connection, RTT, head, last seen, bad blocks, last dial error
     Peers {
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Print what happens as it happens: changes in followed drives (added, changed,
+    /// removed), their new heads, peers connecting and leaving; until interrupted
+    Watch {
+        /// Only events about these followed peers
+        #[arg(value_name = "NAME")]
+        peers: Vec<String>,
         #[command(flatten)]
         json: Json,
     },
@@ -303,6 +313,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Peer(PeerCommand::Rm { name }) => peer::rm(&repo_path, &name),
         Command::Peers { json } => peer::list(&repo_path, json.json),
+        Command::Watch { peers, json } => watch::watch(&repo_path, peers, json.json),
         Command::Pin { target } => pin::pin(&repo_path, &target),
         Command::Unpin { target } => pin::unpin(&repo_path, &target),
         Command::Pins { json } => pin::list(&repo_path, json.json),

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::feed::FeedEvent;
 use crate::net::activity::ConnectedPeer;
 use crate::net::peerbook::PeerEntry;
 use crate::net::reach::DialReport;
@@ -64,12 +65,20 @@ pub enum Request {
     /// Switch this connection to a blocks session (`daemon::blocks`), answered with
     /// `Blocks` first.
     Blocks,
+    /// Stream the feed's events (`Event` lines) until the client closes; only those
+    /// about the peers named, when some are.
+    Watch {
+        #[serde(default)]
+        peers: Vec<String>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     Status(Status),
+    /// One event of a watch.
+    Event(FeedEvent),
     Unmounted {
         root: Option<String>,
     },

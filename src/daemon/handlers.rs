@@ -15,6 +15,7 @@ use tracing::warn;
 use super::blocks;
 use super::control::{self, PinInfo, Request, Response, Status};
 use super::error::DaemonError;
+use super::feed::Feed;
 use super::follow::{invalidate, stored_head};
 use super::stop::{Answer, Event};
 use super::sweeper;
@@ -37,6 +38,7 @@ pub(super) struct Context {
     pub(super) book: Arc<Mutex<PeerBook>>,
     pub(super) view: Arc<PeerView>,
     pub(super) notifier: Notifier,
+    pub(super) feed: Arc<Feed>,
     pub(super) store: Arc<RocksStore>,
     pub(super) blocks: blocks::serve::Server,
     pub(super) import_profile: crate::unixfs::Profile,
@@ -281,6 +283,7 @@ fn answer(
         Ok(Request::Unpin { target, cid }) => context.unpin(&target, cid.as_deref()),
         Ok(Request::Pins) => context.pins(),
         Ok(Request::Gc) => context.gc(),
+        Ok(Request::Watch { peers }) => return super::watch::serve(&conn, &context.feed, &peers),
         Ok(Request::Blocks) => match context.blocks.admit() {
             Some(session) => {
                 let profile = context.import_profile.to_string();

@@ -9,8 +9,10 @@
 //! - `handlers`: the daemon's answers on the control socket.
 //! - [`control`]: the control socket's protocol, and its client.
 //! - [`blocks`]: blocks sessions over the control socket, for the CLI's content commands.
-//! - `follow`: followed peers' new heads into the peer view and the kernel's caches.
+//! - `follow`: followed peers' new heads into the peer view, the kernel's caches and the feed.
+//! - [`feed`]: the live feed of `peerfs watch`, a bounded ring of events.
 //! - `sweeper`: deleting, while mounted, the blocks nothing reaches.
+//! - `watch`: a control connection that streams the feed.
 //! - `trim`: handing the peer view's least used directories back to the kernel.
 //! - `mountpoint`: preflight checks, and the stale mount a killed daemon leaves.
 
@@ -18,6 +20,7 @@ pub mod blocks;
 mod committer;
 pub mod control;
 mod error;
+pub mod feed;
 mod follow;
 mod handlers;
 mod mountpoint;
@@ -25,6 +28,7 @@ pub mod session;
 mod stop;
 mod sweeper;
 mod trim;
+mod watch;
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -44,6 +48,7 @@ use crate::peers::PeerView;
 use crate::repo::Repo;
 use control::Response;
 pub use error::DaemonError;
+use feed::Feed;
 use follow::{follow_heads, stored_head};
 use handlers::{bind_control, serve_control, Context};
 use mountpoint::MOUNT_RECORD;
@@ -177,11 +182,13 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     );
     watch_signals(events.clone());
     let book = Arc::new(Mutex::new(book));
+    let feed = Arc::new(Feed::default());
     follow_heads(
         net_inbox,
         Arc::clone(&view),
         Arc::clone(&book),
         notifier.clone(),
+        Arc::clone(&feed),
     );
     trim_view(Arc::downgrade(&view), notifier.clone());
     let context = Context {
@@ -193,6 +200,7 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         book,
         view,
         notifier,
+        feed,
         store: store.clone(),
         blocks: blocks::serve::Server::new(store.clone(), net.clone()),
         import_profile: repo.config().import.profile,

@@ -141,6 +141,10 @@ pub const EVENTS_QUEUED: usize = 64;
 pub enum NetEvent {
     /// A followed peer has a new, verified head (seq above the last one).
     Head(SignedHead),
+    /// A followed peer's first connection opened.
+    Connected(PeerId),
+    /// A followed peer's last connection closed.
+    Disconnected(PeerId),
 }
 
 /// One line of `peerfs peers`.

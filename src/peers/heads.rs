@@ -10,9 +10,10 @@ use libp2p::PeerId;
 use super::attrs::{empty_dir_attr, head_time, shown_attr};
 use super::PeerView;
 use crate::head::Head;
+use crate::unixfs::diff::{diff, Diff};
 use crate::unixfs::load_node;
 use crate::vfs::ino::PEERS;
-use crate::vfs::{Attr, Kind};
+use crate::vfs::{Attr, FsError, Kind};
 
 /// What the kernel must drop after a head change.
 #[derive(Debug, PartialEq, Eq)]
@@ -50,6 +51,19 @@ impl PeerView {
             parent: PEERS,
             name: name.as_bytes().to_vec(),
         }]
+    }
+
+    /// The root shown for the peer called `name`, once its head is known.
+    pub fn root_of(&self, name: &str) -> Option<Cid> {
+        let st = self.lock();
+        let top = st.tops.get(name.as_bytes())?;
+        st.nodes.get(top)?.cid
+    }
+
+    /// What changed in `owner`'s drive from `old` to `new` (at most `limit` entries),
+    /// fetching the blocks it needs from the owner or whoever has them.
+    pub fn diff(&self, owner: PeerId, old: &Cid, new: &Cid, limit: usize) -> Result<Diff, FsError> {
+        Ok(diff(&self.blocks(Some(owner)), old, new, limit)?)
     }
 
     /// Stops showing the peer called `name`.

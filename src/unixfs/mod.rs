@@ -8,12 +8,14 @@
 //! - `build`: streaming file builder (balanced DAG), directories, symlinks.
 //! - `hamt`: HAMT-sharded directories: hashing, building, lookup by hash path.
 //! - `read`: path resolution, listing, random-access and streaming file reads.
+//! - `diff`: what changed between two versions of a tree.
 //!
 //! The format only knows the `store` traits; it never touches FUSE or the network.
 
 pub mod build;
 pub mod dagpb;
 pub mod data;
+pub mod diff;
 pub mod hamt;
 pub mod node;
 pub mod profile;

@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 
 use super::{now_ms, Node, FAILED_READ_LINES, REDIAL_MAX};
 use crate::net::reach::{DialFailure, DialReport};
+use crate::net::NetEvent;
 use crate::store::Unavailable;
 
 impl Node {
@@ -37,6 +38,10 @@ impl Node {
                 left_out_text(left_out)
             );
         }
+        if followed {
+            // For `peerfs watch`; dropped if the daemon is behind.
+            let _ = self.events.try_send(NetEvent::Connected(peer));
+        }
     }
 
     /// `peer`'s last connection closed.
@@ -57,6 +62,9 @@ impl Node {
                 self.who(&peer),
                 left_out_text(left_out)
             );
+        }
+        if followed {
+            let _ = self.events.try_send(NetEvent::Disconnected(peer));
         }
     }
 
