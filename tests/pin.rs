@@ -145,3 +145,63 @@ fn gc_frees_old_versions_and_unpinned_trees_and_nothing_else() {
         b"stays\n"
     );
 }
+
+/// One `user.peerfs.*` attribute of `path`, as text.
+fn xattr(path: &std::path::Path, name: &str) -> String {
+    let out = std::process::Command::new("getfattr")
+        .args(["--only-values", "-n", name])
+        .arg(path)
+        .output()
+        .expect("getfattr");
+    assert!(
+        out.status.success(),
+        "getfattr -n {name} {}",
+        path.display()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_peers_entry_says_where_it_comes_from_whether_it_is_here_and_whether_pinned() {
+    let a = Mounted::readable_by_everyone();
+    write(&a.drive().join("keep/one.bin"), &bytes(3 << 20, 1));
+    write(&a.drive().join("other.txt"), b"other\n");
+    let b = Mounted::new();
+    follow(&b, &a, "alice");
+    let theirs = b.mnt.path().join("peers/alice");
+    wait_for("b sees alice", Duration::from_secs(15), || {
+        theirs.join("keep/one.bin").exists()
+    });
+    let one = theirs.join("keep/one.bin");
+    assert_eq!(xattr(&one, "user.peerfs.peer"), "alice");
+    assert_eq!(xattr(&one, "user.peerfs.peer_id"), common::peer_id(&a));
+    let seq: u64 = xattr(&one, "user.peerfs.head_seq").parse().unwrap();
+    assert!(seq >= 1, "{seq}");
+    assert!(xattr(&one, "user.peerfs.head_time").ends_with('Z'));
+    assert_eq!(xattr(&one, "user.peerfs.local"), "no", "not read yet");
+    assert_eq!(xattr(&one, "user.peerfs.pinned"), "no");
+    // getfattr -d lists them all.
+    let all = sh(&theirs, "getfattr -d -m user.peerfs keep/one.bin");
+    for name in [
+        "cid",
+        "peer",
+        "peer_id",
+        "head_seq",
+        "head_time",
+        "local",
+        "pinned",
+    ] {
+        assert!(
+            all.contains(&format!("user.peerfs.{name}=")),
+            "{name} in {all}"
+        );
+    }
+    // Read once, it is here; pinned, it and what is below say so, and nothing else.
+    assert_eq!(std::fs::read(&one).unwrap(), bytes(3 << 20, 1));
+    assert_eq!(xattr(&one, "user.peerfs.local"), "yes");
+    b.repo.ok(&["pin", theirs.join("keep").to_str().unwrap()]);
+    assert_eq!(xattr(&theirs.join("keep"), "user.peerfs.pinned"), "yes");
+    assert_eq!(xattr(&one, "user.peerfs.pinned"), "yes");
+    assert_eq!(xattr(&theirs.join("other.txt"), "user.peerfs.pinned"), "no");
+    assert_eq!(xattr(&theirs, "user.peerfs.pinned"), "no");
+}

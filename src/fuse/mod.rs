@@ -408,7 +408,9 @@ impl Filesystem for PeerFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        shielded("listxattr", move || xattr::listxattr(ino, size, reply));
+        shielded("listxattr", move || {
+            xattr::listxattr(self, ino, size, reply)
+        });
     }
 
     fn setxattr(

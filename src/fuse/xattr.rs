@@ -1,39 +1,92 @@
-//! Extended attributes: every entry but the mount's own directories answers one,
-//! `user.peerfs.cid`, its CID as of now; nothing can be set.
+//! Extended attributes. Every entry but the mount's own directories answers
+//! `user.peerfs.cid`, its CID as of now; an entry of a peer's drive (or under `ipfs/`)
+//! also says where it comes from: the peer and the head that brought it, whether all
+//! of it is here, whether it is pinned. Nothing can be set.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
 
 use fuser::{INodeNo, ReplyEmpty, ReplyXattr};
 
 use super::reply::errno;
 use super::PeerFs;
+use crate::peers::PeerView;
 use crate::vfs::ino::{is_mount_dir, is_peer_ino};
-use crate::vfs::layout::CID_XATTR;
+use crate::vfs::layout::{
+    CID_XATTR, HEAD_SEQ_XATTR, HEAD_TIME_XATTR, LOCAL_XATTR, PEER_ID_XATTR, PEER_XATTR,
+    PINNED_XATTR,
+};
 use crate::vfs::FsError;
 
 pub(super) fn getxattr(fs: &PeerFs, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-    if name.as_bytes() != CID_XATTR.as_bytes() {
+    let name = name.as_bytes();
+    if is_peer_ino(ino.0) {
+        let view = match fs.peer_view() {
+            Ok(v) => v,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let name = name.to_vec();
+        // Whether all of it is here reads the store.
+        return fs.offload(move || match peer_xattr(&view, ino.0, &name) {
+            Ok(value) => xattr_reply(reply, value.as_bytes(), size),
+            Err(e) => reply.error(errno(&e)),
+        });
+    }
+    if name != CID_XATTR.as_bytes() || is_mount_dir(ino.0) {
         return reply.error(errno(&FsError::NoAttribute));
     }
-    let cid = match ino.0 {
-        i if is_mount_dir(i) => return reply.error(errno(&FsError::NoAttribute)),
-        i if is_peer_ino(i) => fs.peer_view().and_then(|v| v.cid(i)),
-        i => fs.drive.cid(i),
-    };
-    match cid {
+    match fs.drive.cid(ino.0) {
         Ok(cid) => xattr_reply(reply, cid.to_string().as_bytes(), size),
         Err(e) => reply.error(errno(&e)),
     }
 }
 
-pub(super) fn listxattr(ino: INodeNo, size: u32, reply: ReplyXattr) {
-    let names = if is_mount_dir(ino.0) {
-        Vec::new()
-    } else {
-        format!("{CID_XATTR}\0").into_bytes()
-    };
-    xattr_reply(reply, &names, size)
+/// An attribute of an entry of a peer's drive, as text.
+fn peer_xattr(view: &Arc<PeerView>, ino: u64, name: &[u8]) -> Result<String, FsError> {
+    let origin = view.origin(ino)?;
+    let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
+    let name = std::str::from_utf8(name).map_err(|_| FsError::NoAttribute)?;
+    Ok(match name {
+        CID_XATTR => origin.cid.to_string(),
+        PEER_XATTR => origin.peer.ok_or(FsError::NoAttribute)?.0,
+        PEER_ID_XATTR => origin.peer.ok_or(FsError::NoAttribute)?.1.to_string(),
+        HEAD_SEQ_XATTR => origin.head.ok_or(FsError::NoAttribute)?.0.to_string(),
+        HEAD_TIME_XATTR => {
+            let (_, time) = origin.head.ok_or(FsError::NoAttribute)?;
+            humantime::format_rfc3339_millis(time).to_string()
+        }
+        LOCAL_XATTR => match view.is_local(ino)? {
+            Some(all) => yes_no(all),
+            None => "unknown".to_string(),
+        },
+        PINNED_XATTR => yes_no(view.is_pinned(ino)?),
+        _ => return Err(FsError::NoAttribute),
+    })
+}
+
+pub(super) fn listxattr(fs: &PeerFs, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    let mut names: Vec<&str> = Vec::new();
+    if is_peer_ino(ino.0) {
+        let origin = fs.peer_view().and_then(|v| v.origin(ino.0));
+        if let Ok(origin) = origin {
+            names.push(CID_XATTR);
+            if origin.peer.is_some() {
+                names.extend([PEER_XATTR, PEER_ID_XATTR]);
+            }
+            if origin.head.is_some() {
+                names.extend([HEAD_SEQ_XATTR, HEAD_TIME_XATTR]);
+            }
+            names.extend([LOCAL_XATTR, PINNED_XATTR]);
+        }
+    } else if !is_mount_dir(ino.0) {
+        names.push(CID_XATTR);
+    }
+    let list: Vec<u8> = names
+        .iter()
+        .flat_map(|n| n.bytes().chain(std::iter::once(0)))
+        .collect();
+    xattr_reply(reply, &list, size)
 }
 
 /// setxattr and removexattr: the CID is not ours to set, and nothing else is kept.

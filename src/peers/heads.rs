@@ -37,7 +37,7 @@ impl PeerView {
         }
         let root = head.map(|h| h.root);
         if let Some(h) = head {
-            self.lock().head_times.insert(peer, head_time(h));
+            self.lock().heads.insert(peer, (h.seq, head_time(h)));
         }
         // Only what is here: a peer being added must not wait on the network.
         let attr = match root.and_then(|r| load_node(self.local.as_ref(), &r).ok()) {
@@ -73,7 +73,7 @@ impl PeerView {
             return Vec::new();
         };
         if let Some(owner) = st.nodes.get(&top).and_then(|n| n.owner) {
-            st.head_times.remove(&owner);
+            st.heads.remove(&owner);
         }
         st.orphan([top]);
         vec![Invalidation::Entry {
@@ -96,7 +96,7 @@ impl PeerView {
         let Some(top) = top else {
             return Vec::new();
         };
-        self.lock().head_times.insert(peer, head_time(head));
+        self.lock().heads.insert(peer, (head.seq, head_time(head)));
         // A peer seen for the first time shows its root at once; its attributes follow.
         if let Some(n) = self.lock().nodes.get_mut(&top).filter(|n| n.cid.is_none()) {
             n.cid = Some(root);

@@ -23,10 +23,12 @@
 //! - [`heads`]: showing a peer, hiding it, and moving its tree to a new head.
 //! - [`attrs`]: what `stat` shows of a peer's node: read-only, dated by its head.
 //! - [`trim`]: past a limit of nodes, the least used directories go back to the kernel.
+//! - [`origin`]: where an entry comes from, for its `user.peerfs.*` attributes.
 
 mod attrs;
 mod heads;
 mod listing;
+mod origin;
 mod read;
 mod table;
 mod trim;
@@ -51,6 +53,7 @@ use attrs::shown_attr;
 use table::State;
 
 pub use heads::Invalidation;
+pub use origin::Origin;
 pub use read::ReadData;
 
 /// Failed reads and listings logged per minute at most (a failing `cp -r` fails many).
@@ -323,7 +326,7 @@ impl PeerView {
     fn head_time(&self, owner: Option<PeerId>) -> SystemTime {
         let st = self.lock();
         owner
-            .and_then(|o| st.head_times.get(&o).copied())
+            .and_then(|o| st.heads.get(&o).map(|&(_, time)| time))
             .unwrap_or(UNIX_EPOCH)
     }
 }

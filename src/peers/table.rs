@@ -48,8 +48,9 @@ pub(super) struct State {
     pub cids: BTreeMap<Vec<u8>, u64>,
     pub nodes: HashMap<u64, PeerNode>,
     pub next_ino: u64,
-    /// When each peer made the head shown: the time of its entries that record none.
-    pub head_times: HashMap<PeerId, SystemTime>,
+    /// The head shown of each peer: its seq, and when the peer made it (the time of
+    /// its entries that record none).
+    pub heads: HashMap<PeerId, (u64, SystemTime)>,
     /// Counts uses, for `PeerNode::used`.
     pub clock: u64,
 }

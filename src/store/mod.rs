@@ -99,6 +99,11 @@ pub trait Blocks: Send + Sync {
     fn holding(&self, cid: &Cid) -> Result<Option<Holding>, StoreError> {
         Ok(self.get_held(cid)?.map(|(_, h)| h))
     }
+    /// Whether `cid` is the root of a pin. A store without pins has none.
+    fn is_pin_root(&self, cid: &Cid) -> Result<bool, StoreError> {
+        let _ = cid;
+        Ok(false)
+    }
     /// Copies the bytes of block `cid` from `offset` into `out` and returns the block's
     /// length (`None` if it is missing). A block too short for the range copies nothing:
     /// the caller compares the length with what it expected.

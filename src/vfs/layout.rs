@@ -6,3 +6,13 @@ pub const PEERS_DIR: &str = "peers";
 pub const IPFS_DIR: &str = "ipfs";
 /// The attribute every entry answers: its CID.
 pub const CID_XATTR: &str = "user.peerfs.cid";
+/// Where an entry of a peer's drive comes from: the peer (its name here, and its ID),
+/// the head that brought it (seq, and when the peer made it, RFC 3339).
+pub const PEER_XATTR: &str = "user.peerfs.peer";
+pub const PEER_ID_XATTR: &str = "user.peerfs.peer_id";
+pub const HEAD_SEQ_XATTR: &str = "user.peerfs.head_seq";
+pub const HEAD_TIME_XATTR: &str = "user.peerfs.head_time";
+/// "yes" when every block of the entry is here, "no", or "unknown" (too big to tell).
+pub const LOCAL_XATTR: &str = "user.peerfs.local";
+/// "yes" when the entry, or a directory above it, is pinned.
+pub const PINNED_XATTR: &str = "user.peerfs.pinned";

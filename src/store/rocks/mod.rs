@@ -504,6 +504,10 @@ impl Blocks for RocksStore {
         Ok(Some((data, self.holding_key(&cid.hash().to_bytes())?)))
     }
 
+    fn is_pin_root(&self, cid: &Cid) -> Result<bool, StoreError> {
+        self.is_pinned(cid)
+    }
+
     fn holding(&self, cid: &Cid) -> Result<Option<Holding>, StoreError> {
         let key = cid.hash().to_bytes();
         if !self.has_key(&key)? {
