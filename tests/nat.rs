@@ -241,7 +241,14 @@ impl Drop for Homes {
     }
 }
 
-fn start(lab: &Lab) -> Homes {
+/// Whether R follows A and B (a friend's node) or not (a stranger's).
+#[derive(Clone, Copy, PartialEq)]
+enum Relay {
+    Friend,
+    Stranger,
+}
+
+fn start(lab: &Lab, relay: Relay) -> Homes {
     let r_repo = lab_repo();
     r_repo.set_config("relay_server", "\"on\"");
     let a_repo = lab_repo();
@@ -253,8 +260,10 @@ fn start(lab: &Lab) -> Homes {
     );
     // R is a friend's public node: it follows A and B, so their circuits get a
     // friend's limits.
-    r_repo.ok(&["peer", "add", &a_id, "--name", "a"]);
-    r_repo.ok(&["peer", "add", &b_id, "--name", "b"]);
+    if relay == Relay::Friend {
+        r_repo.ok(&["peer", "add", &a_id, "--name", "a"]);
+        r_repo.ok(&["peer", "add", &b_id, "--name", "b"]);
+    }
     let relay = format!("\"/ip4/{RELAY_IP}/tcp/{PORT}/p2p/{r_id}\"");
     for repo in [&a_repo, &b_repo] {
         repo.set_config("bootstrap", &format!("[{relay}]"));
@@ -275,7 +284,9 @@ fn start(lab: &Lab) -> Homes {
         })
     });
     let b = lab.mount("b", b_repo, "10.202.2.2");
-    b.repo.ok(&["peer", "add", &a_id, "--name", "alice"]);
+    // `peer add` waits for the DHT to find A, and says it connected.
+    let added = b.repo.ok(&["peer", "add", &a_id, "--name", "alice"]);
+    assert!(added.contains("connected"), "{added}");
     Homes { b, a, r }
 }
 
@@ -315,7 +326,7 @@ fn b_reads_a(h: &Homes) {
 #[test]
 fn behind_two_home_routers_b_reads_a_relayed_then_direct() {
     let lab = Lab::new("h", Nat::Home);
-    let h = start(&lab);
+    let h = start(&lab, Relay::Friend);
     b_reads_a(&h);
     let start = Instant::now();
     wait_for(
@@ -354,7 +365,7 @@ fn behind_two_home_routers_b_reads_a_relayed_then_direct() {
 #[test]
 fn behind_two_symmetric_nats_blocks_go_through_the_relay_and_dead_reads_fail() {
     let lab = Lab::new("s", Nat::Symmetric);
-    let h = start(&lab);
+    let h = start(&lab, Relay::Friend);
     // A file B lists but has not read: after A goes, nobody can deliver it.
     write(&h.a.drive().join("later/late.bin"), &bytes(2 << 20, 9));
     b_reads_a(&h);
@@ -377,6 +388,25 @@ fn behind_two_symmetric_nats_blocks_go_through_the_relay_and_dead_reads_fail() {
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
     // The fetch timeout is 5 s; a read waits at most that and a margin.
     assert!(took < Duration::from_secs(15), "EIO after {took:?}");
+    drop(h);
+    drop(lab);
+}
+
+#[test]
+fn a_strangers_relay_carries_only_libp2ps_small_circuits() {
+    let lab = Lab::new("x", Nat::Symmetric);
+    let h = start(&lab, Relay::Stranger);
+    let theirs = h.b.mnt.path().join("peers/alice/docs");
+    wait_for("A's docs listed on B", Duration::from_secs(60), || {
+        theirs.join("sub/small.txt").exists()
+    });
+    assert_eq!(peer_json(&h.b, "alice")["connection"], "relayed");
+    // 3 MiB do not fit through circuits of 128 KiB each (and a few a minute).
+    let started = Instant::now();
+    let read = std::fs::read(theirs.join("big.bin"));
+    let err = read.expect_err("a stranger's relay carried 3 MiB");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
     drop(h);
     drop(lab);
 }

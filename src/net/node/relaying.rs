@@ -241,9 +241,21 @@ impl Node {
         self.keep_reservations(now);
     }
 
-    /// The DHT's answer to "where is `peer`": followed peers it names that are not
-    /// connected are dialled at the addresses it gives (a relayed one too).
-    pub(super) fn found_closest(&mut self, peers: Vec<kad::PeerInfo>) {
+    /// The DHT's answer to "where is `key`" (a peer ID): followed peers it names that
+    /// are not connected are dialled at the addresses it gives (a relayed one too). If
+    /// it did not find the peer looked for, a `peer add` waiting for it hears so.
+    pub(super) fn found_closest(&mut self, key: &[u8], peers: Vec<kad::PeerInfo>) {
+        let target = PeerId::from_bytes(key).ok();
+        let found_target = peers
+            .iter()
+            .any(|p| Some(p.peer_id) == target && !p.addrs.is_empty());
+        if let (Some(target), false) = (target, found_target) {
+            if !self.swarm.is_connected(&target) {
+                for (reply, report) in self.reach.settle(&target) {
+                    let _ = reply.send(report);
+                }
+            }
+        }
         for found in peers {
             let peer = found.peer_id;
             if !self.followed.contains_key(&peer) || self.swarm.is_connected(&peer) {

@@ -328,9 +328,9 @@ impl Node {
                 result: kad::QueryResult::GetClosestPeers(found),
                 ..
             }) => match found {
-                Ok(kad::GetClosestPeersOk { peers, .. })
-                | Err(kad::GetClosestPeersError::Timeout { peers, .. }) => {
-                    self.found_closest(peers)
+                Ok(kad::GetClosestPeersOk { key, peers })
+                | Err(kad::GetClosestPeersError::Timeout { key, peers }) => {
+                    self.found_closest(&key, peers)
                 }
             },
             e @ (BehaviourEvent::Autonat(_)
