@@ -58,7 +58,9 @@ lab() {
     ip -n "$P-$2" route add default via "10.20$3.$3.1"
     ip netns exec "$P-$1" sysctl -qw net.ipv4.ip_forward=1
     ip netns exec "$P-$1" nft -f - <<NFT
-table ip nat { chain postrouting { type nat hook postrouting priority srcnat; oifname "wan" $masq; } }
+table ip nat {
+  chain postrouting { type nat hook postrouting priority srcnat; oifname "wan" $masq; }
+}
 table ip filter {
   chain input { type filter hook input priority filter; policy accept;
     iifname "wan" ct state established,related accept; iifname "wan" drop; }
@@ -110,20 +112,22 @@ run() {
   local r a b
   r=$(node "$P" r 10.200.0.10); a=$(node "$P" a 10.201.1.2); b=$(node "$P" b 10.202.2.2)
   local rid aid bid
-  rid=$("$PEERFS" --repo "$r" id | head -1); aid=$("$PEERFS" --repo "$a" id | head -1)
-  bid=$("$PEERFS" --repo "$b" id | head -1)
+  rid=$("$PEERFS" --repo "$r" id 2>/dev/null | head -1)
+  aid=$("$PEERFS" --repo "$a" id 2>/dev/null | head -1)
+  bid=$("$PEERFS" --repo "$b" id 2>/dev/null | head -1)
   local relay="\"/ip4/10.200.0.10/tcp/4011/p2p/$rid\""
   set_key "$r" relay_server '"on"'
   "$PEERFS" --repo "$r" peer add "$aid" --name a >/dev/null
   "$PEERFS" --repo "$r" peer add "$bid" --name b >/dev/null
   set_key "$a" bootstrap "[$relay]"; set_key "$a" relays "[$relay]"
   set_key "$b" bootstrap "[$relay]"
+  set_key "$a" readers "[\"following\", \"$bid\"]"   # B follows A; A lets B read
   mount_in "$P" r 10.200.0.10
   mount_in "$P" a 10.201.1.2
   echo hello > "$a-mnt/drive/small.txt"
   head -c "$((SIZE << 20))" /dev/urandom > "$a-mnt/drive/big.bin"
   sync
-  wait_for 30 grep -q p2p-circuit <("$PEERFS" --repo "$a" id)
+  wait_for 30 bash -c "'$PEERFS' --repo '$a' id | grep -q p2p-circuit"
   mount_in "$P" b 10.202.2.2
   local t0 t1
   t0=$(now)
@@ -131,7 +135,11 @@ run() {
   wait_for 60 head -c1 "$b-mnt/peers/alice/small.txt"
   t1=$(now)
   if [ "$mode" = home ]; then
-    wait_for 30 bash -c "[ \"\$(connection '$b')\" = direct ]"
+    local end=$(( $(date +%s) + 30 ))
+    until [ "$(connection "$b")" = direct ]; do
+      [ "$(date +%s)" -lt "$end" ] || { echo "not direct within 30 s" >&2; return 1; }
+      sleep 0.2
+    done
   fi
   local c; c=$(connection "$b")
   local r0 r1
@@ -142,8 +150,11 @@ run() {
 }
 
 echo "bench/nat.sh: ${SIZE} MiB, uplinks limited to $RATE" >&2
-read -r ttfb_s relay_s relay_c < <(run "pfsb$$s" symmetric)
-read -r ttfb_h direct_s direct_c < <(run "pfsb$$h" home)
+# Not in a subshell: cleanup must see the namespaces and daemons each run adds.
+run "pfsb$$s" symmetric > "$TMP/symmetric"
+run "pfsb$$h" home > "$TMP/home"
+read -r ttfb_s relay_s relay_c < "$TMP/symmetric"
+read -r ttfb_h direct_s direct_c < "$TMP/home"
 
 # iperf3 from A to R, through A's router and its limited uplink.
 P="pfsb$$h"
