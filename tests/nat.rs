@@ -269,11 +269,15 @@ fn start(lab: &Lab, relay: Relay) -> Homes {
         r_repo.ok(&["peer", "add", &a_id, "--name", "a"]);
         r_repo.ok(&["peer", "add", &b_id, "--name", "b"]);
     }
-    let relay = format!("\"/ip4/{RELAY_IP}/tcp/{PORT}/p2p/{r_id}\"");
+    let relay_addr = format!("\"/ip4/{RELAY_IP}/tcp/{PORT}/p2p/{r_id}\"");
     for repo in [&a_repo, &b_repo] {
-        repo.set_config("bootstrap", &format!("[{relay}]"));
+        repo.set_config("bootstrap", &format!("[{relay_addr}]"));
     }
-    a_repo.set_config("relays", &format!("[{relay}]"));
+    if relay != Relay::Stranger {
+        a_repo.set_config("relays", &format!("[{relay_addr}]"));
+    }
+    // Else A finds R among its bootstrap nodes, and reserves there once AutoNAT says
+    // it is private.
     // A lets B read its drive (B follows A; A does not follow B).
     a_repo.set_config("readers", &format!("[\"following\", \"{b_id}\"]"));
     let r = lab.mount("r", r_repo, RELAY_IP);
@@ -358,11 +362,21 @@ fn behind_two_home_routers_b_reads_a_relayed_then_direct() {
             id_json(m)["reachability"] == "private"
         });
     }
-    let r = id_json(&h.r);
     wait_for("R public", Duration::from_secs(30), || {
         id_json(&h.r)["reachability"] == "public"
     });
-    assert!(r["peer_id"].is_string(), "{r}");
+
+    // A public peer and one behind NAT, both ways: A follows R by peer ID; each reads
+    // the other's file over the connection A keeps to R.
+    write(&h.r.drive().join("from-r.txt"), b"public\n");
+    let r_id = id_json(&h.r)["peer_id"].as_str().unwrap().to_string();
+    h.a.repo.ok(&["peer", "add", &r_id, "--name", "r"]);
+    let on_a = h.a.mnt.path().join("peers/r/from-r.txt");
+    wait_for("R's file on A", Duration::from_secs(30), || on_a.exists());
+    assert_eq!(std::fs::read(&on_a).unwrap(), b"public\n");
+    let on_r = h.r.mnt.path().join("peers/a/docs/hello.txt");
+    wait_for("A's file on R", Duration::from_secs(30), || on_r.exists());
+    assert_eq!(std::fs::read(&on_r).unwrap(), b"across two NATs\n");
     drop(h);
     drop(lab);
 }
