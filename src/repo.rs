@@ -104,6 +104,26 @@ pub struct Config {
     /// again on next use.
     #[serde(default = "default_peer_inode_limit")]
     pub peer_inode_limit: usize,
+    /// Relay for others: `"auto"` (when AutoNAT finds this node public), `"on"`, `"off"`.
+    #[serde(default = "default_relay_server")]
+    pub relay_server: String,
+    /// Relays to keep a reservation on (multiaddrs ending in /p2p/PEERID): behind NAT,
+    /// others reach this node through them.
+    #[serde(default)]
+    pub relays: Vec<String>,
+    /// What one relayed circuit of a friend (a peer I follow, or one that follows me)
+    /// may carry through this node, and for how long; strangers get libp2p's defaults
+    /// (128 KiB, 2 minutes).
+    #[serde(default = "default_relay_circuit_bytes")]
+    pub relay_circuit_bytes: bytesize::ByteSize,
+    #[serde(default = "default_relay_circuit_duration", with = "duration_text")]
+    pub relay_circuit_duration: std::time::Duration,
+    /// Circuits through this node at once, at most.
+    #[serde(default = "default_relay_circuits")]
+    pub relay_circuits: usize,
+    /// Ask the home router for a port mapping (UPnP).
+    #[serde(default)]
+    pub upnp: bool,
     #[serde(default)]
     pub import: ImportConfig,
 }
@@ -124,6 +144,12 @@ impl Default for Config {
             allow_other: false,
             gateway: None,
             peer_inode_limit: default_peer_inode_limit(),
+            relay_server: default_relay_server(),
+            relays: Vec::new(),
+            relay_circuit_bytes: default_relay_circuit_bytes(),
+            relay_circuit_duration: default_relay_circuit_duration(),
+            relay_circuits: default_relay_circuits(),
+            upnp: false,
             import: ImportConfig::default(),
         }
     }
@@ -168,6 +194,22 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
 
 fn default_fetch_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(30)
+}
+
+fn default_relay_server() -> String {
+    "auto".into()
+}
+
+fn default_relay_circuit_bytes() -> bytesize::ByteSize {
+    bytesize::ByteSize::b(crate::net::relay::FriendLimits::default().circuit_bytes)
+}
+
+fn default_relay_circuit_duration() -> std::time::Duration {
+    crate::net::relay::FriendLimits::default().circuit_duration
+}
+
+fn default_relay_circuits() -> usize {
+    crate::net::relay::FriendLimits::default().circuits
 }
 
 fn default_max_connections() -> u32 {

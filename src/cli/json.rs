@@ -17,7 +17,8 @@ pub struct Id {
     pub peer_id: String,
     /// Full multiaddrs (ending in /p2p/PEERID) another node can dial, widest reach first.
     pub addresses: Vec<String>,
-    /// Whether others can reach this node from outside its network; not known yet.
+    /// Whether others can reach this node from outside its network: "public",
+    /// "private" or "unknown" (AutoNAT's verdict); null when no daemon runs.
     pub reachability: Option<String>,
     pub daemon_running: bool,
     pub daemon_pid: Option<u32>,
@@ -29,9 +30,10 @@ pub struct Peer {
     pub name: String,
     pub peer_id: String,
     pub connected: bool,
-    /// "direct" or "relayed"; not known yet.
+    /// "direct" or "relayed" (through a relay); null while not connected.
     pub connection: Option<String>,
-    /// "tcp" or "quic"; not known yet.
+    /// "tcp" or "quic" (for a relayed connection, the one to the relay); null while
+    /// not connected.
     pub transport: Option<String>,
     pub addresses: Vec<String>,
     pub rtt_ms: Option<f64>,
@@ -52,8 +54,8 @@ impl From<&PeerInfo> for Peer {
             name: p.name.clone(),
             peer_id: p.id.clone(),
             connected: p.connected,
-            connection: None,
-            transport: None,
+            connection: p.connection.clone(),
+            transport: p.transport.clone(),
             addresses: p.addrs.clone(),
             rtt_ms: p.rtt_ms,
             head_seq: p.head_seq,

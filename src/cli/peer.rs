@@ -17,13 +17,17 @@ use peerfs::net::PeerInfo;
 use peerfs::repo::Repo;
 
 pub fn id(repo_path: &Path, json: bool) -> Result<()> {
-    let (me, listening, pid) = match ask(repo_path, Request::Id)? {
-        Some(Response::Id { peer_id, addrs }) => {
+    let (me, listening, pid, reachability) = match ask(repo_path, Request::Id)? {
+        Some(Response::Id {
+            peer_id,
+            addrs,
+            reachability,
+        }) => {
             let pid = match ask(repo_path, Request::Status)? {
                 Some(Response::Status(s)) => Some(s.pid),
                 _ => None,
             };
-            (peer_id, addrs, pid)
+            (peer_id, addrs, pid, reachability)
         }
         Some(other) => return Err(unexpected(other)),
         None => {
@@ -32,7 +36,7 @@ pub fn id(repo_path: &Path, json: bool) -> Result<()> {
             // Not running: what it will listen on, with each wildcard made concrete.
             let listen = repo.config().listen.iter();
             let addrs = listen.map(|a| format!("{a}/p2p/{me}")).collect();
-            (me, addrs, None)
+            (me, addrs, None, None)
         }
     };
     let parsed: Vec<Multiaddr> = listening.iter().filter_map(|a| a.parse().ok()).collect();
@@ -41,7 +45,7 @@ pub fn id(repo_path: &Path, json: bool) -> Result<()> {
         return json::print(&json::Id {
             peer_id: me,
             addresses: addrs.iter().map(|a| a.to_string()).collect(),
-            reachability: None,
+            reachability,
             daemon_running: pid.is_some(),
             daemon_pid: pid,
         });
@@ -62,6 +66,14 @@ pub fn id(repo_path: &Path, json: bool) -> Result<()> {
         Some(pid) => outln!("daemon:     running (pid {pid})")?,
         None => outln!("daemon:     not running; it will listen on these (config `listen`)")?,
     }
+    if let Some(r) = &reachability {
+        let what = match r.as_str() {
+            "public" => "public (peers dialled this node back)",
+            "private" => "private (behind NAT: reached through relays)",
+            _ => "unknown (not checked yet)",
+        };
+        outln!("reachable:  {what}")?;
+    }
     outln!("addresses (give one to `peerfs peer add` on the other node):")?;
     let width = addrs.iter().map(|a| a.to_string().len()).max().unwrap_or(0);
     for a in &addrs {
@@ -70,7 +82,11 @@ pub fn id(repo_path: &Path, json: bool) -> Result<()> {
         } else {
             ""
         };
-        let label = addrs::Scope::of(a).label();
+        let label = if peerfs::net::nat::is_relayed(a) {
+            "through a relay"
+        } else {
+            addrs::Scope::of(a).label()
+        };
         outln!("  {:width$}  ({label}{port})", a.to_string())?;
     }
     if addrs.is_empty() {
@@ -199,14 +215,21 @@ fn offline_info(e: &PeerEntry) -> PeerInfo {
         bad_blocks: 0,
         last_dial_error: None,
         last_dial_error_ms: None,
+        connection: None,
+        transport: None,
     }
 }
 
 fn print_peer(p: &PeerInfo) -> Result<()> {
     outln!("{}", p.name)?;
     outln!("  peer id:     {}", p.id)?;
+    let how = match (&p.connection, &p.transport) {
+        (Some(c), Some(t)) => format!(", {c} over {t}"),
+        (Some(c), None) => format!(", {c}"),
+        _ => String::new(),
+    };
     outln!(
-        "  connected:   {}{}",
+        "  connected:   {}{how}{}",
         if p.connected { "yes" } else { "no" },
         p.rtt_ms
             .map_or_else(String::new, |r| format!(" (rtt {r:.1} ms)"))

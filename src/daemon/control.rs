@@ -90,6 +90,9 @@ pub enum Response {
     Id {
         peer_id: String,
         addrs: Vec<String>,
+        /// "public", "private" or "unknown" (AutoNAT's verdict).
+        #[serde(default)]
+        reachability: Option<String>,
     },
     /// The peer as saved, and how dialling it went.
     PeerAdded {

@@ -36,4 +36,6 @@ pub enum DaemonError {
         "config `readers`: {0:?} is not \"following\", \"*\", a peer ID or a name in the peer book"
     )]
     UnknownReader(String),
+    #[error("config.toml: {0}")]
+    BadConfig(String),
 }

@@ -270,6 +270,7 @@ fn answer(
                 .iter()
                 .map(|a| a.to_string())
                 .collect(),
+            reachability: Some(context.net.reachability().to_string()),
         },
         Ok(Request::PeerAdd { target, name }) => context.peer_add(&target, name.as_deref()),
         Ok(Request::PeerRm { name }) => context.peer_rm(&name),

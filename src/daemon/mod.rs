@@ -87,6 +87,19 @@ fn net_config(repo: &Repo, book: &PeerBook, flags: &NetFlags) -> Result<NetConfi
         dht_server: config.dht_server,
         max_connections: config.max_connections,
         corrupt_served_blocks: std::env::var_os("PEERFS_TEST_CORRUPT_BLOCKS").is_some(),
+        nat: net::nat::NatConfig {
+            relay_server: config
+                .relay_server
+                .parse()
+                .map_err(DaemonError::BadConfig)?,
+            relays: net::parse_addrs(&config.relays)?,
+            friend_limits: net::relay::FriendLimits {
+                circuit_bytes: config.relay_circuit_bytes.as_u64(),
+                circuit_duration: config.relay_circuit_duration,
+                circuits: config.relay_circuits,
+            },
+            upnp: config.upnp,
+        },
     })
 }
 

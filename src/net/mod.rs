@@ -9,16 +9,21 @@
 //!   and which held blocks a request is answered with.
 //! - [`reach`]: why a dial failed, what `peer add` is told, what the log is told.
 //! - [`activity`]: who is connected and reading my drive now, for `peerfs status`.
+//! - [`nat`]: reaching peers behind NAT: settings, this node's reachability, how each
+//!   peer is reached (direct or relayed).
+//! - [`relay`]: relaying for others, friends with generous limits.
 //!
 //! Everything outside talks to the node through a [`NetHandle`]: commands in, answers
 //! on oneshot channels, and [`NetEvent`]s (a followed peer's new head) out.
 
 pub mod activity;
 pub mod fetch;
+pub mod nat;
 pub mod node;
 pub mod peerbook;
 pub mod protocol;
 pub mod reach;
+pub mod relay;
 pub mod serve;
 
 use std::collections::HashSet;
@@ -127,6 +132,8 @@ pub struct NetConfig {
     pub max_connections: u32,
     /// Test-only fault: serve every block with one byte flipped.
     pub corrupt_served_blocks: bool,
+    /// Relays, hole punching, AutoNAT, UPnP.
+    pub nat: nat::NatConfig,
 }
 
 /// Commands queued for the node at most; a full queue makes askers wait, and drops
@@ -167,6 +174,12 @@ pub struct PeerInfo {
     pub last_dial_error: Option<String>,
     #[serde(default)]
     pub last_dial_error_ms: Option<u64>,
+    /// "direct" or "relayed" while connected.
+    #[serde(default)]
+    pub connection: Option<String>,
+    /// "tcp" or "quic" while connected (for a relayed connection, the relay's).
+    #[serde(default)]
+    pub transport: Option<String>,
 }
 
 pub(crate) type BlockReply = oneshot::Sender<Result<Vec<u8>, Unavailable>>;
@@ -188,6 +201,7 @@ pub(crate) enum Command {
     /// Who is connected, and what they read.
     Activity(oneshot::Sender<Vec<activity::ConnectedPeer>>),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    Reachability(oneshot::Sender<nat::Reachability>),
 }
 
 /// The way in to a running node. Cheap to clone.
@@ -303,6 +317,12 @@ impl NetHandle {
 
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
         self.ask(Duration::from_secs(5), Command::ListenAddrs)
+            .unwrap_or_default()
+    }
+
+    /// Whether others can reach this node from outside (AutoNAT's verdict).
+    pub fn reachability(&self) -> nat::Reachability {
+        self.ask(Duration::from_secs(5), Command::Reachability)
             .unwrap_or_default()
     }
 }

@@ -14,6 +14,8 @@
 //! - `heads`: my head published; followed peers' heads received, stored, passed on.
 //! - `following`: followed peers dialled, subscribed to, and held for in the DHT.
 //! - `presence`: who comes and goes, dial failures and refusals, in the log.
+//! - `relaying`: NAT traversal: relay reservations, AutoNAT, the relay server, hole
+//!   punches, and how each peer is reached.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,6 +44,7 @@ use crate::store::HeadStore;
 use following::Followed;
 pub(super) use heads::load_head;
 use heads::HeadWriter;
+use relaying::Relaying;
 use serving::Asked;
 use swarm::{any_port, build_swarm, port_taken, Behaviour};
 
@@ -49,6 +52,7 @@ mod fetching;
 mod following;
 mod heads;
 mod presence;
+mod relaying;
 mod serving;
 mod swarm;
 
@@ -131,6 +135,8 @@ struct Node {
     reach: Reach<oneshot::Sender<DialReport>>,
     /// Log lines about failed reads.
     failed_reads_log: Budget,
+    /// NAT traversal: reservations, reachability, how each peer is reached.
+    relaying: Relaying,
 }
 
 /// Starts the node on its own runtime. `followed` are the peer book's entries.
@@ -149,7 +155,8 @@ pub fn start(
         .map_err(|e| NetError::Start(e.to_string()))?;
     // Transports and listeners register with the runtime they are made in.
     let _guard = runtime.enter();
-    let swarm = build_swarm(&keypair, &config)?;
+    let friends = crate::net::relay::Friends::default();
+    let swarm = build_swarm(&keypair, &config, friends.clone())?;
     let me = keypair.public().to_peer_id();
     let (commands, inbox) = mpsc::channel(COMMANDS_QUEUED);
     // At most `MAX_SERVING` answers are being made, so they always find room.
@@ -180,7 +187,9 @@ pub fn start(
         activity: Activity::new(Instant::now()),
         reach: Reach::default(),
         failed_reads_log: Budget::default(),
+        relaying: Relaying::new(config.nat.clone(), friends, Instant::now()),
     };
+    node.apply_relay_server();
     for addr in &config.listen {
         let listen_err = |e: &dyn std::fmt::Display| NetError::Listen {
             addr: addr.to_string(),
@@ -291,12 +300,20 @@ impl Node {
             }
             Command::ListenAddrs(reply) => {
                 let me = self.me;
-                let addrs = self
-                    .listen_addrs
-                    .iter()
-                    .map(|a| a.clone().with_p2p(me).unwrap_or_else(|a| a))
-                    .collect();
+                // What I listen on (relayed addresses included), then addresses others
+                // confirmed (AutoNAT, UPnP).
+                let mut addrs: Vec<Multiaddr> = Vec::new();
+                let confirmed = self.swarm.external_addresses();
+                for a in self.listen_addrs.iter().chain(confirmed) {
+                    let a = a.clone().with_p2p(me).unwrap_or_else(|a| a);
+                    if !addrs.contains(&a) {
+                        addrs.push(a);
+                    }
+                }
                 let _ = reply.send(addrs);
+            }
+            Command::Reachability(reply) => {
+                let _ = reply.send(self.relaying.reachability);
             }
         }
     }
@@ -322,6 +339,7 @@ impl Node {
         self.find_holders(now, &connected);
         self.put_head_record(now);
         self.redial(now);
+        self.keep_reservations(now);
         self.send_heads();
         for (reply, report) in self.reach.tick(now) {
             let _ = reply.send(report);

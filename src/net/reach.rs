@@ -154,6 +154,9 @@ struct Waiter<W> {
     deadline: Instant,
     /// Connected at this address; the report waits for the first RTT until `deadline`.
     connected: Option<Option<String>>,
+    /// A failure that did not settle it (no address yet, while the DHT looks): the
+    /// answer at `deadline` unless the peer connects first.
+    unsettled: Option<DialFailure>,
 }
 
 /// Followed peers' dial outcomes, and `peer add`s waiting for one.
@@ -179,16 +182,20 @@ impl<W> Reach<W> {
             reply,
             deadline: now + REPORT_WAIT,
             connected: None,
+            unsettled: None,
         });
     }
 
     /// A dial of followed `peer` failed at `now_ms`. Returns the waiters' answers, and
     /// a log line if this failure is news (another reason than the last one logged, or
-    /// the same one long ago).
+    /// the same one long ago). A failure that is not `settled` (no address known yet,
+    /// while a lookup may still find one) answers the waiters only at their deadline,
+    /// unless the peer connects before.
     pub fn failed(
         &mut self,
         peer: PeerId,
         failure: DialFailure,
+        settled: bool,
         now: Instant,
         now_ms: u64,
     ) -> (Vec<(W, DialReport)>, Option<FailureLine>) {
@@ -211,10 +218,27 @@ impl<W> Reach<W> {
             state.unlogged += 1;
             None
         };
+        if !settled {
+            for w in self.waiting.iter_mut().filter(|w| w.peer == peer) {
+                w.unsettled = Some(failure.clone());
+            }
+            return (Vec::new(), line);
+        }
         let answers = self.answer(|w| {
             (w.peer == peer && w.connected.is_none()).then(|| DialReport::Failed(failure.clone()))
         });
         (answers, line)
+    }
+
+    /// The lookup for `peer` ended without an address: the waiters that only had an
+    /// unsettled failure hear it now.
+    pub fn settle(&mut self, peer: &PeerId) -> Vec<(W, DialReport)> {
+        self.answer(|w| {
+            let failure = w.unsettled.as_ref().filter(|_| w.peer == *peer);
+            failure
+                .filter(|_| w.connected.is_none())
+                .map(|f| DialReport::Failed(f.clone()))
+        })
     }
 
     /// `peer` connected (at `addr`). Returns whether its failures had been logged (so
@@ -250,7 +274,11 @@ impl<W> Reach<W> {
                     addr: addr.clone(),
                     rtt_ms: None,
                 },
-                None => DialReport::Failed(DialFailure::TimedOut { addr: None }),
+                None => DialReport::Failed(
+                    w.unsettled
+                        .clone()
+                        .unwrap_or(DialFailure::TimedOut { addr: None }),
+                ),
             })
         })
     }
@@ -325,12 +353,12 @@ mod tests {
         r.wait(a, "a", t0);
         r.wait(b, "b", t0);
         r.wait(c, "c", t0);
-        let (answers, line) = r.failed(a, refused(1), t0, 1);
+        let (answers, line) = r.failed(a, refused(1), true, t0, 1);
         assert_eq!(answers, vec![("a", DialReport::Failed(refused(1)))]);
         assert!(line.is_some());
         assert!(!r.connected(b, Some("/ip4/1.2.3.4/tcp/5".into()), t0));
         assert!(
-            r.failed(b, refused(2), t0, 2).0.is_empty(),
+            r.failed(b, refused(2), true, t0, 2).0.is_empty(),
             "b is connected"
         );
         let answers = r.rtt(b, Duration::from_millis(3));
@@ -355,28 +383,66 @@ mod tests {
     }
 
     #[test]
+    fn no_address_while_a_lookup_runs_is_told_at_the_deadline_unless_it_connects() {
+        let t0 = Instant::now();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mut r = Reach::default();
+        r.wait(a, "a", t0);
+        r.wait(b, "b", t0);
+        assert!(r
+            .failed(a, DialFailure::NoAddress, false, t0, 1)
+            .0
+            .is_empty());
+        assert!(r
+            .failed(b, DialFailure::NoAddress, false, t0, 1)
+            .0
+            .is_empty());
+        // The DHT found b: it connects, relayed.
+        r.connected(b, Some("/p2p/R/p2p-circuit".into()), t0);
+        let answers = r.rtt(b, Duration::from_millis(30));
+        assert!(matches!(answers[..], [("b", DialReport::Connected { .. })]));
+        let late = r.tick(t0 + REPORT_WAIT);
+        assert_eq!(
+            late,
+            vec![("a", DialReport::Failed(DialFailure::NoAddress))]
+        );
+        assert_eq!(r.last_failure(&a), Some(&(DialFailure::NoAddress, 1)));
+        // A lookup that ends finding nothing settles it at once.
+        r.wait(a, "a again", t0);
+        assert!(r.settle(&a).is_empty(), "no failure yet");
+        r.failed(a, DialFailure::NoAddress, false, t0, 2);
+        assert_eq!(
+            r.settle(&a),
+            vec![("a again", DialReport::Failed(DialFailure::NoAddress))]
+        );
+    }
+
+    #[test]
     fn the_log_hears_of_a_failure_when_it_changes_not_at_every_redial() {
         let t0 = Instant::now();
         let p = PeerId::random();
         let mut r: Reach<()> = Reach::default();
         assert_eq!(
-            r.failed(p, refused(1), t0, 1).1,
+            r.failed(p, refused(1), true, t0, 1).1,
             Some(FailureLine { unlogged: 0 })
         );
         for i in 0..5 {
             let at = t0 + Duration::from_secs(i);
-            assert_eq!(r.failed(p, refused(1), at, 2).1, None);
+            assert_eq!(r.failed(p, refused(1), true, at, 2).1, None);
         }
         assert_eq!(r.last_failure(&p), Some(&(refused(1), 2)));
         // At another address is the same news; another reason is news, and so is the
         // same one much later.
-        assert_eq!(r.failed(p, refused(2), t0, 3).1, None);
+        assert_eq!(r.failed(p, refused(2), true, t0, 3).1, None);
         let timed_out = DialFailure::TimedOut { addr: None };
         assert_eq!(
-            r.failed(p, timed_out.clone(), t0, 3).1,
+            r.failed(p, timed_out.clone(), true, t0, 3).1,
             Some(FailureLine { unlogged: 6 })
         );
-        assert!(r.failed(p, timed_out, t0 + RELOG_AFTER, 4).1.is_some());
+        assert!(r
+            .failed(p, timed_out, true, t0 + RELOG_AFTER, 4)
+            .1
+            .is_some());
         // Reached again: the log is told, and the failure is gone from `peers`.
         assert!(r.connected(p, None, t0));
         assert_eq!(r.last_failure(&p), None);

@@ -33,6 +33,7 @@ impl Node {
     /// is `stored`.
     pub(super) fn follow(&mut self, entry: PeerEntry, stored: Option<SignedHead>) {
         let Some(peer) = entry.peer_id() else { return };
+        self.relaying.friends.follow(peer);
         let behaviour = self.swarm.behaviour_mut();
         let _ = behaviour.gossipsub.subscribe(&head_topic(&peer));
         // Protected: let in past the connection limit, and not counted in it.
@@ -74,6 +75,7 @@ impl Node {
         if !self.swarm.is_connected(&peer) {
             self.stats.remove(&peer);
         }
+        self.relaying.friends.unfollow(&peer);
         if self.followed.remove(&peer).is_some() {
             let behaviour = self.swarm.behaviour_mut();
             let _ = behaviour.gossipsub.unsubscribe(&head_topic(&peer));
@@ -124,6 +126,7 @@ impl Node {
                 let stats = self.stats.get(peer);
                 let connected = self.swarm.is_connected(peer);
                 let failure = self.reach.last_failure(peer).filter(|_| !connected);
+                let link = self.relaying.links.best(peer);
                 PeerInfo {
                     name: f.entry.name.clone(),
                     id: peer.to_string(),
@@ -139,6 +142,8 @@ impl Node {
                     head_root: f.head.as_ref().map(|h| h.head().root.to_string()),
                     last_seen_ms: stats.and_then(|s| s.last_seen_ms),
                     bad_blocks: stats.map_or(0, |s| s.bad_blocks),
+                    connection: link.map(|l| l.kind().to_string()),
+                    transport: link.and_then(|l| l.transport).map(str::to_string),
                 }
             })
             .collect();

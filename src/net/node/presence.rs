@@ -77,9 +77,12 @@ impl Node {
         if !self.followed.contains_key(&peer) {
             return debug!("dialling {peer}: {failure}");
         }
-        let (answers, line) = self
-            .reach
-            .failed(peer, failure.clone(), Instant::now(), now_ms());
+        // No address yet while the DHT has nodes to ask: the lookup under way may find
+        // one (a relayed one, behind NAT), so a waiting `peer add` waits for it.
+        let settled = failure != DialFailure::NoAddress || !self.dht_has_nodes();
+        let (answers, line) =
+            self.reach
+                .failed(peer, failure.clone(), settled, Instant::now(), now_ms());
         for (reply, report) in answers {
             let _ = reply.send(report);
         }
@@ -98,6 +101,11 @@ impl Node {
             }
             None => debug!("cannot reach {}: {failure}", self.who(&peer)),
         }
+    }
+
+    fn dht_has_nodes(&mut self) -> bool {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        kad.kbuckets().any(|b| b.num_entries() > 0)
     }
 
     /// `peer add` of followed `peer`: dial it now, and tell `reply` how it went.

@@ -8,7 +8,10 @@ use libp2p::kad::{self, store::MemoryStore};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{connection_limits, identify, mdns, noise, ping, tcp, yamux, Multiaddr, Swarm};
+use libp2p::{
+    autonat, connection_limits, dcutr, identify, mdns, noise, ping, relay, tcp, upnp, yamux,
+    Multiaddr, Swarm,
+};
 use libp2p_identity::Keypair;
 use tracing::{debug, info, warn};
 
@@ -18,6 +21,7 @@ use crate::net::protocol::{
     BlockCodec, BlockRequest, BlockResponse, Codec, HeadMessages, BLOCK_PROTOCOL,
     BLOCK_PROTOCOL_V1, HEAD_PROTOCOL,
 };
+use crate::net::relay::{Friends, Relay};
 use crate::net::{NetConfig, NetError};
 
 #[derive(NetworkBehaviour)]
@@ -30,6 +34,13 @@ pub(super) struct Behaviour {
     pub(super) gossipsub: gossipsub::Behaviour,
     pub(super) blocks: request_response::Behaviour<BlockCodec>,
     pub(super) heads: request_response::Behaviour<Codec<HeadMessages>>,
+    // NAT traversal (`relaying`): a relay client everywhere, hole punching, AutoNAT,
+    // relaying for others, UPnP when asked.
+    pub(super) relay_client: relay::client::Behaviour,
+    pub(super) dcutr: dcutr::Behaviour,
+    pub(super) autonat: autonat::Behaviour,
+    pub(super) relay: Relay,
+    pub(super) upnp: Toggle<upnp::tokio::Behaviour>,
 }
 
 /// Why `addr`'s fixed TCP or UDP port cannot be ours: someone holds it (a plain bind,
@@ -77,8 +88,10 @@ pub(super) fn any_port(addr: &Multiaddr) -> Option<Multiaddr> {
 pub(super) fn build_swarm(
     keypair: &Keypair,
     config: &NetConfig,
+    friends: Friends,
 ) -> Result<Swarm<Behaviour>, NetError> {
     let mdns_on = config.mdns;
+    let nat = config.nat.clone();
     let max_connections = config.max_connections;
     let kad_mode = if config.dht_server {
         kad::Mode::Server
@@ -95,7 +108,9 @@ pub(super) fn build_swarm(
         )
         .map_err(|e| start_err(&e))?
         .with_quic()
-        .with_behaviour(|key| {
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| start_err(&e))?
+        .with_behaviour(|key, relay_client| {
             let me = key.public().to_peer_id();
             let limits = connection_limits::ConnectionLimits::default()
                 .with_max_pending_incoming(Some(64))
@@ -120,10 +135,12 @@ pub(super) fn build_swarm(
             };
             Ok(Behaviour {
                 limits: connection_limits::Behaviour::new(limits),
-                identify: identify::Behaviour::new(identify::Config::new(
-                    "/peerfs/1.0.0".into(),
-                    key.public(),
-                )),
+                // Pushed again when my addresses change: a relayed address must reach
+                // the relay's DHT before a peer looks for me there.
+                identify: identify::Behaviour::new(
+                    identify::Config::new("/peerfs/1.0.0".into(), key.public())
+                        .with_push_listen_addr_updates(true),
+                ),
                 ping: ping::Behaviour::new(ping::Config::new()),
                 kad,
                 mdns: Toggle::from(mdns),
@@ -142,12 +159,31 @@ pub(super) fn build_swarm(
                     [(HEAD_PROTOCOL, ProtocolSupport::Full)],
                     rr_config,
                 ),
+                relay_client,
+                dcutr: dcutr::Behaviour::new(me),
+                autonat: autonat::Behaviour::new(me, autonat_config()),
+                relay: Relay::new(me, &nat.friend_limits, friends),
+                upnp: Toggle::from(nat.upnp.then(upnp::tokio::Behaviour::default)),
             })
         })
         .map_err(|e| start_err(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
         .build();
     Ok(swarm)
+}
+
+/// AutoNAT (v1): asks connected peers to dial this node back. Any address may be dialled
+/// back, a private one too: a server only dials the IP it sees the asker at, and a
+/// home network or a lab is private addresses throughout.
+fn autonat_config() -> autonat::Config {
+    autonat::Config {
+        only_global_ips: false,
+        // The first verdict soon after start; the default (15 s) leaves `peerfs id`
+        // saying "unknown" for long.
+        boot_delay: Duration::from_secs(3),
+        retry_interval: Duration::from_secs(30),
+        ..autonat::Config::default()
+    }
 }
 
 type BlockEvent = request_response::Event<BlockRequest, BlockResponse>;
@@ -169,6 +205,7 @@ impl Node {
     }
 
     pub(super) fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.note_links(&event);
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!("listening on {address}/p2p/{}", self.me);
@@ -234,9 +271,10 @@ impl Node {
             }
             // A head published just before gossip knew of this follower missed it, and
             // it asked for my head before that commit: send the newest again.
-            BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { topic, .. })
+            BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { topic, peer_id, .. })
                 if topic == head_topic(&self.me).hash() =>
             {
+                self.follower(peer_id);
                 self.gossip_head()
             }
             BehaviourEvent::Ping(ping::Event {
@@ -254,11 +292,12 @@ impl Node {
             }
             // Only DHT servers belong in the routing table: a client would be handed to
             // others as a node to query, and cannot answer.
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
-                if info.protocols.contains(&KAD_PROTOCOL) =>
-            {
-                for addr in info.listen_addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                self.offers_relay(peer_id, &info);
+                if info.protocols.contains(&KAD_PROTOCOL) {
+                    for addr in info.listen_addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
                 }
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
@@ -285,6 +324,20 @@ impl Node {
                     })),
                 ..
             }) => self.dial_holders(providers),
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::GetClosestPeers(found),
+                ..
+            }) => match found {
+                Ok(kad::GetClosestPeersOk { key, peers })
+                | Err(kad::GetClosestPeersError::Timeout { key, peers }) => {
+                    self.found_closest(&key, peers)
+                }
+            },
+            e @ (BehaviourEvent::Autonat(_)
+            | BehaviourEvent::RelayClient(_)
+            | BehaviourEvent::Dcutr(_)
+            | BehaviourEvent::Relay(_)
+            | BehaviourEvent::Upnp(_)) => self.relaying_event(e),
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 result: kad::QueryResult::StartProviding(result),
                 ..
