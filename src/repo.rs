@@ -99,6 +99,9 @@ pub struct Config {
     /// none when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
+    /// Serve IPFS nodes over Bitswap what strangers may read (as the gateway does).
+    #[serde(default = "yes")]
+    pub bitswap: bool,
     #[serde(default)]
     pub import: ImportConfig,
 }
@@ -118,6 +121,7 @@ impl Default for Config {
             max_connections: default_max_connections(),
             allow_other: false,
             gateway: None,
+            bitswap: true,
             import: ImportConfig::default(),
         }
     }

@@ -197,9 +197,15 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         repo.path().join("db"),
         repo.config().sweep_after.as_u64(),
     );
+    let access = Arc::new(StoreAccess::new(
+        store.clone(),
+        matches!(readers, Readers::Everyone),
+    ));
     if let Some(listen) = &repo.config().gateway {
-        let access = StoreAccess::new(store.clone(), matches!(readers, Readers::Everyone));
-        serve_gateway(listen, Arc::new(access), runtime.handle());
+        serve_gateway(listen, Arc::clone(&access), runtime.handle());
+    }
+    if repo.config().bitswap {
+        net.serve_bitswap(access);
     }
     serve_control(control, context, events.clone());
 

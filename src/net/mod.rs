@@ -9,11 +9,13 @@
 //!   and which held blocks a request is answered with.
 //! - [`reach`]: why a dial failed, what `peer add` is told, what the log is told.
 //! - [`activity`]: who is connected and reading my drive now, for `peerfs status`.
+//! - [`bitswap`]: IPFS's block exchange, served to IPFS nodes by the `access` rule.
 //!
 //! Everything outside talks to the node through a [`NetHandle`]: commands in, answers
 //! on oneshot channels, and [`NetEvent`]s (a followed peer's new head) out.
 
 pub mod activity;
+pub mod bitswap;
 pub mod fetch;
 pub mod node;
 pub mod peerbook;
@@ -197,6 +199,8 @@ pub struct NetHandle {
     /// Blocks prefetched for a reader, waiting for it in memory.
     prefetched: Arc<Handover>,
     readers: Readers,
+    /// Opens and accepts streams of the protocols served off the event loop.
+    streams: libp2p_stream::Control,
 }
 
 impl NetHandle {
@@ -295,6 +299,12 @@ impl NetHandle {
     /// Who may read my drive.
     pub fn readers(&self) -> &Readers {
         &self.readers
+    }
+
+    /// Serves Bitswap on the node's runtime, by `access`.
+    pub fn serve_bitswap(&self, access: Arc<dyn crate::access::Access>) {
+        let _in_runtime = self.runtime.enter();
+        bitswap::serve(self.streams.clone(), access);
     }
 
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {

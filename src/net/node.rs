@@ -150,6 +150,7 @@ pub fn start(
     // Transports and listeners register with the runtime they are made in.
     let _guard = runtime.enter();
     let swarm = build_swarm(&keypair, &config)?;
+    let streams = swarm.behaviour().streams.new_control();
     let me = keypair.public().to_peer_id();
     let (commands, inbox) = mpsc::channel(COMMANDS_QUEUED);
     // At most `MAX_SERVING` answers are being made, so they always find room.
@@ -223,6 +224,7 @@ pub fn start(
         fetch_timeout: config.fetch_timeout,
         prefetched,
         readers: config.readers.clone(),
+        streams,
     };
     drop(_guard);
     Ok((handle, runtime))

@@ -30,6 +30,8 @@ pub(super) struct Behaviour {
     pub(super) gossipsub: gossipsub::Behaviour,
     pub(super) blocks: request_response::Behaviour<BlockCodec>,
     pub(super) heads: request_response::Behaviour<Codec<HeadMessages>>,
+    /// Streams of protocols served off the event loop (Bitswap).
+    pub(super) streams: libp2p_stream::Behaviour,
 }
 
 /// Why `addr`'s fixed TCP or UDP port cannot be ours: someone holds it (a plain bind,
@@ -142,6 +144,7 @@ pub(super) fn build_swarm(
                     [(HEAD_PROTOCOL, ProtocolSupport::Full)],
                     rr_config,
                 ),
+                streams: libp2p_stream::Behaviour::new(),
             })
         })
         .map_err(|e| start_err(&e))?
