@@ -346,3 +346,90 @@ fn malformed_messages_are_refused_and_the_daemon_keeps_serving() {
     helia_fetch(&a, &root, &out, Duration::from_secs(30)).expect("Helia after the garbage");
     assert_eq!(fs::read(&out).unwrap(), fs::read(&src).unwrap());
 }
+
+/// `node helia.mjs serve FILE`: a Helia node holding FILE, killed (by PID) on drop.
+struct HeliaServer {
+    child: std::process::Child,
+    cid: String,
+    addr: String,
+}
+
+impl HeliaServer {
+    fn start(file: &Path) -> HeliaServer {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new("node")
+            .arg(helia_dir().join("helia.mjs"))
+            .arg("serve")
+            .arg(file)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start Helia");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("Helia says what it serves");
+        let mut words = line.split_whitespace();
+        let (Some(cid), Some(addr)) = (words.next(), words.next()) else {
+            let _ = child.kill();
+            panic!("Helia printed {line:?}");
+        };
+        HeliaServer {
+            cid: cid.to_string(),
+            addr: addr.to_string(),
+            child,
+        }
+    }
+
+    fn peer_id(&self) -> &str {
+        self.addr.rsplit('/').next().unwrap()
+    }
+}
+
+impl Drop for HeliaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_cid_nobody_here_has_comes_from_a_connected_helia_node_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("from-helia.bin");
+    write(&file, &bytes(3 << 20, 21));
+    let helia = HeliaServer::start(&file);
+    let repo = TestRepo::new();
+    repo.set_config("bootstrap", &format!("[{:?}]", helia.addr));
+    repo.set_config("fetch_timeout", r#""8s""#);
+    let m = Mounted::with_repo(repo);
+    wait_for(
+        "the daemon to connect to Helia",
+        Duration::from_secs(20),
+        || m.repo.ok(&["status", "--json"]).contains(helia.peer_id()),
+    );
+
+    let out = m.repo.command(&["cat", &helia.cid]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "cat over Bitswap: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, fs::read(&file).unwrap());
+    let got = dir.path().join("got.bin");
+    m.repo.ok(&["get", &helia.cid, got.to_str().unwrap()]);
+    assert_eq!(fs::read(&got).unwrap(), fs::read(&file).unwrap());
+
+    // What Helia does not have either: a clear error within the deadline, no hang.
+    let absent = peerfs::block::Block::hash(
+        cid::Version::V1,
+        peerfs::block::RAW,
+        b"neither has this".to_vec(),
+    )
+    .cid()
+    .to_string();
+    let started = std::time::Instant::now();
+    let err = m.repo.fails(&["cat", &absent]);
+    assert!(started.elapsed() < Duration::from_secs(20), "{err}");
+    assert!(err.contains(&absent), "{err}");
+}

@@ -204,9 +204,9 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     if let Some(listen) = &repo.config().gateway {
         serve_gateway(listen, Arc::clone(&access), runtime.handle());
     }
-    if repo.config().bitswap {
-        net.serve_bitswap(access);
-    }
+    // Fetching from Bitswap peers works either way; `bitswap` says whether we serve.
+    let serving: Arc<dyn gateway::Access> = access;
+    net.start_bitswap(repo.config().bitswap.then_some(serving));
     serve_control(control, context, events.clone());
 
     let requesters = serve_until_done(&inbox, &mut mounted, &drive);

@@ -225,6 +225,7 @@ pub fn start(
         prefetched,
         readers: config.readers.clone(),
         streams,
+        bitswap: Arc::default(),
     };
     drop(_guard);
     Ok((handle, runtime))

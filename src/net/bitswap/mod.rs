@@ -1,5 +1,5 @@
 //! Bitswap, the IPFS block exchange (`/ipfs/bitswap/1.2.0`, and 1.1.0 and 1.0.0 for
-//! older peers), so that IPFS nodes can fetch from us. We serve what `access` lets
+//! older peers), so that IPFS nodes can fetch from us and we from them. We serve what `access` lets
 //! strangers read: a want for a block is answered when the block is a root the rule
 //! allows, or is linked from a block this peer was sent (the gateway's rule along a
 //! path, as Bitswap clients walk a DAG one block at a time).
@@ -8,10 +8,12 @@
 //! - `ledger`: one peer's wants and grants, capped.
 //! - `server`: streams accepted, messages read, answers looked up off the event loop
 //!   and sent on a stream of our own, as the protocol has it.
+//! - `client`: a block fetched from connected peers, verified.
 //!
 //! The streams come from the swarm's `libp2p_stream` behaviour: nothing here runs on
 //! the node's event loop.
 
+mod client;
 mod ledger;
 mod server;
 pub mod wire;
@@ -20,7 +22,8 @@ use std::time::Duration;
 
 use libp2p::StreamProtocol;
 
-pub use server::serve;
+pub use client::{FetchError, Fetcher};
+pub use server::start;
 
 /// A message is at most this long, either way (the spec's limit).
 pub const MAX_MESSAGE: usize = 4 << 20;
@@ -45,6 +48,8 @@ const ANSWER_WANTS: usize = 256;
 const ANSWERS_AT_ONCE: usize = 16;
 /// Bytes of incoming messages held at once, over all peers (in KiB).
 const READ_BUDGET_KIB: u32 = 32 << 10;
+/// CIDs being fetched at once; more wait for our own protocol alone.
+const MAX_FETCHING: usize = 1024;
 /// Peers with a session at once; streams from more are refused.
 const MAX_SESSIONS: usize = 256;
 /// Streams one peer may have open towards us at once.

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::time::timeout;
 use tracing::{debug, warn};
 
+use super::client::Fetcher;
 use super::ledger::Ledger;
 use super::wire::{self, Want, Wants, WireError};
 use super::{
@@ -31,8 +32,10 @@ type Inbound = (Version, Wants);
 
 /// What every session shares.
 struct Shared {
-    access: Arc<dyn Access>,
+    access: Option<Arc<dyn Access>>,
     control: Control,
+    /// Where blocks and presences for what we fetch go.
+    fetcher: Fetcher,
     sessions: Mutex<HashMap<PeerId, SessionHandle>>,
     /// Bytes of messages being read, in KiB.
     reading: Arc<Semaphore>,
@@ -47,9 +50,11 @@ struct SessionHandle {
     streams: Arc<Semaphore>,
 }
 
-/// Serves Bitswap on the streams `control` accepts, by `access`, on the current tokio
-/// runtime, until the runtime ends.
-pub fn serve(mut control: Control, access: Arc<dyn Access>) {
+/// Reads Bitswap on the streams `control` accepts, on the current tokio runtime until
+/// it ends: wants are served by `access` (none without it: every answer DONT_HAVE),
+/// blocks go to the returned fetcher.
+pub fn start(mut control: Control, access: Option<Arc<dyn Access>>) -> Fetcher {
+    let fetcher = Fetcher::new(control.clone());
     let mut incoming = Vec::new();
     for version in Version::ALL {
         match control.accept(version.protocol()) {
@@ -60,6 +65,7 @@ pub fn serve(mut control: Control, access: Arc<dyn Access>) {
     let shared = Arc::new(Shared {
         access,
         control,
+        fetcher: fetcher.clone(),
         sessions: Mutex::new(HashMap::new()),
         reading: Arc::new(Semaphore::new(READ_BUDGET_KIB as usize)),
         answering: Arc::new(Semaphore::new(ANSWERS_AT_ONCE)),
@@ -70,6 +76,7 @@ pub fn serve(mut control: Control, access: Arc<dyn Access>) {
             accept(&shared, peer, s, version);
         }
     });
+    fetcher
 }
 
 /// Starts reading a stream `peer` opened, if it has room for one more.
@@ -83,8 +90,9 @@ fn accept(shared: &Arc<Shared>, peer: PeerId, s: Stream, version: Version) {
         return;
     };
     let reading = Arc::clone(&shared.reading);
+    let fetcher = shared.fetcher.clone();
     tokio::spawn(async move {
-        if let Err(e) = read(s, version, &session.messages, &reading).await {
+        if let Err(e) = read(s, version, &session.messages, &reading, &fetcher).await {
             debug!("bitswap: a message from {peer} refused: {e}");
         }
         drop(slot);
@@ -118,6 +126,7 @@ async fn read(
     version: Version,
     to: &mpsc::Sender<Inbound>,
     budget: &Arc<Semaphore>,
+    fetcher: &Fetcher,
 ) -> Result<(), WireError> {
     // A stream may stay open between messages for as long as the connection does.
     while let Some(len) = wire::read_len(&mut s).await? {
@@ -131,6 +140,7 @@ async fn read(
             .await
             .map_err(|_| timed_out())??;
         drop(room);
+        fetcher.received(&message);
         let wants = Wants::of(&message)?;
         if to.send((version, wants)).await.is_err() {
             return Ok(());
@@ -207,9 +217,9 @@ impl Session {
             return;
         };
         let taken = self.ledger.take(ANSWER_WANTS);
-        let access = Arc::clone(&self.shared.access);
+        let access = self.shared.access.clone();
         let peer = self.peer;
-        let looked = tokio::task::spawn_blocking(move || look_up(access.as_ref(), taken)).await;
+        let looked = tokio::task::spawn_blocking(move || look_up(access.as_deref(), taken)).await;
         let looked = match looked {
             Ok(Ok(l)) => l,
             Ok(Err(e)) => {
@@ -285,20 +295,24 @@ async fn write(s: &mut Stream, message: &wire::Message) -> std::io::Result<()> {
 
 /// Looks up each want, by the access rule and the peer's grants (`true` beside a
 /// want), until the answer's blocks fill a message.
-fn look_up(access: &dyn Access, wants: Vec<(Want, bool)>) -> Result<Looked, StoreError> {
+fn look_up(access: Option<&dyn Access>, wants: Vec<(Want, bool)>) -> Result<Looked, StoreError> {
     let mut answers = Vec::with_capacity(wants.len());
     let mut bytes = 0usize;
     let mut wants = wants.into_iter();
     while let Some((want, granted)) = wants.next() {
-        let allowed = granted || access.may_serve(&want.cid)?;
         let absent = if want.send_dont_have {
             Answer::DontHave
         } else {
             Answer::Nothing
         };
-        let answer = if !allowed {
-            absent
-        } else if want.have {
+        let access = match access {
+            Some(a) if granted || a.may_serve(&want.cid)? => a,
+            _ => {
+                answers.push((want.cid, absent));
+                continue;
+            }
+        };
+        let answer = if want.have {
             match access.blocks().get(&want.cid)? {
                 // The block itself saves the round trip of a want-block after the HAVE.
                 Some(data) if data.len() <= HAVE_AS_BLOCK => Answer::Block(data),
