@@ -132,9 +132,11 @@ fn a_drive_closed_to_strangers_gives_helia_nothing_and_pins_stay_servable() {
 }
 
 const BITSWAP: StreamProtocol = StreamProtocol::new("/ipfs/bitswap/1.2.0");
+const BITSWAP_110: StreamProtocol = StreamProtocol::new("/ipfs/bitswap/1.1.0");
 
 /// A bare libp2p node speaking Bitswap by hand.
 struct RawClient {
+    protocol: StreamProtocol,
     control: libp2p_stream::Control,
     incoming: libp2p_stream::IncomingStreams,
     peer: PeerId,
@@ -143,6 +145,11 @@ struct RawClient {
 
 impl RawClient {
     fn connect(addr: &str) -> RawClient {
+        RawClient::speaking(addr, BITSWAP)
+    }
+
+    /// A client that speaks only `protocol`.
+    fn speaking(addr: &str, protocol: StreamProtocol) -> RawClient {
         let mut swarm = libp2p::SwarmBuilder::with_new_identity()
             .with_tokio()
             .with_tcp(
@@ -156,7 +163,7 @@ impl RawClient {
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
             .build();
         let mut control = swarm.behaviour().new_control();
-        let incoming = control.accept(BITSWAP).unwrap();
+        let incoming = control.accept(protocol.clone()).unwrap();
         let addr: Multiaddr = addr.parse().unwrap();
         let Some(Protocol::P2p(peer)) = addr.iter().last() else {
             panic!("{addr} has no /p2p/")
@@ -168,6 +175,7 @@ impl RawClient {
             }
         });
         RawClient {
+            protocol,
             control,
             incoming,
             peer,
@@ -178,7 +186,11 @@ impl RawClient {
     /// Opens a stream, writes `bytes` and closes our side; then says whether the
     /// daemon closed its side within 10 s (it refused the message).
     async fn refused(&mut self, bytes: &[u8]) -> bool {
-        let mut s = self.control.open_stream(self.peer, BITSWAP).await.unwrap();
+        let mut s = self
+            .control
+            .open_stream(self.peer, self.protocol.clone())
+            .await
+            .unwrap();
         let _ = s.write_all(bytes).await;
         let _ = s.close().await;
         let mut buf = [0u8; 64];
@@ -195,7 +207,11 @@ impl RawClient {
         message: &wire::Message,
         mut done: impl FnMut(&[wire::Message]) -> bool,
     ) -> Vec<wire::Message> {
-        let mut s = self.control.open_stream(self.peer, BITSWAP).await.unwrap();
+        let mut s = self
+            .control
+            .open_stream(self.peer, self.protocol.clone())
+            .await
+            .unwrap();
         s.write_all(&message.encode_length_delimited_to_vec())
             .await
             .unwrap();
@@ -339,6 +355,18 @@ fn malformed_messages_are_refused_and_the_daemon_keeps_serving() {
             absent.parse::<cid::Cid>().unwrap().to_bytes()
         );
         assert_eq!(presences[0].r#type, wire::PresenceType::DontHave as i32);
+        drop(raw);
+
+        // A 1.1.0 peer gets its answer on 1.1.0: the block with its prefix, and no
+        // presences (1.1.0 has none).
+        let mut old = RawClient::speaking(&a, BITSWAP_110);
+        let answers = old
+            .ask(&ask, |got| got.iter().any(|m| !m.payload.is_empty()))
+            .await;
+        let blocks: Vec<&wire::PayloadBlock> = answers.iter().flat_map(|m| &m.payload).collect();
+        assert_eq!(blocks.len(), 1, "{answers:?}");
+        assert_eq!(blocks[0].prefix, wire::prefix(&root_cid));
+        assert!(answers.iter().all(|m| m.block_presences.is_empty()));
     });
     assert!(m.alive(), "the daemon died");
     // And an IPFS node still gets the file.
