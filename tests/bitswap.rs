@@ -447,6 +447,20 @@ fn a_cid_nobody_here_has_comes_from_a_connected_helia_node_verified() {
     let got = dir.path().join("got.bin");
     m.repo.ok(&["get", &helia.cid, got.to_str().unwrap()]);
     assert_eq!(fs::read(&got).unwrap(), fs::read(&file).unwrap());
+    assert!(m.repo.ok(&["ls", &helia.cid]).contains(&helia.cid));
+    // Pinned, it stays when Helia is gone.
+    m.repo.ok(&["pin", &helia.cid]);
+    assert!(m.repo.ok(&["pins"]).contains(&helia.cid));
+    let cid = helia.cid.clone();
+    drop(helia);
+    // A sweep takes what only the cache held; the pin's blocks stay.
+    m.repo.ok(&["gc"]);
+    let out = m.repo.command(&["cat", &cid]).output().unwrap();
+    assert_eq!(
+        out.stdout,
+        fs::read(&file).unwrap(),
+        "the pin, without Helia"
+    );
 
     // What Helia does not have either: a clear error within the deadline, no hang.
     let absent = peerfs::block::Block::hash(

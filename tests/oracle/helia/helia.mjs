@@ -19,6 +19,7 @@ if (typeof Promise.withResolvers !== 'function') {
 }
 
 const fs = await import('node:fs')
+const { setMaxListeners } = await import('node:events')
 const path = await import('node:path')
 const { createHeliaLight } = await import('helia')
 const { withLibp2pLight } = await import('@helia/libp2p')
@@ -98,6 +99,8 @@ if (cmd === 'fetch') {
   const [addr, cidText, out, timeoutMs] = args
   const helia = await node([])
   const signal = AbortSignal.timeout(Number(timeoutMs))
+  // Every block read listens on it: not a leak.
+  setMaxListeners(Infinity, signal)
   const summary = { files: 0, dirs: 0, hamtShards: 0, symlinks: 0, bytes: 0 }
   let code = 0
   try {
