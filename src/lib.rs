@@ -9,6 +9,7 @@
 //! - [`unixfs`]: the IPFS file format, exact to Kubo and the reference importer: DAG-PB,
 //!   UnixFS 1.5 metadata, balanced file DAGs, HAMT directories, random-access reads.
 //!   Uses only `block` and the `store` traits.
+//! - [`access`]: what strangers may read (the gateway's and Bitswap's rule).
 //! - [`add`] / [`get`]: local files and trees into the store, and back out.
 //! - [`car`]: CAR archives in and out, verified block by block.
 //! - [`repo`]: a repo directory: identity, config, database, the lock that keeps it to
@@ -32,6 +33,7 @@
 //! - [`daemon`]: one process per repo: mounts, commits on an interval, answers the
 //!   control socket. It and the CLI are the only modules that know everybody.
 
+pub mod access;
 pub mod add;
 pub mod block;
 pub mod car;

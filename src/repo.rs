@@ -124,6 +124,9 @@ pub struct Config {
     /// Ask the home router for a port mapping (UPnP).
     #[serde(default)]
     pub upnp: bool,
+    /// Serve IPFS nodes over Bitswap what strangers may read (as the gateway does).
+    #[serde(default = "yes")]
+    pub bitswap: bool,
     #[serde(default)]
     pub import: ImportConfig,
 }
@@ -150,6 +153,7 @@ impl Default for Config {
             relay_circuit_duration: default_relay_circuit_duration(),
             relay_circuits: default_relay_circuits(),
             upnp: false,
+            bitswap: true,
             import: ImportConfig::default(),
         }
     }

@@ -225,10 +225,16 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         repo.path().join("db"),
         repo.config().sweep_after.as_u64(),
     );
+    let access = Arc::new(StoreAccess::new(
+        store.clone(),
+        matches!(readers, Readers::Everyone),
+    ));
     if let Some(listen) = &repo.config().gateway {
-        let access = StoreAccess::new(store.clone(), matches!(readers, Readers::Everyone));
-        serve_gateway(listen, Arc::new(access), runtime.handle());
+        serve_gateway(listen, Arc::clone(&access), runtime.handle());
     }
+    // Fetching from Bitswap peers works either way; `bitswap` says whether we serve.
+    let serving: Arc<dyn gateway::Access> = access;
+    net.start_bitswap(repo.config().bitswap.then_some(serving));
     serve_control(control, context, events.clone());
 
     let requesters = serve_until_done(&inbox, &mut mounted, &drive);

@@ -3,7 +3,6 @@
 //! and directory listings for a person with a browser. It serves what strangers may
 //! read (see `access`) and only what is here: it fetches nothing from peers.
 
-pub mod access;
 mod body;
 mod listing;
 mod request;
@@ -20,7 +19,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-pub use access::{Access, StoreAccess};
+// The rule lives beside the store: Bitswap serves by it too.
+use crate::access;
+pub use crate::access::{Access, StoreAccess};
 
 /// Where `peerfs gateway` listens unless told otherwise: this machine only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

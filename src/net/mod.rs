@@ -12,11 +12,13 @@
 //! - [`nat`]: reaching peers behind NAT: settings, this node's reachability, how each
 //!   peer is reached (direct or relayed).
 //! - [`relay`]: relaying for others, friends with generous limits.
+//! - [`bitswap`]: IPFS's block exchange, served to IPFS nodes by the `access` rule.
 //!
 //! Everything outside talks to the node through a [`NetHandle`]: commands in, answers
 //! on oneshot channels, and [`NetEvent`]s (a followed peer's new head) out.
 
 pub mod activity;
+pub mod bitswap;
 pub mod fetch;
 pub mod nat;
 pub mod node;
@@ -215,6 +217,10 @@ pub struct NetHandle {
     /// Blocks prefetched for a reader, waiting for it in memory.
     prefetched: Arc<Handover>,
     readers: Readers,
+    /// Opens and accepts streams of the protocols served off the event loop.
+    streams: libp2p_stream::Control,
+    /// Fetches from Bitswap peers, once Bitswap is started.
+    bitswap: Arc<std::sync::OnceLock<bitswap::Fetcher>>,
 }
 
 impl NetHandle {
@@ -242,14 +248,83 @@ impl NetHandle {
 
     /// Fetches one block, verified, from `owner` or any peer that has it. Blocks the
     /// calling thread (never a FUSE session thread) for at most the fetch timeout.
+    /// A CID of no drive (`owner` none: `cat`, `get`, `pin` of a CID) is also asked of
+    /// the connected Bitswap peers, at the same time and within the same deadline: the
+    /// first verified block wins.
     pub fn fetch(&self, cid: &Cid, owner: Option<PeerId>) -> Result<Vec<u8>, Unavailable> {
-        let margin = Duration::from_secs(1);
-        self.ask(self.fetch_timeout + margin, |tx| Command::Fetch {
+        let limit = self.fetch_timeout + Duration::from_secs(1);
+        let bitswap = owner.is_none().then(|| self.fetch_bitswap(*cid)).flatten();
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Command::Fetch {
             cid: *cid,
             owner,
             reply: Some(tx),
+        }) {
+            return Err(Unavailable::Stopped);
+        }
+        let ours = async move {
+            match tokio::time::timeout(limit, rx).await {
+                Ok(Ok(answer)) => answer,
+                _ => Err(Unavailable::Stopped),
+            }
+        };
+        let Some(bitswap) = bitswap else {
+            return self.runtime.block_on(ours);
+        };
+        let theirs = async move {
+            match tokio::time::timeout(limit, bitswap).await {
+                Ok(Ok(Ok(block))) => Some(block),
+                Ok(Ok(Err(e))) => {
+                    tracing::debug!("bitswap: {cid}: {e}");
+                    None
+                }
+                _ => None,
+            }
+        };
+        let keep = |block: crate::block::Block| {
+            if let Err(e) = self.store.put_cached(std::slice::from_ref(&block), None) {
+                tracing::warn!("cannot keep block {cid} fetched over Bitswap: {e}");
+            }
+            block.into_data()
+        };
+        self.runtime.block_on(async move {
+            tokio::pin!(ours, theirs);
+            tokio::select! {
+                answer = &mut ours => match answer {
+                    Ok(data) => Ok(data),
+                    Err(why) => theirs.await.map(keep).ok_or(why),
+                },
+                block = &mut theirs => match block {
+                    Some(block) => Ok(keep(block)),
+                    None => ours.await,
+                },
+            }
         })
-        .unwrap_or(Err(Unavailable::Stopped))
+    }
+
+    /// Asks the connected peers for `cid` over Bitswap, in the background; the answer
+    /// comes on the receiver (dropping it ends the fetch).
+    fn fetch_bitswap(
+        &self,
+        cid: Cid,
+    ) -> Option<oneshot::Receiver<Result<crate::block::Block, bitswap::FetchError>>> {
+        let fetcher = self.bitswap.get()?.clone();
+        let peers: Vec<PeerId> = self
+            .connected_peers()
+            .into_iter()
+            .filter(|p| p.connected)
+            .filter_map(|p| p.id.parse().ok())
+            .collect();
+        let limit = self.fetch_timeout;
+        let (tx, rx) = oneshot::channel();
+        self.runtime.spawn(async move {
+            let mut tx = tx;
+            tokio::select! {
+                got = fetcher.fetch(cid, &peers, limit) => drop(tx.send(got)),
+                _ = tx.closed() => {}
+            }
+        });
+        Some(rx)
     }
 
     /// A block prefetched for a reader, if it is waiting in memory (handed over once).
@@ -313,6 +388,14 @@ impl NetHandle {
     /// Who may read my drive.
     pub fn readers(&self) -> &Readers {
         &self.readers
+    }
+
+    /// Starts Bitswap on the node's runtime: serving by `access` (with none, nothing is
+    /// served), and fetching from Bitswap peers what our own protocol does not find.
+    pub fn start_bitswap(&self, access: Option<Arc<dyn crate::access::Access>>) {
+        let _in_runtime = self.runtime.enter();
+        let fetcher = bitswap::start(self.streams.clone(), access);
+        let _ = self.bitswap.set(fetcher);
     }
 
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {

@@ -157,6 +157,7 @@ pub fn start(
     let _guard = runtime.enter();
     let friends = crate::net::relay::Friends::default();
     let swarm = build_swarm(&keypair, &config, friends.clone())?;
+    let streams = swarm.behaviour().streams.new_control();
     let me = keypair.public().to_peer_id();
     let (commands, inbox) = mpsc::channel(COMMANDS_QUEUED);
     // At most `MAX_SERVING` answers are being made, so they always find room.
@@ -232,6 +233,8 @@ pub fn start(
         fetch_timeout: config.fetch_timeout,
         prefetched,
         readers: config.readers.clone(),
+        streams,
+        bitswap: Arc::default(),
     };
     drop(_guard);
     Ok((handle, runtime))

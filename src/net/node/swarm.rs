@@ -41,6 +41,8 @@ pub(super) struct Behaviour {
     pub(super) autonat: autonat::Behaviour,
     pub(super) relay: Relay,
     pub(super) upnp: Toggle<upnp::tokio::Behaviour>,
+    /// Streams of protocols served off the event loop (Bitswap).
+    pub(super) streams: libp2p_stream::Behaviour,
 }
 
 /// Why `addr`'s fixed TCP or UDP port cannot be ours: someone holds it (a plain bind,
@@ -164,6 +166,7 @@ pub(super) fn build_swarm(
                 autonat: autonat::Behaviour::new(me, autonat_config()),
                 relay: Relay::new(me, &nat.friend_limits, friends),
                 upnp: Toggle::from(nat.upnp.then(upnp::tokio::Behaviour::default)),
+                streams: libp2p_stream::Behaviour::new(),
             })
         })
         .map_err(|e| start_err(&e))?

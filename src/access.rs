@@ -1,7 +1,8 @@
-//! What the gateway serves: the same rule as for a stranger on the network. My drive
-//! only when it is open to everyone (`readers = "*"`); what I pinned, added or imported
+//! What strangers may read, over the gateway and over Bitswap alike. My drive only
+//! when it is open to everyone (`readers = "*"`); what I pinned, added or imported
 //! always; never blocks cached for other peers' drives. A request is judged by the CID
-//! it names; everything reached from that CID along a path is served with it.
+//! it names; everything reached from that CID along a path is served with it (the
+//! gateway follows the path; Bitswap remembers, per peer, the links of what it sent).
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use cid::Cid;
 use crate::store::rocks::RocksStore;
 use crate::store::{Blocks, Holding, StoreError};
 
-/// Where the gateway reads blocks, and whom they are open to.
+/// Where the gateway and Bitswap read blocks, and whom they are open to.
 pub trait Access: Send + Sync + 'static {
     fn blocks(&self) -> &dyn Blocks;
     /// Whether a stranger may read the DAG under `root`.
