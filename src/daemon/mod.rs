@@ -114,6 +114,7 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     let book = PeerBook::load(repo.path())?;
     let net_config = net_config(&repo, &book, &flags)?;
     let readers = net_config.readers.clone();
+    let corrupt_served_blocks = net_config.corrupt_served_blocks;
     drive.set_open(matches!(readers, Readers::Everyone));
     let (net_events, net_inbox) = mpsc::sync_channel(net::EVENTS_QUEUED);
     let (net, runtime) = net::node::start(
@@ -234,7 +235,10 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     }
     // Fetching from Bitswap peers works either way; `bitswap` says whether we serve.
     let serving: Arc<dyn gateway::Access> = access;
-    net.start_bitswap(repo.config().bitswap.then_some(serving));
+    net.start_bitswap(
+        repo.config().bitswap.then_some(serving),
+        corrupt_served_blocks,
+    );
     serve_control(control, context, events.clone());
 
     let requesters = serve_until_done(&inbox, &mut mounted, &drive);

@@ -392,9 +392,11 @@ impl NetHandle {
 
     /// Starts Bitswap on the node's runtime: serving by `access` (with none, nothing is
     /// served), and fetching from Bitswap peers what our own protocol does not find.
-    pub fn start_bitswap(&self, access: Option<Arc<dyn crate::access::Access>>) {
+    /// Serves Bitswap by `access` (nothing without it) and fetches over it. `corrupt`:
+    /// tests only, every block sent is wrong, as a lying peer's.
+    pub fn start_bitswap(&self, access: Option<Arc<dyn crate::access::Access>>, corrupt: bool) {
         let _in_runtime = self.runtime.enter();
-        let fetcher = bitswap::start(self.streams.clone(), access);
+        let fetcher = bitswap::start(self.streams.clone(), access, corrupt);
         let _ = self.bitswap.set(fetcher);
     }
 

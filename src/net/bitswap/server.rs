@@ -33,6 +33,8 @@ type Inbound = (Version, Wants);
 /// What every session shares.
 struct Shared {
     access: Option<Arc<dyn Access>>,
+    /// Tests only: every block sent has a byte flipped, like a lying peer's.
+    corrupt: bool,
     control: Control,
     /// Where blocks and presences for what we fetch go.
     fetcher: Fetcher,
@@ -53,7 +55,7 @@ struct SessionHandle {
 /// Reads Bitswap on the streams `control` accepts, on the current tokio runtime until
 /// it ends: wants are served by `access` (none without it: every answer DONT_HAVE),
 /// blocks go to the returned fetcher.
-pub fn start(mut control: Control, access: Option<Arc<dyn Access>>) -> Fetcher {
+pub fn start(mut control: Control, access: Option<Arc<dyn Access>>, corrupt: bool) -> Fetcher {
     let fetcher = Fetcher::new(control.clone());
     let mut incoming = Vec::new();
     for version in Version::ALL {
@@ -64,6 +66,7 @@ pub fn start(mut control: Control, access: Option<Arc<dyn Access>>) -> Fetcher {
     }
     let shared = Arc::new(Shared {
         access,
+        corrupt,
         control,
         fetcher: fetcher.clone(),
         sessions: Mutex::new(HashMap::new()),
@@ -218,8 +221,10 @@ impl Session {
         };
         let taken = self.ledger.take(ANSWER_WANTS);
         let access = self.shared.access.clone();
+        let corrupt = self.shared.corrupt;
         let peer = self.peer;
-        let looked = tokio::task::spawn_blocking(move || look_up(access.as_deref(), taken)).await;
+        let looked =
+            tokio::task::spawn_blocking(move || look_up(access.as_deref(), taken, corrupt)).await;
         let looked = match looked {
             Ok(Ok(l)) => l,
             Ok(Err(e)) => {
@@ -295,7 +300,11 @@ async fn write(s: &mut Stream, message: &wire::Message) -> std::io::Result<()> {
 
 /// Looks up each want, by the access rule and the peer's grants (`true` beside a
 /// want), until the answer's blocks fill a message.
-fn look_up(access: Option<&dyn Access>, wants: Vec<(Want, bool)>) -> Result<Looked, StoreError> {
+fn look_up(
+    access: Option<&dyn Access>,
+    wants: Vec<(Want, bool)>,
+    corrupt: bool,
+) -> Result<Looked, StoreError> {
     let mut answers = Vec::with_capacity(wants.len());
     let mut bytes = 0usize;
     let mut wants = wants.into_iter();
@@ -331,6 +340,15 @@ fn look_up(access: Option<&dyn Access>, wants: Vec<(Want, bool)>) -> Result<Look
                 }
                 _ => absent,
             }
+        };
+        let answer = match answer {
+            Answer::Block(mut data) if corrupt => {
+                if let Some(last) = data.last_mut() {
+                    *last ^= 1;
+                }
+                Answer::Block(data)
+            }
+            other => other,
         };
         answers.push((want.cid, answer));
     }
