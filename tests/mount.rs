@@ -36,11 +36,14 @@ fn mount_layout_status_and_unmount() {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(top.len(), 2, "{top:?}");
-    assert!(top.contains(&"drive".into()) && top.contains(&"peers".into()));
-    assert_eq!(fs::read_dir(m.mnt.path().join("peers")).unwrap().count(), 0);
-    let err = fs::create_dir(m.mnt.path().join("peers/x")).unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    let mut top = top;
+    top.sort();
+    assert_eq!(top, ["drive", "ipfs", "peers"]);
+    for dir in ["peers", "ipfs"] {
+        assert_eq!(fs::read_dir(m.mnt.path().join(dir)).unwrap().count(), 0);
+        let err = fs::create_dir(m.mnt.path().join(dir).join("x")).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "mkdir in {dir}/");
+    }
 
     write(&m.drive().join("hello.txt"), b"hello\n");
     let status = m.repo.ok(&["status"]);
