@@ -4,6 +4,7 @@
 //! ring is told how many events it missed, and the daemon's memory stays the same.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -105,6 +106,18 @@ struct Ring {
 pub struct Feed {
     ring: Mutex<Ring>,
     wake: Condvar,
+    /// Watches connected now: what only a watcher reads (a head's changes, which cost
+    /// fetching blocks) is worked out only while there is one.
+    watchers: AtomicUsize,
+}
+
+/// A watch connected to the feed, counted until dropped.
+pub struct Watching<'f>(&'f Feed);
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        self.0.watchers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Feed {
@@ -122,9 +135,15 @@ impl Feed {
         self.wake.notify_all();
     }
 
-    /// The position a new watcher starts from: what is published from now on.
-    pub fn position(&self) -> u64 {
-        self.ring().next
+    /// A new watcher: its position (what is published from now on), and its count.
+    pub fn watch(&self) -> (u64, Watching<'_>) {
+        self.watchers.fetch_add(1, Ordering::Relaxed);
+        (self.ring().next, Watching(self))
+    }
+
+    /// Whether a watch is connected.
+    pub fn watched(&self) -> bool {
+        self.watchers.load(Ordering::Relaxed) > 0
     }
 
     /// The events from `from` on, waiting up to `timeout` for the first; and the
@@ -163,7 +182,8 @@ mod tests {
     fn a_watcher_gets_what_came_after_it_started_and_hears_of_what_it_missed() {
         let feed = Feed::default();
         feed.publish(What::Watching);
-        let at = feed.position();
+        let (at, watching) = feed.watch();
+        assert!(feed.watched());
         let (none, same) = feed.read_from(at, Duration::from_millis(10));
         assert!(none.is_empty());
         assert_eq!(same, at);
@@ -178,6 +198,8 @@ mod tests {
         let (got, _) = feed.read_from(next, Duration::ZERO);
         assert_eq!(missed(&got), Some(10));
         assert_eq!(got.len(), KEPT + 1);
+        drop(watching);
+        assert!(!feed.watched());
     }
 
     #[test]

@@ -74,7 +74,8 @@ pub(super) fn follow_heads(
                         seq: h.seq,
                         root: h.root.to_string(),
                     });
-                    let Some(old) = old.filter(|o| *o != h.root) else {
+                    // Listing the changes fetches blocks: only for someone watching.
+                    let Some(old) = old.filter(|o| *o != h.root && feed.watched()) else {
                         continue;
                     };
                     let job = DiffJob {

@@ -19,7 +19,7 @@ const STALLED: Duration = Duration::from_secs(30);
 /// delivered, or counted as missed), then the events about `peers` (all, when none
 /// are named).
 pub(super) fn serve(conn: &UnixStream, feed: &Feed, peers: &[String]) -> std::io::Result<()> {
-    let mut at = feed.position();
+    let (mut at, _watching) = feed.watch();
     // A client that stops reading is given up on, not waited for.
     conn.set_write_timeout(Some(STALLED))?;
     let gone = Arc::new(AtomicBool::new(false));
