@@ -148,17 +148,7 @@ fn gc_frees_old_versions_and_unpinned_trees_and_nothing_else() {
 
 /// One `user.peerfs.*` attribute of `path`, as text.
 fn xattr(path: &std::path::Path, name: &str) -> String {
-    let out = std::process::Command::new("getfattr")
-        .args(["--only-values", "-n", name])
-        .arg(path)
-        .output()
-        .expect("getfattr");
-    assert!(
-        out.status.success(),
-        "getfattr -n {name} {}",
-        path.display()
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::xattr(path, name).unwrap_or_else(|| panic!("getfattr -n {name} {}", path.display()))
 }
 
 #[test]

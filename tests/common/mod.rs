@@ -385,12 +385,19 @@ pub fn kill(m: &Mounted) {
 }
 
 pub fn cid_of(path: &Path) -> String {
+    xattr(path, "user.peerfs.cid").unwrap_or_default()
+}
+
+/// The value of extended attribute `name` of `path`, trimmed; `None` if it has none.
+pub fn xattr(path: &Path, name: &str) -> Option<String> {
     let out = Command::new("getfattr")
-        .args(["--only-values", "-n", "user.peerfs.cid"])
+        .args(["--only-values", "-n", name])
         .arg(path)
         .output()
         .expect("getfattr");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// `peerfs mount` of `repo` at `mnt` (loopback, no mDNS) with the daemon's heap capped
