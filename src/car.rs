@@ -298,7 +298,7 @@ pub fn import<R: Read>(
                 }
                 // Only cache (fetched for a peer's drive): the import's pin makes it
                 // ours, or eviction would take it from under the pin.
-                Some(Holding::Cached(_)) => sink.put(block)?,
+                Some(Holding::Fetched(_)) => sink.put(block)?,
                 Some(Holding::Own) => {}
             }
         }

@@ -94,15 +94,16 @@ pub fn walk_tree(
 
 /// Pins `root` under `label`: reads its whole DAG through `blocks` (which may fetch),
 /// claiming each block from the evictable cache as it goes, then records the pin.
+/// `owner`: the peer whose drive the tree is in, whose rule its blocks stay under.
 pub fn pin_tree(
     store: &RocksStore,
     blocks: &dyn Blocks,
-    root: &Cid,
+    (root, owner): (&Cid, Option<PeerId>),
     label: &str,
     ahead: impl FnMut(&[Cid]),
     progress: impl FnMut(WalkProgress),
 ) -> Result<WalkProgress, PinError> {
-    let keep = |cid: &Cid, data: &[u8]| store.keep_block(cid, data);
+    let keep = |cid: &Cid, data: &[u8]| store.keep_block(cid, data, owner);
     let done = walk_tree(blocks, root, ahead, keep, progress)?;
     // Fetched blocks were written without the write-ahead log; make them durable
     // before the pin says they are kept.
@@ -117,12 +118,13 @@ pub fn pin_tree(
 pub fn keep_path(
     store: &RocksStore,
     blocks: &dyn Blocks,
-    root: &Cid,
+    (root, owner): (&Cid, PeerId),
     path: &str,
 ) -> Result<Cid, PinError> {
     let keeping = Keeping {
         inner: blocks,
         store,
+        owner,
     };
     let (cid, _) = crate::unixfs::resolve(&keeping, root, path).map_err(|e| PinError::Path {
         path: path.to_string(),
@@ -131,17 +133,18 @@ pub fn keep_path(
     Ok(cid)
 }
 
-/// A store that keeps every block read through it.
+/// A store that keeps every block read through it, as `owner`'s.
 struct Keeping<'a> {
     inner: &'a dyn Blocks,
     store: &'a RocksStore,
+    owner: PeerId,
 }
 
 impl Blocks for Keeping<'_> {
     fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
         let got = self.inner.get(cid)?;
         if let Some(data) = &got {
-            self.store.keep_block(cid, data)?;
+            self.store.keep_block(cid, data, Some(self.owner))?;
         }
         Ok(got)
     }

@@ -327,3 +327,37 @@ fn a_mounted_drive_is_served_by_its_daemon_when_config_says_where() {
     assert_eq!(body, b"served while mounted");
     m.unmount();
 }
+
+#[test]
+fn a_pinned_file_of_a_restricted_drive_is_not_served_to_strangers() {
+    // Alice's drive is readable by those she follows; she follows Bob.
+    let a = Mounted::new();
+    let b = Mounted::readable_by_everyone();
+    follow(&a, &b, "bob");
+    write(&a.drive().join("secret.txt"), b"for bob only");
+    follow(&b, &a, "alice");
+    let theirs = b.mnt.path().join("peers/alice/secret.txt");
+    wait_for(
+        "bob reads alice's file",
+        std::time::Duration::from_secs(20),
+        || fs::read(&theirs).is_ok_and(|d| d == b"for bob only"),
+    );
+    let secret = cid_of(&theirs);
+    b.repo.ok(&["pin", theirs.to_str().unwrap()]);
+    write(&b.drive().join("bobs.txt"), b"bob's own");
+    let bobs = cid_of(&b.drive().join("bobs.txt"));
+    b.unmount();
+    a.unmount();
+
+    // Bob's drive is open to everyone, and what he pinned of Alice's stays hers.
+    let gw = Gateway::start(&b.repo);
+    let (status, _, body) = gw.get(&format!("/ipfs/{bobs}"), &[]);
+    assert_eq!((status, body.as_slice()), (200, &b"bob's own"[..]));
+    let (status, _, body) = gw.get(&format!("/ipfs/{secret}"), &[]);
+    assert_eq!(
+        status,
+        403,
+        "a pin of a restricted drive: {}",
+        String::from_utf8_lossy(&body)
+    );
+}

@@ -111,7 +111,8 @@ pub fn pin(repo_path: &Path, arg: &str) -> Result<()> {
 fn pin_offline(repo_path: &Path, target: &Target) -> Result<(u64, u64)> {
     let repo = Repo::open(repo_path).context("opening the repo")?;
     let store = repo.store();
-    match pin::pin_tree(store, store, &target.cid(), &target.label(), |_| {}, |_| {}) {
+    let root = (&target.cid(), None);
+    match pin::pin_tree(store, store, root, &target.label(), |_| {}, |_| {}) {
         Ok(done) => Ok((done.blocks, done.bytes)),
         Err(PinError::Missing(cid)) => bail!(
             "block {cid} of {} is not here, and no daemon runs to fetch it: start one with `peerfs mount MOUNTPOINT`",

@@ -104,7 +104,7 @@ impl Context {
         // path still opens when the owner is gone.
         if let Some((peer, below)) = &in_peer {
             if let Some(peer_head) = stored_head(self.store.as_ref(), &peer.to_string()) {
-                match pin::keep_path(&self.store, &remote, &peer_head.root, below) {
+                match pin::keep_path(&self.store, &remote, (&peer_head.root, *peer), below) {
                     Ok(named) => root = named,
                     Err(e) => return error_response(format!("pinning {label}: {e}")),
                 }
@@ -117,7 +117,14 @@ impl Context {
                 }
             }
         };
-        match pin::pin_tree(&self.store, &remote, &root, &label, ahead, progress) {
+        match pin::pin_tree(
+            &self.store,
+            &remote,
+            (&root, owner),
+            &label,
+            ahead,
+            progress,
+        ) {
             Ok(done) => Response::Pinned {
                 cid: root.to_string(),
                 blocks: done.blocks,

@@ -204,7 +204,7 @@ pub fn answer(
         }
         let may_pass = |held: &Holding| match held {
             Holding::Own => mine,
-            Holding::Cached(owner) => owner.is_some_and(|o| passable.contains(&o)),
+            Holding::Fetched(owner) => owner.is_some_and(|o| passable.contains(&o)),
         };
         match store.get_held(&cid) {
             Ok(Some((data, held))) if data.len() <= MAX_BLOCK && may_pass(&held) => {

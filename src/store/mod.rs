@@ -65,10 +65,12 @@ pub enum Unavailable {
 /// Whose a block held here is, which decides whom it may be passed on to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Holding {
-    /// The drive's, a pin's or an import's: served under my `readers`.
+    /// The drive's, an import's, or a pin's of something that was not a peer's:
+    /// served under my `readers`.
     Own,
-    /// Fetched for a peer's drive (`None`: whose is not known), kept as evictable cache.
-    Cached(Option<PeerId>),
+    /// Fetched for a peer's drive (`None`: whose is not known): evictable cache, or
+    /// kept under a pin. Served under that drive's rule, never under mine.
+    Fetched(Option<PeerId>),
 }
 
 pub trait Blocks: Send + Sync {

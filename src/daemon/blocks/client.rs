@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use cid::Cid;
 
 use super::{
-    put_part, put_size, read_header, read_payload, write_frame, Failure, Op, Status, HELD_CACHED,
+    put_part, put_size, read_header, read_payload, write_frame, Failure, Op, Status, HELD_FETCHED,
     HELD_OWN, MAX_FRAME, MAX_PUT_BLOCKS,
 };
 use crate::block::Block;
@@ -172,7 +172,7 @@ impl Blocks for DaemonBlocks {
         Ok(
             match self.call(Op::Has, &cid.to_bytes(), None)?.as_slice() {
                 [HELD_OWN] => Some(Holding::Own),
-                [HELD_CACHED] => Some(Holding::Cached(None)),
+                [HELD_FETCHED] => Some(Holding::Fetched(None)),
                 _ => None,
             },
         )

@@ -31,7 +31,7 @@ pub const MAX_SESSIONS: usize = 16;
 /// The answers to `Op::Has`.
 pub const HELD_NOT: u8 = 0;
 pub const HELD_OWN: u8 = 1;
-pub const HELD_CACHED: u8 = 2;
+pub const HELD_FETCHED: u8 = 2;
 
 /// What a request frame asks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub enum Op {
     /// Payload: a CID. Answer: the block, fetched from peers if it is not here.
     Get = 1,
     /// Payload: a CID. Answer: one byte, whose the block is: `HELD_NOT` (not here),
-    /// `HELD_OWN` or `HELD_CACHED` (fetched for a peer's drive, evictable).
+    /// `HELD_OWN` or `HELD_FETCHED` (fetched for a peer's drive).
     Has = 2,
     /// Payload: blocks, each `[cid len u32][cid][data len u32][data]`. Written as the
     /// drive's own, like a bulk import: durable at `Finish`.

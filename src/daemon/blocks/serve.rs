@@ -16,7 +16,7 @@ use std::time::Duration;
 use cid::Cid;
 
 use super::{
-    read_header, read_payload, take_part, write_frame, Failure, Op, Status, HELD_CACHED, HELD_NOT,
+    read_header, read_payload, take_part, write_frame, Failure, Op, Status, HELD_FETCHED, HELD_NOT,
     HELD_OWN, MAX_PUT_BLOCKS, MAX_SESSIONS,
 };
 use crate::block::{Block, DAG_PB};
@@ -131,7 +131,7 @@ impl Session<'_> {
                 Ok(vec![match held.map_err(store)? {
                     None => HELD_NOT,
                     Some(Holding::Own) => HELD_OWN,
-                    Some(Holding::Cached(_)) => HELD_CACHED,
+                    Some(Holding::Fetched(_)) => HELD_FETCHED,
                 }])
             }
             Some(Op::Put) => {

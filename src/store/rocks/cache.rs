@@ -245,15 +245,33 @@ impl RocksStore {
     }
 
     /// Keeps a block for good (a pin claims it): stores it if it is not here, and takes
-    /// it out of the evictable cache if it was there. Without the write-ahead log, like
-    /// a bulk import: `finish_bulk` makes it durable.
-    pub fn keep_block(&self, cid: &Cid, data: &[u8]) -> Result<(), StoreError> {
+    /// it out of the evictable cache if it was there. A block of `owner`'s drive, or
+    /// cached for a peer's, stays that peer's (served under its drive's rule); one
+    /// already ours stays ours. Without the write-ahead log, like a bulk import:
+    /// `finish_bulk` makes it durable.
+    pub fn keep_block(
+        &self,
+        cid: &Cid,
+        data: &[u8],
+        owner: Option<PeerId>,
+    ) -> Result<(), StoreError> {
         let mut cache = self.cache();
         let key = cid.hash().to_bytes();
         let mut batch = WriteBatch::default();
+        let cached_for = self.cached_entry(&key)?.map(|s| s.owner);
         self.uncache(&mut batch, cache.as_mut(), &key)?;
-        if !self.has_key(&key)? {
+        let here = cached_for.is_some() || self.has_key(&key)?;
+        if !here {
             batch.put_cf(self.cf(CF_BLOCKS), &key, data);
+        }
+        // Present and not cache: ours already, or kept for a peer already.
+        let whose = if here && cached_for.is_none() {
+            None
+        } else {
+            owner.or(cached_for.flatten())
+        };
+        if let Some(peer) = whose {
+            self.mark_kept(&mut batch, &key, &peer);
         }
         self.db
             .write_opt(batch, &without_wal())
@@ -264,8 +282,11 @@ impl RocksStore {
     /// for) or our own.
     pub(super) fn holding_key(&self, key: &[u8]) -> Result<Holding, StoreError> {
         Ok(match self.cached_entry(key)? {
-            Some(s) => Holding::Cached(s.owner),
-            None => Holding::Own,
+            Some(s) => Holding::Fetched(s.owner),
+            None => match self.kept_for(key)? {
+                Some(owner) => Holding::Fetched(owner),
+                None => Holding::Own,
+            },
         })
     }
 }

@@ -1,13 +1,15 @@
 //! The persistent block store: one RocksDB database per repo.
 //!
 //! Column families (DESIGN §3): `blocks` (multihash → bytes), `heads`, `pins`, `cache`,
-//! `cache_age`, `meta`. Values of a chunk's size go to BlobDB blob files, so compaction
+//! `cache_age`, `kept`, `meta`. Values of a chunk's size go to BlobDB blob files, so compaction
 //! moves keys, not megabytes.
 //!
 //! - [`cache`]: the evictable cache of fetched blocks.
 //! - [`pins`]: roots that must stay.
+//! - [`kept`]: whose drive the blocks a pin kept came from.
 
 mod cache;
+mod kept;
 mod pins;
 #[cfg(test)]
 mod tests;
@@ -34,13 +36,15 @@ pub const CF_HEADS: &str = "heads";
 pub const CF_PINS: &str = "pins";
 pub const CF_CACHE: &str = "cache";
 pub const CF_CACHE_AGE: &str = "cache_age";
+pub const CF_KEPT: &str = "kept";
 pub const CF_META: &str = "meta";
-const FAMILIES: [&str; 6] = [
+const FAMILIES: [&str; 7] = [
     CF_BLOCKS,
     CF_HEADS,
     CF_PINS,
     CF_CACHE,
     CF_CACHE_AGE,
+    CF_KEPT,
     CF_META,
 ];
 
@@ -269,9 +273,11 @@ impl RocksStore {
             let key = b.cid().hash().to_bytes();
             batch.put_cf(self.cf(CF_BLOCKS), &key, b.data());
             self.own_written.fetch_add(b.len(), Ordering::Relaxed);
-            // A block that was cache stops being evictable (once, if it comes twice).
+            // A block that was cache stops being evictable, and one kept for a peer's
+            // drive becomes ours (once, if it comes twice).
             if seen.insert(key.clone()) {
                 self.uncache(&mut batch, cache.as_mut(), &key)?;
+                self.unkeep(&mut batch, &key)?;
             }
             if let Some(w) = written.as_mut() {
                 w.insert(key);
@@ -328,6 +334,7 @@ impl RocksStore {
                 bytes += v.len() as u64;
             }
             self.uncache(&mut batch, cache.as_mut(), key)?;
+            self.unkeep(&mut batch, key)?;
             batch.delete_cf(self.cf(CF_BLOCKS), key);
         }
         self.db.write(batch).map_err(|e| self.err(e))?;
@@ -417,7 +424,7 @@ fn family_options(name: &str) -> Options {
         o.set_blob_gc_age_cutoff(BLOB_GC_AGE_CUTOFF.parse().expect("a number"));
         o.set_write_buffer_size(BLOCKS_MEMTABLE);
     }
-    if name == CF_BLOCKS || name == CF_CACHE {
+    if name == CF_BLOCKS || name == CF_CACHE || name == CF_KEPT {
         // Asked about every block written or read; most are not there.
         let mut t = BlockBasedOptions::default();
         t.set_bloom_filter(10.0, false);
@@ -486,7 +493,12 @@ impl Blocks for RocksStore {
         // blocks, and a pin's removals of them must survive a crash.
         self.db
             .flush_cfs_opt(
-                &[self.cf(CF_BLOCKS), self.cf(CF_CACHE), self.cf(CF_CACHE_AGE)],
+                &[
+                    self.cf(CF_BLOCKS),
+                    self.cf(CF_CACHE),
+                    self.cf(CF_CACHE_AGE),
+                    self.cf(CF_KEPT),
+                ],
                 &rocksdb::FlushOptions::default(),
             )
             .map_err(|e| self.err(e))?;
@@ -520,7 +532,9 @@ impl Blocks for RocksStore {
         let cf = self.cf(CF_BLOCKS);
         let mut batch = WriteBatch::default();
         for c in cids {
-            batch.delete_cf(cf, c.hash().to_bytes());
+            let key = c.hash().to_bytes();
+            self.unkeep(&mut batch, &key)?;
+            batch.delete_cf(cf, key);
         }
         self.db.write(batch).map_err(|e| self.err(e))
     }

@@ -29,6 +29,41 @@ fn the_order_of_use_survives_a_restart() {
 }
 
 #[test]
+fn a_kept_block_of_a_peers_drive_stays_the_peers_until_it_becomes_ours() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (PeerId::random(), PeerId::random());
+    let (cached, fresh, mine) = (block(1), block(2), block(3));
+    let store = RocksStore::open(dir.path(), true).unwrap();
+    store.enable_cache(u64::MAX).unwrap();
+    let held = |b: &Block| store.get_held(b.cid()).unwrap().map(|(_, h)| h);
+    store
+        .put_cached(std::slice::from_ref(&cached), Some(alice))
+        .unwrap();
+    store.put_many(std::slice::from_ref(&mine), true).unwrap();
+    // A pin by CID (no owner given) keeps a cached block its owner's; a pin under a
+    // peer's folder marks what it brings; ours stays ours.
+    store.keep_block(cached.cid(), cached.data(), None).unwrap();
+    store
+        .keep_block(fresh.cid(), fresh.data(), Some(bob))
+        .unwrap();
+    store
+        .keep_block(mine.cid(), mine.data(), Some(bob))
+        .unwrap();
+    store.finish_bulk().unwrap();
+    assert_eq!(held(&cached), Some(Holding::Fetched(Some(alice))));
+    assert_eq!(held(&fresh), Some(Holding::Fetched(Some(bob))));
+    assert_eq!(held(&mine), Some(Holding::Own));
+    assert_eq!(store.cache_usage().map(|(used, _)| used), Some(0));
+
+    // Written as ours (the drive or an import), it is ours; deleted, its mark goes.
+    store.put_many(std::slice::from_ref(&fresh), true).unwrap();
+    assert_eq!(held(&fresh), Some(Holding::Own));
+    store.delete_many(&[*cached.cid()]).unwrap();
+    let key = cached.cid().hash().to_bytes();
+    assert_eq!(store.kept_for(&key).unwrap(), None);
+}
+
+#[test]
 fn a_cached_block_is_held_for_its_owner_until_it_becomes_ours() {
     let dir = tempfile::tempdir().unwrap();
     let alice = PeerId::random();
@@ -41,7 +76,7 @@ fn a_cached_block_is_held_for_its_owner_until_it_becomes_ours() {
             .unwrap();
         store.put_many(std::slice::from_ref(&mine), true).unwrap();
         let held = |b: &Block| store.get_held(b.cid()).unwrap().map(|(_, h)| h);
-        assert_eq!(held(&fetched), Some(Holding::Cached(Some(alice))));
+        assert_eq!(held(&fetched), Some(Holding::Fetched(Some(alice))));
         assert_eq!(held(&mine), Some(Holding::Own));
         assert_eq!(held(&block(3)), None);
         store.finish_bulk().unwrap();
@@ -50,9 +85,9 @@ fn a_cached_block_is_held_for_its_owner_until_it_becomes_ours() {
     // once the drive claims the block it is ours.
     let store = RocksStore::open(dir.path(), false).unwrap();
     let held = |s: &RocksStore| s.get_held(fetched.cid()).unwrap().map(|(_, h)| h);
-    assert_eq!(held(&store), Some(Holding::Cached(Some(alice))));
+    assert_eq!(held(&store), Some(Holding::Fetched(Some(alice))));
     store.enable_cache(u64::MAX).unwrap();
-    assert_eq!(held(&store), Some(Holding::Cached(Some(alice))));
+    assert_eq!(held(&store), Some(Holding::Fetched(Some(alice))));
     store
         .put_many(std::slice::from_ref(&fetched), true)
         .unwrap();
