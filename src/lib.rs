@@ -41,6 +41,7 @@ pub mod car;
 pub mod daemon;
 pub mod disk;
 pub mod drive;
+pub mod find;
 pub mod fsck;
 pub mod fuse;
 pub mod gateway;

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::output::outln;
 use peerfs::daemon::control::Status as DaemonStatus;
+use peerfs::daemon::find::FoundAt;
 use peerfs::net::activity::ConnectedPeer as NetConnectedPeer;
 use peerfs::net::PeerInfo;
 
@@ -178,4 +179,33 @@ pub fn print(value: &impl Serialize) -> Result<()> {
 fn rfc3339_ms(ms: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// One element of `peerfs find --json`.
+#[derive(Serialize)]
+pub struct FindMatch {
+    /// The path in the mount.
+    pub path: String,
+    /// The followed peer's name; null for my drive.
+    pub peer: Option<String>,
+    /// "file", "directory" or "symlink".
+    pub kind: &'static str,
+    /// A file's size, a symlink target's length; null for a directory.
+    pub size: Option<u64>,
+    /// Seconds since the Unix epoch; null when the entry records none.
+    pub mtime: Option<i64>,
+    pub cid: String,
+}
+
+impl From<FoundAt> for FindMatch {
+    fn from(f: FoundAt) -> FindMatch {
+        FindMatch {
+            path: f.path,
+            peer: f.peer,
+            kind: f.entry.kind.name(),
+            size: f.entry.size,
+            mtime: f.entry.mtime,
+            cid: f.entry.cid,
+        }
+    }
 }

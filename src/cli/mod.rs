@@ -4,6 +4,7 @@
 mod add;
 mod addrs;
 mod content;
+mod find;
 mod gateway;
 mod json;
 mod mount;
@@ -167,6 +168,26 @@ enum Command {
         #[command(flatten)]
         json: Json,
     },
+    /// Search my drive and the followed drives, as `find` does: prints paths in the
+    /// mount; peers' directories not here are fetched
+    Find {
+        /// A glob on the name, as `find -name` takes it (quote it: '*.pdf')
+        pattern: Option<String>,
+        /// Only this followed peer's drive (repeatable; my drive is then left out)
+        #[arg(long = "peer", value_name = "NAME")]
+        peers: Vec<String>,
+        /// f (file), d (directory) or l (symlink)
+        #[arg(long = "type", value_name = "f|d|l")]
+        kind: Option<String>,
+        /// +N more than, -N less than, N about (units c, k, M, G, T: powers of 1024)
+        #[arg(long, value_name = "[+-]N[kMGT]", allow_hyphen_values = true)]
+        size: Option<String>,
+        /// Modified within this long (s, m, h, d, w): 2d is the last two days
+        #[arg(long, value_name = "AGE")]
+        newer: Option<String>,
+        #[command(flatten)]
+        json: Json,
+    },
     /// Fetch a whole tree and keep it (without a running daemon: only a tree all here)
     Pin {
         /// A path in the mount (under MOUNTPOINT/peers/ or MOUNTPOINT/drive/), or a CID
@@ -314,6 +335,24 @@ fn run(cli: Cli) -> Result<()> {
         Command::Peer(PeerCommand::Rm { name }) => peer::rm(&repo_path, &name),
         Command::Peers { json } => peer::list(&repo_path, json.json),
         Command::Watch { peers, json } => watch::watch(&repo_path, peers, json.json),
+        Command::Find {
+            pattern,
+            peers,
+            kind,
+            size,
+            newer,
+            json,
+        } => find::find(
+            &repo_path,
+            find::Args {
+                pattern,
+                peers,
+                kind,
+                size,
+                newer,
+                json: json.json,
+            },
+        ),
         Command::Pin { target } => pin::pin(&repo_path, &target),
         Command::Unpin { target } => pin::unpin(&repo_path, &target),
         Command::Pins { json } => pin::list(&repo_path, json.json),

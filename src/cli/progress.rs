@@ -25,3 +25,16 @@ pub fn bytes(total: Option<u64>, what: &str) -> ProgressBar {
     bar.set_message(what.to_string());
     bar
 }
+
+/// A counting spinner ("searching 12,000 entries"). Hidden unless stderr is a terminal.
+pub fn count(what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} {msg} {human_pos} entries")
+            .expect("a valid template"),
+    );
+    bar.set_message(what.to_string());
+    bar
+}

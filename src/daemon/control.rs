@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::feed::FeedEvent;
+use super::find::FoundAt;
+use crate::find::{Query, Walked};
 use crate::net::activity::ConnectedPeer;
 use crate::net::peerbook::PeerEntry;
 use crate::net::reach::DialReport;
@@ -71,6 +73,13 @@ pub enum Request {
         #[serde(default)]
         peers: Vec<String>,
     },
+    /// Search my drive and the followed drives (only the peers named, when some are):
+    /// `Found` lines with `Searching` progress between, then `Searched`.
+    Find {
+        query: Query,
+        #[serde(default)]
+        peers: Vec<String>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -79,6 +88,12 @@ pub enum Response {
     Status(Status),
     /// One event of a watch.
     Event(FeedEvent),
+    /// One match of a search.
+    Found(FoundAt),
+    /// How far a search is, sent while it runs.
+    Searching(Walked),
+    /// A search's end.
+    Searched(Walked),
     Unmounted {
         root: Option<String>,
     },

@@ -17,7 +17,7 @@ use crate::net::peerbook::PeerBook;
 use crate::net::NetEvent;
 use crate::peers::{Invalidation, PeerView};
 use crate::store::HeadStore;
-use crate::unixfs::diff::{ChangeKind, EntryKind};
+use crate::unixfs::diff::ChangeKind;
 
 /// The root of the newest head stored for peer `id`.
 pub(super) fn stored_head(store: &dyn HeadStore, id: &str) -> Option<Head> {
@@ -131,12 +131,7 @@ fn list_changes(jobs: mpsc::Receiver<DiffJob>, view: Arc<PeerView>, feed: Arc<Fe
                 let entry = Entry {
                     peer: job.name.clone(),
                     path: String::from_utf8_lossy(&c.path).into_owned(),
-                    kind: match c.kind {
-                        EntryKind::File => "file",
-                        EntryKind::Directory => "directory",
-                        EntryKind::Symlink => "symlink",
-                    }
-                    .into(),
+                    kind: c.kind.name().into(),
                     size: c.size,
                     cid: c.cid.to_string(),
                 };

@@ -16,10 +16,12 @@ use super::blocks;
 use super::control::{self, PinInfo, Request, Response, Status};
 use super::error::DaemonError;
 use super::feed::Feed;
+use super::find;
 use super::follow::{invalidate, stored_head};
 use super::stop::{Answer, Event};
 use super::sweeper;
 use crate::drive::Drive;
+use crate::find::Query;
 use crate::net::peerbook::PeerBook;
 use crate::net::{NetHandle, RemoteBlocks};
 use crate::peers::PeerView;
@@ -131,6 +133,25 @@ impl Context {
                 bytes: done.bytes,
             },
             Err(e) => error_response(format!("pinning {label}: {e}")),
+        }
+    }
+
+    fn find(&self, conn: &UnixStream, query: &Query, named: &[String]) -> std::io::Result<()> {
+        let followed: Vec<(String, libp2p::PeerId)> = {
+            let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+            book.entries()
+                .iter()
+                .filter_map(|e| Some((e.name.clone(), e.peer_id()?)))
+                .collect()
+        };
+        let own_root = self.drive.status().root;
+        match find::trees(own_root, &followed, self.store.as_ref(), named) {
+            Ok(trees) => {
+                let store: Arc<dyn Blocks> = self.store.clone();
+                let parts = (self.drive.blocks(), store, &self.net);
+                find::serve(conn, &self.mountpoint, parts, trees, query)
+            }
+            Err(message) => write_line(conn, &Response::Error { message }),
         }
     }
 
@@ -292,6 +313,7 @@ fn answer(
         Ok(Request::Pins) => context.pins(),
         Ok(Request::Gc) => context.gc(),
         Ok(Request::Watch { peers }) => return super::watch::serve(&conn, &context.feed, &peers),
+        Ok(Request::Find { query, peers }) => return context.find(&conn, &query, &peers),
         Ok(Request::Blocks) => match context.blocks.admit() {
             Some(session) => {
                 let profile = context.import_profile.to_string();
@@ -335,7 +357,7 @@ fn answer(
     write_line(&conn, &response)
 }
 
-fn write_line(conn: &UnixStream, response: &Response) -> std::io::Result<()> {
+pub(super) fn write_line(conn: &UnixStream, response: &Response) -> std::io::Result<()> {
     let mut out = serde_json::to_string(response).expect("responses always encode");
     out.push('\n');
     (&*conn).write_all(out.as_bytes())

@@ -21,6 +21,7 @@ mod committer;
 pub mod control;
 mod error;
 pub mod feed;
+pub mod find;
 mod follow;
 mod handlers;
 mod mountpoint;

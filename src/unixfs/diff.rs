@@ -16,11 +16,23 @@ pub enum ChangeKind {
     Removed,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum EntryKind {
     File,
     Directory,
     Symlink,
+}
+
+impl EntryKind {
+    /// As `--json` output spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryKind::File => "file",
+            EntryKind::Directory => "directory",
+            EntryKind::Symlink => "symlink",
+        }
+    }
 }
 
 /// One changed entry.
@@ -215,55 +227,11 @@ impl Walk<'_> {
 mod tests {
     use super::*;
     use crate::store::MemoryBlocks;
-    use crate::unixfs::build::{build_directory, build_symlink, FileBuilder};
-    use crate::unixfs::{DirEntry, ImportOptions, Metadata, Profile};
-
-    fn opts() -> ImportOptions {
-        ImportOptions {
-            shard_threshold: 8,
-            ..Profile::V1_2025.options()
-        }
-    }
+    use crate::unixfs::testing::{dir, symlink as link};
+    use crate::unixfs::{DirEntry, Metadata};
 
     fn file(store: &MemoryBlocks, content: &[u8]) -> DirEntry {
-        let mut sink = store;
-        let opts = opts();
-        let mut b = FileBuilder::new(&opts, Metadata::default());
-        b.push(content.to_vec(), &mut sink).unwrap();
-        let built = b.finish(&mut sink).unwrap();
-        DirEntry {
-            name: Vec::new(),
-            cid: built.cid,
-            tsize: built.tsize,
-        }
-    }
-
-    fn dir(store: &MemoryBlocks, entries: Vec<(&str, DirEntry)>) -> DirEntry {
-        let mut sink = store;
-        let entries = entries
-            .into_iter()
-            .map(|(name, e)| DirEntry {
-                name: name.as_bytes().to_vec(),
-                ..e
-            })
-            .collect();
-        let built = build_directory(entries, Metadata::default(), &opts(), &mut sink).unwrap();
-        DirEntry {
-            name: Vec::new(),
-            cid: built.cid,
-            tsize: built.tsize,
-        }
-    }
-
-    fn link(store: &MemoryBlocks, target: &str) -> DirEntry {
-        let mut sink = store;
-        let built =
-            build_symlink(target.as_bytes(), Metadata::default(), &opts(), &mut sink).unwrap();
-        DirEntry {
-            name: Vec::new(),
-            cid: built.cid,
-            tsize: built.tsize,
-        }
+        crate::unixfs::testing::file(store, content, Metadata::default())
     }
 
     fn summary(d: &Diff) -> Vec<(String, ChangeKind, EntryKind, Option<u64>)> {

@@ -20,6 +20,8 @@ pub mod hamt;
 pub mod node;
 pub mod profile;
 pub mod read;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod wire;
 
 use cid::Cid;
