@@ -194,4 +194,27 @@ fn a_peers_entry_says_where_it_comes_from_whether_it_is_here_and_whether_pinned(
     assert_eq!(xattr(&one, "user.peerfs.pinned"), "yes");
     assert_eq!(xattr(&theirs.join("other.txt"), "user.peerfs.pinned"), "no");
     assert_eq!(xattr(&theirs, "user.peerfs.pinned"), "no");
+
+    // setfattr pins (in the background) and -x unpins, as `peerfs pin`/`unpin` do,
+    // under the path's label.
+    let other = theirs.join("other.txt");
+    sh(&theirs, "setfattr -n user.peerfs.pin -v 1 other.txt");
+    wait_for("the pin by setfattr", Duration::from_secs(15), || {
+        xattr(&other, "user.peerfs.pinned") == "yes"
+    });
+    assert!(b.repo.ok(&["pins"]).contains(other.to_str().unwrap()));
+    sh(&theirs, "setfattr -x user.peerfs.pin other.txt");
+    wait_for("the unpin by setfattr", Duration::from_secs(15), || {
+        xattr(&other, "user.peerfs.pinned") == "no"
+    });
+    // Nothing else can be set, and nothing in my own drive this way.
+    write(&b.drive().join("mine.txt"), b"mine");
+    for (dir, name) in [(&theirs, "other.txt"), (&b.drive(), "mine.txt")] {
+        let out = std::process::Command::new("setfattr")
+            .args(["-n", "user.peerfs.cid", "-v", "x", name])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "setfattr of the CID on {name}");
+    }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::Notifier;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::blocks;
 use super::control::{self, PinInfo, Request, Response, Status};
@@ -22,6 +22,7 @@ use super::stop::{Answer, Event};
 use super::sweeper;
 use crate::drive::Drive;
 use crate::find::Query;
+use crate::fuse::PinOrder;
 use crate::net::peerbook::PeerBook;
 use crate::net::{NetHandle, RemoteBlocks};
 use crate::peers::PeerView;
@@ -260,8 +261,11 @@ pub(super) fn bind_control(path: &Path) -> Result<UnixListener, DaemonError> {
 }
 
 /// Answers the control socket on a thread per connection.
-pub(super) fn serve_control(listener: UnixListener, context: Context, events: mpsc::Sender<Event>) {
-    let context = Arc::new(context);
+pub(super) fn serve_control(
+    listener: UnixListener,
+    context: Arc<Context>,
+    events: mpsc::Sender<Event>,
+) {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
@@ -361,4 +365,31 @@ pub(super) fn write_line(conn: &UnixStream, response: &Response) -> std::io::Res
     let mut out = serde_json::to_string(response).expect("responses always encode");
     out.push('\n');
     (&*conn).write_all(out.as_bytes())
+}
+
+/// Carries out the pins and unpins asked for through `user.peerfs.pin`, one at a time,
+/// on a thread of its own: a pin fetches a whole tree, and the FUSE call that asked
+/// has long returned.
+pub(super) fn carry_out_pins(orders: mpsc::Receiver<PinOrder>, context: Arc<Context>) {
+    std::thread::spawn(move || {
+        for order in orders {
+            let path = context.mountpoint.join(&order.path);
+            let cid = order.cid.to_string();
+            let done = if order.pin {
+                context.pin(&cid, Some(&path), |_| {})
+            } else {
+                context.unpin(&path.display().to_string(), Some(&cid))
+            };
+            match done {
+                Response::Error { message } => {
+                    warn!("user.peerfs.pin on {}: {message}", path.display())
+                }
+                _ => info!(
+                    "user.peerfs.pin on {}: {}",
+                    path.display(),
+                    if order.pin { "pinned" } else { "unpinned" }
+                ),
+            }
+        }
+    });
 }

@@ -139,11 +139,13 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
             );
         }
     }
+    let (pin_orders, pin_inbox) = mpsc::channel();
     let fs = PeerFs::new(
         Arc::clone(&drive),
         Some((Arc::clone(&view), runtime.handle().clone())),
         repo.path(),
-    );
+    )
+    .with_pin_orders(pin_orders);
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::FSName("peerfs".into()),
@@ -220,6 +222,8 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         blocks: blocks::serve::Server::new(store.clone(), net.clone()),
         import_profile: repo.config().import.profile,
     };
+    let context = Arc::new(context);
+    handlers::carry_out_pins(pin_inbox, Arc::clone(&context));
     sweeper::start(
         Arc::downgrade(&drive),
         Arc::downgrade(&store),

@@ -17,7 +17,7 @@
 //! - [`entries`]: lookup, attributes, and making, removing and renaming entries.
 //! - [`files`]: open files: create, open, read, write, flush, fsync, lseek, fallocate.
 //! - [`dirs`]: directory listings taken at opendir and paged by readdir.
-//! - [`xattr`]: the one extended attribute, `user.peerfs.cid`.
+//! - [`xattr`]: the `user.peerfs.*` attributes; setting `user.peerfs.pin` pins.
 //! - [`reply`]: attributes as the kernel wants them, errors as errno, panics as EIO.
 
 mod dirs;
@@ -26,6 +26,8 @@ mod files;
 mod reply;
 mod route;
 mod xattr;
+
+pub use xattr::PinOrder;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -58,6 +60,8 @@ pub struct PeerFs {
     repo: PathBuf,
     listings: Arc<Listings>,
     started: SystemTime,
+    /// Where `user.peerfs.pin` changes go; `None`: they are refused.
+    pin_orders: Option<std::sync::mpsc::Sender<PinOrder>>,
 }
 
 impl PeerFs {
@@ -77,7 +81,14 @@ impl PeerFs {
             repo: repo.to_path_buf(),
             listings: Arc::default(),
             started: SystemTime::now(),
+            pin_orders: None,
         }
+    }
+
+    /// Sends pins and unpins asked for through `user.peerfs.pin` to `orders`.
+    pub fn with_pin_orders(mut self, orders: std::sync::mpsc::Sender<PinOrder>) -> PeerFs {
+        self.pin_orders = Some(orders);
+        self
     }
 }
 
@@ -416,18 +427,22 @@ impl Filesystem for PeerFs {
     fn setxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
         _flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        shielded("setxattr", move || xattr::refuse_change(reply));
+        shielded("setxattr", move || {
+            xattr::change_pin(self, ino, name, !xattr::says_no(value), reply)
+        });
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        shielded("removexattr", move || xattr::refuse_change(reply));
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        shielded("removexattr", move || {
+            xattr::change_pin(self, ino, name, false, reply)
+        });
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {

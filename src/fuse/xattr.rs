@@ -1,11 +1,17 @@
 //! Extended attributes. Every entry but the mount's own directories answers
 //! `user.peerfs.cid`, its CID as of now; an entry of a peer's drive (or under `ipfs/`)
 //! also says where it comes from: the peer and the head that brought it, whether all
-//! of it is here, whether it is pinned. Nothing can be set.
+//! of it is here, whether it is pinned. Setting `user.peerfs.pin` on such an entry
+//! pins it, removing it unpins: the order goes to the daemon, which pins in the
+//! background (the call returns at once; `user.peerfs.pinned` says when it is done).
+//! Nothing else can be set.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::sync::Arc;
+
+use cid::Cid;
 
 use fuser::{INodeNo, ReplyEmpty, ReplyXattr};
 
@@ -15,7 +21,7 @@ use crate::peers::PeerView;
 use crate::vfs::ino::{is_mount_dir, is_peer_ino};
 use crate::vfs::layout::{
     CID_XATTR, HEAD_SEQ_XATTR, HEAD_TIME_XATTR, LOCAL_XATTR, PEER_ID_XATTR, PEER_XATTR,
-    PINNED_XATTR,
+    PINNED_XATTR, PIN_XATTR,
 };
 use crate::vfs::FsError;
 
@@ -92,6 +98,47 @@ pub(super) fn listxattr(fs: &PeerFs, ino: INodeNo, size: u32, reply: ReplyXattr)
 /// setxattr and removexattr: the CID is not ours to set, and nothing else is kept.
 pub(super) fn refuse_change(reply: ReplyEmpty) {
     reply.error(errno(&FsError::Unsupported));
+}
+
+/// A pin or unpin asked for through `user.peerfs.pin`.
+#[derive(Debug)]
+pub struct PinOrder {
+    /// Where the entry is, from the mount's root (`peers/alice/photos`).
+    pub path: PathBuf,
+    pub cid: Cid,
+    /// False: unpin.
+    pub pin: bool,
+}
+
+/// setxattr (`pin`: any value but 0, no or false) or removexattr (`pin` false) of
+/// `user.peerfs.pin`; any other change is refused.
+pub(super) fn change_pin(fs: &PeerFs, ino: INodeNo, name: &OsStr, pin: bool, reply: ReplyEmpty) {
+    let Some(orders) = fs.pin_orders.as_ref() else {
+        return refuse_change(reply);
+    };
+    if !is_peer_ino(ino.0) || name.as_bytes() != PIN_XATTR.as_bytes() {
+        return refuse_change(reply);
+    }
+    let order = fs.peer_view().and_then(|view| {
+        Ok(PinOrder {
+            path: view.path_of(ino.0)?,
+            cid: view.origin(ino.0)?.cid,
+            pin,
+        })
+    });
+    match order {
+        Ok(order) => match orders.send(order) {
+            Ok(()) => reply.ok(),
+            // The daemon is stopping.
+            Err(_) => reply.error(errno(&FsError::Unsupported)),
+        },
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+/// Whether a `user.peerfs.pin` value asks to unpin.
+pub(super) fn says_no(value: &[u8]) -> bool {
+    matches!(value.trim_ascii(), b"0" | b"no" | b"false")
 }
 
 fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {

@@ -47,7 +47,7 @@ use crate::store::readahead::ReadAhead;
 use crate::store::Blocks;
 use crate::unixfs::{load_node, Node};
 use crate::vfs::ino::{IPFS, PEERS, PEER_INO_BASE};
-use crate::vfs::layout::{IPFS_DIR, PEERS_DIR};
+use crate::vfs::layout::IPFS_DIR;
 use crate::vfs::{Attr, FsError};
 use attrs::shown_attr;
 use table::State;
@@ -257,7 +257,10 @@ impl PeerView {
     /// line names the block and the peers asked), at most `FAILURES_LOGGED` a minute.
     fn log_failure(&self, doing: &str, ino: u64, e: &FsError) {
         if matches!(e.errno(), libc::EIO | libc::EACCES) {
-            self.log_failure_at(doing, &self.path_of(ino), e);
+            let path = self
+                .path_of(ino)
+                .map_or_else(|_| format!("(inode {ino})"), |p| p.display().to_string());
+            self.log_failure_at(doing, &path, e);
         }
     }
 
@@ -281,33 +284,6 @@ impl PeerView {
             logged.1 += 1;
         }
         warn!("{doing} {path} failed: {e}");
-    }
-
-    /// `peers/NAME/path/below` (or `ipfs/CID/…`) of an inode, as far as the table
-    /// knows its parents.
-    fn path_of(&self, ino: u64) -> String {
-        let st = self.lock();
-        let mut names = Vec::new();
-        let mut at = ino;
-        for _ in 0..MAX_PATH_DEPTH {
-            let Some(node) = st.nodes.get(&at) else { break };
-            let name = st.entry_of(at).map(|(_, name)| name);
-            names.push(name.map_or_else(
-                || format!("(inode {at})"),
-                |n| String::from_utf8_lossy(n).into_owned(),
-            ));
-            match node.parent {
-                PEERS => names.push(PEERS_DIR.to_string()),
-                IPFS => names.push(IPFS_DIR.to_string()),
-                parent => {
-                    at = parent;
-                    continue;
-                }
-            }
-            break;
-        }
-        names.reverse();
-        names.join("/")
     }
 
     fn owner_cid(&self, ino: u64) -> Result<(Option<PeerId>, Cid), FsError> {

@@ -3,6 +3,9 @@
 //! and whether the store keeps it for good.
 
 use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use cid::Cid;
@@ -11,7 +14,8 @@ use libp2p::PeerId;
 use super::PeerView;
 use super::MAX_PATH_DEPTH;
 use crate::car::{links, CarError};
-use crate::vfs::ino::is_peer_ino;
+use crate::vfs::ino::{is_peer_ino, IPFS, PEERS};
+use crate::vfs::layout::{IPFS_DIR, PEERS_DIR};
 use crate::vfs::FsError;
 
 /// Blocks a locality check reads at most: past it the answer is "unknown", rather
@@ -74,6 +78,30 @@ impl PeerView {
             stack.extend(below);
         }
         Ok(Some(true))
+    }
+
+    /// Where the entry is, from the mount's root (`peers/alice/a/b`), while the
+    /// listings on its way still name it.
+    pub fn path_of(&self, ino: u64) -> Result<PathBuf, FsError> {
+        let st = self.lock();
+        let mut names = Vec::new();
+        let mut at = ino;
+        for _ in 0..MAX_PATH_DEPTH {
+            let (parent, name) = st.entry_of(at).ok_or(FsError::NotFound)?;
+            names.push(OsStr::from_bytes(name).to_owned());
+            let top = match parent {
+                PEERS => PEERS_DIR,
+                IPFS => IPFS_DIR,
+                _ => {
+                    at = parent;
+                    continue;
+                }
+            };
+            return Ok(std::iter::once(OsStr::new(top).to_owned())
+                .chain(names.into_iter().rev())
+                .collect());
+        }
+        Err(FsError::NotFound)
     }
 
     /// Whether the entry is pinned: it, or a directory above it, is a pin's root.

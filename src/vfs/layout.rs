@@ -16,3 +16,5 @@ pub const HEAD_TIME_XATTR: &str = "user.peerfs.head_time";
 pub const LOCAL_XATTR: &str = "user.peerfs.local";
 /// "yes" when the entry, or a directory above it, is pinned.
 pub const PINNED_XATTR: &str = "user.peerfs.pinned";
+/// Set on an entry under `peers/` or `ipfs/`, pins it (`peerfs pin`); removed, unpins.
+pub const PIN_XATTR: &str = "user.peerfs.pin";
