@@ -29,6 +29,8 @@
 //!   `/peerfs/head/1`, verified block fetch with fallback over `/peerfs/block/1`.
 //! - [`peers`]: followed peers' drives as read-only inode trees, kept current by
 //!   their heads. Uses `net`, `unixfs`, `vfs`.
+//! - [`share`]: sending items to a peer's inbox: signed offers and receipts on
+//!   `/peerfs/offer/1.0.0`, the outbox and inbox kept on disk, who may send.
 //! - [`pin`]: pinning a whole DAG so it stays, and `gc` of what nothing reaches.
 //! - [`daemon`]: one process per repo: mounts, commits on an interval, answers the
 //!   control socket. It and the CLI are the only modules that know everybody.
@@ -52,6 +54,7 @@ pub mod peers;
 pub mod pin;
 #[cfg(feature = "rocksdb")]
 pub mod repo;
+pub mod share;
 pub mod store;
 pub mod unixfs;
 pub mod vfs;

@@ -7,6 +7,7 @@
 //! - `committer`: the thread that commits the drive when changes pause, and announces heads.
 //! - `stop`: how a session ends (signals, `peerfs unmount`, the mount gone).
 //! - `handlers`: the daemon's answers on the control socket.
+//! - `mail`: the inbox and outbox at work: offers, fetches, receipts (`share`).
 //! - [`control`]: the control socket's protocol, and its client.
 //! - [`blocks`]: blocks sessions over the control socket, for the CLI's content commands.
 //! - `follow`: followed peers' new heads into the peer view, the kernel's caches and the feed.
@@ -23,6 +24,7 @@ mod error;
 pub mod feed;
 mod follow;
 mod handlers;
+mod mail;
 mod mountpoint;
 pub mod session;
 mod stop;
@@ -138,11 +140,20 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
             );
         }
     }
-    let fs = PeerFs::new(
+    let mut fs = PeerFs::new(
         Arc::clone(&drive),
         Some((Arc::clone(&view), runtime.handle().clone())),
         repo.path(),
     );
+    // The mailroom starts once the mount's notifier exists; reads before that tell
+    // nobody (the inbox is not shown yet either).
+    let mail_slot: Arc<std::sync::OnceLock<std::sync::Weak<mail::Mailroom>>> = Arc::default();
+    let slot = Arc::clone(&mail_slot);
+    fs.on_inbox_read(Arc::new(move |folder: &str, name: &str| {
+        if let Some(m) = slot.get().and_then(std::sync::Weak::upgrade) {
+            m.read(folder, name);
+        }
+    }));
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::FSName("peerfs".into()),
@@ -197,12 +208,37 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     watch_signals(events.clone());
     let book = Arc::new(Mutex::new(book));
     let feed = Arc::new(Feed::default());
+    let mail = mail::Mailroom::start(mail::Parts {
+        repo: repo.path().to_path_buf(),
+        key: repo.keypair().clone(),
+        net: net.clone(),
+        store: store.clone(),
+        book: Arc::clone(&book),
+        feed: Arc::clone(&feed),
+        view: Arc::clone(&view),
+        notifier: notifier.clone(),
+        policy: crate::share::policy::Policy::from_config(
+            &repo.config().accept_from,
+            repo.config().inbox_quota.as_u64(),
+            repo.config().inbox_max_item.as_u64(),
+        ),
+        read_receipts: repo.config().read_receipts,
+        opts: repo.config().import.profile.options(),
+    })
+    .map_err(DaemonError::BadConfig)?;
+    let _ = mail_slot.set(Arc::downgrade(&mail));
+    let connected = Arc::downgrade(&mail);
     follow_heads(
         net_inbox,
         Arc::clone(&view),
         Arc::clone(&book),
         notifier.clone(),
         Arc::clone(&feed),
+        Box::new(move |peer| {
+            if let Some(m) = connected.upgrade() {
+                m.connected(&peer);
+            }
+        }),
     );
     trim_view(Arc::downgrade(&view), notifier.clone());
     let context = Context {
@@ -218,6 +254,7 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         store: store.clone(),
         blocks: blocks::serve::Server::new(store.clone(), net.clone()),
         import_profile: repo.config().import.profile,
+        mail,
     };
     sweeper::start(
         Arc::downgrade(&drive),

@@ -14,7 +14,7 @@ use super::reply::{errno, reply_empty, time};
 use super::route::{read_only, ttl, PEER_TTL};
 use super::PeerFs;
 use crate::vfs::ino::{is_peer_ino, IPFS, MOUNT_ROOT, PEERS};
-use crate::vfs::layout::{DRIVE_DIR, IPFS_DIR, PEERS_DIR};
+use crate::vfs::layout::{DRIVE_DIR, INBOX_DIR, IPFS_DIR, PEERS_DIR};
 use crate::vfs::{FsError, SetAttr};
 
 pub(super) fn lookup(fs: &PeerFs, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -24,6 +24,10 @@ pub(super) fn lookup(fs: &PeerFs, parent: INodeNo, name: &OsStr, reply: ReplyEnt
             n if n == DRIVE_DIR.as_bytes() => fs.drive.lookup_root(),
             n if n == PEERS_DIR.as_bytes() => Ok(fs.virtual_attr(PEERS)),
             n if n == IPFS_DIR.as_bytes() => Ok(fs.virtual_attr(IPFS)),
+            n if n == INBOX_DIR.as_bytes() => match fs.peer_view() {
+                Ok(view) => view.lookup_inbox(),
+                Err(e) => Err(e),
+            },
             _ => Err(FsError::NotFound),
         },
         p if p == PEERS || p == IPFS || is_peer_ino(p) => {

@@ -47,6 +47,9 @@ pub(super) fn read(
             Ok(v) => v,
             Err(e) => return reply.error(errno(&e)),
         };
+        if size > 0 {
+            fs.inbox_read(ino.0);
+        }
         // Blocks already here (read ahead, or cached) are answered at once; only a
         // read that must wait on the network leaves the session thread.
         if let Some(data) = view.read_here(ino.0, offset, size) {

@@ -4,6 +4,8 @@
 //! ```text
 //! DIR/drive/   my drive, read-write (the drive's root inode)
 //! DIR/peers/   followed peers' drives, read-only (`peers::PeerView`)
+//! DIR/ipfs/    any CID, looked up by name (`peers::PeerView`)
+//! DIR/inbox/   items peers sent me, read-only, once complete (`peers::inbox`)
 //! ```
 //!
 //! Requests on peers' files may wait on the network, so they run on a blocking pool
@@ -58,7 +60,14 @@ pub struct PeerFs {
     repo: PathBuf,
     listings: Arc<Listings>,
     started: SystemTime,
+    /// Told (sender folder, item name) on the first read of an inbox item's content.
+    inbox_reads: Option<InboxReads>,
+    /// Inodes whose read was told already, so a read costs a set lookup after that.
+    inbox_told: std::sync::Mutex<std::collections::HashSet<u64>>,
 }
+
+/// What the daemon does when an item in `inbox/` is read: send a read receipt.
+pub type InboxReads = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
 impl PeerFs {
     pub fn new(
@@ -77,6 +86,34 @@ impl PeerFs {
             repo: repo.to_path_buf(),
             listings: Arc::default(),
             started: SystemTime::now(),
+            inbox_reads: None,
+            inbox_told: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Calls `reads` on the first read of each file's content under `inbox/`.
+    pub fn on_inbox_read(&mut self, reads: InboxReads) {
+        self.inbox_reads = Some(reads);
+    }
+
+    /// A read of peer inode `ino`: if it is an inbox item's, tells the daemon once.
+    fn inbox_read(&self, ino: u64) {
+        let (Some(reads), Some(view)) = (&self.inbox_reads, &self.peers) else {
+            return;
+        };
+        {
+            let mut told = self.inbox_told.lock().unwrap_or_else(|e| e.into_inner());
+            if told.contains(&ino) {
+                return;
+            }
+            // Bounded: a long session reading many peer files starts over.
+            if told.len() > 100_000 {
+                told.clear();
+            }
+            told.insert(ino);
+        }
+        if let Some((sender, item)) = view.inbox_item_of(ino) {
+            reads(&sender, &item);
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Inode numbers: one space for the whole mount, cut into ranges, so that a number alone
 //! says who answers for it.
 
-/// The mount's root directory (FUSE's root inode), holding `drive/`, `peers/`, `ipfs/`.
+/// The mount's root directory (FUSE's root inode), holding `drive/`, `peers/`, `ipfs/`
+/// (and `inbox/`, an inode of the peer view: see `peers::inbox`).
 pub const MOUNT_ROOT: u64 = 1;
 /// My drive's root directory, `DIR/drive/`.
 pub const DRIVE_ROOT: u64 = 2;
