@@ -409,9 +409,25 @@ impl Mailroom {
     }
 
     async fn send_receipt(&self, peer: PeerId, id: &str, receipt: Receipt) {
+        let failure = || {
+            let from = peer.to_string();
+            lock(&self.items)
+                .incoming
+                .iter()
+                .find(|i| i.from == from && i.id == id)
+                .and_then(|i| match &i.state {
+                    InState::Failed { reason } => Some(reason.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default()
+        };
         let body = match receipt {
             Receipt::Delivered => Body::Delivered { id: id.to_string() },
             Receipt::Read => Body::Read { id: id.to_string() },
+            Receipt::Failed => Body::Failed {
+                id: id.to_string(),
+                reason: failure(),
+            },
         };
         match self.post(peer, body).await {
             Ok(_) => {
@@ -468,6 +484,21 @@ impl Mailroom {
                             name: item.name.clone(),
                         })
                     }
+                });
+                Answer::Noted
+            }
+            Body::Failed { id, reason } => {
+                self.outgoing_update(peer, &id, |item| {
+                    let reason = format!("the recipient gave up on it: {reason}");
+                    item.state = OutState::Refused {
+                        reason: reason.clone(),
+                    };
+                    Some(What::Refused {
+                        peer: item.to_name.clone(),
+                        peer_id: item.to.clone(),
+                        name: item.name.clone(),
+                        reason,
+                    })
                 });
                 Answer::Noted
             }
@@ -615,9 +646,33 @@ impl Mailroom {
             }
         };
         let label = format!("inbox {} {}", item.from, item.id);
+        let bad_before = self.bad_blocks(&owner);
         let _no_sweep = self.parts.store.hold_off_sweeps();
         match pin::pin_tree(&self.parts.store, &bounded, &root, &label, ahead, progress) {
             Ok(_) => self.complete(item),
+            // The sender's blocks did not hash to their CIDs: it is lying or broken, and
+            // asking again gets the same.
+            Err(e) if self.bad_blocks(&owner) > bad_before => {
+                warn!(
+                    "{:?} from {}: its blocks do not verify ({e}); given up",
+                    item.name, item.from_name
+                );
+                let mut items = lock(&self.items);
+                if let Some(i) = items
+                    .incoming
+                    .iter_mut()
+                    .find(|i| i.from == item.from && i.id == item.id)
+                {
+                    i.state = InState::Failed {
+                        reason: format!("blocks that do not verify came from the sender ({e})"),
+                    };
+                    i.receipts_due.push(Receipt::Failed);
+                }
+                let snapshot = items.clone();
+                drop(items);
+                self.save(&snapshot);
+                self.wake.notify_one();
+            }
             Err(e) => {
                 warn!(
                     "fetching {:?} from {}: {e}; trying again in {FETCH_RETRY:?}",
@@ -637,6 +692,17 @@ impl Mailroom {
                 }
             }
         }
+    }
+
+    /// Blocks from `peer` that did not match their CID, so far.
+    fn bad_blocks(&self, peer: &PeerId) -> u64 {
+        let id = peer.to_string();
+        self.parts
+            .net
+            .peers()
+            .into_iter()
+            .find(|p| p.id == id)
+            .map_or(0, |p| p.bad_blocks)
     }
 
     /// Tells the sender how far a fetch is, best effort, and notes it here.

@@ -79,6 +79,10 @@ pub enum InState {
         complete_ms: u64,
         at_ms: u64,
     },
+    /// Given up: its blocks did not verify. It never shows in the inbox.
+    Failed {
+        reason: String,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -111,6 +115,8 @@ pub struct Incoming {
 pub enum Receipt {
     Delivered,
     Read,
+    /// The item failed (`InState::Failed` says why).
+    Failed,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -157,7 +163,7 @@ impl Items {
     pub fn held_from(&self, from: &str) -> u64 {
         self.incoming
             .iter()
-            .filter(|i| i.from == from)
+            .filter(|i| i.from == from && !matches!(i.state, InState::Failed { .. }))
             .map(|i| i.size)
             .sum()
     }
@@ -201,6 +207,7 @@ pub fn in_state_text(state: &InState) -> String {
         InState::Fetching { percent } => format!("receiving {percent}%"),
         InState::Complete { at_ms } => format!("received {}", time_text(*at_ms)),
         InState::Read { at_ms, .. } => format!("read {}", time_text(*at_ms)),
+        InState::Failed { reason } => format!("failed: {reason}"),
     }
 }
 

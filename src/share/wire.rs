@@ -1,7 +1,7 @@
 //! `/peerfs/offer/1.0.0`: one signed letter per stream, one answer back.
 //!
 //! A letter is an offer ("here is ROOT, NAME, SIZE bytes, for you"), a progress note
-//! ("I have N% of it"), or a receipt ("delivered", "read"). It is signed by its sender
+//! ("I have N% of it"), or a receipt ("delivered", "read", "failed: REASON"). It is signed by its sender
 //! with the key its peer ID names, and names its recipient, so a letter replayed to
 //! someone else, or sent by another in its name, is refused. Messages are length-
 //! prefixed DAG-CBOR under `MAX_LETTER` (see `net::protocol`).
@@ -54,6 +54,8 @@ pub enum Body {
     Delivered { id: String },
     /// The recipient read the item's content for the first time.
     Read { id: String },
+    /// The recipient gave up on an item it had taken: its blocks did not verify.
+    Failed { id: String, reason: String },
 }
 
 /// What is signed.
