@@ -31,6 +31,8 @@
 //!   their heads. Uses `net`, `unixfs`, `vfs`.
 //! - [`share`]: sending items to a peer's inbox: signed offers and receipts on
 //!   `/peerfs/offer/1.0.0`, the outbox and inbox kept on disk, who may send.
+//! - [`outbox`]: `DIR/outbox/<peer>/`, files passed through to the repo, sent once
+//!   written. Uses `vfs`.
 //! - [`pin`]: pinning a whole DAG so it stays, and `gc` of what nothing reaches.
 //! - [`daemon`]: one process per repo: mounts, commits on an interval, answers the
 //!   control socket. It and the CLI are the only modules that know everybody.
@@ -49,6 +51,7 @@ pub mod gateway;
 pub mod get;
 pub mod head;
 pub mod net;
+pub mod outbox;
 pub mod peers;
 #[cfg(feature = "rocksdb")]
 pub mod pin;

@@ -315,3 +315,37 @@ fn blocks_that_do_not_verify_never_show_in_the_inbox_and_are_counted() {
         0
     );
 }
+
+#[test]
+fn what_is_copied_into_the_outbox_is_sent_and_its_delivery_shows_in_an_xattr() {
+    let (a, b) = pair();
+    let outbox = a.mnt.path().join("outbox/bob");
+    assert!(outbox.is_dir(), "outbox/bob for the followed peer bob");
+    let src = tempfile::tempdir().unwrap();
+    let big = src.path().join("film.bin");
+    let content = bytes(20 << 20, 11);
+    write(&big, &content);
+    folder(&src.path().join("album"), 300);
+
+    common::sh(
+        src.path(),
+        &format!("cp film.bin {0}/ && cp -r album {0}/", outbox.display()),
+    );
+    wait_state(&a, "film.bin", "delivered", Duration::from_secs(60));
+    wait_state(&a, "album", "delivered", Duration::from_secs(60));
+    let delivery = |name: &str| common::xattr(&outbox.join(name), "user.peerfs.delivery");
+    assert!(
+        delivery("film.bin").is_some_and(|d| d.starts_with("delivered ")),
+        "{:?}",
+        delivery("film.bin")
+    );
+
+    let inbox = b.mnt.path().join("inbox/alice");
+    assert!(std::fs::read(inbox.join("film.bin")).unwrap() == content);
+    assert_same_tree(&src.path().join("album"), &inbox.join("album"));
+    wait_for("film.bin read", Duration::from_secs(20), || {
+        delivery("film.bin").is_some_and(|d| d.starts_with("read "))
+    });
+    // Sent once: the copy was one item each, not one per write.
+    assert_eq!(items(&a, "outbox").len(), 2, "{:?}", items(&a, "outbox"));
+}

@@ -203,6 +203,16 @@ impl Mailroom {
         Ok(item)
     }
 
+    /// How the newest item named `name` sent to `peer` (its name here) goes.
+    pub(super) fn delivery(&self, peer: &str, name: &str) -> Option<String> {
+        lock(&self.items)
+            .outgoing
+            .iter()
+            .rev()
+            .find(|o| o.to_name == peer && o.name == name)
+            .map(|o| crate::share::items::out_state_text(&o.state))
+    }
+
     pub(super) fn outgoing(&self) -> Vec<Outgoing> {
         lock(&self.items).outgoing.clone()
     }

@@ -8,6 +8,7 @@
 //! - `stop`: how a session ends (signals, `peerfs unmount`, the mount gone).
 //! - `handlers`: the daemon's answers on the control socket.
 //! - `mail`: the inbox and outbox at work: offers, fetches, receipts (`share`).
+//! - `outbox`: what is copied into `outbox/<peer>/`, sent once it is written.
 //! - [`control`]: the control socket's protocol, and its client.
 //! - [`blocks`]: blocks sessions over the control socket, for the CLI's content commands.
 //! - `follow`: followed peers' new heads into the peer view, the kernel's caches and the feed.
@@ -26,6 +27,7 @@ mod follow;
 mod handlers;
 mod mail;
 mod mountpoint;
+mod outbox;
 pub mod session;
 mod stop;
 mod sweeper;
@@ -154,6 +156,8 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
             m.read(folder, name);
         }
     }));
+    let outbox = outbox::make(repo.path(), book_names(repo.path()), Arc::clone(&mail_slot));
+    fs.with_outbox(Arc::clone(&outbox));
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::FSName("peerfs".into()),
@@ -227,6 +231,12 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     })
     .map_err(DaemonError::BadConfig)?;
     let _ = mail_slot.set(Arc::downgrade(&mail));
+    outbox::send_finished(
+        Arc::downgrade(&outbox),
+        Arc::downgrade(&mail),
+        store.clone(),
+        repo.config().import.profile.options(),
+    );
     let connected = Arc::downgrade(&mail);
     follow_heads(
         net_inbox,
@@ -306,6 +316,16 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     }
     committed.map(drop).map_err(DaemonError::from)
 }
+/// The followed peers' names, read from the peer book as `outbox/` is listed.
+fn book_names(repo: &Path) -> Arc<dyn Fn() -> Vec<String> + Send + Sync> {
+    let repo = repo.to_path_buf();
+    Arc::new(move || {
+        PeerBook::load(&repo)
+            .map(|b| b.entries().iter().map(|e| e.name.clone()).collect())
+            .unwrap_or_default()
+    })
+}
+
 /// How logs and answers name the root of a drive never committed.
 pub const EMPTY_DRIVE: &str = "none (empty drive)";
 

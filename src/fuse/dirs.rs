@@ -15,8 +15,8 @@ use fuser::{
 use super::reply::errno;
 use super::route::{read_only, ttl};
 use super::PeerFs;
-use crate::vfs::ino::{is_peer_ino, DRIVE_ROOT, IPFS, MOUNT_ROOT, PEERS};
-use crate::vfs::layout::{DRIVE_DIR, INBOX_DIR, IPFS_DIR, PEERS_DIR};
+use crate::vfs::ino::{is_outbox_ino, is_peer_ino, DRIVE_ROOT, IPFS, MOUNT_ROOT, OUTBOX, PEERS};
+use crate::vfs::layout::{DRIVE_DIR, INBOX_DIR, IPFS_DIR, OUTBOX_DIR, PEERS_DIR};
 use crate::vfs::{Attr, FsError};
 
 type Listing = Vec<(Vec<u8>, Attr)>;
@@ -74,6 +74,9 @@ impl PeerFs {
                 if let Some(inbox) = self.peers.as_ref().and_then(|p| p.inbox_attr()) {
                     top.push((INBOX_DIR.as_bytes().to_vec(), inbox));
                 }
+                if let Some(outbox) = &self.outbox {
+                    top.push((OUTBOX_DIR.as_bytes().to_vec(), outbox.attr(OUTBOX)?));
+                }
                 (MOUNT_ROOT, top)
             }
             PEERS => (
@@ -85,6 +88,12 @@ impl PeerFs {
             i if is_peer_ino(i) => {
                 let view = self.peer_view()?;
                 (view.parent(i), view.list(i)?)
+            }
+            i if is_outbox_ino(i) => {
+                let outbox = self.outbox()?;
+                let parent = outbox.parent(i).unwrap_or(MOUNT_ROOT);
+                let parent = if i == OUTBOX { MOUNT_ROOT } else { parent };
+                (parent, outbox.list(i)?)
             }
             DRIVE_ROOT => (MOUNT_ROOT, self.drive.list(ino)?),
             _ => (self.drive.parent(ino), self.drive.list(ino)?),

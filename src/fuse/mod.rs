@@ -6,6 +6,7 @@
 //! DIR/peers/   followed peers' drives, read-only (`peers::PeerView`)
 //! DIR/ipfs/    any CID, looked up by name (`peers::PeerView`)
 //! DIR/inbox/   items peers sent me, read-only, once complete (`peers::inbox`)
+//! DIR/outbox/  a folder per followed peer: what is copied there is sent (`outbox`)
 //! ```
 //!
 //! Requests on peers' files may wait on the network, so they run on a blocking pool
@@ -20,11 +21,13 @@
 //! - [`files`]: open files: create, open, read, write, flush, fsync, lseek, fallocate.
 //! - [`dirs`]: directory listings taken at opendir and paged by readdir.
 //! - [`xattr`]: the one extended attribute, `user.peerfs.cid`.
+//! - `outbox`: requests under `outbox/`, passed to [`crate::outbox`].
 //! - [`reply`]: attributes as the kernel wants them, errors as errno, panics as EIO.
 
 mod dirs;
 mod entries;
 mod files;
+mod outbox;
 mod reply;
 mod route;
 mod xattr;
@@ -64,6 +67,8 @@ pub struct PeerFs {
     inbox_reads: Option<InboxReads>,
     /// Inodes whose read was told already, so a read costs a set lookup after that.
     inbox_told: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// `outbox/`, when the daemon sends what is copied there.
+    outbox: Option<Arc<crate::outbox::Outbox>>,
 }
 
 /// What the daemon does when an item in `inbox/` is read: send a read receipt.
@@ -88,7 +93,13 @@ impl PeerFs {
             started: SystemTime::now(),
             inbox_reads: None,
             inbox_told: std::sync::Mutex::default(),
+            outbox: None,
         }
+    }
+
+    /// Shows `outbox/`, passed through to `outbox`.
+    pub fn with_outbox(&mut self, outbox: Arc<crate::outbox::Outbox>) {
+        self.outbox = Some(outbox);
     }
 
     /// Calls `reads` on the first read of each file's content under `inbox/`.

@@ -6,6 +6,8 @@ pub const PEERS_DIR: &str = "peers";
 pub const IPFS_DIR: &str = "ipfs";
 /// Items peers sent me, `inbox/<sender>/<name>`, read-only.
 pub const INBOX_DIR: &str = "inbox";
+/// A folder per followed peer; what is copied there is sent to it.
+pub const OUTBOX_DIR: &str = "outbox";
 /// Where a sent item stands (`queued`, `delivering N%`, `delivered TIME`, ...).
 pub const DELIVERY_XATTR: &str = "user.peerfs.delivery";
 /// The attribute every entry answers: its CID.
