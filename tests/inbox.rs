@@ -349,3 +349,50 @@ fn what_is_copied_into_the_outbox_is_sent_and_its_delivery_shows_in_an_xattr() {
     // Sent once: the copy was one item each, not one per write.
     assert_eq!(items(&a, "outbox").len(), 2, "{:?}", items(&a, "outbox"));
 }
+
+#[test]
+fn with_read_receipts_off_the_sender_sees_delivered_only() {
+    let a = Mounted::new();
+    let b_repo = TestRepo::new();
+    b_repo.set_config("read_receipts", "false");
+    let b = Mounted::with_repo(b_repo);
+    follow(&a, &b, "bob");
+    follow(&b, &a, "alice");
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("quiet.txt");
+    write(&file, b"read me quietly\n");
+    send(&a, &file, "bob");
+    wait_state(&a, "quiet.txt", "delivered", Duration::from_secs(30));
+    let inbox = b.mnt.path().join("inbox/alice/quiet.txt");
+    assert_eq!(std::fs::read(&inbox).unwrap(), b"read me quietly\n");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(out_state(&a, "quiet.txt").as_deref(), Some("delivered"));
+}
+
+#[test]
+fn a_fetch_cut_by_a_crash_resumes_after_the_restart() {
+    let (la, lb) = (
+        format!("/ip4/127.0.0.1/tcp/{}", free_port()),
+        format!("/ip4/127.0.0.1/tcp/{}", free_port()),
+    );
+    let a = Mounted::listening(&la);
+    let mut b = Mounted::listening(&lb);
+    follow(&a, &b, "bob");
+    follow(&b, &a, "alice");
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("long.bin");
+    let content = bytes(160 << 20, 5);
+    write(&file, &content);
+    send(&a, &file, "bob");
+    // Killed while some of it is here and not all.
+    wait_for("bob fetching", Duration::from_secs(60), || {
+        items(&b, "inbox")
+            .first()
+            .is_some_and(|i| i["state"] == "fetching" && i["percent"].as_u64() > Some(0))
+    });
+    common::kill(&b);
+    assert_ne!(out_state(&a, "long.bin").as_deref(), Some("delivered"));
+    mount_at(&mut b, &lb);
+    wait_state(&a, "long.bin", "delivered", Duration::from_secs(60));
+    assert!(std::fs::read(b.mnt.path().join("inbox/alice/long.bin")).unwrap() == content);
+}
