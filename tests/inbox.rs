@@ -104,6 +104,8 @@ fn folder(at: &Path, n: usize) {
 #[test]
 fn a_file_and_a_folder_arrive_whole_and_the_sender_sees_delivered_then_read() {
     let (a, b) = pair();
+    // The inbox's own directory is kept, and is no pin of the user's.
+    assert_eq!(b.repo.ok(&["pins", "--json"]).trim(), "[]");
     let src = tempfile::tempdir().unwrap();
     let big = src.path().join("big.bin");
     let content = bytes(50 << 20, 7);

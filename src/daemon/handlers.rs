@@ -144,6 +144,7 @@ impl Context {
             Ok(pins) => Response::Pins {
                 pins: pins
                     .into_iter()
+                    .filter(|(_, label)| label != crate::share::items::INBOX_PIN)
                     .map(|(cid, label)| PinInfo {
                         cid: cid.to_string(),
                         label,

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 /// The file's name inside the repo.
 pub const MAIL_FILE: &str = "mail.json";
+/// The pin label that keeps the inbox's own directory nodes: the daemon's business,
+/// left out of `peerfs pins`.
+pub const INBOX_PIN: &str = "peerfs inbox directory";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ItemsError {

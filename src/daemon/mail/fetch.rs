@@ -9,12 +9,12 @@ use cid::Cid;
 use libp2p::PeerId;
 use tracing::{info, warn};
 
-use super::{fetch_key, lock, now_ms, Mailroom, FETCH_RETRY, INBOX_PIN, NODE_SLACK};
+use super::{fetch_key, lock, now_ms, Mailroom, FETCH_RETRY, NODE_SLACK};
 use crate::daemon::feed::What;
 use crate::daemon::follow::invalidate;
 use crate::net::RemoteBlocks;
 use crate::pin;
-use crate::share::items::{InState, Incoming, Receipt};
+use crate::share::items::{InState, Incoming, Receipt, INBOX_PIN};
 use crate::share::wire::Body;
 use crate::store::{Blocks, StoreError};
 use crate::unixfs::build::{build_directory, DirEntry};

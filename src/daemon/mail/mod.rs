@@ -49,8 +49,6 @@ const RETRY_MAX: Duration = Duration::from_secs(60);
 const FETCH_RETRY: Duration = Duration::from_secs(5);
 /// Letters read at once from all peers; more streams wait.
 const LETTERS_AT_ONCE: usize = 32;
-/// The pin label of the inbox's own directory nodes.
-const INBOX_PIN: &str = "inbox";
 /// Room beyond an offer's size for its directory and file nodes: past it, the
 /// sender's claim was false and the fetch stops.
 const NODE_SLACK: u64 = 1 << 20;
