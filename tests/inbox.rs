@@ -369,6 +369,24 @@ fn with_read_receipts_off_the_sender_sees_delivered_only() {
     assert_eq!(std::fs::read(&inbox).unwrap(), b"read me quietly\n");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(out_state(&a, "quiet.txt").as_deref(), Some("delivered"));
+
+    // The recipient may move an item out, or delete one; it leaves the inbox list.
+    common::sh(
+        b.mnt.path(),
+        "mv inbox/alice/quiet.txt drive/ && test -f drive/quiet.txt",
+    );
+    assert_eq!(
+        std::fs::read(b.drive().join("quiet.txt")).unwrap(),
+        b"read me quietly\n"
+    );
+    assert!(!inbox.exists());
+    assert!(items(&b, "inbox").is_empty(), "{:?}", items(&b, "inbox"));
+    write(&file, b"second\n");
+    send(&a, &file, "bob");
+    wait_for("the second", Duration::from_secs(30), || inbox.exists());
+    std::fs::remove_file(&inbox).unwrap();
+    assert!(!inbox.exists());
+    assert!(items(&b, "inbox").is_empty());
 }
 
 #[test]

@@ -156,6 +156,13 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
             m.read(folder, name);
         }
     }));
+    let slot = Arc::clone(&mail_slot);
+    fs.on_inbox_remove(Arc::new(move |folder: &str, name: &str| {
+        match slot.get().and_then(std::sync::Weak::upgrade) {
+            Some(m) => m.remove(folder, name),
+            None => Err(crate::vfs::FsError::ReadOnly),
+        }
+    }));
     let outbox = outbox::make(repo.path(), book_names(repo.path()), Arc::clone(&mail_slot));
     fs.with_outbox(Arc::clone(&outbox));
     let mut config = fuser::Config::default();

@@ -165,6 +165,9 @@ pub(super) fn mkdir(
 }
 
 pub(super) fn unlink(fs: &PeerFs, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    if let Some((folder, removes)) = fs.inbox_folder(parent.0) {
+        return reply_empty(reply, removes(&folder, &name.to_string_lossy()));
+    }
     if read_only(parent.0) {
         return reply.error(errno(&FsError::ReadOnly));
     }
@@ -213,6 +216,10 @@ pub(super) fn rename(
     flags: RenameFlags,
     reply: ReplyEmpty,
 ) {
+    // Out of the inbox: `mv` copies, then deletes the item.
+    if fs.inbox_folder(parent.0).is_some() && parent != newparent {
+        return reply.error(fuser::Errno::from_i32(libc::EXDEV));
+    }
     if read_only(parent.0) || read_only(newparent.0) {
         return reply.error(errno(&FsError::ReadOnly));
     }

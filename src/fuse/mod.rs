@@ -69,10 +69,13 @@ pub struct PeerFs {
     inbox_told: std::sync::Mutex<std::collections::HashSet<u64>>,
     /// `outbox/`, when the daemon sends what is copied there.
     outbox: Option<Arc<crate::outbox::Outbox>>,
+    inbox_removes: Option<InboxRemoves>,
 }
 
 /// What the daemon does when an item in `inbox/` is read: send a read receipt.
 pub type InboxReads = Arc<dyn Fn(&str, &str) + Send + Sync>;
+/// What the daemon does when a file item in `inbox/<sender>/` is deleted.
+pub type InboxRemoves = Arc<dyn Fn(&str, &str) -> Result<(), FsError> + Send + Sync>;
 
 impl PeerFs {
     pub fn new(
@@ -94,7 +97,19 @@ impl PeerFs {
             inbox_reads: None,
             inbox_told: std::sync::Mutex::default(),
             outbox: None,
+            inbox_removes: None,
         }
+    }
+
+    /// Lets a file item of `inbox/<sender>/` be deleted (or moved out) through `removes`.
+    pub fn on_inbox_remove(&mut self, removes: InboxRemoves) {
+        self.inbox_removes = Some(removes);
+    }
+
+    /// The sender's folder, when `parent` is one in `inbox/` and deleting is on.
+    fn inbox_folder(&self, parent: u64) -> Option<(String, &InboxRemoves)> {
+        let removes = self.inbox_removes.as_ref()?;
+        Some((self.peers.as_ref()?.inbox_folder_of(parent)?, removes))
     }
 
     /// Shows `outbox/`, passed through to `outbox`.

@@ -57,6 +57,14 @@ impl PeerView {
         st.nodes.get(&st.inbox?).map(|n| n.attr)
     }
 
+    /// For a directory `inbox/<sender>/`: the sender's folder name.
+    pub fn inbox_folder_of(&self, ino: u64) -> Option<String> {
+        let st = self.lock();
+        let inbox = st.inbox?;
+        let (parent, name) = st.entry_of(ino)?;
+        (parent == inbox).then(|| String::from_utf8_lossy(name).into_owned())
+    }
+
     /// For a file somewhere under `inbox/<sender>/<item>`: the sender's folder name and
     /// the item's name. `None` for anything else.
     pub fn inbox_item_of(&self, ino: u64) -> Option<(String, String)> {

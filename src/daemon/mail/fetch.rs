@@ -181,6 +181,11 @@ impl Mailroom {
     /// Builds the inbox's directory (`<sender>/<name>` for every complete item), keeps
     /// it, and shows it as `DIR/inbox/`.
     pub(super) fn show_inbox(&self) {
+        invalidate(&self.parts.notifier, self.rebuild_inbox());
+    }
+
+    /// `show_inbox` without telling the kernel: the changes it must be told.
+    pub(super) fn rebuild_inbox(&self) -> Vec<crate::peers::Invalidation> {
         let mut folders: std::collections::BTreeMap<String, Vec<DirEntry>> = Default::default();
         for i in &lock(&self.items).incoming {
             let (Some(name), Ok(cid)) = (&i.shown_name, Cid::try_from(i.root.as_str())) else {
@@ -212,21 +217,24 @@ impl Mailroom {
         })();
         let root = match built {
             Ok(b) => b.cid,
-            Err(e) => return warn!("cannot build the inbox's directory: {e}"),
+            Err(e) => {
+                warn!("cannot build the inbox's directory: {e}");
+                return Vec::new();
+            }
         };
         let store = &self.parts.store;
         if let Err(e) = store
             .put_many(&blocks, true)
             .and_then(|()| store.pin(&root, INBOX_PIN))
         {
-            return warn!("cannot keep the inbox's directory: {e}");
+            warn!("cannot keep the inbox's directory: {e}");
+            return Vec::new();
         }
         let old = lock(&self.inbox_root).replace(root);
         if let Some(old) = old.filter(|o| *o != root) {
             let _ = store.unpin_label(&old, INBOX_PIN);
         }
-        let changes = self.parts.view.show_inbox(root);
-        invalidate(&self.parts.notifier, changes);
+        self.parts.view.show_inbox(root)
     }
 }
 
