@@ -29,6 +29,10 @@
 //!   `/peerfs/head/1`, verified block fetch with fallback over `/peerfs/block/1`.
 //! - [`peers`]: followed peers' drives as read-only inode trees, kept current by
 //!   their heads. Uses `net`, `unixfs`, `vfs`.
+//! - [`share`]: sending items to a peer's inbox: signed offers and receipts on
+//!   `/peerfs/offer/1.0.0`, the outbox and inbox kept on disk, who may send.
+//! - [`outbox`]: `DIR/outbox/<peer>/`, files passed through to the repo, sent once
+//!   written. Uses `vfs`.
 //! - [`pin`]: pinning a whole DAG so it stays, and `gc` of what nothing reaches.
 //! - [`daemon`]: one process per repo: mounts, commits on an interval, answers the
 //!   control socket. It and the CLI are the only modules that know everybody.
@@ -48,11 +52,13 @@ pub mod gateway;
 pub mod get;
 pub mod head;
 pub mod net;
+pub mod outbox;
 pub mod peers;
 #[cfg(feature = "rocksdb")]
 pub mod pin;
 #[cfg(feature = "rocksdb")]
 pub mod repo;
+pub mod share;
 pub mod store;
 pub mod unixfs;
 pub mod vfs;

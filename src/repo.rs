@@ -127,6 +127,19 @@ pub struct Config {
     /// Serve IPFS nodes over Bitswap what strangers may read (as the gateway does).
     #[serde(default = "yes")]
     pub bitswap: bool,
+    /// Who may send items to my inbox: `"following"` (the default), `"*"`, peer-book
+    /// names and peer IDs, in a list or alone.
+    #[serde(default = "default_readers", deserialize_with = "one_or_many")]
+    pub accept_from: Vec<String>,
+    /// Bytes one sender may have in my inbox, at most.
+    #[serde(default = "default_inbox_quota")]
+    pub inbox_quota: bytesize::ByteSize,
+    /// Bytes one item sent to me may have, at most.
+    #[serde(default = "default_inbox_max_item")]
+    pub inbox_max_item: bytesize::ByteSize,
+    /// Tell a sender when I first read an item it sent.
+    #[serde(default = "yes")]
+    pub read_receipts: bool,
     #[serde(default)]
     pub import: ImportConfig,
 }
@@ -154,6 +167,10 @@ impl Default for Config {
             relay_circuits: default_relay_circuits(),
             upnp: false,
             bitswap: true,
+            accept_from: default_readers(),
+            inbox_quota: default_inbox_quota(),
+            inbox_max_item: default_inbox_max_item(),
+            read_receipts: true,
             import: ImportConfig::default(),
         }
     }
@@ -222,6 +239,14 @@ fn default_max_connections() -> u32 {
 
 fn default_peer_inode_limit() -> usize {
     50_000
+}
+
+fn default_inbox_quota() -> bytesize::ByteSize {
+    bytesize::ByteSize::gib(10)
+}
+
+fn default_inbox_max_item() -> bytesize::ByteSize {
+    bytesize::ByteSize::gib(4)
 }
 
 fn default_cache_size() -> bytesize::ByteSize {

@@ -38,8 +38,8 @@ fn mount_layout_status_and_unmount() {
         .collect();
     let mut top = top;
     top.sort();
-    assert_eq!(top, ["drive", "ipfs", "peers"]);
-    for dir in ["peers", "ipfs"] {
+    assert_eq!(top, ["drive", "inbox", "ipfs", "outbox", "peers"]);
+    for dir in ["peers", "ipfs", "inbox", "outbox"] {
         assert_eq!(fs::read_dir(m.mnt.path().join(dir)).unwrap().count(), 0);
         let err = fs::create_dir(m.mnt.path().join(dir).join("x")).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EROFS), "mkdir in {dir}/");

@@ -7,6 +7,7 @@ mod content;
 mod find;
 mod gateway;
 mod json;
+mod mail;
 mod mount;
 mod mounts;
 mod output;
@@ -188,6 +189,20 @@ enum Command {
         #[command(flatten)]
         json: Json,
     },
+    /// Send files or folders to a followed peer's inbox (MOUNTPOINT/inbox/ME/NAME there),
+    /// showing progress until delivered
+    Send(mail::SendArgs),
+    /// List items I sent: recipient, name, size, time, state (queued, delivering N%,
+    /// delivered TIME, read TIME, refused: REASON)
+    Outbox {
+        #[command(flatten)]
+        json: Json,
+    },
+    /// List items peers sent me: sender, name, size, time, state
+    Inbox {
+        #[command(flatten)]
+        json: Json,
+    },
     /// Fetch a whole tree and keep it (without a running daemon: only a tree all here)
     Pin {
         /// A path in the mount (under MOUNTPOINT/peers/ or MOUNTPOINT/drive/), or a CID
@@ -353,6 +368,9 @@ fn run(cli: Cli) -> Result<()> {
                 json: json.json,
             },
         ),
+        Command::Send(args) => mail::send(args, &repo_path),
+        Command::Outbox { json } => mail::outbox(&repo_path, json.json),
+        Command::Inbox { json } => mail::inbox(&repo_path, json.json),
         Command::Pin { target } => pin::pin(&repo_path, &target),
         Command::Unpin { target } => pin::unpin(&repo_path, &target),
         Command::Pins { json } => pin::list(&repo_path, json.json),

@@ -190,7 +190,10 @@ pub fn list(repo_path: &Path, json: bool) -> Result<()> {
                 let repo = Repo::open(repo_path).context("opening the repo")?;
                 let pins = repo.store().pins()?;
                 (
-                    pins.into_iter().map(|(c, l)| (c.to_string(), l)).collect(),
+                    pins.into_iter()
+                        .filter(|(_, l)| l != peerfs::share::items::INBOX_PIN)
+                        .map(|(c, l)| (c.to_string(), l))
+                        .collect(),
                     None,
                 )
             }

@@ -60,6 +60,14 @@ fn text(e: &FeedEvent) -> String {
         }
         What::Connected { peer, .. } => format!("connected {peer}"),
         What::Disconnected { peer, .. } => format!("left     {peer}"),
+        What::Arrived {
+            peer, name, size, ..
+        } => format!("arrived  inbox/{peer}/{name} ({size} bytes)"),
+        What::Delivered { peer, name, .. } => format!("delivered {name} to {peer}"),
+        What::Read { peer, name, .. } => format!("read     {name} by {peer}"),
+        What::Refused {
+            peer, name, reason, ..
+        } => format!("refused  {name} by {peer}: {reason}"),
         What::Missed { count } => format!("missed   {count} events (this watch fell behind)"),
     };
     format!("{} {what}", e.time)

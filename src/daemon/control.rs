@@ -18,6 +18,7 @@ use crate::net::peerbook::PeerEntry;
 use crate::net::reach::DialReport;
 use crate::net::PeerInfo;
 use crate::pin::WalkProgress;
+use crate::share::items::{Incoming, Outgoing};
 
 /// The socket's file name inside the repo.
 pub const SOCKET: &str = "peerfs.sock";
@@ -80,6 +81,17 @@ pub enum Request {
         #[serde(default)]
         peers: Vec<String>,
     },
+    /// Send `root` (stored and pinned already) as `name` to the peer `to`.
+    Send {
+        to: String,
+        name: String,
+        root: String,
+        size: u64,
+        #[serde(default)]
+        note: String,
+    },
+    Outbox,
+    Inbox,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -141,6 +153,14 @@ pub enum Response {
     /// profile, so that `add` through it makes the CIDs the mount makes.
     Blocks {
         profile: String,
+    },
+    /// The item queued by a `send`.
+    Sent(Outgoing),
+    Outbox {
+        items: Vec<Outgoing>,
+    },
+    Inbox {
+        items: Vec<Incoming>,
     },
     Error {
         message: String,

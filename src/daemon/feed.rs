@@ -1,5 +1,6 @@
 //! The live feed behind `peerfs watch`: what happens as it happens (a followed drive's
-//! new head and what changed in it, followed peers connecting and going away), kept in
+//! new head and what changed in it, followed peers connecting and going away, items
+//! arriving in my inbox, delivered and read from my outbox), kept in
 //! a bounded ring. A watcher reads from its own position; one that falls behind the
 //! ring is told how many events it missed, and the daemon's memory stays the same.
 
@@ -54,6 +55,33 @@ pub enum What {
         peer: String,
         peer_id: String,
     },
+    /// An item a peer sent is complete in my inbox, at `inbox/<peer>/<name>`.
+    Arrived {
+        peer: String,
+        peer_id: String,
+        name: String,
+        size: u64,
+        cid: String,
+    },
+    /// An item I sent is complete in the recipient's inbox.
+    Delivered {
+        peer: String,
+        peer_id: String,
+        name: String,
+    },
+    /// The recipient read an item I sent, for the first time.
+    Read {
+        peer: String,
+        peer_id: String,
+        name: String,
+    },
+    /// The recipient refused an item I sent.
+    Refused {
+        peer: String,
+        peer_id: String,
+        name: String,
+        reason: String,
+    },
     /// This watcher fell behind, and this many events went by unseen.
     Missed {
         count: u64,
@@ -79,7 +107,11 @@ impl What {
             What::Head { peer, .. }
             | What::Incomplete { peer, .. }
             | What::Connected { peer, .. }
-            | What::Disconnected { peer, .. } => Some(peer),
+            | What::Disconnected { peer, .. }
+            | What::Arrived { peer, .. }
+            | What::Delivered { peer, .. }
+            | What::Read { peer, .. }
+            | What::Refused { peer, .. } => Some(peer),
             What::Added(e) | What::Changed(e) | What::Removed(e) => Some(&e.peer),
             What::Watching | What::Missed { .. } => None,
         }

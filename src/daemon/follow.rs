@@ -48,6 +48,7 @@ pub(super) fn follow_heads(
     book: Arc<Mutex<PeerBook>>,
     notifier: Notifier,
     feed: Arc<Feed>,
+    on_connect: Box<dyn Fn(PeerId) + Send>,
 ) {
     let (diffs, jobs) = mpsc::sync_channel(DIFFS_WAITING);
     list_changes(jobs, Arc::clone(&view), Arc::clone(&feed));
@@ -94,6 +95,9 @@ pub(super) fn follow_heads(
                     }
                 }
                 NetEvent::Connected(peer) | NetEvent::Disconnected(peer) => {
+                    if matches!(event, NetEvent::Connected(_)) {
+                        on_connect(peer);
+                    }
                     let name = name_of(&peer).unwrap_or_else(|| peer.to_string());
                     let peer_id = peer.to_string();
                     feed.publish(match event {

@@ -45,6 +45,7 @@ pub(super) struct Context {
     pub(super) store: Arc<RocksStore>,
     pub(super) blocks: blocks::serve::Server,
     pub(super) import_profile: crate::unixfs::Profile,
+    pub(super) mail: Arc<super::mail::Mailroom>,
 }
 
 impl Context {
@@ -172,6 +173,7 @@ impl Context {
             Ok(pins) => Response::Pins {
                 pins: pins
                     .into_iter()
+                    .filter(|(_, label)| label != crate::share::items::INBOX_PIN)
                     .map(|(cid, label)| PinInfo {
                         cid: cid.to_string(),
                         label,
@@ -316,6 +318,22 @@ fn answer(
         Ok(Request::Unpin { target, cid }) => context.unpin(&target, cid.as_deref()),
         Ok(Request::Pins) => context.pins(),
         Ok(Request::Gc) => context.gc(),
+        Ok(Request::Send {
+            to,
+            name,
+            root,
+            size,
+            note,
+        }) => match context.mail.send(&to, &name, &root, size, &note) {
+            Ok(item) => Response::Sent(item),
+            Err(e) => error_response(e),
+        },
+        Ok(Request::Outbox) => Response::Outbox {
+            items: context.mail.outgoing(),
+        },
+        Ok(Request::Inbox) => Response::Inbox {
+            items: context.mail.incoming(),
+        },
         Ok(Request::Watch { peers }) => return super::watch::serve(&conn, &context.feed, &peers),
         Ok(Request::Find { query, peers }) => return context.find(&conn, &query, &peers),
         Ok(Request::Blocks) => match context.blocks.admit() {

@@ -7,6 +7,8 @@
 //! - `committer`: the thread that commits the drive when changes pause, and announces heads.
 //! - `stop`: how a session ends (signals, `peerfs unmount`, the mount gone).
 //! - `handlers`: the daemon's answers on the control socket.
+//! - `mail`: the inbox and outbox at work: offers, fetches, receipts (`share`).
+//! - `outbox`: what is copied into `outbox/<peer>/`, sent once it is written.
 //! - [`control`]: the control socket's protocol, and its client.
 //! - [`blocks`]: blocks sessions over the control socket, for the CLI's content commands.
 //! - `follow`: followed peers' new heads into the peer view, the kernel's caches and the feed.
@@ -24,7 +26,9 @@ pub mod feed;
 pub mod find;
 mod follow;
 mod handlers;
+mod mail;
 mod mountpoint;
+mod outbox;
 pub mod session;
 mod stop;
 mod sweeper;
@@ -139,13 +143,31 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
             );
         }
     }
-    let (pin_orders, pin_inbox) = mpsc::channel();
-    let fs = PeerFs::new(
+    let mut fs = PeerFs::new(
         Arc::clone(&drive),
         Some((Arc::clone(&view), runtime.handle().clone())),
         repo.path(),
-    )
-    .with_pin_orders(pin_orders);
+    );
+    let (pin_orders, pin_inbox) = mpsc::channel();
+    fs.with_pin_orders(pin_orders);
+    // The mailroom starts once the mount's notifier exists; reads before that tell
+    // nobody (the inbox is not shown yet either).
+    let mail_slot: Arc<std::sync::OnceLock<std::sync::Weak<mail::Mailroom>>> = Arc::default();
+    let slot = Arc::clone(&mail_slot);
+    fs.on_inbox_read(Arc::new(move |folder: &str, name: &str| {
+        if let Some(m) = slot.get().and_then(std::sync::Weak::upgrade) {
+            m.read(folder, name);
+        }
+    }));
+    let slot = Arc::clone(&mail_slot);
+    fs.on_inbox_remove(Arc::new(move |folder: &str, name: &str| {
+        match slot.get().and_then(std::sync::Weak::upgrade) {
+            Some(m) => m.remove(folder, name),
+            None => Err(crate::vfs::FsError::ReadOnly),
+        }
+    }));
+    let outbox = outbox::make(repo.path(), book_names(repo.path()), Arc::clone(&mail_slot));
+    fs.with_outbox(Arc::clone(&outbox));
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::FSName("peerfs".into()),
@@ -200,12 +222,43 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     watch_signals(events.clone());
     let book = Arc::new(Mutex::new(book));
     let feed = Arc::new(Feed::default());
+    let mail = mail::Mailroom::start(mail::Parts {
+        repo: repo.path().to_path_buf(),
+        key: repo.keypair().clone(),
+        net: net.clone(),
+        store: store.clone(),
+        book: Arc::clone(&book),
+        feed: Arc::clone(&feed),
+        view: Arc::clone(&view),
+        notifier: notifier.clone(),
+        policy: crate::share::policy::Policy::from_config(
+            &repo.config().accept_from,
+            repo.config().inbox_quota.as_u64(),
+            repo.config().inbox_max_item.as_u64(),
+        ),
+        read_receipts: repo.config().read_receipts,
+        opts: repo.config().import.profile.options(),
+    })
+    .map_err(DaemonError::BadConfig)?;
+    let _ = mail_slot.set(Arc::downgrade(&mail));
+    outbox::send_finished(
+        Arc::downgrade(&outbox),
+        Arc::downgrade(&mail),
+        store.clone(),
+        repo.config().import.profile.options(),
+    );
+    let connected = Arc::downgrade(&mail);
     follow_heads(
         net_inbox,
         Arc::clone(&view),
         Arc::clone(&book),
         notifier.clone(),
         Arc::clone(&feed),
+        Box::new(move |peer| {
+            if let Some(m) = connected.upgrade() {
+                m.connected(&peer);
+            }
+        }),
     );
     trim_view(Arc::downgrade(&view), notifier.clone());
     let context = Context {
@@ -221,6 +274,7 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         store: store.clone(),
         blocks: blocks::serve::Server::new(store.clone(), net.clone()),
         import_profile: repo.config().import.profile,
+        mail,
     };
     let context = Arc::new(context);
     handlers::carry_out_pins(pin_inbox, Arc::clone(&context));
@@ -274,6 +328,16 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     }
     committed.map(drop).map_err(DaemonError::from)
 }
+/// The followed peers' names, read from the peer book as `outbox/` is listed.
+fn book_names(repo: &Path) -> Arc<dyn Fn() -> Vec<String> + Send + Sync> {
+    let repo = repo.to_path_buf();
+    Arc::new(move || {
+        PeerBook::load(&repo)
+            .map(|b| b.entries().iter().map(|e| e.name.clone()).collect())
+            .unwrap_or_default()
+    })
+}
+
 /// How logs and answers name the root of a drive never committed.
 pub const EMPTY_DRIVE: &str = "none (empty drive)";
 

@@ -15,8 +15,8 @@ use fuser::{
 use super::reply::errno;
 use super::route::{read_only, ttl};
 use super::PeerFs;
-use crate::vfs::ino::{is_peer_ino, DRIVE_ROOT, IPFS, MOUNT_ROOT, PEERS};
-use crate::vfs::layout::{DRIVE_DIR, IPFS_DIR, PEERS_DIR};
+use crate::vfs::ino::{is_outbox_ino, is_peer_ino, DRIVE_ROOT, IPFS, MOUNT_ROOT, OUTBOX, PEERS};
+use crate::vfs::layout::{DRIVE_DIR, INBOX_DIR, IPFS_DIR, OUTBOX_DIR, PEERS_DIR};
 use crate::vfs::{Attr, FsError};
 
 type Listing = Vec<(Vec<u8>, Attr)>;
@@ -66,14 +66,18 @@ impl PeerFs {
                 let drive = self.drive.getattr(DRIVE_ROOT)?;
                 let peers = self.virtual_attr(PEERS);
                 let ipfs = self.virtual_attr(IPFS);
-                (
-                    MOUNT_ROOT,
-                    vec![
-                        (DRIVE_DIR.as_bytes().to_vec(), drive),
-                        (PEERS_DIR.as_bytes().to_vec(), peers),
-                        (IPFS_DIR.as_bytes().to_vec(), ipfs),
-                    ],
-                )
+                let mut top = vec![
+                    (DRIVE_DIR.as_bytes().to_vec(), drive),
+                    (PEERS_DIR.as_bytes().to_vec(), peers),
+                    (IPFS_DIR.as_bytes().to_vec(), ipfs),
+                ];
+                if let Some(inbox) = self.peers.as_ref().and_then(|p| p.inbox_attr()) {
+                    top.push((INBOX_DIR.as_bytes().to_vec(), inbox));
+                }
+                if let Some(outbox) = &self.outbox {
+                    top.push((OUTBOX_DIR.as_bytes().to_vec(), outbox.attr(OUTBOX)?));
+                }
+                (MOUNT_ROOT, top)
             }
             PEERS => (
                 MOUNT_ROOT,
@@ -84,6 +88,12 @@ impl PeerFs {
             i if is_peer_ino(i) => {
                 let view = self.peer_view()?;
                 (view.parent(i), view.list(i)?)
+            }
+            i if is_outbox_ino(i) => {
+                let outbox = self.outbox()?;
+                let parent = outbox.parent(i).unwrap_or(MOUNT_ROOT);
+                let parent = if i == OUTBOX { MOUNT_ROOT } else { parent };
+                (parent, outbox.list(i)?)
             }
             DRIVE_ROOT => (MOUNT_ROOT, self.drive.list(ino)?),
             _ => (self.drive.parent(ino), self.drive.list(ino)?),
@@ -104,12 +114,15 @@ pub(super) fn opendir(fs: &PeerFs, ino: INodeNo, reply: ReplyOpen) {
             Err(e) => return reply.error(errno(&e)),
         };
         let (peers_attr, ipfs_attr) = (fs.virtual_attr(PEERS), fs.virtual_attr(IPFS));
+        let root_attr = fs.virtual_attr(MOUNT_ROOT);
         return fs.offload(move || {
             let listing = view.list(ino.0).and_then(|entries| {
                 let parent = view.parent(ino.0);
                 let attr_of = |i| match i {
                     PEERS => Ok(peers_attr),
                     IPFS => Ok(ipfs_attr),
+                    // inbox/'s parent.
+                    MOUNT_ROOT => Ok(root_attr),
                     _ => view.getattr(i),
                 };
                 let mut out = vec![

@@ -12,9 +12,9 @@ use fuser::{
 
 use super::reply::{errno, reply_empty, time};
 use super::route::{read_only, ttl, PEER_TTL};
-use super::PeerFs;
-use crate::vfs::ino::{is_peer_ino, IPFS, MOUNT_ROOT, PEERS};
-use crate::vfs::layout::{DRIVE_DIR, IPFS_DIR, PEERS_DIR};
+use super::{outbox, PeerFs};
+use crate::vfs::ino::{is_outbox_ino, is_peer_ino, IPFS, MOUNT_ROOT, OUTBOX, PEERS};
+use crate::vfs::layout::{DRIVE_DIR, INBOX_DIR, IPFS_DIR, OUTBOX_DIR, PEERS_DIR};
 use crate::vfs::{FsError, SetAttr};
 
 pub(super) fn lookup(fs: &PeerFs, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -24,8 +24,14 @@ pub(super) fn lookup(fs: &PeerFs, parent: INodeNo, name: &OsStr, reply: ReplyEnt
             n if n == DRIVE_DIR.as_bytes() => fs.drive.lookup_root(),
             n if n == PEERS_DIR.as_bytes() => Ok(fs.virtual_attr(PEERS)),
             n if n == IPFS_DIR.as_bytes() => Ok(fs.virtual_attr(IPFS)),
+            n if n == OUTBOX_DIR.as_bytes() => fs.outbox().and_then(|o| o.attr(OUTBOX)),
+            n if n == INBOX_DIR.as_bytes() => match fs.peer_view() {
+                Ok(view) => view.lookup_inbox(),
+                Err(e) => Err(e),
+            },
             _ => Err(FsError::NotFound),
         },
+        p if is_outbox_ino(p) => return outbox::lookup(fs, p, OsStr::from_bytes(name), reply),
         p if p == PEERS || p == IPFS || is_peer_ino(p) => {
             let view = match fs.peer_view() {
                 Ok(v) => v,
@@ -50,7 +56,7 @@ pub(super) fn forget(fs: &PeerFs, ino: INodeNo, nlookup: u64) {
         if let Some(view) = &fs.peers {
             view.forget(ino.0, nlookup);
         }
-    } else if !read_only(ino.0) {
+    } else if !read_only(ino.0) && !is_outbox_ino(ino.0) {
         fs.drive.forget(ino.0, nlookup);
     }
 }
@@ -82,6 +88,9 @@ pub(super) fn setattr(
         mtime: mtime.map(time),
         atime: atime.map(time),
     };
+    if is_outbox_ino(ino.0) {
+        return outbox::setattr(fs, ino.0, set, reply);
+    }
     match fs.drive.setattr(ino.0, set) {
         Ok(a) => reply.attr(ttl(a.ino), &fs.file_attr(&a)),
         Err(e) => reply.error(errno(&e)),
@@ -89,6 +98,9 @@ pub(super) fn setattr(
 }
 
 pub(super) fn readlink(fs: &PeerFs, ino: INodeNo, reply: ReplyData) {
+    if is_outbox_ino(ino.0) {
+        return reply.error(errno(&FsError::Invalid));
+    }
     if is_peer_ino(ino.0) {
         let view = match fs.peer_view() {
             Ok(v) => v,
@@ -120,6 +132,9 @@ pub(super) fn mknod(
         // Device nodes, FIFOs and sockets have no UnixFS form.
         return reply.error(errno(&FsError::NotSupported));
     }
+    if is_outbox_ino(parent.0) {
+        return outbox::mknod(fs, parent.0, name, mode & !umask, reply);
+    }
     match fs.drive.create(parent.0, name.as_bytes(), mode & !umask) {
         Ok((a, fh)) => {
             let _ = fs.drive.release(fh);
@@ -140,6 +155,9 @@ pub(super) fn mkdir(
     if read_only(parent.0) {
         return reply.error(errno(&FsError::ReadOnly));
     }
+    if is_outbox_ino(parent.0) {
+        return outbox::mkdir(fs, parent.0, name, mode & !umask, reply);
+    }
     match fs.drive.mkdir(parent.0, name.as_bytes(), mode & !umask) {
         Ok(a) => reply.entry(ttl(a.ino), &fs.file_attr(&a), Generation(0)),
         Err(e) => reply.error(errno(&e)),
@@ -147,8 +165,14 @@ pub(super) fn mkdir(
 }
 
 pub(super) fn unlink(fs: &PeerFs, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    if let Some((folder, removes)) = fs.inbox_folder(parent.0) {
+        return reply_empty(reply, removes(&folder, &name.to_string_lossy()));
+    }
     if read_only(parent.0) {
         return reply.error(errno(&FsError::ReadOnly));
+    }
+    if is_outbox_ino(parent.0) {
+        return outbox::unlink(fs, parent.0, name, reply);
     }
     reply_empty(reply, fs.drive.unlink(parent.0, name.as_bytes()))
 }
@@ -156,6 +180,9 @@ pub(super) fn unlink(fs: &PeerFs, parent: INodeNo, name: &OsStr, reply: ReplyEmp
 pub(super) fn rmdir(fs: &PeerFs, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
     if read_only(parent.0) {
         return reply.error(errno(&FsError::ReadOnly));
+    }
+    if is_outbox_ino(parent.0) {
+        return outbox::rmdir(fs, parent.0, name, reply);
     }
     reply_empty(reply, fs.drive.rmdir(parent.0, name.as_bytes()))
 }
@@ -169,6 +196,9 @@ pub(super) fn symlink(
 ) {
     if read_only(parent.0) {
         return reply.error(errno(&FsError::ReadOnly));
+    }
+    if is_outbox_ino(parent.0) {
+        return reply.error(errno(&FsError::Unsupported));
     }
     let target = target.as_os_str().as_bytes();
     match fs.drive.symlink(parent.0, link_name.as_bytes(), target) {
@@ -186,11 +216,21 @@ pub(super) fn rename(
     flags: RenameFlags,
     reply: ReplyEmpty,
 ) {
+    // Out of the inbox: `mv` copies, then deletes the item.
+    if fs.inbox_folder(parent.0).is_some() && parent != newparent {
+        return reply.error(fuser::Errno::from_i32(libc::EXDEV));
+    }
     if read_only(parent.0) || read_only(newparent.0) {
         return reply.error(errno(&FsError::ReadOnly));
     }
     if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
         return reply.error(errno(&FsError::Invalid));
+    }
+    match (is_outbox_ino(parent.0), is_outbox_ino(newparent.0)) {
+        (true, true) => return outbox::rename(fs, parent.0, name, newparent.0, newname, reply),
+        (false, false) => {}
+        // Between the outbox and the drive: `mv` copies instead.
+        _ => return reply.error(fuser::Errno::from_i32(libc::EXDEV)),
     }
     let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
     reply_empty(

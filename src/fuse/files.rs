@@ -12,11 +12,14 @@ use fuser::{
 
 use super::reply::{drive_errno, errno, reply_empty};
 use super::route::{read_only, ttl};
-use super::PeerFs;
-use crate::vfs::ino::is_peer_ino;
+use super::{outbox, PeerFs};
+use crate::vfs::ino::{is_outbox_ino, is_peer_ino};
 use crate::vfs::{FsError, Seek};
 
 pub(super) fn open(fs: &PeerFs, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    if is_outbox_ino(ino.0) {
+        return outbox::open(fs, ino.0, flags.0, reply);
+    }
     let truncate = flags.0 & libc::O_TRUNC != 0;
     if is_peer_ino(ino.0) {
         let writing = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
@@ -42,11 +45,17 @@ pub(super) fn read(
     size: u32,
     reply: ReplyData,
 ) {
+    if is_outbox_ino(ino.0) {
+        return outbox::read(fs, fh.0, offset, size, reply);
+    }
     if is_peer_ino(ino.0) {
         let view = match fs.peer_view() {
             Ok(v) => v,
             Err(e) => return reply.error(errno(&e)),
         };
+        if size > 0 {
+            fs.inbox_read(ino.0);
+        }
         // Blocks already here (read ahead, or cached) are answered at once; only a
         // read that must wait on the network leaves the session thread.
         if let Some(data) = view.read_here(ino.0, offset, size) {
@@ -72,6 +81,9 @@ pub(super) fn write(
     write_flags: WriteFlags,
     reply: ReplyWrite,
 ) {
+    if is_outbox_ino(ino.0) {
+        return outbox::write(fs, fh.0, offset, data, reply);
+    }
     let drop_privileges = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
     match fs.drive.write(fh.0, offset, data, drop_privileges) {
         Ok(()) => reply.written(data.len() as u32),
@@ -80,13 +92,16 @@ pub(super) fn write(
 }
 
 pub(super) fn flush(fs: &PeerFs, ino: INodeNo, fh: FileHandle, reply: ReplyEmpty) {
-    if is_peer_ino(ino.0) {
+    if is_peer_ino(ino.0) || is_outbox_ino(ino.0) {
         return reply.ok();
     }
     reply_empty(reply, fs.drive.flush(fh.0))
 }
 
 pub(super) fn release(fs: &PeerFs, ino: INodeNo, fh: FileHandle, reply: ReplyEmpty) {
+    if is_outbox_ino(ino.0) {
+        return outbox::release(fs, fh.0, reply);
+    }
     if is_peer_ino(ino.0) {
         return reply.ok();
     }
@@ -94,7 +109,7 @@ pub(super) fn release(fs: &PeerFs, ino: INodeNo, fh: FileHandle, reply: ReplyEmp
 }
 
 pub(super) fn fsync(fs: &PeerFs, ino: INodeNo, fh: FileHandle, reply: ReplyEmpty) {
-    if is_peer_ino(ino.0) {
+    if is_peer_ino(ino.0) || is_outbox_ino(ino.0) {
         return reply.ok();
     }
     let done = fs
@@ -125,7 +140,7 @@ pub(super) fn lseek(
     let Ok(offset) = u64::try_from(offset) else {
         return reply.error(errno(&FsError::PastEnd));
     };
-    let found = if read_only(ino.0) {
+    let found = if read_only(ino.0) || is_outbox_ino(ino.0) {
         fs.attr_of(ino.0).and_then(|a| match what {
             _ if offset >= a.size => Err(FsError::PastEnd),
             Seek::Data => Ok(offset),
@@ -154,7 +169,7 @@ pub(super) fn fallocate(
     if read_only(ino.0) {
         return reply.error(errno(&FsError::ReadOnly));
     }
-    if mode != 0 {
+    if mode != 0 || is_outbox_ino(ino.0) {
         return reply.error(errno(&FsError::Unsupported));
     }
     let Some(end) = offset.checked_add(length) else {
@@ -173,6 +188,9 @@ pub(super) fn create(
 ) {
     if read_only(parent.0) {
         return reply.error(errno(&FsError::ReadOnly));
+    }
+    if is_outbox_ino(parent.0) {
+        return outbox::create(fs, parent.0, name, mode & !umask, reply);
     }
     match fs.drive.create(parent.0, name.as_bytes(), mode & !umask) {
         Ok((a, fh)) => reply.created(

@@ -4,6 +4,9 @@
 //! ```text
 //! DIR/drive/   my drive, read-write (the drive's root inode)
 //! DIR/peers/   followed peers' drives, read-only (`peers::PeerView`)
+//! DIR/ipfs/    any CID, looked up by name (`peers::PeerView`)
+//! DIR/inbox/   items peers sent me, read-only, once complete (`peers::inbox`)
+//! DIR/outbox/  a folder per followed peer: what is copied there is sent (`outbox`)
 //! ```
 //!
 //! Requests on peers' files may wait on the network, so they run on a blocking pool
@@ -18,11 +21,13 @@
 //! - [`files`]: open files: create, open, read, write, flush, fsync, lseek, fallocate.
 //! - [`dirs`]: directory listings taken at opendir and paged by readdir.
 //! - [`xattr`]: the `user.peerfs.*` attributes; setting `user.peerfs.pin` pins.
+//! - `outbox`: requests under `outbox/`, passed to [`crate::outbox`].
 //! - [`reply`]: attributes as the kernel wants them, errors as errno, panics as EIO.
 
 mod dirs;
 mod entries;
 mod files;
+mod outbox;
 mod reply;
 mod route;
 mod xattr;
@@ -62,7 +67,19 @@ pub struct PeerFs {
     started: SystemTime,
     /// Where `user.peerfs.pin` changes go; `None`: they are refused.
     pin_orders: Option<std::sync::mpsc::Sender<PinOrder>>,
+    /// Told (sender folder, item name) on the first read of an inbox item's content.
+    inbox_reads: Option<InboxReads>,
+    /// Inodes whose read was told already, so a read costs a set lookup after that.
+    inbox_told: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// `outbox/`, when the daemon sends what is copied there.
+    outbox: Option<Arc<crate::outbox::Outbox>>,
+    inbox_removes: Option<InboxRemoves>,
 }
+
+/// What the daemon does when an item in `inbox/` is read: send a read receipt.
+pub type InboxReads = Arc<dyn Fn(&str, &str) + Send + Sync>;
+/// What the daemon does when a file item in `inbox/<sender>/` is deleted.
+pub type InboxRemoves = Arc<dyn Fn(&str, &str) -> Result<(), FsError> + Send + Sync>;
 
 impl PeerFs {
     pub fn new(
@@ -82,13 +99,58 @@ impl PeerFs {
             listings: Arc::default(),
             started: SystemTime::now(),
             pin_orders: None,
+            inbox_reads: None,
+            inbox_told: std::sync::Mutex::default(),
+            outbox: None,
+            inbox_removes: None,
+        }
+    }
+
+    /// Lets a file item of `inbox/<sender>/` be deleted (or moved out) through `removes`.
+    pub fn on_inbox_remove(&mut self, removes: InboxRemoves) {
+        self.inbox_removes = Some(removes);
+    }
+
+    /// The sender's folder, when `parent` is one in `inbox/` and deleting is on.
+    fn inbox_folder(&self, parent: u64) -> Option<(String, &InboxRemoves)> {
+        let removes = self.inbox_removes.as_ref()?;
+        Some((self.peers.as_ref()?.inbox_folder_of(parent)?, removes))
+    }
+
+    /// Shows `outbox/`, passed through to `outbox`.
+    pub fn with_outbox(&mut self, outbox: Arc<crate::outbox::Outbox>) {
+        self.outbox = Some(outbox);
+    }
+
+    /// Calls `reads` on the first read of each file's content under `inbox/`.
+    pub fn on_inbox_read(&mut self, reads: InboxReads) {
+        self.inbox_reads = Some(reads);
+    }
+
+    /// A read of peer inode `ino`: if it is an inbox item's, tells the daemon once.
+    fn inbox_read(&self, ino: u64) {
+        let (Some(reads), Some(view)) = (&self.inbox_reads, &self.peers) else {
+            return;
+        };
+        {
+            let mut told = self.inbox_told.lock().unwrap_or_else(|e| e.into_inner());
+            if told.contains(&ino) {
+                return;
+            }
+            // Bounded: a long session reading many peer files starts over.
+            if told.len() > 100_000 {
+                told.clear();
+            }
+            told.insert(ino);
+        }
+        if let Some((sender, item)) = view.inbox_item_of(ino) {
+            reads(&sender, &item);
         }
     }
 
     /// Sends pins and unpins asked for through `user.peerfs.pin` to `orders`.
-    pub fn with_pin_orders(mut self, orders: std::sync::mpsc::Sender<PinOrder>) -> PeerFs {
+    pub fn with_pin_orders(&mut self, orders: std::sync::mpsc::Sender<PinOrder>) {
         self.pin_orders = Some(orders);
-        self
     }
 }
 

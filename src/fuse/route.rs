@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::PeerFs;
 use crate::peers::PeerView;
-use crate::vfs::ino::{is_mount_dir, is_peer_ino};
+use crate::vfs::ino::{is_mount_dir, is_outbox_ino, is_peer_ino};
 use crate::vfs::{Attr, FsError, Kind};
 
 /// The drive changes only through this mount, so the kernel's cached entries and
@@ -51,6 +51,7 @@ impl PeerFs {
     pub(super) fn attr_of(&self, ino: u64) -> Result<Attr, FsError> {
         match ino {
             i if is_mount_dir(i) => Ok(self.virtual_attr(i)),
+            i if is_outbox_ino(i) => self.outbox()?.attr(i),
             i if is_peer_ino(i) => self.peer_view()?.getattr(i),
             _ => self.drive.getattr(ino),
         }

@@ -18,10 +18,10 @@ use fuser::{INodeNo, ReplyEmpty, ReplyXattr};
 use super::reply::errno;
 use super::PeerFs;
 use crate::peers::PeerView;
-use crate::vfs::ino::{is_mount_dir, is_peer_ino};
+use crate::vfs::ino::{is_mount_dir, is_outbox_ino, is_peer_ino};
 use crate::vfs::layout::{
-    CID_XATTR, HEAD_SEQ_XATTR, HEAD_TIME_XATTR, LOCAL_XATTR, PEER_ID_XATTR, PEER_XATTR,
-    PINNED_XATTR, PIN_XATTR,
+    CID_XATTR, DELIVERY_XATTR, HEAD_SEQ_XATTR, HEAD_TIME_XATTR, LOCAL_XATTR, PEER_ID_XATTR,
+    PEER_XATTR, PINNED_XATTR, PIN_XATTR,
 };
 use crate::vfs::FsError;
 
@@ -38,6 +38,15 @@ pub(super) fn getxattr(fs: &PeerFs, ino: INodeNo, name: &OsStr, size: u32, reply
             Ok(value) => xattr_reply(reply, value.as_bytes(), size),
             Err(e) => reply.error(errno(&e)),
         });
+    }
+    if is_outbox_ino(ino.0) {
+        if name != DELIVERY_XATTR.as_bytes() {
+            return reply.error(errno(&FsError::NoAttribute));
+        }
+        return match fs.outbox().and_then(|o| o.delivery(ino.0)) {
+            Ok(value) => xattr_reply(reply, value.as_bytes(), size),
+            Err(e) => reply.error(errno(&e)),
+        };
     }
     if name != CID_XATTR.as_bytes() || is_mount_dir(ino.0) {
         return reply.error(errno(&FsError::NoAttribute));
@@ -84,6 +93,10 @@ pub(super) fn listxattr(fs: &PeerFs, ino: INodeNo, size: u32, reply: ReplyXattr)
                 names.extend([HEAD_SEQ_XATTR, HEAD_TIME_XATTR]);
             }
             names.extend([LOCAL_XATTR, PINNED_XATTR]);
+        }
+    } else if is_outbox_ino(ino.0) {
+        if ino.0 != crate::vfs::ino::OUTBOX {
+            names.push(DELIVERY_XATTR);
         }
     } else if !is_mount_dir(ino.0) {
         names.push(CID_XATTR);

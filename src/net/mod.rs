@@ -400,6 +400,16 @@ impl NetHandle {
         let _ = self.bitswap.set(fetcher);
     }
 
+    /// Opens and accepts streams of protocols served off the event loop (the inbox's).
+    pub fn streams(&self) -> libp2p_stream::Control {
+        self.streams.clone()
+    }
+
+    /// The node's runtime, where work beside it (the inbox's) runs.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
         self.ask(Duration::from_secs(5), Command::ListenAddrs)
             .unwrap_or_default()

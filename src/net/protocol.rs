@@ -145,7 +145,7 @@ pub fn encode<T: Serialize>(message: &T, limit: usize) -> io::Result<Vec<u8>> {
     Ok(framed)
 }
 
-async fn read_message<T, R>(io: &mut R, limit: usize) -> io::Result<T>
+pub(crate) async fn read_message<T, R>(io: &mut R, limit: usize) -> io::Result<T>
 where
     T: DeserializeOwned,
     R: AsyncRead + Unpin + Send,

@@ -109,7 +109,13 @@ impl PeerView {
     }
 
     /// Points `ino` at `cid`; for a loaded directory, diffs its entries too.
-    fn retarget(&self, ino: u64, cid: Cid, attr: Option<Attr>, out: &mut Vec<Invalidation>) {
+    pub(super) fn retarget(
+        &self,
+        ino: u64,
+        cid: Cid,
+        attr: Option<Attr>,
+        out: &mut Vec<Invalidation>,
+    ) {
         let (owner, old_children) = {
             let mut st = self.lock();
             let Some(n) = st.nodes.get_mut(&ino) else {

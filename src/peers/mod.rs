@@ -23,10 +23,12 @@
 //! - [`heads`]: showing a peer, hiding it, and moving its tree to a new head.
 //! - [`attrs`]: what `stat` shows of a peer's node: read-only, dated by its head.
 //! - [`trim`]: past a limit of nodes, the least used directories go back to the kernel.
+//! - [`inbox`]: `DIR/inbox/`, a tree of items received, built here and shown read-only.
 //! - [`origin`]: where an entry comes from, for its `user.peerfs.*` attributes.
 
 mod attrs;
 mod heads;
+mod inbox;
 mod listing;
 mod origin;
 mod read;

@@ -53,6 +53,8 @@ pub(super) struct State {
     pub heads: HashMap<PeerId, (u64, SystemTime)>,
     /// Counts uses, for `PeerNode::used`.
     pub clock: u64,
+    /// The inode of `DIR/inbox/`, once an inbox root is shown (see `inbox`).
+    pub inbox: Option<u64>,
 }
 
 impl State {

@@ -4,6 +4,12 @@
 pub const DRIVE_DIR: &str = "drive";
 pub const PEERS_DIR: &str = "peers";
 pub const IPFS_DIR: &str = "ipfs";
+/// Items peers sent me, `inbox/<sender>/<name>`, read-only.
+pub const INBOX_DIR: &str = "inbox";
+/// A folder per followed peer; what is copied there is sent to it.
+pub const OUTBOX_DIR: &str = "outbox";
+/// Where a sent item stands (`queued`, `delivering N%`, `delivered TIME`, ...).
+pub const DELIVERY_XATTR: &str = "user.peerfs.delivery";
 /// The attribute every entry answers: its CID.
 pub const CID_XATTR: &str = "user.peerfs.cid";
 /// Where an entry of a peer's drive comes from: the peer (its name here, and its ID),
