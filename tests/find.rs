@@ -41,8 +41,8 @@ fn find_searches_every_followed_drive_by_name_size_type_and_age() {
             .count()
             == 0
     });
-    // find searches my drive as last committed: sync commits.
-    sh(&b.drive(), "sync");
+    // find searches my drive as last committed: an fsync commits.
+    fsync_tree(&b.drive());
 
     let at = |p: &str| {
         if p.starts_with("mine") {
