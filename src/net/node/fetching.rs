@@ -90,14 +90,20 @@ impl Node {
         id: OutboundRequestId,
         response: BlockResponse,
     ) {
-        let Some(sent) = self.fetch.answered(id) else {
+        let bytes = match &response {
+            BlockResponse::Blocks { blocks, .. } => {
+                blocks.iter().map(|(_, b)| b.len() as u64).sum()
+            }
+            _ => 0,
+        };
+        let Some(sent) = self.fetch.answered(id, bytes, Instant::now()) else {
             return;
         };
         self.seen(peer);
         let (blocks, missing) = match response {
             BlockResponse::Refused { reason } => {
                 info!("{peer} refused blocks: {reason}");
-                self.fetch.refused(id, &sent);
+                self.fetch.refused(id, &sent, Instant::now());
                 self.dispatch();
                 return;
             }
@@ -171,7 +177,7 @@ impl Node {
             missing,
         };
         let arrived = blocks.into_iter().map(|b| (*b.cid(), b)).collect();
-        let actions = self.fetch.settle(id, &sent, answer);
+        let actions = self.fetch.settle(id, &sent, answer, Instant::now());
         self.act(actions, arrived);
         self.dispatch();
     }
