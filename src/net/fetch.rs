@@ -32,11 +32,13 @@ use sources::{Request, Sources, Standing, LEAF_GUESS, NODE_GUESS};
 mod sources;
 
 /// A source not measured yet that has not answered in this long gets a second one
-/// asked beside it; a measured one gets company sooner, by its own figures, but never
-/// later than this.
+/// asked beside it; a measured one gets company by its own figures.
 pub const HEDGE_AFTER: Duration = Duration::from_secs(2);
-/// A measured source's request is slow past this many times what it should take...
-const SLOW_FACTOR: u32 = 3;
+/// A measured source's request is slow past this many times what it should take
+/// (its queue included)...
+const SLOW_FACTOR: u32 = 2;
+/// ...and always past this (a request times out at 10 s).
+const MAX_SLOW: Duration = Duration::from_secs(6);
 /// ...and never before this (a fast peer's figures jitter by more than they are).
 const MIN_HEDGE: Duration = Duration::from_millis(250);
 /// A request is overdue no sooner than this.
@@ -261,8 +263,10 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
         let guess = sent.cids.iter().map(guess).sum();
         let measured = self.sources.measured(&sent.peer);
         let takes = self.sources.expected(&sent.peer, 0, guess);
+        // Judged by its own figures: a deep queue at a peer is no reason to ask
+        // another, a request far slower than its queue is.
         let slow_after = if measured {
-            (takes * SLOW_FACTOR).clamp(MIN_HEDGE, HEDGE_AFTER)
+            (takes * SLOW_FACTOR).clamp(MIN_HEDGE, MAX_SLOW)
         } else {
             HEDGE_AFTER
         };

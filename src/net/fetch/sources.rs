@@ -26,10 +26,14 @@ const MIN_WINDOW: u64 = 2 << 20;
 const MAX_WINDOW: u64 = 48 << 20;
 /// Requests out to one peer at most (the server queues 64 per peer, then says busy).
 const MAX_REQUESTS: usize = 48;
-/// Rate samples span at least this long, so one fast answer does not set the rate.
-const SAMPLE: Duration = Duration::from_millis(50);
-/// Weight of a new rate sample.
-const RATE_WEIGHT: f64 = 0.3;
+/// A peer's rate is its bytes over its busy time, both fading with this time
+/// constant: answers come in bursts (a server interleaves several answers, which then
+/// end together), and an average of per-burst rates would be ruled by the bursts.
+const RATE_MEMORY: f64 = 3.0;
+/// A rate is known once this much busy time and this many bytes are counted (small
+/// answers measure the round trip, not the rate).
+const MEASURED_AFTER: f64 = 0.05;
+const MEASURED_BYTES: f64 = 512.0 * 1024.0;
 /// A peer that failed or lied is left alone for this long, doubled per strike.
 const BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -57,8 +61,9 @@ pub struct Request {
 
 #[derive(Default)]
 struct Source {
-    /// Bytes per second while it had requests out; `None` until measured.
-    rate: Option<f64>,
+    /// Bytes and seconds while it had requests out, fading (`RATE_MEMORY`).
+    busy_bytes: f64,
+    busy_secs: f64,
     /// The shortest a request took lately.
     rtt: Option<Duration>,
     requests: usize,
@@ -66,8 +71,6 @@ struct Source {
     bytes_out: u64,
     /// Since when its busy time is being counted (while it has requests out).
     busy_mark: Option<Instant>,
-    sample_bytes: u64,
-    sample_time: Duration,
     strikes: u32,
     backoff_until: Option<Instant>,
     busy_until: Option<Instant>,
@@ -93,8 +96,14 @@ pub struct Sources {
 }
 
 impl Source {
+    /// Bytes per second while it had requests out; `None` until measured.
+    fn measured_rate(&self) -> Option<f64> {
+        (self.busy_secs >= MEASURED_AFTER && self.busy_bytes >= MEASURED_BYTES)
+            .then(|| self.busy_bytes / self.busy_secs)
+    }
+
     fn rate(&self) -> f64 {
-        self.rate.unwrap_or(PRIOR_RATE)
+        self.measured_rate().unwrap_or(PRIOR_RATE)
     }
 
     fn rtt(&self) -> Duration {
@@ -102,7 +111,7 @@ impl Source {
     }
 
     fn window(&self) -> u64 {
-        match self.rate {
+        match self.measured_rate() {
             None => INITIAL_WINDOW,
             Some(r) => ((r * (self.rtt() + WINDOW_TIME).as_secs_f64()) as u64)
                 .clamp(MIN_WINDOW, MAX_WINDOW),
@@ -135,19 +144,11 @@ impl Sources {
         s.requests = s.requests.saturating_sub(1);
         s.bytes_out = s.bytes_out.saturating_sub(guess);
         if let Some(mark) = s.busy_mark {
-            s.sample_time += now.saturating_duration_since(mark);
-            s.sample_bytes += bytes;
+            let dt = now.saturating_duration_since(mark).as_secs_f64();
+            let fade = (-dt / RATE_MEMORY).exp();
+            s.busy_bytes = s.busy_bytes * fade + bytes as f64;
+            s.busy_secs = s.busy_secs * fade + dt;
             s.busy_mark = (s.requests > 0).then_some(now);
-        }
-        let long_enough = s.sample_time >= SAMPLE || (s.requests == 0 && s.sample_bytes > 0);
-        if long_enough && s.sample_bytes > 0 && !s.sample_time.is_zero() {
-            let sample = s.sample_bytes as f64 / s.sample_time.as_secs_f64();
-            s.rate = Some(match s.rate {
-                Some(r) => r + RATE_WEIGHT * (sample - r),
-                None => sample,
-            });
-            s.sample_bytes = 0;
-            s.sample_time = Duration::ZERO;
         }
         // The round trip: what a request took less its own bytes' time. Only a request
         // that went alone tells it (others waited behind their peers), and only it
@@ -247,7 +248,9 @@ impl Sources {
     /// Whether `peer` has been measured: then its requests are judged by its own
     /// figures.
     pub fn measured(&self, peer: &PeerId) -> bool {
-        self.peers.get(peer).is_some_and(|s| s.rate.is_some())
+        self.peers
+            .get(peer)
+            .is_some_and(|s| s.measured_rate().is_some())
     }
 
     /// Blocks `peer` delivered (while connected).
@@ -259,5 +262,37 @@ impl Sources {
     pub fn prune(&mut self, connected: &[PeerId]) {
         self.peers
             .retain(|p, s| s.requests > 0 || connected.contains(p));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that interleaves 16 answers at 5 MB/s: they end together every 3.4 s.
+    #[test]
+    fn a_rate_from_bursts_of_answers_is_the_link_rate() {
+        let t0 = Instant::now();
+        let peer = PeerId::random();
+        let mut s = Sources::default();
+        let mut now = t0;
+        for _ in 0..6 {
+            let at = now;
+            let requests: Vec<bool> = (0..16).map(|_| s.sent(peer, LEAF_GUESS, at)).collect();
+            now = at + Duration::from_secs_f64(16.0 * LEAF_GUESS as f64 / 5e6);
+            for (i, alone) in requests.into_iter().enumerate() {
+                let request = Request {
+                    guess: LEAF_GUESS,
+                    at,
+                    alone,
+                };
+                // They end within a few milliseconds of each other.
+                let t = now + Duration::from_millis(i as u64);
+                s.answered(peer, request, LEAF_GUESS, t);
+            }
+            now += Duration::from_millis(20);
+        }
+        let rate = s.peers[&peer].rate();
+        assert!((4e6..6e6).contains(&rate), "{rate:.0} B/s, not 5 MB/s");
     }
 }
