@@ -29,7 +29,9 @@ fn a_file_two_peers_hold_comes_from_both_and_from_one_when_the_other_dies() {
     // A owns the files; its drive is open, so C may pass on what it pinned.
     let a = Mounted::readable_by_everyone();
     let small = bytes(16 << 20, 1);
-    let big = bytes(96 << 20, 2);
+    // Larger than what a reader fetches ahead (96 MiB), so a read of its first part
+    // leaves most of it unasked.
+    let big = bytes(192 << 20, 2);
     write(&a.drive().join("swarm/small.bin"), &small);
     write(&a.drive().join("swarm/big.bin"), &big);
     let c = Mounted::readable_by_everyone();
@@ -63,20 +65,29 @@ fn a_file_two_peers_hold_comes_from_both_and_from_one_when_the_other_dies() {
         from_a > 0 && from_c > 0,
         "A served {from_a} blocks, C {from_c}: both hold the file"
     );
+    // B's side says the same, per source.
+    let peers: Value = serde_json::from_str(&b.repo.ok(&["peers", "--json"])).unwrap();
+    for name in ["alice", "c"] {
+        let p = peers
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == name))
+            .unwrap_or_else(|| panic!("no {name} in {peers}"));
+        assert!(p["blocks_fetched"].as_u64() > Some(0), "{p}");
+    }
 
-    // B reads the big file, and A dies a quarter of the way in: C brings the rest.
+    // B reads the big file, and A dies 16 MiB into it: C brings the rest.
     let path = theirs.join("big.bin");
     let mut file = fs::File::open(&path).unwrap();
     let mut read = vec![0u8; big.len()];
-    let quarter = big.len() / 4;
-    file.read_exact(&mut read[..quarter]).unwrap();
+    let part = 16 << 20;
+    file.read_exact(&mut read[..part]).unwrap();
     assert_eq!(
         xattr(&path, "user.peerfs.local").as_deref(),
         Some("no"),
         "the read is not over yet"
     );
     kill(&a);
-    file.read_exact(&mut read[quarter..]).unwrap();
+    file.read_exact(&mut read[part..]).unwrap();
     assert!(read == big, "the file read across A's death differs");
     assert!(served_to(&c, &b_id) > from_c, "C served the rest");
 }

@@ -171,6 +171,9 @@ impl Node {
         for (_, e) in &bad {
             self.bad_block(peer, e);
         }
+        if let Some(s) = self.stats_of(peer) {
+            s.blocks_fetched += blocks.len() as u64;
+        }
         let answer = Answer {
             delivered: blocks.iter().map(|b| *b.cid()).collect(),
             bad: bad.into_iter().map(|(c, _)| c).collect(),
