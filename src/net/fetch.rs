@@ -266,13 +266,13 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
         // Judged by its own figures: a deep queue at a peer is no reason to ask
         // another, a request far slower than its queue is.
         let slow_after = if measured {
-            (takes * SLOW_FACTOR).clamp(MIN_HEDGE, MAX_SLOW)
+            takes.saturating_mul(SLOW_FACTOR).clamp(MIN_HEDGE, MAX_SLOW)
         } else {
             HEDGE_AFTER
         };
         let alone = self.sources.sent(sent.peer, guess, now);
         // Overdue (in the endgame) a little after it was due: answers jitter.
-        let due = now + (takes * 3 / 2).max(MIN_OVERDUE);
+        let due = now + (takes.saturating_mul(3) / 2).clamp(MIN_OVERDUE, MAX_SLOW);
         for cid in &sent.cids {
             if let Some(w) = self.wants.get_mut(cid) {
                 w.tried.insert(sent.peer);

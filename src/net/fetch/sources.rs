@@ -154,7 +154,7 @@ impl Sources {
         // that went alone tells it (others waited behind their peers), and only it
         // may raise it, slowly; any may lower it.
         if bytes > 0 {
-            let own = Duration::from_secs_f64(bytes as f64 / s.rate());
+            let own = secs(bytes as f64 / s.rate());
             let rtt = now.saturating_duration_since(at).saturating_sub(own);
             s.rtt = Some(match s.rtt {
                 Some(r) if rtt >= r && alone => r + (rtt - r) / 8,
@@ -231,7 +231,7 @@ impl Sources {
             .map_or((PRIOR_RTT, PRIOR_RATE, 0), |s| {
                 (s.rtt(), s.rate(), s.bytes_out)
             });
-        rtt + Duration::from_secs_f64((out + extra + bytes) as f64 / rate)
+        rtt.saturating_add(secs((out + extra + bytes) as f64 / rate))
     }
 
     /// Whether `peer` has room for a request of `bytes`, with `extra` bytes in
@@ -263,6 +263,12 @@ impl Sources {
         self.peers
             .retain(|p, s| s.requests > 0 || connected.contains(p));
     }
+}
+
+/// `x` seconds, saturating: rates come from what peers send, and a `Duration` from a
+/// float panics out of range.
+fn secs(x: f64) -> Duration {
+    Duration::try_from_secs_f64(x).unwrap_or(Duration::MAX)
 }
 
 #[cfg(test)]
