@@ -22,7 +22,7 @@ fn assert_fields(v: &Value, fields: &[&str]) {
     }
 }
 
-const PEER_FIELDS: [&str; 11] = [
+const PEER_FIELDS: [&str; 12] = [
     "name",
     "peer_id",
     "connected",
@@ -34,6 +34,7 @@ const PEER_FIELDS: [&str; 11] = [
     "head_root",
     "last_seen",
     "bad_blocks",
+    "blocks_fetched",
 ];
 
 /// A monitoring script reads `status`, `id`, `peers` and `pins` as JSON, with or

@@ -43,6 +43,8 @@ pub struct Peer {
     /// RFC 3339, UTC.
     pub last_seen: Option<String>,
     pub bad_blocks: u64,
+    /// Good blocks it sent us (of any drive), since our daemon started.
+    pub blocks_fetched: u64,
     /// Why the last dial failed while it is not connected (refused, timed out, wrong
     /// peer ID, no address known), and when (RFC 3339, UTC).
     pub last_dial_error: Option<String>,
@@ -63,6 +65,7 @@ impl From<&PeerInfo> for Peer {
             head_root: p.head_root.clone(),
             last_seen: p.last_seen_ms.map(rfc3339_ms),
             bad_blocks: p.bad_blocks,
+            blocks_fetched: p.blocks_fetched,
             last_dial_error: p.last_dial_error.clone(),
             last_dial_error_at: p.last_dial_error_ms.map(rfc3339_ms),
         }

@@ -213,6 +213,7 @@ fn offline_info(e: &PeerEntry) -> PeerInfo {
         head_root: None,
         last_seen_ms: None,
         bad_blocks: 0,
+        blocks_fetched: 0,
         last_dial_error: None,
         last_dial_error_ms: None,
         connection: None,
@@ -250,6 +251,7 @@ fn print_peer(p: &PeerInfo) -> Result<()> {
         p.last_seen_ms
             .map_or_else(|| "never".into(), format_time_ms)
     )?;
+    outln!("  fetched:     {} blocks", p.blocks_fetched)?;
     outln!("  bad blocks:  {}", p.bad_blocks)?;
     Ok(())
 }

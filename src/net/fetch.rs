@@ -3,13 +3,19 @@
 //! wanted, a request went out, an answer came, time passed) and carries out what it
 //! returns (send these requests, hand these blocks to their waiters, fail these).
 //!
-//! Every wanted CID is a `Want`. It is asked of the drive's owner first, then of every
-//! other connected peer in turn; a peer slow past `HEDGE_AFTER` gets company (the next
-//! source is asked too). Wrong bytes, "don't have", a refusal or a failed stream move
-//! the want on; "busy" moves it on too, and the busy peer is asked again after
-//! `BUSY_BACKOFF`. With no source left, a want waits for new connections until its
-//! deadline, then fails. A failure is remembered for `FAILED_MEMORY`, so the kernel's
-//! retries fail at once.
+//! Every wanted CID is a `Want`. Every connected peer is a source at once (the owner,
+//! followers that cached or pinned the drive, mirrors): each want goes, readers' first
+//! and then in the order they came, to the source whose answer is expected first from
+//! its measured rate, round trip and what it has out (`sources`); a source whose window
+//! is full is waited for if it is still the fastest. A block is asked of one source at
+//! a time, except when its request is slower than that source's own figures (or than
+//! `HEDGE_AFTER`, unmeasured) and at the end of a read (the last few blocks, overdue):
+//! then another source is asked too. Wrong bytes, "don't have", a refusal or a failed
+//! stream move the want on; a peer that lies or fails backs off, one that lacks a
+//! drive's blocks is asked for them only when nobody else can be; "busy" passes a
+//! source over for `BUSY_BACKOFF`. With no source left, a want waits for new
+//! connections until its deadline, then fails. A failure is remembered for
+//! `FAILED_MEMORY`, so the kernel's retries fail at once.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
@@ -21,9 +27,25 @@ use libp2p::PeerId;
 use super::protocol::MAX_WANT;
 use crate::block::RAW;
 use crate::store::Unavailable;
+use sources::{Request, Sources, Standing, LEAF_GUESS, NODE_GUESS};
 
-/// A source that has not answered in this long gets a second one asked beside it.
+mod sources;
+
+/// A source not measured yet that has not answered in this long gets a second one
+/// asked beside it; a measured one gets company by its own figures.
 pub const HEDGE_AFTER: Duration = Duration::from_secs(2);
+/// A measured source's request is slow past this many times what it should take
+/// (its queue included)...
+const SLOW_FACTOR: u32 = 2;
+/// ...and always past this (a request times out at 10 s).
+const MAX_SLOW: Duration = Duration::from_secs(6);
+/// ...and never before this (a fast peer's figures jitter by more than they are).
+const MIN_HEDGE: Duration = Duration::from_millis(250);
+/// A request is overdue no sooner than this.
+const MIN_OVERDUE: Duration = Duration::from_millis(50);
+/// With this many blocks wanted or fewer, and none waiting for a source, a read is in
+/// its endgame: a reader's block overdue at its source is asked of another too.
+const ENDGAME_BLOCKS: usize = 4;
 /// Sources asked for one block at once, at most.
 const MAX_IN_FLIGHT: usize = 3;
 /// A block that just failed fails again at once for this long, unless a new peer
@@ -82,6 +104,15 @@ pub struct Answer {
     pub missing: Vec<Cid>,
 }
 
+/// One request out for a want.
+struct Flight<R> {
+    id: R,
+    /// When it is slow, and another source is asked beside it.
+    slow_at: Instant,
+    /// When it is overdue by its source's figures (`None`: not measured).
+    due: Option<Instant>,
+}
+
 struct Want<R, W> {
     owner: Option<PeerId>,
     waiters: Vec<W>,
@@ -89,30 +120,74 @@ struct Want<R, W> {
     tried: HashSet<PeerId>,
     /// Peers that answered "busy", and when they may be asked again.
     busy: HashMap<PeerId, Instant>,
-    /// Requests out now, with when each was sent.
-    in_flight: Vec<(R, Instant)>,
+    in_flight: Vec<Flight<R>>,
     refused: bool,
     deadline: Instant,
+    /// When it came, among wants: earlier wants are asked first.
+    seq: u64,
+}
+
+/// A request out, as the scheduler keeps it.
+struct Out {
+    sent: Sent,
+    request: Request,
 }
 
 impl<R, W> Want<R, W> {
-    /// The next peer to ask: the owner first, then any other connected peer; a peer
-    /// that said "busy" not before its backoff is over.
-    fn next_source(&self, connected: &[PeerId], now: Instant) -> Option<PeerId> {
-        let free =
-            |p: &PeerId| !self.tried.contains(p) && self.busy.get(p).is_none_or(|t| *t <= now);
-        self.owner
-            .filter(|o| connected.contains(o) && free(o))
-            .or_else(|| connected.iter().find(|p| free(p)).copied())
+    /// Whether `peer` may be asked for this block now (by this want's own history).
+    fn may_ask(&self, peer: &PeerId, now: Instant) -> bool {
+        !self.tried.contains(peer) && self.busy.get(peer).is_none_or(|t| *t <= now)
+    }
+
+    /// Whether any connected peer is left to ask, now or after a "busy".
+    fn has_source(&self, connected: &[PeerId], now: Instant) -> bool {
+        connected.iter().any(|p| self.may_ask(p, now))
+    }
+}
+
+/// A block's guessed size, before it comes.
+fn guess(cid: &Cid) -> u64 {
+    if cid.codec() == RAW {
+        LEAF_GUESS
+    } else {
+        NODE_GUESS
+    }
+}
+
+/// The requests of one dispatch, and what they add to each source's load.
+#[derive(Default)]
+struct Round {
+    batches: HashMap<(PeerId, Option<PeerId>), Vec<Cid>>,
+    /// Per peer: bytes and requests added in this round.
+    added: HashMap<PeerId, (u64, usize)>,
+}
+
+impl Round {
+    fn added(&self, peer: &PeerId) -> (u64, usize) {
+        self.added.get(peer).copied().unwrap_or_default()
+    }
+
+    fn assign(&mut self, peer: PeerId, owner: Option<PeerId>, cid: Cid) {
+        let batch = self.batches.entry((peer, owner)).or_default();
+        let nodes = batch.iter().filter(|c| c.codec() != RAW).count();
+        // Leaves go one per request; nodes share one per `MAX_WANT`.
+        let new_request = cid.codec() == RAW || nodes % MAX_WANT == 0;
+        batch.push(cid);
+        let added = self.added.entry(peer).or_default();
+        added.0 += guess(&cid);
+        added.1 += usize::from(new_request);
     }
 }
 
 pub struct Scheduler<R, W> {
     wants: HashMap<Cid, Want<R, W>>,
-    requests: HashMap<R, Sent>,
+    requests: HashMap<R, Out>,
     /// Recent failures, forgotten when a peer connects.
     failed: HashMap<Cid, (Instant, Unavailable)>,
+    /// Each connected peer's figures as a source.
+    sources: Sources,
     fetch_timeout: Duration,
+    next_seq: u64,
 }
 
 impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
@@ -121,7 +196,9 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
             wants: HashMap::new(),
             requests: HashMap::new(),
             failed: HashMap::new(),
+            sources: Sources::default(),
             fetch_timeout,
+            next_seq: 0,
         }
     }
 
@@ -155,6 +232,7 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
             return Vec::new();
         }
         let deadline = now + self.fetch_timeout;
+        let seq = self.next_seq;
         let want = self.wants.entry(cid).or_insert_with(|| Want {
             owner,
             waiters: Vec::new(),
@@ -163,7 +241,11 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
             in_flight: Vec::new(),
             refused: false,
             deadline,
+            seq,
         });
+        if want.seq == seq {
+            self.next_seq += 1;
+        }
         if waiter.is_some() {
             want.deadline = want.deadline.max(deadline);
         }
@@ -178,53 +260,96 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
 
     /// Request `id` carries `sent`.
     pub fn sent(&mut self, id: R, sent: Sent, now: Instant) {
+        let guess = sent.cids.iter().map(guess).sum();
+        let measured = self.sources.measured(&sent.peer);
+        let takes = self.sources.expected(&sent.peer, 0, guess);
+        // Judged by its own figures: a deep queue at a peer is no reason to ask
+        // another, a request far slower than its queue is.
+        let slow_after = if measured {
+            takes.saturating_mul(SLOW_FACTOR).clamp(MIN_HEDGE, MAX_SLOW)
+        } else {
+            HEDGE_AFTER
+        };
+        let alone = self.sources.sent(sent.peer, guess, now);
+        // Overdue (in the endgame) a little after it was due: answers jitter.
+        let due = now + (takes.saturating_mul(3) / 2).clamp(MIN_OVERDUE, MAX_SLOW);
         for cid in &sent.cids {
             if let Some(w) = self.wants.get_mut(cid) {
                 w.tried.insert(sent.peer);
-                w.in_flight.push((id, now));
+                w.in_flight.push(Flight {
+                    id,
+                    slow_at: now + slow_after,
+                    due: measured.then_some(due),
+                });
             }
         }
-        self.requests.insert(id, sent);
+        let request = Request {
+            guess,
+            at: now,
+            alone,
+        };
+        let out = Out { sent, request };
+        self.requests.insert(id, out);
     }
 
-    /// The request `id` is answered: what it asked (to check the answer against).
-    pub fn answered(&mut self, id: R) -> Option<Sent> {
-        self.requests.remove(&id)
+    /// The request `id` is answered, with `bytes` of blocks: what it asked (to check
+    /// the answer against).
+    pub fn answered(&mut self, id: R, bytes: u64, now: Instant) -> Option<Sent> {
+        let out = self.requests.remove(&id)?;
+        self.sources
+            .answered(out.sent.peer, out.request, bytes, now);
+        Some(out.sent)
     }
 
     /// `peer` refused every block of request `id`.
-    pub fn refused(&mut self, id: R, sent: &Sent) {
+    pub fn refused(&mut self, id: R, sent: &Sent, now: Instant) {
         for cid in &sent.cids {
             if let Some(w) = self.wants.get_mut(cid) {
                 w.refused = true;
             }
         }
+        self.sources.lacks(sent.peer, sent.owner, now);
         self.give_up_on(sent.peer, id, &sent.cids);
     }
 
     /// `peer` is too busy for request `id`: ask others, and it again a little later.
     pub fn busy(&mut self, id: R, sent: &Sent, now: Instant) {
+        self.sources.busy(sent.peer, now + BUSY_BACKOFF);
         for cid in &sent.cids {
             if let Some(w) = self.wants.get_mut(cid) {
                 w.tried.remove(&sent.peer);
                 w.busy.insert(sent.peer, now + BUSY_BACKOFF);
-                w.in_flight.retain(|(r, _)| *r != id);
+                w.in_flight.retain(|f| f.id != id);
             }
         }
     }
 
-    /// Request `id` failed (a stream error, a timeout).
-    pub fn failed(&mut self, id: R) {
-        if let Some(sent) = self.requests.remove(&id) {
-            self.give_up_on(sent.peer, id, &sent.cids);
+    /// Request `id` failed (a stream error, a timeout): its peer backs off.
+    pub fn failed(&mut self, id: R, now: Instant) {
+        if let Some(out) = self.requests.remove(&id) {
+            let peer = out.sent.peer;
+            self.sources.answered(peer, out.request, 0, now);
+            self.sources.strike(peer, now);
+            self.give_up_on(peer, id, &out.sent.cids);
         }
     }
 
     /// The checked answer to request `id`: delivers what came, and asks elsewhere for
-    /// what did not (the same peer too, for what did not fit in the answer).
-    pub fn settle(&mut self, id: R, sent: &Sent, answer: Answer) -> Vec<Action<W>> {
+    /// what did not (the same peer too, for what did not fit in the answer). A peer
+    /// that sent wrong bytes backs off; one that lacks blocks is asked for its drive's
+    /// blocks last.
+    pub fn settle(&mut self, id: R, sent: &Sent, answer: Answer, now: Instant) -> Vec<Action<W>> {
         let mut out = Vec::new();
         let mut settled = HashSet::new();
+        if !answer.delivered.is_empty() {
+            self.sources
+                .delivered(sent.peer, sent.owner, answer.delivered.len() as u64);
+        }
+        if !answer.bad.is_empty() {
+            self.sources.strike(sent.peer, now);
+        } else if !answer.missing.is_empty() {
+            self.sources.lacks(sent.peer, sent.owner, now);
+        }
         for cid in answer.delivered {
             settled.insert(cid);
             if let Some(w) = self.wants.remove(&cid) {
@@ -241,7 +366,7 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
         for cid in sent.cids.iter().filter(|c| !settled.contains(c)) {
             if let Some(w) = self.wants.get_mut(cid) {
                 w.tried.remove(&sent.peer);
-                w.in_flight.retain(|(r, _)| *r != id);
+                w.in_flight.retain(|f| f.id != id);
             }
         }
         out
@@ -251,43 +376,100 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
         for cid in cids {
             if let Some(w) = self.wants.get_mut(cid) {
                 w.tried.insert(peer);
-                w.in_flight.retain(|(r, _)| *r != id);
+                w.in_flight.retain(|f| f.id != id);
             }
         }
     }
 
-    /// Requests for every want that has none out, grouped by source and owner.
+    /// The source for `want`'s block: of the peers it may ask, those in good standing
+    /// if any, the one whose answer is expected first (the owner on a tie). With
+    /// `wait_for_best`, none if that one has no room (it is waited for); without, the
+    /// first with room.
+    fn source_for(
+        &self,
+        want: &Want<R, W>,
+        cid: &Cid,
+        round: &Round,
+        connected: &[PeerId],
+        now: Instant,
+        wait_for_best: bool,
+    ) -> Option<PeerId> {
+        let guess = guess(cid);
+        let mut candidates: Vec<(Standing, Duration, bool, PeerId)> = connected
+            .iter()
+            .filter(|p| want.may_ask(p, now))
+            .filter_map(|p| {
+                let standing = self.sources.standing(p, want.owner, now)?;
+                let (extra, _) = round.added(p);
+                let takes = self.sources.expected(p, extra, guess);
+                Some((standing, takes, want.owner != Some(*p), *p))
+            })
+            .collect();
+        candidates.sort();
+        let best = candidates.first()?.0;
+        let room = |p: &PeerId| {
+            let (extra, requests) = round.added(p);
+            self.sources.has_room(p, extra, requests, guess)
+        };
+        let mut good = candidates.iter().filter(|c| c.0 == best);
+        if wait_for_best {
+            good.next().map(|c| c.3).filter(room)
+        } else {
+            good.map(|c| c.3).find(room)
+        }
+    }
+
+    /// Requests for every want that has none out, as sources have room.
     pub fn dispatch(&self, connected: &[PeerId], now: Instant) -> Vec<Action<W>> {
-        let mut batches: HashMap<(PeerId, Option<PeerId>), Vec<Cid>> = HashMap::new();
-        for (cid, want) in &self.wants {
-            if !want.in_flight.is_empty() {
-                continue;
-            }
-            if let Some(source) = want.next_source(connected, now) {
-                batches.entry((source, want.owner)).or_default().push(*cid);
+        let mut round = Round::default();
+        self.plan(&mut round, connected, now);
+        requests(round.batches)
+    }
+
+    fn plan(&self, round: &mut Round, connected: &[PeerId], now: Instant) {
+        let mut waiting: Vec<(&Cid, &Want<R, W>)> = self
+            .wants
+            .iter()
+            .filter(|(_, w)| w.in_flight.is_empty())
+            .collect();
+        // Readers' blocks first, then in the order they were wanted (a sequential
+        // reader's next block before the one after).
+        waiting.sort_by_key(|(_, w)| (w.waiters.is_empty(), w.seq));
+        for (cid, want) in waiting {
+            if let Some(source) = self.source_for(want, cid, round, connected, now, true) {
+                round.assign(source, want.owner, *cid);
             }
         }
-        requests(batches)
     }
 
     /// Time passed: fails wants past their deadline or with no source left, gives slow
-    /// sources company, and dispatches.
+    /// sources company (and overdue ones, in a read's endgame), and dispatches.
     pub fn tick(&mut self, connected: &[PeerId], now: Instant) -> Vec<Action<W>> {
         let mut out = self.expire(connected, now);
-        let mut hedges: HashMap<(PeerId, Option<PeerId>), Vec<Cid>> = HashMap::new();
-        for (cid, w) in &self.wants {
-            let slow = w
-                .in_flight
-                .iter()
-                .all(|(_, sent)| now.duration_since(*sent) >= HEDGE_AFTER);
-            if !w.in_flight.is_empty() && slow && w.in_flight.len() < MAX_IN_FLIGHT {
-                if let Some(source) = w.next_source(connected, now) {
-                    hedges.entry((source, w.owner)).or_default().push(*cid);
-                }
+        self.sources.prune(connected);
+        let waiting = self.wants.values().any(|w| w.in_flight.is_empty());
+        let endgame = !waiting && self.wants.len() <= ENDGAME_BLOCKS;
+        let mut round = Round::default();
+        let mut hedges: Vec<(&Cid, &Want<R, W>)> = self
+            .wants
+            .iter()
+            .filter(|(_, w)| !w.in_flight.is_empty() && w.in_flight.len() < MAX_IN_FLIGHT)
+            .filter(|(_, w)| {
+                let slow = w.in_flight.iter().all(|f| now >= f.slow_at);
+                let overdue = endgame
+                    && !w.waiters.is_empty()
+                    && w.in_flight.iter().all(|f| f.due.is_some_and(|d| now >= d));
+                slow || overdue
+            })
+            .collect();
+        hedges.sort_by_key(|(_, w)| (w.waiters.is_empty(), w.seq));
+        for (cid, want) in hedges {
+            if let Some(source) = self.source_for(want, cid, &round, connected, now, false) {
+                round.assign(source, want.owner, *cid);
             }
         }
-        out.extend(requests(hedges));
-        out.extend(self.dispatch(connected, now));
+        self.plan(&mut round, connected, now);
+        out.extend(requests(round.batches));
         self.failed
             .retain(|_, (when, _)| now.duration_since(*when) < FAILED_MEMORY);
         out
@@ -298,9 +480,8 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
             .wants
             .iter()
             .filter(|(_, w)| {
-                let stranded = w.in_flight.is_empty()
-                    && w.busy.is_empty()
-                    && w.next_source(connected, now).is_none();
+                let stranded =
+                    w.in_flight.is_empty() && w.busy.is_empty() && !w.has_source(connected, now);
                 // With no source left, a prefetch nobody waits for is dropped, and a
                 // block every source refused fails at once.
                 w.deadline <= now || (stranded && (w.waiters.is_empty() || w.refused))
@@ -343,7 +524,7 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
         self.wants
             .values()
             .filter(|w| !w.waiters.is_empty() && w.in_flight.is_empty() && w.busy.is_empty())
-            .filter(|w| w.next_source(connected, now).is_none())
+            .filter(|w| !w.has_source(connected, now))
             .filter_map(|w| w.owner)
             .collect()
     }
@@ -351,6 +532,11 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
     /// Blocks wanted now.
     pub fn wanted(&self) -> usize {
         self.wants.len()
+    }
+
+    /// Blocks `peer` delivered while connected.
+    pub fn delivered_by(&self, peer: &PeerId) -> u64 {
+        self.sources.delivered_by(peer)
     }
 }
 

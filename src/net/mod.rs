@@ -170,6 +170,10 @@ pub struct PeerInfo {
     pub last_seen_ms: Option<u64>,
     /// Blocks from this peer that did not match their CID.
     pub bad_blocks: u64,
+    /// Blocks this peer sent that matched their CID (of any drive: it is one source of
+    /// a swarm).
+    #[serde(default)]
+    pub blocks_fetched: u64,
     /// Why the last dial of it failed, and when (ms since the Unix epoch); cleared
     /// when it connects.
     #[serde(default)]

@@ -101,6 +101,8 @@ struct PeerStats {
     rtt: Option<Duration>,
     last_seen_ms: Option<u64>,
     bad_blocks: u64,
+    /// Good blocks it sent us.
+    blocks_fetched: u64,
 }
 
 struct Node {

@@ -15,8 +15,11 @@ use crate::store::{copy_part, Blocks, StoreError};
 use crate::unixfs::{load_node, FileNode, FileReader, Node};
 use crate::vfs::FsError;
 
-/// How far ahead of a sequential reader leaves are fetched.
+/// How far ahead of a reader leaves are fetched when it starts (or jumps)...
 const PREFETCH_WINDOW: u64 = 32 << 20;
+/// ...and once it reads on from where it was: enough to keep several sources' windows
+/// full at once (the fetch scheduler spreads the blocks over every holder).
+const SEQUENTIAL_WINDOW: u64 = 96 << 20;
 /// How many recently read blocks a view keeps: the kernel reads 128 KiB at a time, and
 /// each leaf is 1 MiB, so without this every leaf would be loaded eight times.
 const RECENT_BLOCKS: usize = 8;
@@ -84,18 +87,25 @@ impl PeerView {
             let Some(n) = st.nodes.get_mut(&ino) else {
                 return;
             };
-            // A reader that jumped back or far ahead starts a new window.
-            if n.prefetched_to < pos || n.prefetched_to > pos + 2 * PREFETCH_WINDOW {
+            // A reader that jumped back or far ahead starts a new window; one that
+            // reads on gets a larger one, topped up every quarter.
+            let window = if n.prefetched_to < pos || n.prefetched_to > pos + SEQUENTIAL_WINDOW {
                 n.prefetched_to = pos;
-            }
-            if n.prefetched_to >= pos + PREFETCH_WINDOW / 2 || n.prefetched_to >= root.filesize {
+                PREFETCH_WINDOW
+            } else if n.prefetched_to > pos {
+                SEQUENTIAL_WINDOW
+            } else {
+                PREFETCH_WINDOW
+            };
+            if n.prefetched_to >= pos + window * 3 / 4 || n.prefetched_to >= root.filesize {
                 return;
             }
             let from = n.prefetched_to;
-            n.prefetched_to = pos + PREFETCH_WINDOW;
-            from
+            n.prefetched_to = pos + window;
+            (from, window)
         };
-        self.prefetch(owner, root, from, pos + PREFETCH_WINDOW - from);
+        let (from, window) = from;
+        self.prefetch(owner, root, from, pos + window - from);
     }
 
     /// Asks for the blocks under `[from, from + window)`: from the network those that are

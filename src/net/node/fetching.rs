@@ -90,14 +90,20 @@ impl Node {
         id: OutboundRequestId,
         response: BlockResponse,
     ) {
-        let Some(sent) = self.fetch.answered(id) else {
+        let bytes = match &response {
+            BlockResponse::Blocks { blocks, .. } => {
+                blocks.iter().map(|(_, b)| b.len() as u64).sum()
+            }
+            _ => 0,
+        };
+        let Some(sent) = self.fetch.answered(id, bytes, Instant::now()) else {
             return;
         };
         self.seen(peer);
         let (blocks, missing) = match response {
             BlockResponse::Refused { reason } => {
                 info!("{peer} refused blocks: {reason}");
-                self.fetch.refused(id, &sent);
+                self.fetch.refused(id, &sent, Instant::now());
                 self.dispatch();
                 return;
             }
@@ -165,13 +171,16 @@ impl Node {
         for (_, e) in &bad {
             self.bad_block(peer, e);
         }
+        if let Some(s) = self.stats_of(peer) {
+            s.blocks_fetched += blocks.len() as u64;
+        }
         let answer = Answer {
             delivered: blocks.iter().map(|b| *b.cid()).collect(),
             bad: bad.into_iter().map(|(c, _)| c).collect(),
             missing,
         };
         let arrived = blocks.into_iter().map(|b| (*b.cid(), b)).collect();
-        let actions = self.fetch.settle(id, &sent, answer);
+        let actions = self.fetch.settle(id, &sent, answer, Instant::now());
         self.act(actions, arrived);
         self.dispatch();
     }

@@ -142,6 +142,7 @@ impl Node {
                     head_root: f.head.as_ref().map(|h| h.head().root.to_string()),
                     last_seen_ms: stats.and_then(|s| s.last_seen_ms),
                     bad_blocks: stats.map_or(0, |s| s.bad_blocks),
+                    blocks_fetched: stats.map_or(0, |s| s.blocks_fetched),
                     connection: link.map(|l| l.kind().to_string()),
                     transport: link.and_then(|l| l.transport).map(str::to_string),
                 }

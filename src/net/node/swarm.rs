@@ -372,7 +372,7 @@ impl Node {
                 ..
             } => {
                 debug!("block request to {peer} failed: {error}");
-                self.fetch.failed(request_id);
+                self.fetch.failed(request_id, std::time::Instant::now());
                 self.dispatch();
             }
             request_response::Event::InboundFailure {
