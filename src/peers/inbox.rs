@@ -42,6 +42,26 @@ impl PeerView {
         }
     }
 
+    /// Takes `inbox/<folder>/<name>` out of its folder's listing at once: the user
+    /// deleted it. The new inbox root that follows may orphan the folder itself (its
+    /// last item gone), and an orphan keeps its listing for whoever still holds it;
+    /// without this, a lookup through the kernel's cached folder would still find the
+    /// item until the kernel is told.
+    pub fn drop_inbox_entry(&self, folder: &str, name: &str) {
+        let mut st = self.lock();
+        let Some(inbox) = st.inbox else { return };
+        let folder_ino = st
+            .nodes
+            .get(&inbox)
+            .and_then(|n| n.children.as_ref())
+            .and_then(|c| c.get(folder.as_bytes()).copied());
+        let gone = folder_ino
+            .and_then(|f| st.nodes.get_mut(&f))
+            .and_then(|n| n.children.as_mut())
+            .and_then(|c| c.remove(name.as_bytes()));
+        st.orphan(gone);
+    }
+
     /// `DIR/inbox/` looked up by the kernel, which holds it until it forgets it.
     pub fn lookup_inbox(&self) -> Result<Attr, FsError> {
         let mut st = self.lock();

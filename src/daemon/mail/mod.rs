@@ -279,6 +279,7 @@ impl Mailroom {
             .unpin_label(&root, &format!("inbox {} {}", item.from, item.id));
         // The view moves now; the kernel, which holds the folder while it unlinks, is
         // told after.
+        self.parts.view.drop_inbox_entry(folder, name);
         let changes = self.rebuild_inbox();
         let notifier = self.parts.notifier.clone();
         std::thread::spawn(move || super::follow::invalidate(&notifier, changes));
