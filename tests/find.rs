@@ -8,6 +8,16 @@ use std::time::Duration;
 
 use common::*;
 
+fn wait_for_heads(b: &Mounted) {
+    wait_for("b has every head", Duration::from_secs(20), || {
+        b.repo
+            .ok(&["peers", "--json"])
+            .matches("\"head_seq\": null")
+            .count()
+            == 0
+    });
+}
+
 fn find(m: &Mounted, args: &[&str]) -> Vec<String> {
     let mut args = args.to_vec();
     args.insert(0, "find");
@@ -34,13 +44,7 @@ fn find_searches_every_followed_drive_by_name_size_type_and_age() {
     follow(&b, &a, "alice");
     follow(&b, &c, "carol");
     let peers = b.mnt.path().join("peers");
-    wait_for("b has both heads", Duration::from_secs(20), || {
-        b.repo
-            .ok(&["peers", "--json"])
-            .matches("\"head_seq\": null")
-            .count()
-            == 0
-    });
+    wait_for_heads(&b);
     // find searches my drive as last committed: an fsync commits.
     fsync_tree(&b.drive());
 
@@ -96,4 +100,90 @@ fn find_searches_every_followed_drive_by_name_size_type_and_age() {
     assert!(err.contains("dave: not a followed peer"), "{err}");
     let err = b.repo.fails(&["find", "--size", "lots"]);
     assert!(err.contains("not a size"), "{err}");
+}
+
+fn blocks_fetched_from(m: &Mounted, name: &str) -> u64 {
+    let peers: serde_json::Value = serde_json::from_str(&m.repo.ok(&["peers", "--json"])).unwrap();
+    let peer = peers
+        .as_array()
+        .and_then(|l| l.iter().find(|p| p["name"] == name))
+        .unwrap_or_else(|| panic!("{name} in {peers}"));
+    peer["blocks_fetched"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn find_remote_asks_each_owner_and_walks_the_drives_of_owners_that_refuse() {
+    let a = Mounted::readable_by_everyone();
+    for i in 0..200 {
+        write(&a.drive().join(format!("docs/d{i:03}.txt")), b"x");
+    }
+    write(&a.drive().join("docs/deep/report.pdf"), &bytes(2 << 20, 7));
+    // C's drive is open to the peers it follows, and it does not follow B.
+    let c = Mounted::new();
+    write(&c.drive().join("c.pdf"), &bytes(100, 8));
+    let b = Mounted::new();
+    follow(&b, &a, "alice");
+    follow(&b, &c, "carol");
+    wait_for_heads(&b);
+    let peers = b.mnt.path().join("peers");
+    let before = blocks_fetched_from(&b, "alice");
+
+    let out = b.repo.run(&["find", "--remote", "*.pdf", "--size", "+1M"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [peers
+            .join("alice/docs/deep/report.pdf")
+            .display()
+            .to_string()]
+    );
+    // Alice searched her own drive: not one of her blocks came here for it.
+    assert_eq!(blocks_fetched_from(&b, "alice"), before);
+    // Carol refused, so her drive was walked here, and her blocks were refused too.
+    assert!(
+        stderr.contains("carol: not searched by its owner")
+            && stderr.contains("`readers` do not include you"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("could not be fetched"), "{stderr}");
+    assert!(!stderr.contains("alice"), "{stderr}");
+
+    // The same search by walking finds the same, and fetches Alice's directories.
+    assert_eq!(
+        find(&b, &["*.pdf", "--size", "+1M", "--peer", "alice"]),
+        [peers
+            .join("alice/docs/deep/report.pdf")
+            .display()
+            .to_string()]
+    );
+    assert!(blocks_fetched_from(&b, "alice") > before);
+
+    // The JSON of a remote search has the shape of a walked one.
+    let json: serde_json::Value = serde_json::from_str(&b.repo.ok(&[
+        "find", "--remote", "--peer", "alice", "--type", "d", "--json",
+    ]))
+    .unwrap();
+    let dirs: Vec<_> = json
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|h| (h["path"].as_str().unwrap().to_string(), h["kind"].clone()))
+        .collect();
+    assert_eq!(
+        dirs,
+        [
+            (
+                peers.join("alice/docs").display().to_string(),
+                "directory".into()
+            ),
+            (
+                peers.join("alice/docs/deep").display().to_string(),
+                "directory".into()
+            ),
+        ]
+    );
 }

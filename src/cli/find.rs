@@ -20,6 +20,7 @@ pub struct Args {
     pub kind: Option<String>,
     pub size: Option<String>,
     pub newer: Option<String>,
+    pub remote: bool,
     pub json: bool,
 }
 
@@ -30,6 +31,7 @@ pub fn find(repo: &Path, args: Args) -> Result<()> {
     let request = Request::Find {
         query,
         peers: args.peers,
+        remote: args.remote,
     };
     let (stream, mut reader) = match control::send(repo, &request) {
         Ok(s) => s,
@@ -72,6 +74,9 @@ pub fn find(repo: &Path, args: Args) -> Result<()> {
             }
             Ok(Response::Searching(w)) => bar.set_position(w.entries),
             Ok(Response::Searched(w)) => break w,
+            Ok(Response::SearchNote { peer, note }) => {
+                bar.suspend(|| eprintln!("peerfs: {peer}: {note}"));
+            }
             Ok(Response::Error { message }) => bail!("{message}"),
             Ok(other) => return Err(unexpected(other)),
             Err(e) => bail!("unreadable answer from the daemon: {e}"),

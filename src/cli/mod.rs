@@ -186,6 +186,10 @@ enum Command {
         /// Modified within this long (s, m, h, d, w): 2d is the last two days
         #[arg(long, value_name = "AGE")]
         newer: Option<String>,
+        /// Ask each peer to search its own drive (no directory blocks fetched); a peer
+        /// that does not answer is walked here as without it
+        #[arg(long)]
+        remote: bool,
         #[command(flatten)]
         json: Json,
     },
@@ -356,6 +360,7 @@ fn run(cli: Cli) -> Result<()> {
             kind,
             size,
             newer,
+            remote,
             json,
         } => find::find(
             &repo_path,
@@ -365,6 +370,7 @@ fn run(cli: Cli) -> Result<()> {
                 kind,
                 size,
                 newer,
+                remote,
                 json: json.json,
             },
         ),

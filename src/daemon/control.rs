@@ -80,6 +80,9 @@ pub enum Request {
         query: Query,
         #[serde(default)]
         peers: Vec<String>,
+        /// Ask each peer to search its own drive, and walk only those that do not.
+        #[serde(default)]
+        remote: bool,
     },
     /// Send `root` (stored and pinned already) as `name` to the peer `to`.
     Send {
@@ -106,6 +109,11 @@ pub enum Response {
     Searching(Walked),
     /// A search's end.
     Searched(Walked),
+    /// Something the user should know about how one peer's drive was searched.
+    SearchNote {
+        peer: String,
+        note: String,
+    },
     Unmounted {
         root: Option<String>,
     },

@@ -138,7 +138,12 @@ impl Context {
         }
     }
 
-    fn find(&self, conn: &UnixStream, query: &Query, named: &[String]) -> std::io::Result<()> {
+    fn find(
+        &self,
+        conn: &UnixStream,
+        query: (&Query, bool),
+        named: &[String],
+    ) -> std::io::Result<()> {
         let followed: Vec<(String, libp2p::PeerId)> = {
             let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
             book.entries()
@@ -335,7 +340,11 @@ fn answer(
             items: context.mail.incoming(),
         },
         Ok(Request::Watch { peers }) => return super::watch::serve(&conn, &context.feed, &peers),
-        Ok(Request::Find { query, peers }) => return context.find(&conn, &query, &peers),
+        Ok(Request::Find {
+            query,
+            peers,
+            remote,
+        }) => return context.find(&conn, (&query, remote), &peers),
         Ok(Request::Blocks) => match context.blocks.admit() {
             Some(session) => {
                 let profile = context.import_profile.to_string();

@@ -241,6 +241,12 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     })
     .map_err(DaemonError::BadConfig)?;
     let _ = mail_slot.set(Arc::downgrade(&mail));
+    find::answer_searches(find::Answering {
+        net: net.clone(),
+        store: store.clone(),
+        book: Arc::clone(&book),
+    })
+    .map_err(DaemonError::BadConfig)?;
     outbox::send_finished(
         Arc::downgrade(&outbox),
         Arc::downgrade(&mail),

@@ -7,6 +7,7 @@
 mod query;
 #[cfg(test)]
 mod tests;
+pub mod wire;
 
 pub use query::{parse_kind, Matcher, Newer, Query, QueryError, SizeTest};
 

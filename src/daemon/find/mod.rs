@@ -2,7 +2,14 @@
 //! and streams what it finds as `Found` lines, with `Searching` progress lines between,
 //! then a `Searched` summary. Peers' blocks that are not here are fetched (the walk asks
 //! for a directory's entries all at once); what cannot be fetched is counted, and the
-//! search goes on.
+//! search goes on. With `--remote`, each owner is asked to search its own drive first
+//! (`remote`), and its drive is walked here only when it does not answer; this node
+//! answers such searches too (`answer`).
+
+mod answer;
+mod remote;
+
+pub(super) use answer::{start as answer_searches, Answering};
 
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -14,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::control::Response;
 use super::follow::stored_head;
 use super::handlers::write_line as send;
+use crate::find::wire::MAX_MATCHES;
 use crate::find::{self, Found, Hooks, Next, Query, Walked};
 use crate::net::{NetHandle, RemoteBlocks};
 use crate::store::Blocks;
@@ -78,7 +86,7 @@ pub(super) fn serve(
     mountpoint: &Path,
     (own, store, net): (&dyn Blocks, std::sync::Arc<dyn Blocks>, &NetHandle),
     trees: Vec<Tree>,
-    query: &Query,
+    (query, ask_owners): (&Query, bool),
 ) -> std::io::Result<()> {
     let matcher = match query.compile() {
         Ok(m) => m,
@@ -108,19 +116,50 @@ pub(super) fn serve(
         let peer = tree.peer.as_ref().map(|(n, _)| n.clone());
         let failed = std::cell::Cell::new(None);
         let before = total;
+        let mut found = |entry: Found| {
+            let hit = FoundAt {
+                path: base.join(&entry.path).display().to_string(),
+                peer: peer.clone(),
+                entry,
+            };
+            go(&failed, send(conn, &Response::Found(hit)))
+        };
+        let mut progress = |w: &Walked| {
+            let so_far = add(before, *w);
+            go(&failed, send(conn, &Response::Searching(so_far)))
+        };
+        if let (true, Some((name, id))) = (ask_owners, &tree.peer) {
+            let note = |note: String| {
+                let peer = name.clone();
+                send(conn, &Response::SearchNote { peer, note })
+            };
+            match remote::ask(net, *id, query, &mut found, &mut progress) {
+                remote::Asked::Answered { walked, truncated } => {
+                    total = add(total, walked);
+                    if truncated {
+                        note(format!(
+                            "the owner's search stopped at its cap ({MAX_MATCHES} matches \
+                             or a minute of walking); plain `find` walks all of it"
+                        ))?;
+                    }
+                    continue;
+                }
+                remote::Asked::Stopped => return Err(stopped(&failed)),
+                remote::Asked::Cut(reason) => {
+                    note(format!("the owner's search broke off ({reason})"))?;
+                    total.unreadable += 1;
+                    continue;
+                }
+                remote::Asked::Unanswered(reason) => {
+                    note(format!(
+                        "not searched by its owner ({reason}): walking it here"
+                    ))?;
+                }
+            }
+        }
         let hooks = Hooks {
-            found: |entry: Found| {
-                let hit = FoundAt {
-                    path: base.join(&entry.path).display().to_string(),
-                    peer: peer.clone(),
-                    entry,
-                };
-                go(&failed, send(conn, &Response::Found(hit)))
-            },
-            progress: |w: &Walked| {
-                let so_far = add(before, *w);
-                go(&failed, send(conn, &Response::Searching(so_far)))
-            },
+            found,
+            progress,
             ahead: |cids: &[Cid]| {
                 if owner.is_some() {
                     for c in cids {
@@ -139,6 +178,13 @@ pub(super) fn serve(
         total = add(total, walked);
     }
     send(conn, &Response::Searched(total))
+}
+
+/// Why the client stopped reading.
+fn stopped(failed: &std::cell::Cell<Option<std::io::Error>>) -> std::io::Error {
+    failed
+        .take()
+        .unwrap_or_else(|| std::io::Error::other("the search was stopped"))
 }
 
 fn add(a: Walked, b: Walked) -> Walked {
