@@ -67,6 +67,8 @@ fn find_searches_every_followed_drive_by_name_size_type_and_age() {
             at("carol/many/huge.pdf"),
         ]
     );
+    // Asked of their owners, the same set.
+    assert_eq!(find(&b, &["*.pdf", "--size", "+1M", "--remote"]), big_pdfs);
     assert_eq!(
         find(
             &b,

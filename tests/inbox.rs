@@ -186,6 +186,28 @@ fn a_file_and_a_folder_arrive_whole_and_the_sender_sees_delivered_then_read() {
         std::fs::metadata(inbox.join("big.bin")).unwrap().len(),
         50 << 20
     );
+
+    // A folder item is deleted from and moved out as on a disk: `mv` copies it (the
+    // rename is across file systems), then deletes it entry by entry.
+    let err = common::sh(b.mnt.path(), "rmdir inbox/alice/photos 2>&1 || true");
+    assert!(err.contains("not empty"), "{err}");
+    common::sh(
+        b.mnt.path(),
+        "rm inbox/alice/photos/f001.txt && test ! -e inbox/alice/photos/f001.txt",
+    );
+    std::fs::remove_file(src.path().join("photos/f001.txt")).unwrap();
+    assert_same_tree(&src.path().join("photos"), &inbox.join("photos"));
+    common::sh(b.mnt.path(), "mv inbox/alice/photos drive/kept");
+    assert_same_tree(&src.path().join("photos"), &b.drive().join("kept"));
+    assert!(!inbox.join("photos").exists());
+    let left: Vec<_> = items(&b, "inbox")
+        .iter()
+        .map(|i| i["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        left.len() == 2 && !left.contains(&"photos".to_string()),
+        "{left:?}"
+    );
 }
 
 /// A free TCP port on loopback, for a daemon that must keep its address over restarts.

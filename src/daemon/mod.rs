@@ -51,6 +51,7 @@ use crate::net::peerbook::PeerBook;
 use crate::net::{self, NetConfig, Readers};
 use crate::peers::PeerView;
 use crate::repo::Repo;
+use crate::unixfs::edit::Removal;
 use control::Response;
 pub use error::DaemonError;
 use feed::Feed;
@@ -160,12 +161,15 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         }
     }));
     let slot = Arc::clone(&mail_slot);
-    fs.on_inbox_remove(Arc::new(move |folder: &str, name: &str| {
-        match slot.get().and_then(std::sync::Weak::upgrade) {
-            Some(m) => m.remove(folder, name),
+    fs.on_inbox_remove(Arc::new(
+        move |folder: &str, path: &[String], what: Removal| match slot
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+        {
+            Some(m) => m.remove(folder, path, what),
             None => Err(crate::vfs::FsError::ReadOnly),
-        }
-    }));
+        },
+    ));
     let outbox = outbox::make(repo.path(), book_names(repo.path()), Arc::clone(&mail_slot));
     fs.with_outbox(Arc::clone(&outbox));
     let mut config = fuser::Config::default();

@@ -13,6 +13,7 @@ use fuser::{
 use super::reply::{errno, reply_empty, time};
 use super::route::{read_only, ttl, PEER_TTL};
 use super::{outbox, PeerFs};
+use crate::unixfs::edit::Removal;
 use crate::vfs::ino::{is_outbox_ino, is_peer_ino, IPFS, MOUNT_ROOT, OUTBOX, PEERS};
 use crate::vfs::layout::{DRIVE_DIR, INBOX_DIR, IPFS_DIR, OUTBOX_DIR, PEERS_DIR};
 use crate::vfs::{FsError, SetAttr};
@@ -165,8 +166,9 @@ pub(super) fn mkdir(
 }
 
 pub(super) fn unlink(fs: &PeerFs, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-    if let Some((folder, removes)) = fs.inbox_folder(parent.0) {
-        return reply_empty(reply, removes(&folder, &name.to_string_lossy()));
+    if let Some((folder, mut path, removes)) = fs.inbox_folder(parent.0) {
+        path.push(name.to_string_lossy().into_owned());
+        return reply_empty(reply, removes(&folder, &path, Removal::NotDirectory));
     }
     if read_only(parent.0) {
         return reply.error(errno(&FsError::ReadOnly));
@@ -178,6 +180,10 @@ pub(super) fn unlink(fs: &PeerFs, parent: INodeNo, name: &OsStr, reply: ReplyEmp
 }
 
 pub(super) fn rmdir(fs: &PeerFs, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    if let Some((folder, mut path, removes)) = fs.inbox_folder(parent.0) {
+        path.push(name.to_string_lossy().into_owned());
+        return reply_empty(reply, removes(&folder, &path, Removal::EmptyDirectory));
+    }
     if read_only(parent.0) {
         return reply.error(errno(&FsError::ReadOnly));
     }

@@ -48,6 +48,7 @@ use fuser::{
 
 use crate::drive::Drive;
 use crate::peers::PeerView;
+use crate::unixfs::edit::Removal;
 use crate::vfs::FsError;
 use dirs::Listings;
 use reply::{errno, shielded, Owner};
@@ -78,8 +79,9 @@ pub struct PeerFs {
 
 /// What the daemon does when an item in `inbox/` is read: send a read receipt.
 pub type InboxReads = Arc<dyn Fn(&str, &str) + Send + Sync>;
-/// What the daemon does when a file item in `inbox/<sender>/` is deleted.
-pub type InboxRemoves = Arc<dyn Fn(&str, &str) -> Result<(), FsError> + Send + Sync>;
+/// What the daemon does when something in `inbox/<sender>/` is deleted: the sender's
+/// folder, the path below it (the item's name first), and whether `rmdir` asked.
+pub type InboxRemoves = Arc<dyn Fn(&str, &[String], Removal) -> Result<(), FsError> + Send + Sync>;
 
 impl PeerFs {
     pub fn new(
@@ -106,15 +108,17 @@ impl PeerFs {
         }
     }
 
-    /// Lets a file item of `inbox/<sender>/` be deleted (or moved out) through `removes`.
+    /// Lets what is in `inbox/<sender>/` be deleted (or moved out) through `removes`.
     pub fn on_inbox_remove(&mut self, removes: InboxRemoves) {
         self.inbox_removes = Some(removes);
     }
 
-    /// The sender's folder, when `parent` is one in `inbox/` and deleting is on.
-    fn inbox_folder(&self, parent: u64) -> Option<(String, &InboxRemoves)> {
+    /// When `parent` is a sender's folder in `inbox/` or a directory below it, and
+    /// deleting is on: the folder, the path from it to `parent`, and the deleter.
+    fn inbox_folder(&self, parent: u64) -> Option<(String, Vec<String>, &InboxRemoves)> {
         let removes = self.inbox_removes.as_ref()?;
-        Some((self.peers.as_ref()?.inbox_folder_of(parent)?, removes))
+        let (folder, path) = self.peers.as_ref()?.inbox_path_of(parent)?;
+        Some((folder, path, removes))
     }
 
     /// Shows `outbox/`, passed through to `outbox`.

@@ -387,7 +387,7 @@ fn failed(e: unixfs::Error) -> Response<Body> {
     let status = match &e {
         unixfs::Error::Missing(_) | unixfs::Error::NotFound(_) => 404,
         unixfs::Error::NotADirectory(_) | unixfs::Error::NotAFile(_) => 400,
-        unixfs::Error::IsADirectory(_) => 400,
+        unixfs::Error::IsADirectory(_) | unixfs::Error::NotEmpty(_) => 400,
         unixfs::Error::Malformed { .. } | unixfs::Error::HashCollision => 502,
         unixfs::Error::Store(_) | unixfs::Error::Io(_) => {
             tracing::warn!("gateway: {e}");

@@ -77,12 +77,24 @@ impl PeerView {
         st.nodes.get(&st.inbox?).map(|n| n.attr)
     }
 
-    /// For a directory `inbox/<sender>/`: the sender's folder name.
-    pub fn inbox_folder_of(&self, ino: u64) -> Option<String> {
+    /// For a directory `inbox/<sender>/` or one below it: the sender's folder name,
+    /// and the names from it down to `ino` (none for the folder itself).
+    pub fn inbox_path_of(&self, ino: u64) -> Option<(String, Vec<String>)> {
         let st = self.lock();
         let inbox = st.inbox?;
-        let (parent, name) = st.entry_of(ino)?;
-        (parent == inbox).then(|| String::from_utf8_lossy(name).into_owned())
+        let mut names = Vec::new();
+        let mut at = ino;
+        for _ in 0..MAX_DEPTH {
+            let (parent, name) = st.entry_of(at)?;
+            let name = String::from_utf8_lossy(name).into_owned();
+            if parent == inbox {
+                names.reverse();
+                return Some((name, names));
+            }
+            names.push(name);
+            at = parent;
+        }
+        None
     }
 
     /// For a file somewhere under `inbox/<sender>/<item>`: the sender's folder name and

@@ -100,6 +100,10 @@ pub struct Incoming {
     #[serde(default)]
     pub shown_name: Option<String>,
     pub root: String,
+    /// The tree shown, when the user deleted entries inside the item (its root then
+    /// differs from the one offered).
+    #[serde(default)]
+    pub shown_root: Option<String>,
     pub size: u64,
     #[serde(default)]
     pub note: String,
@@ -111,6 +115,18 @@ pub struct Incoming {
     pub receipts_due: Vec<Receipt>,
     #[serde(default)]
     pub last_error: Option<String>,
+}
+
+impl Incoming {
+    /// The root of the tree shown in the inbox.
+    pub fn shown_tree(&self) -> &str {
+        self.shown_root.as_deref().unwrap_or(&self.root)
+    }
+
+    /// The label of the pin that keeps the item.
+    pub fn pin_label(&self) -> String {
+        format!("inbox {} {}", self.from, self.id)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,6 +247,7 @@ mod tests {
             name: shown.into(),
             shown_name: Some(shown.into()),
             root: String::new(),
+            shown_root: None,
             size: 1,
             note: String::new(),
             offered_ms: 0,

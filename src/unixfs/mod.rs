@@ -16,6 +16,7 @@ pub mod build;
 pub mod dagpb;
 pub mod data;
 pub mod diff;
+pub mod edit;
 pub mod hamt;
 pub mod node;
 pub mod profile;
@@ -63,6 +64,8 @@ pub enum Error {
     IsADirectory(String),
     #[error("{0}: not a regular file")]
     NotAFile(String),
+    #[error("{0}: directory not empty")]
+    NotEmpty(String),
     #[error("two names in one directory share all 64 bits of their HAMT hash")]
     HashCollision,
     #[error(transparent)]

@@ -75,6 +75,11 @@ impl FsError {
             FsError::BufferTooSmall => libc::ERANGE,
             FsError::ReadOnly => libc::EROFS,
             FsError::Store(e) | FsError::Format(unixfs::Error::Store(e)) => store_errno(e),
+            // A tree edit's refusals, as the same call on a disk would give them.
+            FsError::Format(unixfs::Error::NotFound(_)) => libc::ENOENT,
+            FsError::Format(unixfs::Error::NotADirectory(_)) => libc::ENOTDIR,
+            FsError::Format(unixfs::Error::IsADirectory(_)) => libc::EISDIR,
+            FsError::Format(unixfs::Error::NotEmpty(_)) => libc::ENOTEMPTY,
             FsError::Format(_) | FsError::Bug(_) => libc::EIO,
         }
     }

@@ -62,7 +62,7 @@ impl Mailroom {
                 self.progress(owner, &item.id, percent);
             }
         };
-        let label = format!("inbox {} {}", item.from, item.id);
+        let label = item.pin_label();
         let bad_before = self.bad_blocks(&owner);
         let _no_sweep = self.parts.store.hold_off_sweeps();
         let sent = (&root, Some(owner));
@@ -189,7 +189,7 @@ impl Mailroom {
     pub(super) fn rebuild_inbox(&self) -> Vec<crate::peers::Invalidation> {
         let mut folders: std::collections::BTreeMap<String, Vec<DirEntry>> = Default::default();
         for i in &lock(&self.items).incoming {
-            let (Some(name), Ok(cid)) = (&i.shown_name, Cid::try_from(i.root.as_str())) else {
+            let (Some(name), Ok(cid)) = (&i.shown_name, Cid::try_from(i.shown_tree())) else {
                 continue;
             };
             folders

@@ -273,6 +273,7 @@ impl Mailroom {
             name,
             shown_name: None,
             root: root.to_string(),
+            shown_root: None,
             size,
             note,
             offered_ms: now_ms(),

@@ -14,6 +14,7 @@
 
 mod fetch;
 mod letters;
+mod remove;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -36,7 +37,6 @@ use crate::share::policy::{valid_name, Policy};
 use crate::share::wire::{MAX_NOTE, OFFER_PROTOCOL};
 use crate::store::rocks::RocksStore;
 use crate::unixfs::ImportOptions;
-use crate::vfs::FsError;
 
 /// How often the items are looked at when nothing wakes the worker.
 const ROUND: Duration = Duration::from_secs(1);
@@ -250,40 +250,6 @@ impl Mailroom {
         self.save(&items);
         drop(items);
         self.wake.notify_one();
-    }
-
-    /// `inbox/<folder>/<name>` deleted: the item goes from the inbox (and its quota), its
-    /// blocks from the pins. A folder item cannot be deleted this way (its entries are
-    /// read-only); only a whole file item.
-    pub(super) fn remove(self: &Arc<Self>, folder: &str, name: &str) -> Result<(), FsError> {
-        let mut items = lock(&self.items);
-        let at = items
-            .incoming
-            .iter()
-            .position(|i| i.from_name == folder && i.shown_name.as_deref() == Some(name))
-            .ok_or(FsError::NotFound)?;
-        let root = Cid::try_from(items.incoming[at].root.as_str()).map_err(|_| FsError::Invalid)?;
-        let is_dir = crate::unixfs::load_node(self.parts.store.as_ref(), &root)
-            .map(|n| n.is_dir())
-            .unwrap_or(false);
-        if is_dir {
-            return Err(FsError::ReadOnly);
-        }
-        let item = items.incoming.remove(at);
-        let snapshot = items.clone();
-        drop(items);
-        self.save(&snapshot);
-        let _ = self
-            .parts
-            .store
-            .unpin_label(&root, &format!("inbox {} {}", item.from, item.id));
-        // The view moves now; the kernel, which holds the folder while it unlinks, is
-        // told after.
-        self.parts.view.drop_inbox_entry(folder, name);
-        let changes = self.rebuild_inbox();
-        let notifier = self.parts.notifier.clone();
-        std::thread::spawn(move || super::follow::invalidate(&notifier, changes));
-        Ok(())
     }
 
     /// Whether `peer` may be tried now.
