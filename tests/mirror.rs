@@ -60,10 +60,19 @@ fn replicas(a: &Mounted) -> Vec<String> {
     names
 }
 
+/// A repo whose node serves no DHT: in these tests, a peer finds a mirror through the
+/// owner's list of mirrors, not through the holder records followers put in the DHT.
+fn no_dht() -> TestRepo {
+    let repo = TestRepo::new();
+    repo.set_config("dht_server", "false");
+    repo
+}
+
 #[test]
 fn a_mirror_keeps_every_head_and_serves_it_while_the_owner_is_away() {
     // A's drive is open, so that C may pass it on.
-    let a_repo = TestRepo::readable_by_everyone();
+    let a_repo = no_dht();
+    a_repo.set_config("readers", r#"["*"]"#);
     a_repo.set_config("min_replicas", "2");
     let a = Mounted::with_repo(a_repo);
     let old = bytes(8 << 20, 1);
@@ -75,7 +84,7 @@ fn a_mirror_keeps_every_head_and_serves_it_while_the_owner_is_away() {
     let old_cid = cid_of(&a.drive().join("docs/old.bin"));
 
     // C's cache is far smaller than A's drive: what a mirror keeps is not cache.
-    let c_repo = TestRepo::new();
+    let c_repo = no_dht();
     c_repo.set_config("cache_size", "\"1 MiB\"");
     let mut c = Mounted::with_repo(c_repo);
     follow(&c, &a, "alice");
@@ -92,7 +101,7 @@ fn a_mirror_keeps_every_head_and_serves_it_while_the_owner_is_away() {
     );
 
     // E mirrors A too, named by its address (so it follows A as it mirrors).
-    let e = Mounted::new();
+    let e = Mounted::with_repo(no_dht());
     follow(&a, &e, "e");
     e.repo.ok(&["mirror", "add", &addr(&a)]);
     let a_id = peer_id(&a);
@@ -120,19 +129,37 @@ fn a_mirror_keeps_every_head_and_serves_it_while_the_owner_is_away() {
         replicas(&a).contains(&"c".to_string())
     });
 
-    // B follows A and C, reads nothing yet; then A dies, and B reads all from C.
-    let b = Mounted::new();
+    // B follows A and C, reads nothing yet; D follows only A, and learns from A that
+    // C mirrors it. Then A dies, and B and D read all from C.
+    let b = Mounted::with_repo(no_dht());
     follow(&b, &a, "alice");
     follow(&b, &c, "c");
-    wait_for("B knows A's newest head", WAIT, || {
-        let peers = json(&b, &["peers", "--json"]);
+    let d = Mounted::with_repo(no_dht());
+    follow(&d, &a, "alice");
+    let alice = |m: &Mounted| {
+        let peers = json(m, &["peers", "--json"]);
         peers
             .as_array()
-            .into_iter()
-            .flatten()
-            .any(|p| p["name"] == "alice" && p["head_seq"] == seq2)
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "alice").cloned())
+            .unwrap_or_else(|| panic!("no alice in {peers}"))
+    };
+    let c_id = peer_id(&c);
+    for (m, who) in [(&b, "B"), (&d, "D")] {
+        wait_for(&format!("{who} knows A's newest head"), WAIT, || {
+            alice(m)["head_seq"] == seq2
+        });
+    }
+    wait_for("D learns that C mirrors A", WAIT, || {
+        alice(&d)["mirrors"]
+            .as_array()
+            .is_some_and(|ms| ms.iter().any(|x| *x == c_id))
     });
     kill(&a);
+    let on_d = d.mnt.path().join("peers/alice/docs/kept.bin");
+    assert!(
+        fs::read(on_d).unwrap() == kept,
+        "D, who does not follow C, reads A's file from C"
+    );
     let theirs = b.mnt.path().join("peers/alice");
     assert!(fs::read(theirs.join("docs/kept.bin")).unwrap() == kept);
     assert!(fs::read(theirs.join("docs/new.bin")).unwrap() == new);

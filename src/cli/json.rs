@@ -49,6 +49,9 @@ pub struct Peer {
     /// peer ID, no address known), and when (RFC 3339, UTC).
     pub last_dial_error: Option<String>,
     pub last_dial_error_at: Option<String>,
+    /// Peer IDs of the peers that hold its newest head in full (its mirrors), as it
+    /// told us; they are asked for its blocks while it is away.
+    pub mirrors: Vec<String>,
 }
 
 impl From<&PeerInfo> for Peer {
@@ -68,6 +71,7 @@ impl From<&PeerInfo> for Peer {
             blocks_fetched: p.blocks_fetched,
             last_dial_error: p.last_dial_error.clone(),
             last_dial_error_at: p.last_dial_error_ms.map(rfc3339_ms),
+            mirrors: p.mirrors.clone(),
         }
     }
 }

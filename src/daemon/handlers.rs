@@ -315,9 +315,11 @@ fn answer(
         },
         Ok(Request::PeerAdd { target, name }) => context.peer_add(&target, name.as_deref()),
         Ok(Request::PeerRm { name }) => context.peer_rm(&name),
-        Ok(Request::Peers) => Response::Peers {
-            peers: context.net.peers(),
-        },
+        Ok(Request::Peers) => {
+            let mut peers = context.net.peers();
+            context.mirroring.name_mirrors(&mut peers);
+            Response::Peers { peers }
+        }
         Ok(Request::Pin { cid, path }) => context.pin(&cid, path.as_deref(), |p| {
             // A client that went away is noticed when the answer is written.
             let _ = write_line(&conn, &Response::Progress(p));

@@ -88,6 +88,13 @@ impl Replicas {
         Ok(true)
     }
 
+    /// Each mirror's newest statement as signed, the newest first, at most `n`.
+    pub fn signed(&self, n: usize) -> Vec<Vec<u8>> {
+        let mut all: Vec<&(Statement, Vec<u8>)> = self.signed.values().collect();
+        all.sort_by_key(|(s, _)| std::cmp::Reverse((s.seq, s.time_ms)));
+        all.into_iter().take(n).map(|(_, b)| b.clone()).collect()
+    }
+
     /// The mirrors that hold head `seq` with root `root` in full.
     pub fn holding(&self, seq: u64, root: &cid::Cid) -> Vec<&Statement> {
         self.signed

@@ -15,8 +15,19 @@ use serde::{Deserialize, Serialize};
 use crate::net::protocol::{encode, read_message};
 
 pub const REPLICA_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerfs/replica/1.0.0");
-/// A statement's bytes at most: two peer IDs, a CID, numbers and a signature.
-const MAX_STATEMENT: usize = 2048;
+/// A follower asks an owner for its mirrors' statements (it writes one empty message,
+/// the owner answers with `MirrorList`), so that it can fetch from them while the
+/// owner is away.
+pub const MIRRORS_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerfs/mirrors/1.0.0");
+/// Statements in one `MirrorList`, at most.
+pub const MAX_LISTED: usize = 16;
+/// Addresses one statement carries, at most, and their length.
+const MAX_ADDRS: usize = 8;
+const MAX_ADDR_LEN: usize = 256;
+/// A statement's bytes at most: two peer IDs, a CID, numbers, a few addresses and a
+/// signature.
+const MAX_STATEMENT: usize = 4096;
+const MAX_LIST: usize = MAX_LISTED * (MAX_STATEMENT + 16) + 64;
 const MAX_ANSWER: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +50,8 @@ pub struct Statement {
     pub seq: u64,
     pub root: Cid,
     pub time_ms: u64,
+    /// Where the mirror listens, as it says: readers dial it there.
+    pub addrs: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -51,6 +64,8 @@ struct Payload {
     #[serde(with = "serde_bytes")]
     root: Vec<u8>,
     time_ms: u64,
+    #[serde(default)]
+    addrs: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -82,6 +97,7 @@ impl Statement {
             seq: self.seq,
             root: self.root.to_bytes(),
             time_ms: self.time_ms,
+            addrs: self.addrs.clone(),
         })
         .map_err(invalid)?;
         let signature = key.sign(&payload).map_err(io::Error::other)?;
@@ -122,12 +138,45 @@ impl Statement {
             seq: p.seq,
             root,
             time_ms: p.time_ms,
+            addrs: p
+                .addrs
+                .into_iter()
+                .filter(|a| a.len() <= MAX_ADDR_LEN)
+                .take(MAX_ADDRS)
+                .collect(),
         })
     }
 }
 
 #[derive(Serialize, Deserialize)]
 struct Framed(#[serde(with = "serde_bytes")] Vec<u8>);
+
+/// An owner's answer on `MIRRORS_PROTOCOL`: its mirrors' signed statements.
+#[derive(Default, Serialize, Deserialize)]
+pub struct MirrorList {
+    pub statements: Vec<serde_bytes::ByteBuf>,
+}
+
+/// Asks for an owner's mirrors on `io`: the statements' signed bytes, not yet verified.
+pub async fn ask_list<S>(io: &mut S) -> io::Result<MirrorList>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    io.write_all(&encode(&MirrorList::default(), 64)?).await?;
+    io.flush().await?;
+    read_message(io, MAX_LIST).await
+}
+
+/// Reads the (empty) question and answers it with `list`.
+pub async fn answer_list<S>(io: &mut S, list: &MirrorList) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let _asked: MirrorList = read_message(io, 64).await?;
+    io.write_all(&encode(list, MAX_LIST)?).await?;
+    io.flush().await?;
+    io.close().await
+}
 
 /// Sends a signed statement on `io` and reads the answer.
 pub async fn send<S>(io: &mut S, signed: Vec<u8>) -> io::Result<Answer>
@@ -170,6 +219,7 @@ mod tests {
             seq: 7,
             root: crate::block::cid_of(cid::Version::V1, crate::block::RAW, b"x"),
             time_ms: 1,
+            addrs: vec!["/ip4/127.0.0.1/tcp/1".into()],
         }
     }
 
