@@ -208,6 +208,19 @@ fn a_head_over_the_quota_is_not_fetched_and_says_so() {
     // A larger quota: fetched.
     c.repo.ok(&["mirror", "add", "alice", "--quota", "10MiB"]);
     wait_synced(&c, "alice", seq);
+    // A takes the statement only from a peer in its peer book.
+    wait_for("A refuses C's statement", WAIT, || {
+        fs::read_to_string(c.repo.path().join("daemon.log"))
+            .unwrap_or_default()
+            .contains("does not know you")
+    });
+    assert!(replicas(&a).is_empty());
+    assert_eq!(mirror(&c, "alice")["owner_told"], false);
+    follow(&a, &c, "c");
+    wait_for("A takes it once it follows C", WAIT, || {
+        replicas(&a) == ["c"]
+    });
+    assert_eq!(mirror(&c, "alice")["owner_told"], true);
     c.repo.ok(&["mirror", "rm", "alice"]);
     assert_eq!(json(&c, &["mirrors", "--json"]), serde_json::json!([]));
 }
