@@ -125,6 +125,19 @@ fn a_mirror_keeps_every_head_and_serves_it_while_the_owner_is_away() {
     assert!(seq2 > seq1);
     c.remount();
     wait_synced(&c, "alice", seq2);
+    // Only what changed was read: kept.bin, held already, was not.
+    let log = fs::read_to_string(c.repo.path().join("daemon.log")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("head {seq2} held in full")))
+        .unwrap_or_else(|| panic!("no line on head {seq2} in {log}"));
+    let held_already: u64 = line
+        .split(" bytes held already")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(held_already >= kept.len() as u64, "{line}");
     wait_for("A counts C again at the new head", WAIT, || {
         replicas(&a).contains(&"c".to_string())
     });

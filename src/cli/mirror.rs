@@ -18,9 +18,8 @@ pub struct Mirror {
     /// The newest head held in full; null before the first is.
     pub held_seq: Option<u64>,
     pub held_root: Option<String>,
-    /// Bytes and blocks of that head.
+    /// Bytes of that head.
     pub bytes: u64,
-    pub blocks: u64,
     /// Bytes a head may have at most; null: no limit.
     pub quota: Option<u64>,
     /// The newest head known of the drive.
@@ -39,7 +38,6 @@ impl From<&MirrorInfo> for Mirror {
             held_seq: m.held_seq,
             held_root: m.held_root.clone(),
             bytes: m.bytes,
-            blocks: m.blocks,
             quota: m.quota,
             newest_seq: m.newest_seq,
             state: m.state.clone(),

@@ -1,5 +1,6 @@
 //! Mirrors at work. As a mirror: every new head of a mirrored drive is fetched whole
-//! (the pin walk, blocks kept as the owner's and out of the cache), pinned under
+//! (what the head held before does not hold; blocks kept as the owner's and out of the
+//! cache), pinned under
 //! `mirror/PEERID` in place of the head held before (so the next gc drops what only
 //! the older head reached), and the owner is told, signed, which head is held. As an
 //! owner: statements of peers in my peer book are kept, and `status` counts who holds
@@ -26,11 +27,11 @@ use crate::mirror::replicas::Replicas;
 use crate::mirror::statement::{
     self, Answer, MirrorList, Statement, MAX_LISTED, MIRRORS_PROTOCOL, REPLICA_PROTOCOL,
 };
-use crate::mirror::{pin_label, Held, Mirror, Mirrors};
+use crate::mirror::{pin_label, walk, Held, Mirror, Mirrors};
 use crate::net::peerbook::PeerBook;
 use crate::net::PeerInfo;
 use crate::net::{NetHandle, RemoteBlocks};
-use crate::pin::{self, PinError};
+use crate::pin::PinError;
 use crate::store::rocks::RocksStore;
 use crate::store::{Blocks, StoreError};
 use crate::unixfs::dagpb::PbNode;
@@ -58,11 +59,10 @@ const DIAL_AGAIN: Duration = Duration::from_secs(10);
 pub struct MirrorInfo {
     pub name: String,
     pub peer_id: String,
-    /// The newest head held in full: its seq, root, bytes and blocks.
+    /// The newest head held in full: its seq, root and bytes.
     pub held_seq: Option<u64>,
     pub held_root: Option<String>,
     pub bytes: u64,
-    pub blocks: u64,
     pub quota: Option<u64>,
     /// The newest head known of the drive.
     pub newest_seq: Option<u64>,
@@ -193,7 +193,6 @@ impl Mirroring {
             held_seq: held.map(|h| h.seq),
             held_root: held.map(|h| h.root.clone()),
             bytes: held.map_or(0, |h| h.bytes),
-            blocks: held.map_or(0, |h| h.blocks),
             quota: m.quota,
             newest_seq: newest,
             state: m.state(newest, fetching).to_string(),
@@ -300,13 +299,13 @@ impl Mirroring {
         });
         self.live(id, |l| l.fetching = None);
         match fetched {
-            Ok(Walked::Done(done)) => {
-                if let Err(e) = self.hold(id, seq, root, done) {
+            Ok(Outcome::Done { bytes, read }) => {
+                if let Err(e) = self.hold(id, seq, root, bytes, read) {
                     warn!("mirror of {}: keeping head {seq}: {e}", m.name);
                     self.live(id, |l| l.retry_at = Some(Instant::now() + RETRY));
                 }
             }
-            Ok(Walked::OverQuota(size)) => {
+            Ok(Outcome::OverQuota(size)) => {
                 warn!(
                     "mirror of {}: head {seq} is {size} bytes, over the quota of {} bytes; \
                      not fetched (head {} stays held)",
@@ -329,7 +328,8 @@ impl Mirroring {
         }
     }
 
-    /// Reads the whole DAG of `root`, keeping its blocks as `peer`'s, within the
+    /// Reads the DAG of `root`, but for what the head held links to already, keeping
+    /// its blocks as `peer`'s, within the
     /// mirror's quota.
     fn walk(
         &self,
@@ -337,7 +337,7 @@ impl Mirroring {
         peer: PeerId,
         root: Cid,
         mut percent: impl FnMut(u8),
-    ) -> Result<Walked, PinError> {
+    ) -> Result<Outcome, PinError> {
         // What it claims is reachable from nothing until its pin is written.
         let _no_sweep = self.store.hold_off_sweeps();
         let remote = RemoteBlocks {
@@ -349,8 +349,13 @@ impl Mirroring {
         // The root says how big the tree is: one over the quota is not fetched.
         let declared = declared_size(&remote, &root)?;
         if m.quota.is_some_and(|q| declared > q) {
-            return Ok(Walked::OverQuota(declared));
+            return Ok(Outcome::OverQuota(declared));
         }
+        // What the head held links to is here already.
+        let held = match m.held.as_ref().and_then(|h| h.root.parse::<Cid>().ok()) {
+            Some(old) => walk::linked(self.store.as_ref(), &old)?,
+            None => Default::default(),
+        };
         let quota = m.quota.unwrap_or(u64::MAX);
         let mut bytes = 0u64;
         let keep = |cid: &Cid, data: &[u8]| {
@@ -370,25 +375,36 @@ impl Mirroring {
                 }
             }
         };
-        let progress = |p: pin::WalkProgress| {
-            if let Some(total) = p.total.filter(|t| *t > 0) {
-                percent((p.bytes.saturating_mul(100) / total).min(99) as u8);
+        let progress = |w: walk::Walked| {
+            let here = w.bytes.saturating_add(w.skipped).saturating_mul(100);
+            if let Some(p) = here.checked_div(declared) {
+                percent(p.min(99) as u8);
             }
         };
-        match pin::walk_tree(&remote, &root, ahead, keep, progress) {
+        match walk::walk_new(&remote, &root, &held, ahead, keep, progress) {
             Ok(done) => {
                 self.store.finish_bulk()?;
-                Ok(Walked::Done(done))
+                Ok(Outcome::Done {
+                    bytes: declared,
+                    read: done,
+                })
             }
             Err(PinError::Store(StoreError::DiskFull(_))) if bytes > quota => {
-                Ok(Walked::OverQuota(bytes))
+                Ok(Outcome::OverQuota(bytes))
             }
             Err(e) => Err(e),
         }
     }
 
     /// Pins `root` as the head held of mirror `id`, unpins the one held before.
-    fn hold(&self, id: &str, seq: u64, root: Cid, done: pin::WalkProgress) -> Result<(), String> {
+    fn hold(
+        &self,
+        id: &str,
+        seq: u64,
+        root: Cid,
+        bytes: u64,
+        read: walk::Walked,
+    ) -> Result<(), String> {
         let label = pin_label(id);
         let mut mirrors = lock(&self.mirrors);
         // Removed while it was fetched: nothing to hold.
@@ -405,15 +421,16 @@ impl Mirroring {
         m.held = Some(Held {
             seq,
             root: root.to_string(),
-            bytes: done.bytes,
-            blocks: done.blocks,
+            bytes,
+            blocks: read.blocks,
         });
         m.over_quota = None;
         let name = m.name.clone();
         mirrors.save().map_err(|e| e.to_string())?;
         info!(
-            "mirror of {name}: head {seq} held in full ({} blocks, {} bytes)",
-            done.blocks, done.bytes
+            "mirror of {name}: head {seq} held in full ({bytes} bytes; {} blocks, {} bytes read, \
+             {} bytes held already)",
+            read.blocks, read.bytes, read.skipped
         );
         Ok(())
     }
@@ -648,8 +665,9 @@ async fn serve_lists(m: Weak<Mirroring>, mut incoming: libp2p_stream::IncomingSt
     }
 }
 
-enum Walked {
-    Done(pin::WalkProgress),
+enum Outcome {
+    /// Held: the tree's bytes (as its root declares them), and what was read for it.
+    Done { bytes: u64, read: walk::Walked },
     /// The tree's bytes (declared, or counted when the root understated them).
     OverQuota(u64),
 }

@@ -7,11 +7,13 @@
 //! - `statement`: "I hold head SEQ of your drive in full", signed by the mirror, on
 //!   `/peerfs/replica/1.0.0`.
 //! - `replicas`: the latest statement per mirror of my drive, in `REPO/replicas.json`.
+//! - `walk`: a new head's blocks that the head held before does not hold already.
 //!
 //! The daemon's `mirror` module does the work (fetching, pinning, telling the owner).
 
 pub mod replicas;
 pub mod statement;
+pub mod walk;
 
 use std::path::{Path, PathBuf};
 
@@ -45,7 +47,9 @@ pub enum MirrorError {
 pub struct Held {
     pub seq: u64,
     pub root: String,
+    /// The tree's bytes, as its root declares them.
     pub bytes: u64,
+    /// Blocks read to hold it (what the head before held was not read again).
     pub blocks: u64,
 }
 
