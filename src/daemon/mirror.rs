@@ -271,7 +271,19 @@ impl Mirroring {
     /// One look at every mirror: fetch what is newer, tell owners what is held.
     fn round(&self) {
         let mirrors: Vec<Mirror> = lock(&self.mirrors).list().to_vec();
+        if mirrors.is_empty() {
+            return;
+        }
         let now = Instant::now();
+        // Owners are told only while connected: a dial of one away would hold up the
+        // other mirrors' fetches for as long as it takes to fail.
+        let online: std::collections::HashSet<String> = self
+            .net
+            .peers()
+            .into_iter()
+            .filter(|p| p.connected)
+            .map(|p| p.id)
+            .collect();
         for m in mirrors {
             let Ok(peer) = m.peer_id.parse::<PeerId>() else {
                 continue;
@@ -285,7 +297,9 @@ impl Mirroring {
             }) {
                 self.fetch(&m, peer, head.seq, head.root);
             }
-            self.tell(&m.peer_id, peer);
+            if online.contains(&m.peer_id) {
+                self.tell(&m.peer_id, peer);
+            }
         }
     }
 
