@@ -33,6 +33,8 @@
 //!   `/peerfs/offer/1.0.0`, the outbox and inbox kept on disk, who may send.
 //! - [`outbox`]: `DIR/outbox/<peer>/`, files passed through to the repo, sent once
 //!   written. Uses `vfs`.
+//! - [`mirror`]: peers' drives kept in full, and who keeps mine: the saved list,
+//!   signed statements on `/peerfs/replica/1.0.0`.
 //! - [`pin`]: pinning a whole DAG so it stays, and `gc` of what nothing reaches.
 //! - [`daemon`]: one process per repo: mounts, commits on an interval, answers the
 //!   control socket. It and the CLI are the only modules that know everybody.
@@ -51,6 +53,7 @@ pub mod fuse;
 pub mod gateway;
 pub mod get;
 pub mod head;
+pub mod mirror;
 pub mod net;
 pub mod outbox;
 pub mod peers;

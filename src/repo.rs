@@ -140,6 +140,9 @@ pub struct Config {
     /// Tell a sender when I first read an item it sent.
     #[serde(default = "yes")]
     pub read_receipts: bool,
+    /// `status` warns when fewer peers than this hold my newest head in full.
+    #[serde(default)]
+    pub min_replicas: usize,
     #[serde(default)]
     pub import: ImportConfig,
 }
@@ -171,6 +174,7 @@ impl Default for Config {
             inbox_quota: default_inbox_quota(),
             inbox_max_item: default_inbox_max_item(),
             read_receipts: true,
+            min_replicas: 0,
             import: ImportConfig::default(),
         }
     }

@@ -70,9 +70,13 @@ fn listings_answer_in_json_with_their_documented_fields() {
             "store_bytes",
             "cache_bytes",
             "cache_cap_bytes",
+            "replicas",
+            "min_replicas",
+            "replicas_warning",
         ],
     );
     assert_eq!(status["daemon_pid"], b.pid);
+    assert_eq!(json(&b.repo, &["mirrors", "--json"]), Value::Array(vec![]));
     let id = json(&b.repo, &["id", "--json"]);
     assert_eq!(id["daemon_running"], true);
     assert_eq!(id["daemon_pid"], b.pid);

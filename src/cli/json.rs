@@ -49,6 +49,9 @@ pub struct Peer {
     /// peer ID, no address known), and when (RFC 3339, UTC).
     pub last_dial_error: Option<String>,
     pub last_dial_error_at: Option<String>,
+    /// Peer IDs of the peers that hold its newest head in full (its mirrors), as it
+    /// told us; they are asked for its blocks while it is away.
+    pub mirrors: Vec<String>,
 }
 
 impl From<&PeerInfo> for Peer {
@@ -68,6 +71,7 @@ impl From<&PeerInfo> for Peer {
             blocks_fetched: p.blocks_fetched,
             last_dial_error: p.last_dial_error.clone(),
             last_dial_error_at: p.last_dial_error_ms.map(rfc3339_ms),
+            mirrors: p.mirrors.clone(),
         }
     }
 }
@@ -93,6 +97,35 @@ pub struct Status {
     pub readers: String,
     /// Peers connected now, and those that left in the last minute.
     pub connected_peers: Vec<ConnectedPeer>,
+    /// Peers that hold my newest head (`seq`, `root`) in full, by their signed word.
+    pub replicas: Vec<Replica>,
+    /// Config `min_replicas`.
+    pub min_replicas: usize,
+    /// Set when fewer than `min_replicas` peers hold my newest head; null otherwise.
+    pub replicas_warning: Option<String>,
+}
+
+/// One element of `replicas` in `peerfs status --json`.
+#[derive(Serialize)]
+pub struct Replica {
+    pub peer_id: String,
+    /// Its name in my peer book.
+    pub name: Option<String>,
+    pub seq: u64,
+    /// When it said so (its clock), RFC 3339, UTC.
+    pub since: String,
+}
+
+/// The warning `status` gives when too few peers hold my newest head.
+pub fn replicas_warning(s: &DaemonStatus) -> Option<String> {
+    (s.replicas.len() < s.min_replicas).then(|| {
+        format!(
+            "only {} peers hold head {} in full; config min_replicas is {}",
+            s.replicas.len(),
+            s.seq,
+            s.min_replicas
+        )
+    })
 }
 
 /// One element of `connected_peers` in `peerfs status --json`: who is connected and
@@ -150,6 +183,18 @@ impl From<&DaemonStatus> for Status {
             cache_cap_bytes: s.cache_cap,
             readers: s.readers.clone(),
             connected_peers: s.connected_peers.iter().map(ConnectedPeer::from).collect(),
+            replicas: s
+                .replicas
+                .iter()
+                .map(|r| Replica {
+                    peer_id: r.peer_id.clone(),
+                    name: r.name.clone(),
+                    seq: r.seq,
+                    since: rfc3339_ms(r.at_ms),
+                })
+                .collect(),
+            min_replicas: s.min_replicas,
+            replicas_warning: replicas_warning(s),
         }
     }
 }

@@ -8,6 +8,7 @@ mod find;
 mod gateway;
 mod json;
 mod mail;
+mod mirror;
 mod mount;
 mod mounts;
 mod output;
@@ -228,6 +229,35 @@ enum Command {
     /// Delete every block that no pin, no head of my drive or a followed peer's, and (while
     /// mounted) nothing the drive holds in memory reaches, then give the space back
     Gc,
+    /// Keep a followed peer's drive in full, every new head of it, so it stays readable
+    /// from here while its owner is away
+    #[command(subcommand)]
+    Mirror(MirrorCommand),
+    /// List mirrors: name, peer ID, head held in full, bytes kept, quota, state (synced,
+    /// fetching N%, over quota, behind)
+    Mirrors {
+        #[command(flatten)]
+        json: Json,
+    },
+}
+
+#[derive(Subcommand)]
+enum MirrorCommand {
+    /// Mirror a peer (following it first if NAME is a peer ID or multiaddr not followed)
+    Add {
+        /// Its name in the peer book, its peer ID, or a multiaddr ending in /p2p/PEERID
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Bytes one head may have at most (e.g. 10GiB); a larger head is not fetched
+        /// and the one held stays
+        #[arg(long, value_name = "SIZE")]
+        quota: Option<String>,
+    },
+    /// Stop mirroring a peer (it stays followed); what was kept goes at the next gc
+    Rm {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
 }
 
 /// `--json` of the listings; the shapes are in the README and stay stable.
@@ -381,6 +411,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Unpin { target } => pin::unpin(&repo_path, &target),
         Command::Pins { json } => pin::list(&repo_path, json.json),
         Command::Gc => pin::gc(&repo_path),
+        Command::Mirror(MirrorCommand::Add { name, quota }) => {
+            mirror::add(&repo_path, &name, quota.as_deref())
+        }
+        Command::Mirror(MirrorCommand::Rm { name }) => mirror::rm(&repo_path, &name),
+        Command::Mirrors { json } => mirror::list(&repo_path, json.json),
         Command::Unmount { dir, lazy } => mount::unmount(&repo_path, dir.as_deref(), lazy),
         Command::Status { json } => mount::status(&repo_path, json.json),
         Command::Fsck => mount::fsck(&open()?),

@@ -305,7 +305,31 @@ pub fn status(repo_path: &Path, json: bool) -> Result<()> {
         indicatif::HumanBytes(s.cache_cap)
     )?;
     outln!("peer inodes:   {}", s.peer_inodes)?;
+    print_replicas(&s)?;
     print_audience(&s)
+}
+
+/// Who holds my newest head in full, and a warning when too few do.
+fn print_replicas(s: &control::Status) -> Result<()> {
+    let who: Vec<String> = s
+        .replicas
+        .iter()
+        .map(|r| r.name.clone().unwrap_or_else(|| r.peer_id.clone()))
+        .collect();
+    let list = if who.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", who.join(", "))
+    };
+    outln!(
+        "replicas:      {} peers hold head {} in full{list}",
+        who.len(),
+        s.seq
+    )?;
+    if let Some(w) = json::replicas_warning(s) {
+        outln!("warning:       {w}")?;
+    }
+    Ok(())
 }
 
 /// Who may read my drive, and who is connected and reading it now.

@@ -218,12 +218,16 @@ fn offline_info(e: &PeerEntry) -> PeerInfo {
         last_dial_error_ms: None,
         connection: None,
         transport: None,
+        mirrors: Vec::new(),
     }
 }
 
 fn print_peer(p: &PeerInfo) -> Result<()> {
     outln!("{}", p.name)?;
     outln!("  peer id:     {}", p.id)?;
+    if !p.mirrors.is_empty() {
+        outln!("  mirrors:     {}", p.mirrors.join(", "))?;
+    }
     let how = match (&p.connection, &p.transport) {
         (Some(c), Some(t)) => format!(", {c} over {t}"),
         (Some(c), None) => format!(", {c}"),

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::feed::FeedEvent;
 use super::find::FoundAt;
+pub use super::mirror::{MirrorInfo, ReplicaInfo};
 use crate::find::{Query, Walked};
 use crate::net::activity::ConnectedPeer;
 use crate::net::peerbook::PeerEntry;
@@ -95,6 +96,16 @@ pub enum Request {
     },
     Outbox,
     Inbox,
+    /// Keep every head of a followed peer's drive in full (following it first if
+    /// `name` is a peer ID or multiaddr not followed yet).
+    MirrorAdd {
+        name: String,
+        quota: Option<u64>,
+    },
+    MirrorRm {
+        name: String,
+    },
+    Mirrors,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -170,6 +181,11 @@ pub enum Response {
     Inbox {
         items: Vec<Incoming>,
     },
+    MirrorAdded(MirrorInfo),
+    MirrorRemoved(MirrorInfo),
+    Mirrors {
+        mirrors: Vec<MirrorInfo>,
+    },
     Error {
         message: String,
     },
@@ -207,6 +223,12 @@ pub struct Status {
     /// Who is connected (or left in the last minute), and what each read.
     #[serde(default)]
     pub connected_peers: Vec<ConnectedPeer>,
+    /// Peers that hold my newest head in full, by their signed word (mirrors).
+    #[serde(default)]
+    pub replicas: Vec<ReplicaInfo>,
+    /// Config `min_replicas`: fewer holders than this is warned of.
+    #[serde(default)]
+    pub min_replicas: usize,
 }
 
 #[derive(Debug, thiserror::Error)]

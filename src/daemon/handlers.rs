@@ -46,6 +46,7 @@ pub(super) struct Context {
     pub(super) blocks: blocks::serve::Server,
     pub(super) import_profile: crate::unixfs::Profile,
     pub(super) mail: Arc<super::mail::Mailroom>,
+    pub(super) mirroring: Arc<super::mirror::Mirroring>,
 }
 
 impl Context {
@@ -71,6 +72,8 @@ impl Context {
             peer_inodes: self.view.inode_count() as u64,
             readers: self.net.readers().summary().to_string(),
             connected_peers: self.net.connected_peers(),
+            replicas: self.mirroring.replicas_of(d.seq, d.root.as_ref()),
+            min_replicas: self.mirroring.min_replicas,
         }
     }
 
@@ -178,7 +181,11 @@ impl Context {
             Ok(pins) => Response::Pins {
                 pins: pins
                     .into_iter()
-                    .filter(|(_, label)| label != crate::share::items::INBOX_PIN)
+                    // The inbox's and mirrors' own pins: `mirrors` shows the latter.
+                    .filter(|(_, label)| {
+                        label != crate::share::items::INBOX_PIN
+                            && !label.starts_with(crate::mirror::PIN_PREFIX)
+                    })
                     .map(|(cid, label)| PinInfo {
                         cid: cid.to_string(),
                         label,
@@ -202,7 +209,7 @@ impl Context {
         }
     }
 
-    fn peer_add(&self, target: &str, name: Option<&str>) -> Response {
+    pub(super) fn peer_add(&self, target: &str, name: Option<&str>) -> Response {
         let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
         let before: Vec<_> = book.entries().to_vec();
         let entry = match book.add(target, name, &self.peer_id) {
@@ -313,9 +320,11 @@ fn answer(
         },
         Ok(Request::PeerAdd { target, name }) => context.peer_add(&target, name.as_deref()),
         Ok(Request::PeerRm { name }) => context.peer_rm(&name),
-        Ok(Request::Peers) => Response::Peers {
-            peers: context.net.peers(),
-        },
+        Ok(Request::Peers) => {
+            let mut peers = context.net.peers();
+            context.mirroring.name_mirrors(&mut peers);
+            Response::Peers { peers }
+        }
         Ok(Request::Pin { cid, path }) => context.pin(&cid, path.as_deref(), |p| {
             // A client that went away is noticed when the answer is written.
             let _ = write_line(&conn, &Response::Progress(p));
@@ -323,6 +332,11 @@ fn answer(
         Ok(Request::Unpin { target, cid }) => context.unpin(&target, cid.as_deref()),
         Ok(Request::Pins) => context.pins(),
         Ok(Request::Gc) => context.gc(),
+        Ok(Request::MirrorAdd { name, quota }) => context.mirror_add(&name, quota),
+        Ok(Request::MirrorRm { name }) => context.mirroring.remove(&name),
+        Ok(Request::Mirrors) => Response::Mirrors {
+            mirrors: context.mirroring.list(),
+        },
         Ok(Request::Send {
             to,
             name,

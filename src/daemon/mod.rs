@@ -8,6 +8,7 @@
 //! - `stop`: how a session ends (signals, `peerfs unmount`, the mount gone).
 //! - `handlers`: the daemon's answers on the control socket.
 //! - `mail`: the inbox and outbox at work: offers, fetches, receipts (`share`).
+//! - `mirror`: mirrors kept (every head of a drive in full), and who keeps mine.
 //! - `outbox`: what is copied into `outbox/<peer>/`, sent once it is written.
 //! - [`control`]: the control socket's protocol, and its client.
 //! - [`blocks`]: blocks sessions over the control socket, for the CLI's content commands.
@@ -27,6 +28,7 @@ pub mod find;
 mod follow;
 mod handlers;
 mod mail;
+mod mirror;
 mod mountpoint;
 mod outbox;
 pub mod session;
@@ -271,6 +273,15 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         }),
     );
     trim_view(Arc::downgrade(&view), notifier.clone());
+    let mirroring = mirror::Mirroring::start(mirror::Parts {
+        repo: repo.path().to_path_buf(),
+        key: repo.keypair().clone(),
+        store: store.clone(),
+        net: net.clone(),
+        book: Arc::clone(&book),
+        min_replicas: repo.config().min_replicas,
+    })
+    .map_err(DaemonError::BadConfig)?;
     let context = Context {
         drive: Arc::clone(&drive),
         repo: repo.path().to_path_buf(),
@@ -285,6 +296,7 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         blocks: blocks::serve::Server::new(store.clone(), net.clone()),
         import_profile: repo.config().import.profile,
         mail,
+        mirroring,
     };
     let context = Arc::new(context);
     handlers::carry_out_pins(pin_inbox, Arc::clone(&context));

@@ -186,6 +186,9 @@ pub struct PeerInfo {
     /// "tcp" or "quic" while connected (for a relayed connection, the relay's).
     #[serde(default)]
     pub transport: Option<String>,
+    /// Peers that hold its newest head in full (its mirrors), as it told us.
+    #[serde(default)]
+    pub mirrors: Vec<String>,
 }
 
 pub(crate) type BlockReply = oneshot::Sender<Result<Vec<u8>, Unavailable>>;
@@ -208,6 +211,8 @@ pub(crate) enum Command {
     Activity(oneshot::Sender<Vec<activity::ConnectedPeer>>),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     Reachability(oneshot::Sender<nat::Reachability>),
+    /// Dial a peer that holds a drive's blocks (a mirror), at these addresses too.
+    DialHolder(PeerId, Vec<Multiaddr>),
 }
 
 /// The way in to a running node. Cheap to clone.
@@ -366,6 +371,12 @@ impl NetHandle {
 
     pub fn unfollow(&self, peer: PeerId) {
         self.send(Command::Unfollow(peer));
+    }
+
+    /// Connects to `peer`, a holder of some drive's blocks (a mirror), unless it is
+    /// connected: once it is, the fetcher asks it like any connected peer.
+    pub fn dial_holder(&self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        self.send(Command::DialHolder(peer, addrs));
     }
 
     pub fn peers(&self) -> Vec<PeerInfo> {

@@ -320,6 +320,7 @@ impl Node {
             Command::Reachability(reply) => {
                 let _ = reply.send(self.relaying.reachability);
             }
+            Command::DialHolder(peer, addrs) => self.dial_holder(peer, addrs),
         }
     }
 

@@ -219,6 +219,22 @@ impl Node {
         }
     }
 
+    /// Connects to a holder the daemon knows of (a mirror of a drive whose owner is
+    /// away), at `addrs` and those the behaviours know.
+    pub(super) fn dial_holder(&mut self, peer: PeerId, addrs: Vec<libp2p::Multiaddr>) {
+        if peer == self.me || self.swarm.is_connected(&peer) {
+            return;
+        }
+        debug!("dialling {peer}, a mirror");
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .extend_addresses_through_behaviour()
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            debug!("dialling mirror {peer}: {e}");
+        }
+    }
+
     /// Connects to holders the DHT named; wants go to them once connected. Dialled at
     /// once, while the lookup still knows their addresses.
     pub(super) fn dial_holders(&mut self, holders: HashSet<PeerId>) {

@@ -145,6 +145,7 @@ impl Node {
                     blocks_fetched: stats.map_or(0, |s| s.blocks_fetched),
                     connection: link.map(|l| l.kind().to_string()),
                     transport: link.and_then(|l| l.transport).map(str::to_string),
+                    mirrors: Vec::new(),
                 }
             })
             .collect();
