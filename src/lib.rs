@@ -60,5 +60,6 @@ pub mod pin;
 pub mod repo;
 pub mod share;
 pub mod store;
+pub mod transfers;
 pub mod unixfs;
 pub mod vfs;
