@@ -142,6 +142,9 @@ pub struct Config {
     pub read_receipts: bool,
     #[serde(default)]
     pub import: ImportConfig,
+    /// Bytes a second this node serves blocks at, to all peers together (0: no limit).
+    #[serde(default)]
+    pub upload_rate: bytesize::ByteSize,
 }
 
 impl Default for Config {
@@ -172,6 +175,7 @@ impl Default for Config {
             inbox_max_item: default_inbox_max_item(),
             read_receipts: true,
             import: ImportConfig::default(),
+            upload_rate: bytesize::ByteSize::b(0),
         }
     }
 }

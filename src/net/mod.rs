@@ -27,6 +27,7 @@ pub mod protocol;
 pub mod reach;
 pub mod relay;
 pub mod serve;
+pub mod throttle;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -135,6 +136,8 @@ pub struct NetConfig {
     pub max_connections: u32,
     /// Test-only fault: serve every block with one byte flipped.
     pub corrupt_served_blocks: bool,
+    /// Bytes a second blocks are served at, all peers together (0: no limit).
+    pub upload_rate: u64,
     /// Relays, hole punching, AutoNAT, UPnP.
     pub nat: nat::NatConfig,
 }

@@ -130,6 +130,8 @@ struct Node {
     prefetched: Arc<Handover>,
     /// Who sent each transfer's blocks.
     transfer_sources: Arc<super::TransferSources>,
+    /// Paces what is served (`upload_rate`).
+    throttle: Arc<super::throttle::Throttle>,
     listen_addrs: Vec<Multiaddr>,
     /// When the DHT was last asked for the holders of each owner's blocks.
     holder_lookups: HashMap<PeerId, Instant>,
@@ -189,6 +191,7 @@ pub fn start(
         checked,
         prefetched: Arc::clone(&prefetched),
         transfer_sources: Arc::clone(&transfer_sources),
+        throttle: Arc::new(super::throttle::Throttle::new(config.upload_rate)),
         listen_addrs: Vec::new(),
         holder_lookups: HashMap::new(),
         activity: Activity::new(Instant::now()),
