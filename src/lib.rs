@@ -34,6 +34,8 @@
 //! - [`outbox`]: `DIR/outbox/<peer>/`, files passed through to the repo, sent once
 //!   written. Uses `vfs`.
 //! - [`pin`]: pinning a whole DAG so it stays, and `gc` of what nothing reaches.
+//! - [`transfers`]: pins and deliveries as transfers the user pauses, resumes, cancels
+//!   and prioritises; kept on disk.
 //! - [`daemon`]: one process per repo: mounts, commits on an interval, answers the
 //!   control socket. It and the CLI are the only modules that know everybody.
 

@@ -17,7 +17,7 @@ use crate::unixfs::dagpb::PbNode;
 /// Blocks asked for at once while walking a tree: enough to keep a link busy.
 const WINDOW: usize = 128;
 /// Progress is told at least after each window, and within a window this often.
-const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {

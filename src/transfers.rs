@@ -315,7 +315,9 @@ impl Transfers {
             }
         }
         t.sources.sort_by_key(|s| std::cmp::Reverse(s.bytes));
-        if inner.saved_at.is_none_or(|at| at.elapsed() >= SAVE_EVERY) {
+        // The last figures of a paused transfer are what a restart shows.
+        let paused = t.state != State::Running;
+        if paused || inner.saved_at.is_none_or(|at| at.elapsed() >= SAVE_EVERY) {
             self.save(&mut inner);
         }
     }

@@ -416,3 +416,57 @@ fn a_fetch_cut_by_a_crash_resumes_after_the_restart() {
     wait_state(&a, "long.bin", "delivered", Duration::from_secs(60));
     assert!(std::fs::read(b.mnt.path().join("inbox/alice/long.bin")).unwrap() == content);
 }
+
+/// A delivery cut by a crash goes on after the restart without fetching again what
+/// it had.
+#[ignore = "fails: a delivery cut by kill -9 at ~60 of 161 blocks fetches 114-143 again \
+            after the restart (seen with and without flushing every 16 MiB); cause not found"]
+#[test]
+fn a_fetch_cut_by_a_crash_does_not_fetch_again_what_it_had() {
+    let (la, lb) = (
+        format!("/ip4/127.0.0.1/tcp/{}", free_port()),
+        format!("/ip4/127.0.0.1/tcp/{}", free_port()),
+    );
+    let a = Mounted::listening(&la);
+    let mut b = Mounted::listening(&lb);
+    follow(&a, &b, "bob");
+    follow(&b, &a, "alice");
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("long.bin");
+    let content = bytes(160 << 20, 5);
+    write(&file, &content);
+    send(&a, &file, "bob");
+    // Killed while some of it is here (a good part, so that losing what was not
+    // durable shows) and not all.
+    wait_for("bob fetching", Duration::from_secs(60), || {
+        fetched_from(&b, "alice") >= 48
+            && items(&b, "inbox")
+                .first()
+                .is_some_and(|i| i["state"] == "fetching")
+    });
+    let before = fetched_from(&b, "alice");
+    common::kill(&b);
+    assert_ne!(out_state(&a, "long.bin").as_deref(), Some("delivered"));
+    mount_at(&mut b, &lb);
+    wait_state(&a, "long.bin", "delivered", Duration::from_secs(60));
+    // What came before the crash is not fetched again, but for what was on the way
+    // when it was counted and what the memtable held (cached blocks skip the log).
+    let after = fetched_from(&b, "alice");
+    let blocks = 160 + 1;
+    assert!(
+        before + after <= blocks + 32,
+        "{before} blocks before the crash and {after} after, for an item of {blocks}"
+    );
+    assert!(std::fs::read(b.mnt.path().join("inbox/alice/long.bin")).unwrap() == content);
+}
+
+/// Good blocks `name` sent `m` since `m`'s daemon started.
+fn fetched_from(m: &Mounted, name: &str) -> u64 {
+    let out = m.repo.ok(&["peers", "--json"]);
+    let peers: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    peers
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == name))
+        .and_then(|p| p["blocks_fetched"].as_u64())
+        .unwrap_or(0)
+}

@@ -104,6 +104,26 @@ fn a_paused_pin_stays_paused_across_a_restart_and_resumed_fetches_nothing_twice(
     );
     let before = before - seen;
     let t = transfer(&b, "big.bin").unwrap();
+    // Every field the README promises.
+    for f in [
+        "id",
+        "kind",
+        "what",
+        "cid",
+        "peer",
+        "state",
+        "error",
+        "priority",
+        "blocks",
+        "bytes",
+        "total_bytes",
+        "sources",
+        "started",
+        "finished",
+    ] {
+        assert!(t.get(f).is_some(), "no {f:?} in {t}");
+    }
+    assert_eq!(t["kind"], "pin", "{t}");
     assert_eq!(t["state"], "paused", "{t}");
     assert_eq!(t["priority"], "low", "{t}");
     let done_before = t["bytes"].as_u64().unwrap();

@@ -6,7 +6,8 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cid::Cid;
@@ -24,6 +25,8 @@ use crate::transfers::{Change, Gate, Kind, New, Priority, Transfer, TransferId, 
 /// A paused transfer's client hears from it this often (it waits for an answer, and
 /// gives up after two minutes of silence).
 const PAUSED_HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often what arrived for a transfer is counted while it runs.
+const TICK: Duration = Duration::from_millis(200);
 
 /// What a transfer's worker tells whoever asked for it: how far the walk is, and
 /// the transfer's record.
@@ -81,12 +84,23 @@ pub(super) fn drive<T, E>(
 /// Blocks read for a transfer: fetched in its name, and none while it is paused or
 /// cancelled (the walk reading them stops with an error).
 pub(crate) struct ForTransfer<'a> {
-    pub(crate) inner: RemoteBlocks,
-    pub(crate) transfers: &'a Transfers,
-    pub(crate) id: TransferId,
+    inner: RemoteBlocks,
+    transfers: &'a Transfers,
+    id: TransferId,
+    /// How far the walk is.
+    walked: Mutex<WalkProgress>,
 }
 
-impl ForTransfer<'_> {
+impl<'a> ForTransfer<'a> {
+    pub(crate) fn new(inner: RemoteBlocks, transfers: &'a Transfers, id: TransferId) -> Self {
+        ForTransfer {
+            inner,
+            transfers,
+            id,
+            walked: Mutex::default(),
+        }
+    }
+
     /// The claim its blocks are asked for with, or none when it is to stop.
     pub(crate) fn claim(&self) -> Option<Claim> {
         (self.transfers.gate(self.id) == Gate::Go).then(|| Claim {
@@ -111,6 +125,36 @@ impl ForTransfer<'_> {
 
     /// Notes how far the walk is, and who sent what since the last time.
     pub(crate) fn progress(&self, p: WalkProgress) {
+        *self.walked.lock().unwrap_or_else(|e| e.into_inner()) = p;
+        self.tick();
+    }
+
+    /// Runs `walk` with a ticker beside it: what arrives is counted also while the
+    /// walk waits for a block (fetches run ahead of it).
+    pub(crate) fn walking<T>(&self, walk: impl FnOnce() -> T) -> T {
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut waited = Duration::ZERO;
+                while !done.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    waited += Duration::from_millis(50);
+                    if waited >= TICK {
+                        waited = Duration::ZERO;
+                        self.tick();
+                    }
+                }
+            });
+            let out = walk();
+            done.store(true, Ordering::Relaxed);
+            // Where a walk stopped by a pause got to.
+            self.tick();
+            out
+        })
+    }
+
+    fn tick(&self) {
+        let p = *self.walked.lock().unwrap_or_else(|e| e.into_inner());
         let sent = self.inner.net.take_transfer_sources(self.id);
         self.transfers
             .progress(self.id, (p.blocks, p.bytes, p.total), &sent);
@@ -223,16 +267,13 @@ impl Context {
         let _no_sweep = self.store.hold_off_sweeps();
         let in_peer = path.and_then(|p| self.owner_of(p));
         let owner = in_peer.as_ref().map(|(peer, _)| *peer);
-        let blocks = ForTransfer {
-            inner: RemoteBlocks {
-                local: self.store.clone(),
-                net: self.net.clone(),
-                owner,
-                fetch: true,
-            },
-            transfers: &self.transfers,
-            id,
+        let remote = RemoteBlocks {
+            local: self.store.clone(),
+            net: self.net.clone(),
+            owner,
+            fetch: true,
         };
+        let blocks = ForTransfer::new(remote, &self.transfers, id);
         // Under peers/, the directories above the pinned tree stay too, so that its
         // path still opens when the owner is gone.
         if let Some((peer, below)) = &in_peer {
@@ -245,14 +286,16 @@ impl Context {
             tell(p, self.transfers.get(id));
         };
         let ahead = |cids: &[Cid]| blocks.ahead(cids);
-        let done = pin::pin_tree(
-            &self.store,
-            &blocks,
-            (&root, owner),
-            &label,
-            ahead,
-            progress,
-        )?;
+        let done = blocks.walking(|| {
+            pin::pin_tree(
+                &self.store,
+                &blocks,
+                (&root, owner),
+                &label,
+                ahead,
+                progress,
+            )
+        })?;
         // The last blocks' senders.
         blocks.progress(done);
         Ok((root, done))

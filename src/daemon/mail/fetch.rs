@@ -54,16 +54,16 @@ impl Mailroom {
         // already is read again from the store, not fetched.
         let attempt = || {
             let bounded = Bounded {
-                inner: ForTransfer {
-                    inner: RemoteBlocks {
+                inner: ForTransfer::new(
+                    RemoteBlocks {
                         local: self.parts.store.clone(),
                         net: self.parts.net.clone(),
                         owner: Some(owner),
                         fetch: true,
                     },
                     transfers,
-                    id: transfer,
-                },
+                    transfer,
+                ),
                 limit,
                 read: AtomicU64::new(0),
             };
@@ -78,7 +78,9 @@ impl Mailroom {
             };
             let _no_sweep = self.parts.store.hold_off_sweeps();
             let sent = (&root, Some(owner));
-            let done = pin::pin_tree(&self.parts.store, &bounded, sent, &label, ahead, progress)?;
+            let done = bounded.inner.walking(|| {
+                pin::pin_tree(&self.parts.store, &bounded, sent, &label, ahead, progress)
+            })?;
             bounded.inner.progress(done);
             Ok::<_, pin::PinError>(done)
         };
