@@ -40,8 +40,8 @@ mod tests {
 
     #[test]
     fn answers_wait_their_turn_at_the_rate_and_none_without_a_limit() {
-        let t0 = Instant::now();
         let t = Throttle::new(1 << 20);
+        let t0 = Instant::now();
         assert_eq!(t.wait(1 << 20, t0), Duration::ZERO);
         assert_eq!(t.wait(1 << 20, t0), Duration::from_secs(1));
         assert_eq!(t.wait(1 << 19, t0), Duration::from_secs(2));
