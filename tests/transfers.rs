@@ -170,7 +170,15 @@ fn a_high_priority_pin_gets_the_bandwidth_before_a_low_one() {
     wait_for("the low pin under way", Duration::from_secs(30), || {
         transfer(&b, "low.bin").is_some_and(|t| t["bytes"].as_u64() >= Some(2 * MIB))
     });
-    let mut high = pin_in_background(&b, &[&paths[1], "--priority", "high"]);
+    // Verbose: it says who sent how much as it goes.
+    let mut high = b
+        .repo
+        .command(&["pin", &paths[1], "--priority", "high", "--verbose"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start peerfs pin");
     for (name, child) in [("high", &mut high), ("low", &mut low)] {
         let status = wait_child(child, Duration::from_secs(60));
         assert!(
@@ -178,6 +186,14 @@ fn a_high_priority_pin_gets_the_bandwidth_before_a_low_one() {
             "the {name} pin: {status:?}"
         );
     }
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut high.stderr.take().unwrap(), &mut said).unwrap();
+    assert!(
+        said.lines()
+            .last()
+            .is_some_and(|l| l.contains("of 24.00 MiB (100%") && l.contains("from alice ")),
+        "{said}"
+    );
     let finished = |name| {
         let t = transfer(&b, name).unwrap();
         assert_eq!(t["state"], "done", "{t}");

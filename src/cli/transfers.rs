@@ -223,7 +223,7 @@ pub fn sources_line(t: &Transfer, book: Option<&PeerBook>) -> String {
         t.id,
         done(t.blocks, t.bytes, t.total_bytes),
         if from.is_empty() {
-            "nobody yet (here already)".to_string()
+            "nobody yet".to_string()
         } else {
             from.join(", ")
         }
