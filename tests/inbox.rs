@@ -418,9 +418,12 @@ fn a_fetch_cut_by_a_crash_resumes_after_the_restart() {
 }
 
 /// A delivery cut by a crash goes on after the restart without fetching again what
-/// it had.
-#[ignore = "fails: a delivery cut by kill -9 at ~60 of 161 blocks fetches 114-143 again \
-            after the restart (seen with and without flushing every 16 MiB); cause not found"]
+/// it had. Fetched blocks skip the write-ahead log: before a transfer made them durable
+/// every 8 MiB, the memtable's were lost (56-97 blocks before the crash, 128-143 after).
+/// Alone it passes (4 runs of 4); beside the other crash test, on a loaded machine, it
+/// saw 55 and 152, and that one did not see its fetch start: run it with --ignored.
+#[ignore = "passes alone; with the rest of the file under load, too much arrives between \
+            flushes (55 blocks before the crash, 152 after)"]
 #[test]
 fn a_fetch_cut_by_a_crash_does_not_fetch_again_what_it_had() {
     let (la, lb) = (
@@ -450,7 +453,7 @@ fn a_fetch_cut_by_a_crash_does_not_fetch_again_what_it_had() {
     mount_at(&mut b, &lb);
     wait_state(&a, "long.bin", "delivered", Duration::from_secs(60));
     // What came before the crash is not fetched again, but for what was on the way
-    // when it was counted and what the memtable held (cached blocks skip the log).
+    // when it was counted and what arrived since it was last made durable.
     let after = fetched_from(&b, "alice");
     let blocks = 160 + 1;
     assert!(

@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +25,11 @@ use crate::transfers::{Change, Gate, Kind, New, Priority, Transfer, TransferId, 
 /// A paused transfer's client hears from it this often (it waits for an answer, and
 /// gives up after two minutes of silence).
 const PAUSED_HEARTBEAT: Duration = Duration::from_secs(5);
-/// How often what arrived for a transfer is counted while it runs.
+/// Fetched blocks are cached without the write-ahead log, and a crash loses what the
+/// memtable held (up to 64 MiB): a transfer makes them durable after this many bytes
+/// arrived, so that after a crash it fetches again little of what it had.
+const DURABLE_EVERY: u64 = 8 << 20;
+/// How often what arrived for a transfer is counted (and made durable) while it runs.
 const TICK: Duration = Duration::from_millis(200);
 
 /// What a transfer's worker tells whoever asked for it: how far the walk is, and
@@ -89,6 +93,8 @@ pub(crate) struct ForTransfer<'a> {
     id: TransferId,
     /// How far the walk is.
     walked: Mutex<WalkProgress>,
+    /// Bytes fetched for it since they were last made durable.
+    not_durable: AtomicU64,
 }
 
 impl<'a> ForTransfer<'a> {
@@ -98,6 +104,7 @@ impl<'a> ForTransfer<'a> {
             transfers,
             id,
             walked: Mutex::default(),
+            not_durable: AtomicU64::new(0),
         }
     }
 
@@ -129,8 +136,8 @@ impl<'a> ForTransfer<'a> {
         self.tick();
     }
 
-    /// Runs `walk` with a ticker beside it: what arrives is counted also while the
-    /// walk waits for a block (fetches run ahead of it).
+    /// Runs `walk` with a ticker beside it: what arrives is counted (and made durable)
+    /// also while the walk waits for a block (fetches run ahead of it).
     pub(crate) fn walking<T>(&self, walk: impl FnOnce() -> T) -> T {
         let done = AtomicBool::new(false);
         std::thread::scope(|s| {
@@ -156,6 +163,16 @@ impl<'a> ForTransfer<'a> {
     fn tick(&self) {
         let p = *self.walked.lock().unwrap_or_else(|e| e.into_inner());
         let sent = self.inner.net.take_transfer_sources(self.id);
+        let fetched: u64 = sent.values().map(|(_, bytes)| bytes).sum();
+        if self.not_durable.fetch_add(fetched, Ordering::Relaxed) + fetched >= DURABLE_EVERY {
+            self.not_durable.store(0, Ordering::Relaxed);
+            if let Err(e) = self.inner.local.finish_bulk() {
+                warn!(
+                    "transfer {}: cannot make fetched blocks durable: {e}",
+                    self.id
+                );
+            }
+        }
         self.transfers
             .progress(self.id, (p.blocks, p.bytes, p.total), &sent);
     }
