@@ -36,6 +36,8 @@
 //! - [`mirror`]: peers' drives kept in full, and who keeps mine: the saved list,
 //!   signed statements on `/peerfs/replica/1.0.0`.
 //! - [`pin`]: pinning a whole DAG so it stays, and `gc` of what nothing reaches.
+//! - [`transfers`]: pins and deliveries as transfers the user pauses, resumes, cancels
+//!   and prioritises; kept on disk.
 //! - [`daemon`]: one process per repo: mounts, commits on an interval, answers the
 //!   control socket. It and the CLI are the only modules that know everybody.
 
@@ -63,5 +65,6 @@ pub mod pin;
 pub mod repo;
 pub mod share;
 pub mod store;
+pub mod transfers;
 pub mod unixfs;
 pub mod vfs;

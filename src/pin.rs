@@ -16,6 +16,8 @@ use crate::unixfs::dagpb::PbNode;
 
 /// Blocks asked for at once while walking a tree: enough to keep a link busy.
 const WINDOW: usize = 128;
+/// Progress is told at least after each window, and within a window this often.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
@@ -57,6 +59,7 @@ pub fn walk_tree(
     let mut queue = VecDeque::from([*root]);
     let mut asked = 0;
     let mut done = WalkProgress::default();
+    let mut told = std::time::Instant::now();
     while !queue.is_empty() {
         // Ask for the next two windows, so one is in flight while the other is read.
         let upto = queue.len().min(2 * WINDOW);
@@ -86,6 +89,11 @@ pub fn walk_tree(
             }
             done.blocks += 1;
             done.bytes += data.len() as u64;
+            // A window of large leaves takes a while: say how far it is meanwhile.
+            if told.elapsed() >= PROGRESS_EVERY {
+                told = std::time::Instant::now();
+                progress(done);
+            }
         }
         progress(done);
     }

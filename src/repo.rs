@@ -145,6 +145,9 @@ pub struct Config {
     pub min_replicas: usize,
     #[serde(default)]
     pub import: ImportConfig,
+    /// Bytes a second this node serves blocks at, to all peers together (0: no limit).
+    #[serde(default)]
+    pub upload_rate: bytesize::ByteSize,
 }
 
 impl Default for Config {
@@ -176,6 +179,7 @@ impl Default for Config {
             read_receipts: true,
             min_replicas: 0,
             import: ImportConfig::default(),
+            upload_rate: bytesize::ByteSize::b(0),
         }
     }
 }

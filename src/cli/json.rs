@@ -224,7 +224,7 @@ pub fn print(value: &impl Serialize) -> Result<()> {
     Ok(())
 }
 
-fn rfc3339_ms(ms: u64) -> String {
+pub(crate) fn rfc3339_ms(ms: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_millis(t).to_string()
 }

@@ -16,6 +16,7 @@ mod peer;
 mod pin;
 mod progress;
 mod store;
+mod transfers;
 mod watch;
 
 use std::io;
@@ -213,6 +214,20 @@ enum Command {
         /// A path in the mount (under MOUNTPOINT/peers/ or MOUNTPOINT/drive/), or a CID
         #[arg(value_name = "PATH|CID")]
         target: String,
+        /// Which transfer gets the bandwidth first: low, normal or high
+        #[arg(long, value_name = "LEVEL")]
+        priority: Option<peerfs::transfers::Priority>,
+        /// Print how far it is and which peers sent how much, as it runs
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// List the pins and inbox deliveries the daemon runs (ID, state, priority, how far,
+    /// from whom); with a subcommand, pause, resume, cancel or reprioritise one
+    Transfers {
+        #[command(subcommand)]
+        action: Option<transfers::TransferCommand>,
+        #[command(flatten)]
+        json: Json,
     },
     /// Stop keeping a pinned tree; its blocks go at the next sweep or `gc`, unless
     /// something else still reaches them
@@ -407,7 +422,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Send(args) => mail::send(args, &repo_path),
         Command::Outbox { json } => mail::outbox(&repo_path, json.json),
         Command::Inbox { json } => mail::inbox(&repo_path, json.json),
-        Command::Pin { target } => pin::pin(&repo_path, &target),
+        Command::Pin {
+            target,
+            priority,
+            verbose,
+        } => pin::pin(&repo_path, &target, priority, verbose),
+        Command::Transfers { action, json } => transfers::run(&repo_path, action, json.json),
         Command::Unpin { target } => pin::unpin(&repo_path, &target),
         Command::Pins { json } => pin::list(&repo_path, json.json),
         Command::Gc => pin::gc(&repo_path),

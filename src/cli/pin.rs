@@ -9,12 +9,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use cid::Cid;
 
-use super::output::outln;
+use std::time::{Duration, Instant};
+
+use super::output::{errln, outln};
 use super::{ask, json, progress, unexpected};
 use peerfs::daemon::control::{self, ControlError, Request, Response};
 use peerfs::net::peerbook::{PeerBook, PeerEntry};
 use peerfs::pin::{self, PinError};
 use peerfs::repo::Repo;
+use peerfs::transfers::{Priority, Transfer};
 use peerfs::vfs::layout::{CID_XATTR, PEERS_DIR};
 
 /// What the user named: a CID (bare or `/ipfs/CID`), or a path in a peerfs mount.
@@ -74,7 +77,7 @@ pub(crate) fn cid_of_path(path: &Path) -> Result<Cid> {
         .with_context(|| format!("{}: user.peerfs.cid {text:?}", path.display()))
 }
 
-pub fn pin(repo_path: &Path, arg: &str) -> Result<()> {
+pub fn pin(repo_path: &Path, arg: &str, priority: Option<Priority>, verbose: bool) -> Result<()> {
     let target = Target::parse(arg)?;
     let request = Request::Pin {
         cid: target.cid().to_string(),
@@ -82,15 +85,21 @@ pub fn pin(repo_path: &Path, arg: &str) -> Result<()> {
             Target::Path { path, .. } => Some(path.clone()),
             Target::Cid(_) => None,
         },
+        priority,
+        verbose,
     };
     let bar = progress::bytes(None, "pin");
-    let answer = control::request_with_progress(repo_path, &request, |p| {
-        if let (Some(total), None) = (p.total, bar.length()) {
-            bar.set_length(total);
-            bar.set_style(progress::bytes(Some(total), "pin").style());
-        }
-        bar.set_position(p.bytes);
-    });
+    let answer = if verbose {
+        pin_verbose(repo_path, &request)
+    } else {
+        control::request_with_progress(repo_path, &request, |p| {
+            if let (Some(total), None) = (p.total, bar.length()) {
+                bar.set_length(total);
+                bar.set_style(progress::bytes(Some(total), "pin").style());
+            }
+            bar.set_position(p.bytes);
+        })
+    };
     bar.finish_and_clear();
     let (blocks, bytes) = match answer {
         Ok(Response::Pinned { blocks, bytes, .. }) => (blocks, bytes),
@@ -105,6 +114,38 @@ pub fn pin(repo_path: &Path, arg: &str) -> Result<()> {
         indicatif::HumanBytes(bytes)
     )?;
     Ok(())
+}
+
+/// Sends a verbose pin: prints, at most every second, how far it is and who sent what.
+fn pin_verbose(repo_path: &Path, request: &Request) -> Result<Response, ControlError> {
+    let (stream, mut reader) = control::send(repo_path, request)?;
+    drop(stream);
+    let book = PeerBook::load(repo_path).ok();
+    let mut last: Option<(Instant, Transfer)> = None;
+    let print = |t: &Transfer| errln!("{}", super::transfers::sources_line(t, book.as_ref()));
+    loop {
+        match control::read_response(repo_path, &mut reader)? {
+            Response::Progress(_) => {}
+            Response::Transfer(t) => {
+                if last
+                    .as_ref()
+                    .is_none_or(|(at, _)| at.elapsed() >= Duration::from_secs(1))
+                {
+                    print(&t);
+                    last = Some((Instant::now(), t));
+                } else if let Some((_, l)) = last.as_mut() {
+                    *l = t;
+                }
+            }
+            other => {
+                // The last figures, with every source.
+                if let Some((_, t)) = &last {
+                    print(t);
+                }
+                return Ok(other);
+            }
+        }
+    }
 }
 
 /// Without a daemon nothing can be fetched: every block must be here already.

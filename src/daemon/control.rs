@@ -20,6 +20,7 @@ use crate::net::reach::DialReport;
 use crate::net::PeerInfo;
 use crate::pin::WalkProgress;
 use crate::share::items::{Incoming, Outgoing};
+use crate::transfers::{Change, Priority, Transfer, TransferId};
 
 /// The socket's file name inside the repo.
 pub const SOCKET: &str = "peerfs.sock";
@@ -57,6 +58,19 @@ pub enum Request {
     Pin {
         cid: String,
         path: Option<PathBuf>,
+        /// Which transfer gets the bandwidth first (normal when not given).
+        #[serde(default)]
+        priority: Option<Priority>,
+        /// Send the transfer's record (per-source progress) with each progress line.
+        #[serde(default)]
+        verbose: bool,
+    },
+    /// The transfers this daemon runs (pins, inbox deliveries), and the last finished.
+    Transfers,
+    /// Pause, resume, cancel or reprioritise transfer `id`.
+    Transfer {
+        id: TransferId,
+        change: Change,
     },
     /// Remove the pins whose CID or label is `target` (or whose CID is `cid`).
     Unpin {
@@ -151,6 +165,11 @@ pub enum Response {
     },
     /// Sent while a pin runs, before its final answer.
     Progress(WalkProgress),
+    /// A transfer as it is now: after a change, or with a verbose pin's progress.
+    Transfer(Transfer),
+    Transfers {
+        transfers: Vec<Transfer>,
+    },
     Pinned {
         cid: String,
         blocks: u64,
@@ -263,6 +282,7 @@ pub fn request_with_progress(
     loop {
         match read_response(repo, &mut reader)? {
             Response::Progress(p) => progress(p),
+            Response::Transfer(_) if matches!(req, Request::Pin { .. }) => {}
             other => return Ok(other),
         }
     }

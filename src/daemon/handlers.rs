@@ -24,9 +24,9 @@ use crate::drive::Drive;
 use crate::find::Query;
 use crate::fuse::PinOrder;
 use crate::net::peerbook::PeerBook;
-use crate::net::{NetHandle, RemoteBlocks};
+use crate::net::NetHandle;
 use crate::peers::PeerView;
-use crate::pin::{self, WalkProgress};
+use crate::pin;
 use crate::store::rocks::RocksStore;
 use crate::store::Blocks;
 use crate::vfs::layout::PEERS_DIR;
@@ -47,6 +47,7 @@ pub(super) struct Context {
     pub(super) import_profile: crate::unixfs::Profile,
     pub(super) mail: Arc<super::mail::Mailroom>,
     pub(super) mirroring: Arc<super::mirror::Mirroring>,
+    pub(super) transfers: Arc<crate::transfers::Transfers>,
 }
 
 impl Context {
@@ -79,7 +80,7 @@ impl Context {
 
     /// The peer whose drive `path` (a path inside the mount) is in, with the path
     /// below that drive's root.
-    fn owner_of(&self, path: &Path) -> Option<(libp2p::PeerId, String)> {
+    pub(super) fn owner_of(&self, path: &Path) -> Option<(libp2p::PeerId, String)> {
         let rel = path.strip_prefix(&self.mountpoint).ok()?;
         let mut parts = rel.components();
         if parts.next()?.as_os_str() != PEERS_DIR {
@@ -89,56 +90,6 @@ impl Context {
         let below = parts.as_path().to_str()?.to_string();
         let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
         Some((book.by_name(name)?.peer_id()?, below))
-    }
-
-    fn pin(&self, cid: &str, path: Option<&Path>, progress: impl FnMut(WalkProgress)) -> Response {
-        let mut root: cid::Cid = match cid.parse() {
-            Ok(c) => c,
-            Err(e) => return error_response(format!("{cid}: not a CID ({e})")),
-        };
-        let label = path.map_or_else(|| root.to_string(), |p| p.display().to_string());
-        // What it claims is reachable from nothing until its pin is written.
-        let _no_sweep = self.store.hold_off_sweeps();
-        let in_peer = path.and_then(|p| self.owner_of(p));
-        let owner = in_peer.as_ref().map(|(peer, _)| *peer);
-        let remote = RemoteBlocks {
-            local: self.store.clone(),
-            net: self.net.clone(),
-            owner,
-            fetch: true,
-        };
-        // Under peers/, the directories above the pinned tree stay too, so that its
-        // path still opens when the owner is gone.
-        if let Some((peer, below)) = &in_peer {
-            if let Some(peer_head) = stored_head(self.store.as_ref(), &peer.to_string()) {
-                match pin::keep_path(&self.store, &remote, (&peer_head.root, *peer), below) {
-                    Ok(named) => root = named,
-                    Err(e) => return error_response(format!("pinning {label}: {e}")),
-                }
-            }
-        }
-        let ahead = |cids: &[cid::Cid]| {
-            for c in cids {
-                if !self.store.has(c).unwrap_or(true) {
-                    self.net.prefetch(c, owner);
-                }
-            }
-        };
-        match pin::pin_tree(
-            &self.store,
-            &remote,
-            (&root, owner),
-            &label,
-            ahead,
-            progress,
-        ) {
-            Ok(done) => Response::Pinned {
-                cid: root.to_string(),
-                blocks: done.blocks,
-                bytes: done.bytes,
-            },
-            Err(e) => error_response(format!("pinning {label}: {e}")),
-        }
     }
 
     fn find(
@@ -325,10 +276,27 @@ fn answer(
             context.mirroring.name_mirrors(&mut peers);
             Response::Peers { peers }
         }
-        Ok(Request::Pin { cid, path }) => context.pin(&cid, path.as_deref(), |p| {
-            // A client that went away is noticed when the answer is written.
-            let _ = write_line(&conn, &Response::Progress(p));
-        }),
+        Ok(Request::Pin {
+            cid,
+            path,
+            priority,
+            verbose,
+        }) => context.pin(
+            &cid,
+            path.as_deref(),
+            priority.unwrap_or_default(),
+            &mut |p, t| {
+                // A client that went away is noticed when the answer is written.
+                let _ = write_line(&conn, &Response::Progress(p));
+                if let Some(t) = t.filter(|_| verbose) {
+                    let _ = write_line(&conn, &Response::Transfer(t));
+                }
+            },
+        ),
+        Ok(Request::Transfers) => Response::Transfers {
+            transfers: context.transfers.list(),
+        },
+        Ok(Request::Transfer { id, change }) => context.change_transfer(id, change),
         Ok(Request::Unpin { target, cid }) => context.unpin(&target, cid.as_deref()),
         Ok(Request::Pins) => context.pins(),
         Ok(Request::Gc) => context.gc(),
@@ -417,7 +385,7 @@ pub(super) fn carry_out_pins(orders: mpsc::Receiver<PinOrder>, context: Arc<Cont
             let path = context.mountpoint.join(&order.path);
             let cid = order.cid.to_string();
             let done = if order.pin {
-                context.pin(&cid, Some(&path), |_| {})
+                context.pin(&cid, Some(&path), Default::default(), &mut |_, _| {})
             } else {
                 context.unpin(&path.display().to_string(), Some(&cid))
             };

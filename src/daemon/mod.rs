@@ -34,6 +34,7 @@ mod outbox;
 pub mod session;
 mod stop;
 mod sweeper;
+mod transfers;
 mod trim;
 mod watch;
 
@@ -95,6 +96,7 @@ fn net_config(repo: &Repo, book: &PeerBook, flags: &NetFlags) -> Result<NetConfi
         dht_server: config.dht_server,
         max_connections: config.max_connections,
         corrupt_served_blocks: std::env::var_os("PEERFS_TEST_CORRUPT_BLOCKS").is_some(),
+        upload_rate: config.upload_rate.as_u64(),
         nat: net::nat::NatConfig {
             relay_server: config
                 .relay_server
@@ -228,6 +230,7 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     watch_signals(events.clone());
     let book = Arc::new(Mutex::new(book));
     let feed = Arc::new(Feed::default());
+    let transfers = Arc::new(crate::transfers::Transfers::open(repo.path()));
     let mail = mail::Mailroom::start(mail::Parts {
         repo: repo.path().to_path_buf(),
         key: repo.keypair().clone(),
@@ -244,6 +247,7 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         ),
         read_receipts: repo.config().read_receipts,
         opts: repo.config().import.profile.options(),
+        transfers: Arc::clone(&transfers),
     })
     .map_err(DaemonError::BadConfig)?;
     let _ = mail_slot.set(Arc::downgrade(&mail));
@@ -297,9 +301,11 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         import_profile: repo.config().import.profile,
         mail,
         mirroring,
+        transfers,
     };
     let context = Arc::new(context);
     handlers::carry_out_pins(pin_inbox, Arc::clone(&context));
+    transfers::resume_pins(Arc::clone(&context));
     sweeper::start(
         Arc::downgrade(&drive),
         Arc::downgrade(&store),

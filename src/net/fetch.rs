@@ -27,6 +27,7 @@ use libp2p::PeerId;
 use super::protocol::MAX_WANT;
 use crate::block::RAW;
 use crate::store::Unavailable;
+use crate::transfers::{Priority, TransferId};
 use sources::{Request, Sources, Standing, LEAF_GUESS, NODE_GUESS};
 
 mod sources;
@@ -58,6 +59,31 @@ pub const BUSY_BACKOFF: Duration = Duration::from_millis(300);
 pub const MAX_WANTS: usize = 4096;
 /// Leaves are large: one per request, so several stream in parallel.
 const LEAVES_PER_REQUEST: usize = 1;
+
+/// Which transfer (a pin, a delivery) a want is for, and how urgent that is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub transfer: TransferId,
+    pub priority: Priority,
+}
+
+/// The order wants are served in, lowest first: a reader's own block, then the
+/// transfers' by priority (prefetches of no transfer with the normal ones).
+fn rank(reader: bool, claim: Option<Claim>) -> u8 {
+    match claim {
+        None if reader => 0,
+        None => 2,
+        Some(c) => priority_rank(c.priority),
+    }
+}
+
+fn priority_rank(p: Priority) -> u8 {
+    match p {
+        Priority::High => 1,
+        Priority::Normal => 2,
+        Priority::Low => 3,
+    }
+}
 
 /// What the event loop is to do.
 #[derive(Debug, PartialEq, Eq)]
@@ -125,6 +151,10 @@ struct Want<R, W> {
     deadline: Instant,
     /// When it came, among wants: earlier wants are asked first.
     seq: u64,
+    /// Wants of a lower rank are asked first (see `rank`).
+    rank: u8,
+    /// The transfer it is for, if any.
+    transfer: Option<TransferId>,
 }
 
 /// A request out, as the scheduler keeps it.
@@ -211,6 +241,18 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
         waiter: Option<W>,
         now: Instant,
     ) -> Vec<Action<W>> {
+        self.want_for(cid, owner, waiter, None, now)
+    }
+
+    /// `want`, for a transfer: its wants are served by its priority.
+    pub fn want_for(
+        &mut self,
+        cid: Cid,
+        owner: Option<PeerId>,
+        waiter: Option<W>,
+        claim: Option<Claim>,
+        now: Instant,
+    ) -> Vec<Action<W>> {
         if let Some((when, why)) = self.failed.get(&cid) {
             if now.duration_since(*when) < FAILED_MEMORY {
                 let why = *why;
@@ -233,6 +275,7 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
         }
         let deadline = now + self.fetch_timeout;
         let seq = self.next_seq;
+        let rank = rank(waiter.is_some(), claim);
         let want = self.wants.entry(cid).or_insert_with(|| Want {
             owner,
             waiters: Vec::new(),
@@ -242,15 +285,44 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
             refused: false,
             deadline,
             seq,
+            rank,
+            transfer: None,
         });
         if want.seq == seq {
             self.next_seq += 1;
+        }
+        want.rank = want.rank.min(rank);
+        if let Some(c) = claim {
+            want.transfer.get_or_insert(c.transfer);
         }
         if waiter.is_some() {
             want.deadline = want.deadline.max(deadline);
         }
         want.waiters.extend(waiter);
         Vec::new()
+    }
+
+    /// Transfer `transfer` is paused or cancelled: its wants not asked yet, that no
+    /// reader waits for, are dropped (what is out may land).
+    pub fn forget(&mut self, transfer: TransferId) {
+        self.wants.retain(|_, w| {
+            w.transfer != Some(transfer) || !w.waiters.is_empty() || !w.in_flight.is_empty()
+        });
+    }
+
+    /// Transfer `transfer`'s wants are served by `priority` from now on (those a
+    /// reader waits for stay first).
+    pub fn reprioritize(&mut self, transfer: TransferId, priority: Priority) {
+        for w in self.wants.values_mut() {
+            if w.transfer == Some(transfer) && w.rank != 0 {
+                w.rank = priority_rank(priority);
+            }
+        }
+    }
+
+    /// The transfer `cid` is wanted for, if any.
+    pub fn transfer_of(&self, cid: &Cid) -> Option<TransferId> {
+        self.wants.get(cid)?.transfer
     }
 
     /// A peer connected: what failed may be there now.
@@ -432,9 +504,9 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
             .iter()
             .filter(|(_, w)| w.in_flight.is_empty())
             .collect();
-        // Readers' blocks first, then in the order they were wanted (a sequential
-        // reader's next block before the one after).
-        waiting.sort_by_key(|(_, w)| (w.waiters.is_empty(), w.seq));
+        // Readers' blocks first, then transfers' by priority, each in the order they
+        // were wanted (a sequential reader's next block before the one after).
+        waiting.sort_by_key(|(_, w)| (w.rank, w.seq));
         for (cid, want) in waiting {
             if let Some(source) = self.source_for(want, cid, round, connected, now, true) {
                 round.assign(source, want.owner, *cid);
@@ -462,7 +534,7 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
                 slow || overdue
             })
             .collect();
-        hedges.sort_by_key(|(_, w)| (w.waiters.is_empty(), w.seq));
+        hedges.sort_by_key(|(_, w)| (w.rank, w.seq));
         for (cid, want) in hedges {
             if let Some(source) = self.source_for(want, cid, &round, connected, now, false) {
                 round.assign(source, want.owner, *cid);

@@ -27,8 +27,9 @@ pub mod protocol;
 pub mod reach;
 pub mod relay;
 pub mod serve;
+pub mod throttle;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::head::SignedHead;
 use crate::store::handover::Handover;
 use crate::store::{Blocks, HeadStore, StoreError, Unavailable};
+use crate::transfers::{Priority, TransferId};
 use peerbook::PeerEntry;
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +136,8 @@ pub struct NetConfig {
     pub max_connections: u32,
     /// Test-only fault: serve every block with one byte flipped.
     pub corrupt_served_blocks: bool,
+    /// Bytes a second blocks are served at, all peers together (0: no limit).
+    pub upload_rate: u64,
     /// Relays, hole punching, AutoNAT, UPnP.
     pub nat: nat::NatConfig,
 }
@@ -195,11 +199,17 @@ pub(crate) type BlockReply = oneshot::Sender<Result<Vec<u8>, Unavailable>>;
 
 pub(crate) enum Command {
     /// Get `cid` from the network (the owner first); with no reply, it is a prefetch.
+    /// `claim`: the transfer it is for.
     Fetch {
         cid: Cid,
         owner: Option<PeerId>,
         reply: Option<BlockReply>,
+        claim: Option<fetch::Claim>,
     },
+    /// A transfer paused or cancelled: its wants not asked yet are dropped.
+    Forget(TransferId),
+    /// A transfer's wants are served by this priority from now on.
+    Reprioritize(TransferId, Priority),
     Publish(SignedHead),
     /// Follow a peer, whose newest stored head the asker read.
     Follow(PeerEntry, Option<SignedHead>),
@@ -230,6 +240,28 @@ pub struct NetHandle {
     streams: libp2p_stream::Control,
     /// Fetches from Bitswap peers, once Bitswap is started.
     bitswap: Arc<std::sync::OnceLock<bitswap::Fetcher>>,
+    /// Who sent the blocks of each transfer.
+    transfer_sources: Arc<TransferSources>,
+}
+
+/// Blocks and bytes each peer sent for each transfer, until the transfer takes them.
+#[derive(Default)]
+pub(crate) struct TransferSources(std::sync::Mutex<SentBy>);
+
+type SentBy = HashMap<TransferId, HashMap<PeerId, (u64, u64)>>;
+
+impl TransferSources {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SentBy> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `peer` sent a block of `bytes` for `transfer`.
+    pub(crate) fn add(&self, transfer: TransferId, peer: PeerId, bytes: u64) {
+        let mut all = self.lock();
+        let n = all.entry(transfer).or_default().entry(peer).or_default();
+        n.0 += 1;
+        n.1 += bytes;
+    }
 }
 
 impl NetHandle {
@@ -261,6 +293,16 @@ impl NetHandle {
     /// the connected Bitswap peers, at the same time and within the same deadline: the
     /// first verified block wins.
     pub fn fetch(&self, cid: &Cid, owner: Option<PeerId>) -> Result<Vec<u8>, Unavailable> {
+        self.fetch_for(cid, owner, None)
+    }
+
+    /// `fetch`, for a transfer (`claim`): served by its priority, and counted as its.
+    pub fn fetch_for(
+        &self,
+        cid: &Cid,
+        owner: Option<PeerId>,
+        claim: Option<fetch::Claim>,
+    ) -> Result<Vec<u8>, Unavailable> {
         let limit = self.fetch_timeout + Duration::from_secs(1);
         let bitswap = owner.is_none().then(|| self.fetch_bitswap(*cid)).flatten();
         let (tx, rx) = oneshot::channel();
@@ -268,6 +310,7 @@ impl NetHandle {
             cid: *cid,
             owner,
             reply: Some(tx),
+            claim,
         }) {
             return Err(Unavailable::Stopped);
         }
@@ -351,11 +394,37 @@ impl NetHandle {
     /// reader in memory for a while. The caller has checked that the store lacks it.
     /// Dropped when the node's queue is full: a prefetch is a hint.
     pub fn prefetch(&self, cid: &Cid, owner: Option<PeerId>) {
+        self.prefetch_for(cid, owner, None);
+    }
+
+    /// `prefetch`, for a transfer (`claim`).
+    pub fn prefetch_for(&self, cid: &Cid, owner: Option<PeerId>, claim: Option<fetch::Claim>) {
         let _ = self.commands.try_send(Command::Fetch {
             cid: *cid,
             owner,
             reply: None,
+            claim,
         });
+    }
+
+    /// `transfer` is paused or cancelled: what it asked for and was not sent yet is
+    /// not asked for (what is out may still land).
+    pub fn forget_transfer(&self, transfer: TransferId) {
+        self.send(Command::Forget(transfer));
+    }
+
+    /// `transfer`'s wants are served by `priority` from now on.
+    pub fn reprioritize(&self, transfer: TransferId, priority: Priority) {
+        self.send(Command::Reprioritize(transfer, priority));
+    }
+
+    /// Blocks and bytes each peer sent for `transfer` since the last call.
+    pub fn take_transfer_sources(&self, transfer: TransferId) -> HashMap<String, (u64, u64)> {
+        let sent = self.transfer_sources.lock().remove(&transfer);
+        sent.into_iter()
+            .flatten()
+            .map(|(p, n)| (p.to_string(), n))
+            .collect()
     }
 
     pub fn publish(&self, head: SignedHead) {
@@ -448,8 +517,13 @@ pub struct RemoteBlocks {
     pub fetch: bool,
 }
 
-impl Blocks for RemoteBlocks {
-    fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+impl RemoteBlocks {
+    /// `get`, for a transfer (`claim`).
+    pub fn get_for(
+        &self,
+        cid: &Cid,
+        claim: Option<fetch::Claim>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(b) = self.net.take_prefetched(cid) {
             return Ok(Some(b));
         }
@@ -459,10 +533,16 @@ impl Blocks for RemoteBlocks {
         if !self.fetch {
             return Ok(None);
         }
-        match self.net.fetch(cid, self.owner) {
+        match self.net.fetch_for(cid, self.owner, claim) {
             Ok(b) => Ok(Some(b)),
             Err(why) => Err(StoreError::Unavailable { cid: *cid, why }),
         }
+    }
+}
+
+impl Blocks for RemoteBlocks {
+    fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_for(cid, None)
     }
 
     fn has(&self, cid: &Cid) -> Result<bool, StoreError> {

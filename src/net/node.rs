@@ -128,6 +128,10 @@ struct Node {
     served: mpsc::Sender<Made>,
     checked: mpsc::Sender<Checked>,
     prefetched: Arc<Handover>,
+    /// Who sent each transfer's blocks.
+    transfer_sources: Arc<super::TransferSources>,
+    /// Paces what is served (`upload_rate`).
+    throttle: Arc<super::throttle::Throttle>,
     listen_addrs: Vec<Multiaddr>,
     /// When the DHT was last asked for the holders of each owner's blocks.
     holder_lookups: HashMap<PeerId, Instant>,
@@ -166,6 +170,7 @@ pub fn start(
     let (served, served_inbox) = mpsc::channel(MAX_SERVING);
     let (checked, checked_inbox) = mpsc::channel(CHECKED_QUEUED);
     let prefetched = Arc::new(Handover::new(PREFETCHED_WAITING));
+    let transfer_sources = Arc::new(super::TransferSources::default());
     let own_head = load_head(store.as_ref(), OWN_HEAD);
     let mut node = Node {
         swarm,
@@ -185,6 +190,8 @@ pub fn start(
         served,
         checked,
         prefetched: Arc::clone(&prefetched),
+        transfer_sources: Arc::clone(&transfer_sources),
+        throttle: Arc::new(super::throttle::Throttle::new(config.upload_rate)),
         listen_addrs: Vec::new(),
         holder_lookups: HashMap::new(),
         activity: Activity::new(Instant::now()),
@@ -237,6 +244,7 @@ pub fn start(
         readers: config.readers.clone(),
         streams,
         bitswap: Arc::default(),
+        transfer_sources,
     };
     drop(_guard);
     Ok((handle, runtime))
@@ -279,16 +287,25 @@ impl Node {
 
     fn command(&mut self, c: Command) {
         match c {
-            Command::Fetch { cid, owner, reply } => {
+            Command::Fetch {
+                cid,
+                owner,
+                reply,
+                claim,
+            } => {
                 // A prefetched block may have arrived since the asker looked (the store
                 // it looked in itself: no disk reads on this loop).
                 match reply {
                     Some(r) => match self.prefetched.take(&cid) {
                         Some(bytes) => drop(r.send(Ok(bytes))),
-                        None => self.want(cid, owner, Some(r)),
+                        None => self.want(cid, owner, Some(r), claim),
                     },
-                    None => self.want(cid, owner, None),
+                    None => self.want(cid, owner, None, claim),
                 }
+            }
+            Command::Forget(transfer) => self.fetch.forget(transfer),
+            Command::Reprioritize(transfer, priority) => {
+                self.fetch.reprioritize(transfer, priority)
             }
             Command::Publish(head) => self.publish(head),
             Command::Follow(entry, head) => self.follow(entry, head),

@@ -12,11 +12,13 @@ use tracing::{info, warn};
 use super::{fetch_key, lock, now_ms, Mailroom, FETCH_RETRY, NODE_SLACK};
 use crate::daemon::feed::What;
 use crate::daemon::follow::invalidate;
+use crate::daemon::transfers::{drive, ForTransfer, Outcome};
 use crate::net::RemoteBlocks;
 use crate::pin;
 use crate::share::items::{InState, Incoming, Receipt, INBOX_PIN};
 use crate::share::wire::Body;
 use crate::store::{Blocks, StoreError};
+use crate::transfers::{Kind, New, Priority};
 use crate::unixfs::build::{build_directory, DirEntry};
 use crate::unixfs::Metadata;
 
@@ -34,62 +36,74 @@ impl Mailroom {
             .size
             .saturating_add(item.size / 8)
             .saturating_add(NODE_SLACK);
-        let bounded = Bounded {
-            inner: RemoteBlocks {
-                local: self.parts.store.clone(),
-                net: self.parts.net.clone(),
-                owner: Some(owner),
-                fetch: true,
-            },
-            limit,
-            read: AtomicU64::new(0),
-        };
-        let net = self.parts.net.clone();
-        let store = Arc::clone(&self.parts.store);
-        let ahead = |cids: &[Cid]| {
-            for c in cids {
-                if !store.has(c).unwrap_or(true) {
-                    net.prefetch(c, Some(owner));
-                }
-            }
-        };
+        let transfers = &self.parts.transfers;
+        let transfer = transfers.start(New {
+            kind: Kind::Delivery,
+            what: format!("{} from {}", item.name, item.from_name),
+            cid: item.root.clone(),
+            peer: Some(item.from.clone()),
+            priority: Priority::default(),
+            path: None,
+            key: Some(fetch_key(&item.from, &item.id)),
+        });
         let mut told = 0u8;
         let size = item.size.max(1);
-        let progress = |p: pin::WalkProgress| {
-            let percent = (p.bytes.saturating_mul(100) / size).min(99) as u8;
-            if percent >= told.saturating_add(10) {
-                told = percent;
-                self.progress(owner, &item.id, percent);
-            }
-        };
         let label = item.pin_label();
         let bad_before = self.bad_blocks(&owner);
-        let _no_sweep = self.parts.store.hold_off_sweeps();
-        let sent = (&root, Some(owner));
-        match pin::pin_tree(&self.parts.store, &bounded, sent, &label, ahead, progress) {
+        // Each walk (one more after a pause) reads its own `limit`: what is here
+        // already is read again from the store, not fetched.
+        let attempt = || {
+            let bounded = Bounded {
+                inner: ForTransfer::new(
+                    RemoteBlocks {
+                        local: self.parts.store.clone(),
+                        net: self.parts.net.clone(),
+                        owner: Some(owner),
+                        fetch: true,
+                    },
+                    transfers,
+                    transfer,
+                ),
+                limit,
+                read: AtomicU64::new(0),
+            };
+            let ahead = |cids: &[Cid]| bounded.inner.ahead(cids);
+            let progress = |p: pin::WalkProgress| {
+                bounded.inner.progress(p);
+                let percent = (p.bytes.saturating_mul(100) / size).min(99) as u8;
+                if percent >= told.saturating_add(10) {
+                    told = percent;
+                    self.progress(owner, &item.id, percent);
+                }
+            };
+            let _no_sweep = self.parts.store.hold_off_sweeps();
+            let sent = (&root, Some(owner));
+            let done = bounded.inner.walking(|| {
+                pin::pin_tree(&self.parts.store, &bounded, sent, &label, ahead, progress)
+            })?;
+            bounded.inner.progress(done);
+            Ok::<_, pin::PinError>(done)
+        };
+        let outcome = match drive(transfers, &self.parts.net, transfer, attempt, || {}) {
+            Outcome::Done(done) => {
+                transfers.finish(transfer, Ok(()));
+                Ok(done)
+            }
+            // Tried again later, as the same transfer, unless given up below.
+            Outcome::Failed(e) => Err(e),
+            Outcome::Cancelled => {
+                self.given_up(item, "the recipient cancelled it".into());
+                return;
+            }
+        };
+        match outcome {
             Ok(_) => self.complete(item),
             // The sender's blocks did not hash to their CIDs: it is lying or broken, and
             // asking again gets the same.
             Err(e) if self.bad_blocks(&owner) > bad_before => {
-                warn!(
-                    "{:?} from {}: its blocks do not verify ({e}); given up",
-                    item.name, item.from_name
-                );
-                let mut items = lock(&self.items);
-                if let Some(i) = items
-                    .incoming
-                    .iter_mut()
-                    .find(|i| i.from == item.from && i.id == item.id)
-                {
-                    i.state = InState::Failed {
-                        reason: format!("blocks that do not verify came from the sender ({e})"),
-                    };
-                    i.receipts_due.push(Receipt::Failed);
-                }
-                let snapshot = items.clone();
-                drop(items);
-                self.save(&snapshot);
-                self.wake.notify_one();
+                let reason = format!("blocks that do not verify came from the sender ({e})");
+                transfers.finish(transfer, Err(reason.clone()));
+                self.given_up(item, reason);
             }
             Err(e) => {
                 warn!(
@@ -110,6 +124,27 @@ impl Mailroom {
                 }
             }
         }
+    }
+
+    /// `item` will not be fetched: the sender is told why.
+    fn given_up(&self, item: &Incoming, reason: String) {
+        warn!(
+            "{:?} from {}: {reason}; given up",
+            item.name, item.from_name
+        );
+        let mut items = lock(&self.items);
+        if let Some(i) = items
+            .incoming
+            .iter_mut()
+            .find(|i| i.from == item.from && i.id == item.id)
+        {
+            i.state = InState::Failed { reason };
+            i.receipts_due.push(Receipt::Failed);
+        }
+        let snapshot = items.clone();
+        drop(items);
+        self.save(&snapshot);
+        self.wake.notify_one();
     }
 
     /// Blocks from `peer` that did not match their CID, so far.
@@ -249,13 +284,13 @@ impl crate::store::BlockSink for Vec<crate::block::Block> {
 
 /// The blocks of an item, fetched as needed, up to `limit` bytes read: a sender's
 /// size claim bounds what it can make me store.
-struct Bounded {
-    inner: RemoteBlocks,
+struct Bounded<'a> {
+    inner: ForTransfer<'a>,
     limit: u64,
     read: AtomicU64,
 }
 
-impl Blocks for Bounded {
+impl Blocks for Bounded<'_> {
     fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
         let got = self.inner.get(cid)?;
         if let Some(b) = &got {

@@ -73,6 +73,8 @@ pub(super) struct Parts {
     pub policy: Policy,
     pub read_receipts: bool,
     pub opts: ImportOptions,
+    /// Deliveries being fetched are transfers too.
+    pub transfers: Arc<crate::transfers::Transfers>,
 }
 
 pub(super) struct Mailroom {

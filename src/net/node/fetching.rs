@@ -16,13 +16,21 @@ use tracing::{debug, info, warn};
 use super::following::holders_key;
 use super::{Checked, Node, HOLDER_LOOKUP_EVERY};
 use crate::block::Block;
-use crate::net::fetch::{Action, Answer, Sent};
+use crate::net::fetch::{Action, Answer, Claim, Sent};
 use crate::net::protocol::{BlockRequest, BlockResponse};
 use crate::net::BlockReply;
 
 impl Node {
-    pub(super) fn want(&mut self, cid: Cid, owner: Option<PeerId>, reply: Option<BlockReply>) {
-        let actions = self.fetch.want(cid, owner, reply, Instant::now());
+    pub(super) fn want(
+        &mut self,
+        cid: Cid,
+        owner: Option<PeerId>,
+        reply: Option<BlockReply>,
+        claim: Option<Claim>,
+    ) {
+        let actions = self
+            .fetch
+            .want_for(cid, owner, reply, claim, Instant::now());
         self.act(actions, HashMap::new());
     }
 
@@ -173,6 +181,11 @@ impl Node {
         }
         if let Some(s) = self.stats_of(peer) {
             s.blocks_fetched += blocks.len() as u64;
+        }
+        for b in &blocks {
+            if let Some(t) = self.fetch.transfer_of(b.cid()) {
+                self.transfer_sources.add(t, peer, b.data().len() as u64);
+            }
         }
         let answer = Answer {
             delivered: blocks.iter().map(|b| *b.cid()).collect(),

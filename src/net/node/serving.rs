@@ -92,8 +92,13 @@ impl Node {
         // Checked when the answer is made, not when the request came: a request that
         // waited its turn gets nothing of mine once its peer is unfollowed.
         let mine = self.may_read(&peer);
+        let throttle = Arc::clone(&self.throttle);
         tokio::task::spawn_blocking(move || {
             let response = answer(store.as_ref(), request, mine, &passable, corrupt);
+            if let BlockResponse::Blocks { blocks, .. } = &response {
+                let bytes = blocks.iter().map(|(_, b)| b.len() as u64).sum();
+                std::thread::sleep(throttle.wait(bytes, std::time::Instant::now()));
+            }
             let _ = served.blocking_send((peer, channel, response));
         });
     }

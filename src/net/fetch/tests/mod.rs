@@ -467,3 +467,4 @@ fn prefetches_stop_at_the_cap_and_readers_do_not() {
 }
 
 mod swarming;
+mod transfers;
