@@ -39,8 +39,15 @@ fn aad(gen: u32, plain: &Cid) -> Vec<u8> {
 
 /// Seals the block `plain` (whose bytes are `data`) with generation `gen`'s key.
 pub fn seal(key: &FolderKey, gen: u32, plain: &Cid, data: &[u8]) -> Vec<u8> {
-    let nonce = nonce(key, plain);
-    let aad = aad(gen, plain);
+    seal_bound(key, gen, plain, data)
+}
+
+/// Seals `data`, bound to `bound` (its nonce and associated data come from it): a block
+/// bound to its plaintext CID, or an envelope's pointer bound to the sealed CID it
+/// names.
+pub fn seal_bound(key: &FolderKey, gen: u32, bound: &Cid, data: &[u8]) -> Vec<u8> {
+    let nonce = nonce(key, bound);
+    let aad = aad(gen, bound);
     let mut out = Vec::with_capacity(data.len() + OVERHEAD);
     out.extend_from_slice(&gen.to_be_bytes());
     out.extend_from_slice(&nonce);
@@ -67,14 +74,21 @@ pub fn generation(payload: &[u8]) -> Option<u32> {
 /// Opens `payload` as the block `plain`: the plaintext bytes, which hash to `plain`.
 /// A wrong key, tampered bytes or another block's ciphertext are all `Tampered`.
 pub fn open(key: &FolderKey, plain: &Cid, payload: &[u8]) -> Result<Vec<u8>, SealError> {
-    let malformed = |why| SealError::Malformed { cid: *plain, why };
+    let data = open_bound(key, plain, payload)?;
+    block::verify(plain, &data).map_err(|_| SealError::Tampered(*plain))?;
+    Ok(data)
+}
+
+/// Opens what `seal_bound` sealed bound to `bound`.
+pub fn open_bound(key: &FolderKey, bound: &Cid, payload: &[u8]) -> Result<Vec<u8>, SealError> {
+    let malformed = |why| SealError::Malformed { cid: *bound, why };
     let gen = generation(payload).ok_or(malformed("shorter than its header"))?;
     let nonce: [u8; NONCE_LEN] = payload
         .get(GEN_LEN..GEN_LEN + NONCE_LEN)
         .and_then(|n| n.try_into().ok())
         .ok_or(malformed("shorter than its header"))?;
-    let aad = aad(gen, plain);
-    let data = XChaCha20Poly1305::new(key.as_bytes().into())
+    let aad = aad(gen, bound);
+    XChaCha20Poly1305::new(key.as_bytes().into())
         .decrypt(
             &nonce.into(),
             Payload {
@@ -82,9 +96,7 @@ pub fn open(key: &FolderKey, plain: &Cid, payload: &[u8]) -> Result<Vec<u8>, Sea
                 aad: &aad,
             },
         )
-        .map_err(|_| SealError::Tampered(*plain))?;
-    block::verify(plain, &data).map_err(|_| SealError::Tampered(*plain))?;
-    Ok(data)
+        .map_err(|_| SealError::Tampered(*bound))
 }
 
 #[cfg(test)]

@@ -13,12 +13,20 @@
 
 pub mod cipher;
 pub mod keys;
+pub mod tree;
+pub mod unseal;
 
 use cid::Cid;
+
+use crate::store::StoreError;
 
 /// Why a sealed block could not be made or opened.
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("block {0} is not in the store")]
+    Missing(Cid),
     #[error("sealed block {0}: wrong key or tampered ciphertext")]
     Tampered(Cid),
     #[error("sealed block {cid}: {why}")]
@@ -30,3 +38,6 @@ pub enum SealError {
     #[error("at most {max} recipient stanzas per folder (readers x generations); {wanted} wanted")]
     TooManyStanzas { max: usize, wanted: usize },
 }
+
+#[cfg(test)]
+mod tests;

@@ -42,6 +42,9 @@ pub enum StoreError {
     /// A block that is not here and that no peer delivered.
     #[error("block {cid}: {why}")]
     Unavailable { cid: Cid, why: Unavailable },
+    /// A private folder's block that does not open: a wrong key or tampered bytes.
+    #[error("private folder block {0} does not open: a wrong key or tampered bytes")]
+    Unsealed(Cid),
     #[error("{path}: {source}")]
     Io {
         path: String,
