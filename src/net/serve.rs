@@ -202,8 +202,9 @@ pub fn answer(
         if bytes >= RESPONSE_BUDGET {
             break;
         }
+        // A private folder's plaintext goes to nobody: its readers read the sealed form.
         let may_pass = |held: &Holding| match held {
-            Holding::Own => mine,
+            Holding::Own => mine && !store.private(&cid).unwrap_or(true),
             Holding::Fetched(owner) => owner.is_some_and(|o| passable.contains(&o)),
         };
         match store.get_held(&cid) {

@@ -8,11 +8,15 @@
 //!   unchanged blocks keep their sealed CID, and the envelope that carries the stanzas.
 //! - [`unseal`]: a `Blocks` that shows a reader the plaintext of sealed folders.
 //! - [`folders`]: the owner's private folders: paths, readers, key generations.
+//! - [`publish`]: the drive's root as published, each private folder replaced by its
+//!   envelope.
 //!
 //! Arrows: `seal` uses `unixfs` and `store`, never FUSE or the network.
 
 pub mod cipher;
+pub mod folders;
 pub mod keys;
+pub mod publish;
 pub mod tree;
 pub mod unseal;
 
@@ -27,6 +31,8 @@ pub enum SealError {
     Store(#[from] StoreError),
     #[error("block {0} is not in the store")]
     Missing(Cid),
+    #[error(transparent)]
+    Format(Box<crate::unixfs::Error>),
     #[error("sealed block {0}: wrong key or tampered ciphertext")]
     Tampered(Cid),
     #[error("sealed block {cid}: {why}")]
@@ -35,9 +41,19 @@ pub enum SealError {
     NotEd25519(String),
     #[error("no randomness from the operating system: {0}")]
     Random(String),
+    #[error("{0}: a private folder cannot be the drive itself, nor inside or above another")]
+    Nested(String),
+    #[error("saving the private folders: {0}")]
+    Save(String),
     #[error("at most {max} recipient stanzas per folder (readers x generations); {wanted} wanted")]
     TooManyStanzas { max: usize, wanted: usize },
 }
 
 #[cfg(test)]
 mod tests;
+
+impl From<crate::unixfs::Error> for SealError {
+    fn from(e: crate::unixfs::Error) -> Self {
+        SealError::Format(Box::new(e))
+    }
+}

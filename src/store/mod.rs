@@ -109,6 +109,12 @@ pub trait Blocks: Send + Sync {
         let _ = cid;
         Ok(false)
     }
+    /// Whether `cid` is the plaintext of a private folder, which is never passed on
+    /// (only its sealed form is). A store without private folders has none.
+    fn private(&self, cid: &Cid) -> Result<bool, StoreError> {
+        let _ = cid;
+        Ok(false)
+    }
     /// Copies the bytes of block `cid` from `offset` into `out` and returns the block's
     /// length (`None` if it is missing). A block too short for the range copies nothing:
     /// the caller compares the length with what it expected.
