@@ -92,6 +92,14 @@ pub enum Request {
     },
     Outbox,
     Inbox,
+    /// Make `path` (a directory of my drive: a path in the mount, or relative to the
+    /// drive) private to `readers` (names or peer IDs; the whole set), or with none
+    /// given, say who may read it.
+    Share {
+        path: String,
+        #[serde(default)]
+        readers: Option<Vec<String>>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -162,9 +170,28 @@ pub enum Response {
     Inbox {
         items: Vec<Incoming>,
     },
+    /// A private folder and who may read it (`private: false`: it is not one).
+    Shared(SharedFolder),
     Error {
         message: String,
     },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SharedFolder {
+    /// Relative to the drive's root.
+    pub path: String,
+    pub private: bool,
+    pub readers: Vec<SharedReader>,
+    /// Key generations: one more each time a reader was removed.
+    pub generations: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SharedReader {
+    /// The peer-book name, or the peer ID when it has none.
+    pub name: String,
+    pub peer_id: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -334,6 +334,18 @@ fn answer(
         Ok(Request::Inbox) => Response::Inbox {
             items: context.mail.incoming(),
         },
+        Ok(Request::Share { path, readers }) => {
+            let sharing = super::private::Sharing {
+                drive: Arc::clone(&context.drive),
+                book: Arc::clone(&context.book),
+                mountpoint: context.mountpoint.clone(),
+            };
+            let done = match readers {
+                Some(r) => sharing.set(&path, &r),
+                None => sharing.show(&path),
+            };
+            done.map_or_else(error_response, Response::Shared)
+        }
         Ok(Request::Watch { peers }) => return super::watch::serve(&conn, &context.feed, &peers),
         Ok(Request::Find { query, peers }) => return context.find(&conn, &query, &peers),
         Ok(Request::Blocks) => match context.blocks.admit() {

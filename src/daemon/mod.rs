@@ -29,6 +29,7 @@ mod handlers;
 mod mail;
 mod mountpoint;
 mod outbox;
+pub mod private;
 pub mod session;
 mod stop;
 mod sweeper;
@@ -116,6 +117,16 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     store.enable_cache(repo.config().cache_size.as_u64())?;
     store.set_min_free(repo.config().min_disk_free.as_u64());
     let drive = Arc::new(Drive::load(store.clone(), opts, repo.keypair().clone())?);
+    let publisher = crate::seal::publish::Publisher::open(repo.path(), store.clone() as _)
+        .map_err(|e| crate::store::StoreError::Io {
+            path: repo
+                .path()
+                .join(crate::seal::folders::FILE)
+                .display()
+                .to_string(),
+            source: e,
+        })?;
+    drive.set_publisher(Arc::new(publisher));
     let book = PeerBook::load(repo.path())?;
     let net_config = net_config(&repo, &book, &flags)?;
     let readers = net_config.readers.clone();
@@ -129,10 +140,12 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         book.entries().to_vec(),
         net_events,
     )?;
+    let reader_key = peerfs_reader_key(repo.keypair());
     let view = Arc::new(PeerView::new(
         store.clone(),
         net.clone(),
         repo.config().peer_inode_limit,
+        Arc::new(crate::seal::unseal::Unsealer::new(reader_key)),
     ));
     for entry in book.entries() {
         if let Some(peer) = entry.peer_id() {
@@ -375,4 +388,12 @@ fn serve_gateway(listen: &str, access: Arc<StoreAccess>, runtime: &tokio::runtim
             error!("gateway stopped: {e}");
         }
     });
+}
+
+/// This node's X25519 key for private folders (none for a non-Ed25519 identity: it
+/// reads no private folder).
+fn peerfs_reader_key(key: &libp2p_identity::Keypair) -> Option<crate::seal::keys::ReaderKey> {
+    crate::seal::keys::ReaderKey::from_identity(key)
+        .inspect_err(|e| tracing::warn!("private folders: {e}"))
+        .ok()
 }

@@ -1,0 +1,162 @@
+//! Private folders between separate daemons on 127.0.0.1: the owner shares `secret/`
+//! with one peer; that reader reads it byte-identical, a follower that is no reader
+//! gets EACCES and holds nothing of it in clear (its repo files searched for a marker
+//! written in every secret file, and for the files' names), even after pinning the
+//! whole drive; removing the reader keeps it from what is written afterwards.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{bytes, follow, peer_id, sh, wait_for, write, Mounted, TestRepo};
+
+const MARKER: &str = "SECRET-MARKER-4d1c9e";
+const PUBLIC_MARKER: &str = "PUBLIC-MARKER-77ab02";
+
+/// Bytes that do not compress (so a marker inside stays whole in the store's files),
+/// with the marker at the start.
+fn secret_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut b = bytes(len, seed);
+    b[..MARKER.len()].copy_from_slice(MARKER.as_bytes());
+    b
+}
+
+/// Files under `dir` whose bytes contain `needle`.
+fn files_with(dir: &Path, needle: &str) -> String {
+    let out = Command::new("grep")
+        .args(["-r", "-a", "-l", "-F", needle])
+        .arg(dir)
+        .output()
+        .expect("grep");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails_with(dir: &Path, script: &str, errno_text: &str) {
+    let out = Command::new("bash")
+        .args(["-c", script])
+        .current_dir(dir)
+        .output()
+        .expect("bash");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{script}: succeeded");
+    assert!(err.contains(errno_text), "{script}: {err}");
+}
+
+#[test]
+fn a_private_folder_is_read_by_its_readers_only_and_held_by_others_as_ciphertext() {
+    let a = Mounted::new();
+    let b = Mounted::new();
+    let c = Mounted::new();
+    follow(&b, &a, "alice");
+    follow(&c, &a, "alice");
+    // Alice's drive is readable by those she follows: both.
+    follow(&a, &b, "bob");
+    follow(&a, &c, "carol");
+    // A second reader, never running: removing bob leaves the folder private to it.
+    let dave = TestRepo::new();
+    let dave_id = dave.ok(&["id"]).lines().next().unwrap().trim().to_string();
+
+    let secret = a.drive().join("secret");
+    write(&secret.join("one.txt"), &secret_bytes(4000, 1));
+    write(&secret.join("sub/two.bin"), &secret_bytes(3 << 20, 2));
+    write(&a.drive().join("public/p.txt"), PUBLIC_MARKER.as_bytes());
+    let with = format!("bob,{dave_id}");
+    a.repo
+        .ok(&["share", secret.to_str().unwrap(), "--with", &with]);
+    let shown = a.repo.ok(&["share", secret.to_str().unwrap(), "--json"]);
+    assert!(
+        shown.contains("\"private\": true") && shown.contains("\"bob\""),
+        "{shown}"
+    );
+
+    // Bob reads it, byte-identical.
+    let at_b = b.mnt.path().join("peers/alice/secret");
+    wait_for("bob reading secret/", Duration::from_secs(30), || {
+        std::fs::read(at_b.join("one.txt")).is_ok_and(|d| d == secret_bytes(4000, 1))
+    });
+    assert_eq!(
+        std::fs::read(at_b.join("sub/two.bin")).unwrap(),
+        secret_bytes(3 << 20, 2)
+    );
+    let listed = sh(b.mnt.path(), "ls peers/alice/secret");
+    assert!(
+        listed.contains("one.txt") && listed.contains("sub"),
+        "{listed}"
+    );
+
+    // Carol follows alice too, and reads her public files, but not secret/.
+    let at_c = c.mnt.path().join("peers/alice");
+    wait_for("carol reading public/", Duration::from_secs(30), || {
+        std::fs::read(at_c.join("public/p.txt")).is_ok_and(|d| d == PUBLIC_MARKER.as_bytes())
+    });
+    assert!(at_c.join("secret").exists());
+    fails_with(c.mnt.path(), "ls peers/alice/secret", "Permission denied");
+    fails_with(
+        c.mnt.path(),
+        "cat peers/alice/secret/one.txt",
+        "Permission denied",
+    );
+    // She may hold every block of it (a pin walks sealed blocks like any others).
+    c.repo.ok(&["pin", at_c.to_str().unwrap()]);
+
+    // Nothing of the secret in clear on the holders' disks: not the contents, not the
+    // names. Alice's own repo has it (her plaintext), and carol's has the public file:
+    // the search finds what is there.
+    c.unmount();
+    b.unmount();
+    assert!(!files_with(&a.repo.path(), MARKER).is_empty());
+    assert!(!files_with(&c.repo.path(), PUBLIC_MARKER).is_empty());
+    for holder in [&c, &b] {
+        for needle in [MARKER, "one.txt", "two.bin"] {
+            let found = files_with(&holder.repo.path(), needle);
+            assert!(found.is_empty(), "{needle} in {found}");
+        }
+    }
+}
+
+#[test]
+fn a_removed_reader_keeps_what_it_could_read_and_nothing_written_after() {
+    let a = Mounted::new();
+    let b = Mounted::new();
+    follow(&b, &a, "alice");
+    follow(&a, &b, "bob");
+    let dave = TestRepo::new();
+    let dave_id = dave.ok(&["id"]).lines().next().unwrap().trim().to_string();
+    let secret = a.drive().join("secret");
+    write(&secret.join("old.txt"), &secret_bytes(5000, 3));
+    let with = format!("bob,{dave_id}");
+    a.repo
+        .ok(&["share", secret.to_str().unwrap(), "--with", &with]);
+    let at_b = b.mnt.path().join("peers/alice");
+    wait_for("bob reading old.txt", Duration::from_secs(30), || {
+        std::fs::read(at_b.join("secret/old.txt")).is_ok_and(|d| d == secret_bytes(5000, 3))
+    });
+
+    // Bob removed: a new generation, then a new file (and a public one, to know when
+    // bob has the new head).
+    let shown = a
+        .repo
+        .ok(&["share", secret.to_str().unwrap(), "--with", &dave_id]);
+    assert!(shown.contains("2 key generations"), "{shown}");
+    write(&secret.join("new.txt"), &secret_bytes(5000, 4));
+    write(&a.drive().join("after.txt"), b"after");
+    sh(a.mnt.path(), "sync");
+    wait_for(
+        "bob seeing alice's next head",
+        Duration::from_secs(30),
+        || at_b.join("after.txt").exists(),
+    );
+    assert!(!at_b.join("secret/new.txt").exists());
+    let listed = sh(b.mnt.path(), "ls peers/alice/secret");
+    assert!(
+        !listed.contains("new.txt") && listed.contains("old.txt"),
+        "{listed}"
+    );
+    assert_eq!(
+        std::fs::read(at_b.join("secret/old.txt")).unwrap(),
+        secret_bytes(5000, 3)
+    );
+    let _ = peer_id(&b);
+}
