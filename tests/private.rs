@@ -2,7 +2,8 @@
 //! with one peer; that reader reads it byte-identical, a follower that is no reader
 //! gets EACCES and holds nothing of it in clear (its repo files searched for a marker
 //! written in every secret file, and for the files' names), even after pinning the
-//! whole drive; removing the reader keeps it from what is written afterwards.
+//! whole drive; removing the reader keeps it from what is written afterwards; a sealed
+//! block served with a byte flipped fails its file only (EIO), counted as a bad block.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bytes, follow, peer_id, sh, wait_for, write, Mounted, TestRepo};
+use common::{bytes, follow, sh, wait_for, write, Mounted, TestRepo};
 
 const MARKER: &str = "SECRET-MARKER-4d1c9e";
 const PUBLIC_MARKER: &str = "PUBLIC-MARKER-77ab02";
@@ -158,5 +159,72 @@ fn a_removed_reader_keeps_what_it_could_read_and_nothing_written_after() {
         std::fs::read(at_b.join("secret/old.txt")).unwrap(),
         secret_bytes(5000, 3)
     );
-    let _ = peer_id(&b);
+}
+
+/// Whether any `bad_blocks` in `json` is above zero.
+fn counts_bad_blocks(json: &serde_json::Value) -> bool {
+    match json {
+        serde_json::Value::Object(m) => m.iter().any(|(k, v)| {
+            (k == "bad_blocks" && v.as_u64().is_some_and(|n| n > 0)) || counts_bad_blocks(v)
+        }),
+        serde_json::Value::Array(a) => a.iter().any(counts_bad_blocks),
+        _ => false,
+    }
+}
+
+#[test]
+fn a_tampered_sealed_block_fails_its_file_only_and_is_counted() {
+    let mut a = Mounted::new();
+    let repo_b = TestRepo::new();
+    repo_b.set_config("fetch_timeout", "\"4s\"");
+    let b = Mounted::with_repo(repo_b);
+    follow(&a, &b, "bob");
+    let secret = a.drive().join("secret");
+    // Two 1 MiB leaves and a root: the root stays good (a listing reads it), a leaf not.
+    let one_bytes = secret_bytes(3 << 19, 5);
+    write(&secret.join("one.bin"), &one_bytes);
+    write(&secret.join("two.txt"), &secret_bytes(6000, 6));
+    a.repo
+        .ok(&["share", secret.to_str().unwrap(), "--with", "bob"]);
+    let one = peerfs::block::cid_of(cid::Version::V1, peerfs::block::RAW, &one_bytes[..1 << 20])
+        .to_string();
+
+    // Alice again, now serving the sealed form of one.bin's first leaf, a byte flipped.
+    a.unmount();
+    wait_for("alice's daemon to exit", Duration::from_secs(20), || {
+        !a.alive()
+    });
+    let out = a
+        .repo
+        .command(&[
+            "mount",
+            a.mnt.path().to_str().unwrap(),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+        ])
+        .env("PEERFS_TEST_CORRUPT_SEALED", &one)
+        .output()
+        .expect("mount");
+    assert!(out.status.success(), "{out:?}");
+    a.pid = common::daemon_pid(&String::from_utf8_lossy(&out.stdout));
+    follow(&b, &a, "alice");
+
+    let at_b = b.mnt.path().join("peers/alice/secret");
+    wait_for("bob reading two.txt", Duration::from_secs(30), || {
+        std::fs::read(at_b.join("two.txt")).is_ok_and(|d| d == secret_bytes(6000, 6))
+    });
+    fails_with(
+        b.mnt.path(),
+        "cat peers/alice/secret/one.bin > /dev/null",
+        "Input/output error",
+    );
+    let peers: serde_json::Value =
+        serde_json::from_str(&b.repo.ok(&["peers", "--json"])).expect("peers --json");
+    assert!(counts_bad_blocks(&peers), "{peers}");
+    // The other file still reads.
+    assert_eq!(
+        std::fs::read(at_b.join("two.txt")).unwrap(),
+        secret_bytes(6000, 6)
+    );
 }

@@ -93,6 +93,7 @@ fn net_config(repo: &Repo, book: &PeerBook, flags: &NetFlags) -> Result<NetConfi
         dht_server: config.dht_server,
         max_connections: config.max_connections,
         corrupt_served_blocks: std::env::var_os("PEERFS_TEST_CORRUPT_BLOCKS").is_some(),
+        corrupt_served_cid: corrupt_sealed_of(repo),
         nat: net::nat::NatConfig {
             relay_server: config
                 .relay_server
@@ -396,4 +397,15 @@ fn peerfs_reader_key(key: &libp2p_identity::Keypair) -> Option<crate::seal::keys
     crate::seal::keys::ReaderKey::from_identity(key)
         .inspect_err(|e| tracing::warn!("private folders: {e}"))
         .ok()
+}
+
+/// Test-only fault: `PEERFS_TEST_CORRUPT_SEALED` names a private folder's plaintext
+/// block, whose sealed form is then served with a byte flipped.
+fn corrupt_sealed_of(repo: &Repo) -> Option<cid::Cid> {
+    let plain: cid::Cid = std::env::var("PEERFS_TEST_CORRUPT_SEALED")
+        .ok()?
+        .parse()
+        .ok()?;
+    let memo = repo.store().sealed_memo(&plain).ok()??;
+    crate::seal::tree::Memoed::decode(&memo).map(|m| m.sealed)
 }

@@ -361,7 +361,7 @@ fn a_private_folder_is_published_sealed_and_its_plaintext_never_served() {
         ask(cid),
         true,
         &Default::default(),
-        false,
+        &|_| false,
     ) {
         BlockResponse::Blocks { blocks, .. } => blocks.len(),
         _ => 0,

@@ -134,6 +134,8 @@ pub struct NetConfig {
     pub max_connections: u32,
     /// Test-only fault: serve every block with one byte flipped.
     pub corrupt_served_blocks: bool,
+    /// Test-only fault: serve this one block with one byte flipped.
+    pub corrupt_served_cid: Option<Cid>,
     /// Relays, hole punching, AutoNAT, UPnP.
     pub nat: nat::NatConfig,
 }

@@ -189,7 +189,7 @@ pub fn answer(
     request: BlockRequest,
     mine: bool,
     passable: &HashSet<PeerId>,
-    corrupt: bool,
+    corrupt: &dyn Fn(&Cid) -> bool,
 ) -> BlockResponse {
     let mut blocks = Vec::new();
     let mut missing = Vec::new();
@@ -211,7 +211,7 @@ pub fn answer(
             Ok(Some((data, held))) if data.len() <= MAX_BLOCK && may_pass(&held) => {
                 bytes += data.len();
                 let mut data = data;
-                if corrupt {
+                if corrupt(&cid) {
                     if let Some(b) = data.first_mut() {
                         *b ^= 0xff;
                     }
