@@ -135,11 +135,23 @@ fn a_removed_reader_keeps_what_it_could_read_and_nothing_written_after() {
         std::fs::read(at_b.join("secret/old.txt")).is_ok_and(|d| d == secret_bytes(5000, 3))
     });
 
-    // Bob removed: a new generation, then a new file (and a public one, to know when
-    // bob has the new head).
-    let shown = a
-        .repo
-        .ok(&["share", secret.to_str().unwrap(), "--with", &dave_id]);
+    // Bob removed (through the attribute this time): a new generation, then a new
+    // file, and a public one, to know when bob has the new head.
+    let readers = common::xattr(&secret, "user.peerfs.readers").unwrap_or_default();
+    let mut readers: Vec<&str> = readers.split(',').collect();
+    readers.sort();
+    let mut expected = vec!["bob", dave_id.as_str()];
+    expected.sort();
+    assert_eq!(readers, expected);
+    sh(
+        a.mnt.path(),
+        &format!("setfattr -n user.peerfs.readers -v {dave_id} drive/secret"),
+    );
+    assert_eq!(
+        common::xattr(&secret, "user.peerfs.readers").as_deref(),
+        Some(dave_id.as_str())
+    );
+    let shown = a.repo.ok(&["share", secret.to_str().unwrap()]);
     assert!(shown.contains("2 key generations"), "{shown}");
     write(&secret.join("new.txt"), &secret_bytes(5000, 4));
     write(&a.drive().join("after.txt"), b"after");

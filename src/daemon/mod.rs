@@ -164,6 +164,8 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     );
     let (pin_orders, pin_inbox) = mpsc::channel();
     fs.with_pin_orders(pin_orders);
+    let readers_slot = Arc::new(private::ReadersSlot::default());
+    fs.with_readers(Arc::clone(&readers_slot) as _);
     // The mailroom starts once the mount's notifier exists; reads before that tell
     // nobody (the inbox is not shown yet either).
     let mail_slot: Arc<std::sync::OnceLock<std::sync::Weak<mail::Mailroom>>> = Arc::default();
@@ -235,6 +237,11 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     );
     watch_signals(events.clone());
     let book = Arc::new(Mutex::new(book));
+    let _ = readers_slot.0.set(private::Sharing {
+        drive: Arc::clone(&drive),
+        book: Arc::clone(&book),
+        mountpoint: mountpoint.clone(),
+    });
     let feed = Arc::new(Feed::default());
     let mail = mail::Mailroom::start(mail::Parts {
         repo: repo.path().to_path_buf(),

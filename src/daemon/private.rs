@@ -152,3 +152,21 @@ impl Sharing {
         })
     }
 }
+
+/// `user.peerfs.readers` through the mount, answered once the daemon's parts exist.
+#[derive(Default)]
+pub struct ReadersSlot(pub std::sync::OnceLock<Sharing>);
+
+impl crate::fuse::Readers for ReadersSlot {
+    fn get(&self, path: &str) -> Result<Option<String>, String> {
+        let sharing = self.0.get().ok_or("the daemon is starting")?;
+        let f = sharing.show(path)?;
+        let names: Vec<String> = f.readers.into_iter().map(|r| r.name).collect();
+        Ok(f.private.then(|| names.join(",")))
+    }
+
+    fn set(&self, path: &str, readers: &str) -> Result<(), String> {
+        let sharing = self.0.get().ok_or("the daemon is starting")?;
+        sharing.set(path, &[readers.to_string()]).map(|_| ())
+    }
+}
