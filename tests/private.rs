@@ -240,3 +240,55 @@ fn a_tampered_sealed_block_fails_its_file_only_and_is_counted() {
         secret_bytes(6000, 6)
     );
 }
+
+/// Benchmark (run by hand: `cargo test --test private -- --ignored --nocapture`): a cold
+/// read by a reader of a private file against a public one of the same size, owner to
+/// reader on loopback; `PEERFS_BENCH_MIB` sets the size (default 1024).
+#[test]
+#[ignore]
+fn bench_cold_read_private_against_public() {
+    let mib: usize = std::env::var("PEERFS_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let a = Mounted::new();
+    let b = Mounted::new();
+    follow(&b, &a, "alice");
+    follow(&a, &b, "bob");
+    for dir in ["secret", "public"] {
+        let path = a.drive().join(dir).join("big.bin");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        sh(
+            a.mnt.path(),
+            &format!("head -c {}M /dev/urandom > {}", mib, path.display()),
+        );
+    }
+    sh(a.mnt.path(), "sync");
+    let sealing = std::time::Instant::now();
+    let secret = a.drive().join("secret");
+    a.repo
+        .ok(&["share", secret.to_str().unwrap(), "--with", "bob"]);
+    let sealing = sealing.elapsed();
+    let at_b = b.mnt.path().join("peers/alice");
+    wait_for("bob seeing both", Duration::from_secs(60), || {
+        at_b.join("secret/big.bin").exists() && at_b.join("public/big.bin").exists()
+    });
+    let time = |dir: &str| {
+        let t = std::time::Instant::now();
+        sh(
+            b.mnt.path(),
+            &format!("cat peers/alice/{dir}/big.bin > /dev/null"),
+        );
+        t.elapsed()
+    };
+    let public = time("public");
+    let private = time("secret");
+    let rate = |d: Duration| mib as f64 / d.as_secs_f64();
+    eprintln!(
+        "{mib} MiB: sealing {sealing:?}; cold read public {public:?} ({:.0} MiB/s), private \
+         {private:?} ({:.0} MiB/s): private/public throughput {:.2}x",
+        rate(public),
+        rate(private),
+        public.as_secs_f64() / private.as_secs_f64()
+    );
+}
