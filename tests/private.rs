@@ -293,3 +293,47 @@ fn bench_cold_read_private_against_public() {
         public.as_secs_f64() / private.as_secs_f64()
     );
 }
+
+/// Benchmark (by hand, as the one above): `rsync -a` of a tree of small files
+/// (`PEERFS_BENCH_FILES`, default 2,000) into a private folder against a public one,
+/// each until committed (and, for the private one, sealed and published).
+#[test]
+#[ignore]
+fn bench_rsync_into_private_against_public() {
+    let files: usize = std::env::var("PEERFS_BENCH_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let a = Mounted::new();
+    let b = Mounted::new();
+    follow(&a, &b, "bob");
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..files {
+        write(
+            &src.path().join(format!("d{}/f{i}.txt", i % 20)),
+            &bytes(2000 + i % 3000, i as u64),
+        );
+    }
+    std::fs::create_dir_all(a.drive().join("secret")).unwrap();
+    std::fs::create_dir_all(a.drive().join("public")).unwrap();
+    a.repo.ok(&[
+        "share",
+        a.drive().join("secret").to_str().unwrap(),
+        "--with",
+        "bob",
+    ]);
+    let time = |dir: &str| {
+        let t = std::time::Instant::now();
+        sh(
+            a.mnt.path(),
+            &format!("rsync -a {}/ drive/{dir}/ && sync", src.path().display()),
+        );
+        t.elapsed()
+    };
+    let private = time("secret");
+    let public = time("public");
+    eprintln!(
+        "rsync -a of {files} files: private {private:?}, public {public:?}: private takes {:.2}x",
+        private.as_secs_f64() / public.as_secs_f64()
+    );
+}
