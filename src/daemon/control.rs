@@ -223,6 +223,9 @@ pub struct Status {
     /// Who may read my drive: "everyone", "following", "following+listed", "listed".
     #[serde(default)]
     pub readers: String,
+    /// Blocks of peers' private folders that did not open (a wrong key, tampered).
+    #[serde(default)]
+    pub private_blocks_failed: u64,
     /// Who is connected (or left in the last minute), and what each read.
     #[serde(default)]
     pub connected_peers: Vec<ConnectedPeer>,

@@ -70,6 +70,7 @@ impl Context {
             cache_cap: cache.1,
             peer_inodes: self.view.inode_count() as u64,
             readers: self.net.readers().summary().to_string(),
+            private_blocks_failed: self.view.unsealed_failures(),
             connected_peers: self.net.connected_peers(),
         }
     }
