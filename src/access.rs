@@ -47,6 +47,8 @@ impl Access for StoreAccess {
             None | Some(Holding::Fetched(None)) => false,
             // Own blocks that no pin names may be my drive's, which only an open drive
             // shows.
+            // A private folder's plaintext never leaves: only its sealed form does.
+            Some(Holding::Own) if self.store.private(root)? => false,
             Some(Holding::Own) => self.drive_open || self.store.is_pinned(root)?,
             Some(Holding::Fetched(Some(owner))) => self.open_drive(&owner)?,
         })

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 /// The key of my own drive's head in the store's heads table.
 pub const OWN_HEAD: &str = "self";
+/// My drive's plaintext root, when it has private folders: `OWN_HEAD` names the
+/// published root (private folders sealed), this one what my own mount shows.
+pub const PLAIN_HEAD: &str = "self-plain";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HeadError {

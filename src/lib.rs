@@ -9,6 +9,9 @@
 //! - [`unixfs`]: the IPFS file format, exact to Kubo and the reference importer: DAG-PB,
 //!   UnixFS 1.5 metadata, balanced file DAGs, HAMT directories, random-access reads.
 //!   Uses only `block` and the `store` traits.
+//! - [`seal`]: private folders: blocks sealed per folder and key generation, keys
+//!   wrapped to readers, and a `Blocks` that opens them for a reader. Uses `unixfs`,
+//!   `store`.
 //! - [`access`]: what strangers may read (the gateway's and Bitswap's rule).
 //! - [`add`] / [`get`]: local files and trees into the store, and back out.
 //! - [`car`]: CAR archives in and out, verified block by block.
@@ -63,6 +66,7 @@ pub mod peers;
 pub mod pin;
 #[cfg(feature = "rocksdb")]
 pub mod repo;
+pub mod seal;
 pub mod share;
 pub mod store;
 pub mod transfers;

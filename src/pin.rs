@@ -9,7 +9,7 @@ use libp2p_identity::PeerId;
 
 use crate::block::DAG_PB;
 use crate::head::SignedHead;
-use crate::head::OWN_HEAD;
+use crate::head::{OWN_HEAD, PLAIN_HEAD};
 use crate::store::rocks::RocksStore;
 use crate::store::{Blocks, StoreError};
 use crate::unixfs::dagpb::PbNode;
@@ -296,7 +296,7 @@ fn live_blocks(
     let followed: HashSet<String> = followed.iter().map(PeerId::to_string).collect();
     let mut roots: Vec<Cid> = store.pins()?.into_iter().map(|(c, _)| c).collect();
     for (name, record) in store.heads()? {
-        if name != OWN_HEAD && !followed.contains(&name) {
+        if name != OWN_HEAD && name != PLAIN_HEAD && !followed.contains(&name) {
             report.unfollowed += 1;
             continue;
         }

@@ -95,6 +95,8 @@ pub struct Status {
     /// Who may read my drive (config `readers`): "following", "everyone", "listed" or
     /// "following+listed".
     pub readers: String,
+    /// Blocks of peers' private folders that did not open (a wrong key, tampered).
+    pub private_blocks_failed: u64,
     /// Peers connected now, and those that left in the last minute.
     pub connected_peers: Vec<ConnectedPeer>,
     /// Peers that hold my newest head (`seq`, `root`) in full, by their signed word.
@@ -182,6 +184,7 @@ impl From<&DaemonStatus> for Status {
             cache_bytes: s.cache_bytes,
             cache_cap_bytes: s.cache_cap,
             readers: s.readers.clone(),
+            private_blocks_failed: s.private_blocks_failed,
             connected_peers: s.connected_peers.iter().map(ConnectedPeer::from).collect(),
             replicas: s
                 .replicas

@@ -14,6 +14,7 @@ mod mounts;
 mod output;
 mod peer;
 mod pin;
+mod private;
 mod progress;
 mod store;
 mod transfers;
@@ -241,6 +242,18 @@ enum Command {
         #[command(flatten)]
         json: Json,
     },
+    /// Make a folder of my drive private to some peers (encrypted for them: any other
+    /// peer that holds it cannot read it), or say who may read it
+    Share {
+        /// A directory of my drive (MOUNTPOINT/drive/…)
+        path: String,
+        /// Who may read it, by name or peer ID: the whole set (removing one starts a new
+        /// key generation)
+        #[arg(long, value_name = "NAME[,NAME…]", value_delimiter = ',')]
+        with: Option<Vec<String>>,
+        #[command(flatten)]
+        json: Json,
+    },
     /// Delete every block that no pin, no head of my drive or a followed peer's, and (while
     /// mounted) nothing the drive holds in memory reaches, then give the space back
     Gc,
@@ -436,6 +449,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Mirror(MirrorCommand::Rm { name }) => mirror::rm(&repo_path, &name),
         Command::Mirrors { json } => mirror::list(&repo_path, json.json),
+        Command::Share { path, with, json } => private::share(&repo_path, &path, with, json.json),
         Command::Unmount { dir, lazy } => mount::unmount(&repo_path, dir.as_deref(), lazy),
         Command::Status { json } => mount::status(&repo_path, json.json),
         Command::Fsck => mount::fsck(&open()?),

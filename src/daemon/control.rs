@@ -120,6 +120,14 @@ pub enum Request {
         name: String,
     },
     Mirrors,
+    /// Make `path` (a directory of my drive: a path in the mount, or relative to the
+    /// drive) private to `readers` (names or peer IDs; the whole set), or with none
+    /// given, say who may read it.
+    Share {
+        path: String,
+        #[serde(default)]
+        readers: Option<Vec<String>>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -205,9 +213,28 @@ pub enum Response {
     Mirrors {
         mirrors: Vec<MirrorInfo>,
     },
+    /// A private folder and who may read it (`private: false`: it is not one).
+    Shared(SharedFolder),
     Error {
         message: String,
     },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SharedFolder {
+    /// Relative to the drive's root.
+    pub path: String,
+    pub private: bool,
+    pub readers: Vec<SharedReader>,
+    /// Key generations: one more each time a reader was removed.
+    pub generations: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SharedReader {
+    /// The peer-book name, or the peer ID when it has none.
+    pub name: String,
+    pub peer_id: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -239,6 +266,9 @@ pub struct Status {
     /// Who may read my drive: "everyone", "following", "following+listed", "listed".
     #[serde(default)]
     pub readers: String,
+    /// Blocks of peers' private folders that did not open (a wrong key, tampered).
+    #[serde(default)]
+    pub private_blocks_failed: u64,
     /// Who is connected (or left in the last minute), and what each read.
     #[serde(default)]
     pub connected_peers: Vec<ConnectedPeer>,

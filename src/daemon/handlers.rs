@@ -72,6 +72,7 @@ impl Context {
             cache_cap: cache.1,
             peer_inodes: self.view.inode_count() as u64,
             readers: self.net.readers().summary().to_string(),
+            private_blocks_failed: self.view.unsealed_failures(),
             connected_peers: self.net.connected_peers(),
             replicas: self.mirroring.replicas_of(d.seq, d.root.as_ref()),
             min_replicas: self.mirroring.min_replicas,
@@ -321,6 +322,18 @@ fn answer(
         Ok(Request::Inbox) => Response::Inbox {
             items: context.mail.incoming(),
         },
+        Ok(Request::Share { path, readers }) => {
+            let sharing = super::private::Sharing {
+                drive: Arc::clone(&context.drive),
+                book: Arc::clone(&context.book),
+                mountpoint: context.mountpoint.clone(),
+            };
+            let done = match readers {
+                Some(r) => sharing.set(&path, &r),
+                None => sharing.show(&path),
+            };
+            done.map_or_else(error_response, Response::Shared)
+        }
         Ok(Request::Watch { peers }) => return super::watch::serve(&conn, &context.feed, &peers),
         Ok(Request::Find {
             query,

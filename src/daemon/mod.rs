@@ -31,6 +31,7 @@ mod mail;
 mod mirror;
 mod mountpoint;
 mod outbox;
+pub mod private;
 pub mod session;
 mod stop;
 mod sweeper;
@@ -97,6 +98,7 @@ fn net_config(repo: &Repo, book: &PeerBook, flags: &NetFlags) -> Result<NetConfi
         max_connections: config.max_connections,
         corrupt_served_blocks: std::env::var_os("PEERFS_TEST_CORRUPT_BLOCKS").is_some(),
         upload_rate: config.upload_rate.as_u64(),
+        corrupt_served_cid: corrupt_sealed_of(repo),
         nat: net::nat::NatConfig {
             relay_server: config
                 .relay_server
@@ -121,6 +123,16 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     store.enable_cache(repo.config().cache_size.as_u64())?;
     store.set_min_free(repo.config().min_disk_free.as_u64());
     let drive = Arc::new(Drive::load(store.clone(), opts, repo.keypair().clone())?);
+    let publisher = crate::seal::publish::Publisher::open(repo.path(), store.clone() as _)
+        .map_err(|e| crate::store::StoreError::Io {
+            path: repo
+                .path()
+                .join(crate::seal::folders::FILE)
+                .display()
+                .to_string(),
+            source: e,
+        })?;
+    drive.set_publisher(Arc::new(publisher));
     let book = PeerBook::load(repo.path())?;
     let net_config = net_config(&repo, &book, &flags)?;
     let readers = net_config.readers.clone();
@@ -134,10 +146,12 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         book.entries().to_vec(),
         net_events,
     )?;
+    let reader_key = peerfs_reader_key(repo.keypair());
     let view = Arc::new(PeerView::new(
         store.clone(),
         net.clone(),
         repo.config().peer_inode_limit,
+        Arc::new(crate::seal::unseal::Unsealer::new(reader_key)),
     ));
     for entry in book.entries() {
         if let Some(peer) = entry.peer_id() {
@@ -155,6 +169,8 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     );
     let (pin_orders, pin_inbox) = mpsc::channel();
     fs.with_pin_orders(pin_orders);
+    let readers_slot = Arc::new(private::ReadersSlot::default());
+    fs.with_readers(Arc::clone(&readers_slot) as _);
     // The mailroom starts once the mount's notifier exists; reads before that tell
     // nobody (the inbox is not shown yet either).
     let mail_slot: Arc<std::sync::OnceLock<std::sync::Weak<mail::Mailroom>>> = Arc::default();
@@ -229,6 +245,11 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     );
     watch_signals(events.clone());
     let book = Arc::new(Mutex::new(book));
+    let _ = readers_slot.0.set(private::Sharing {
+        drive: Arc::clone(&drive),
+        book: Arc::clone(&book),
+        mountpoint: mountpoint.clone(),
+    });
     let feed = Arc::new(Feed::default());
     let transfers = Arc::new(crate::transfers::Transfers::open(repo.path()));
     let mail = mail::Mailroom::start(mail::Parts {
@@ -403,4 +424,23 @@ fn serve_gateway(listen: &str, access: Arc<StoreAccess>, runtime: &tokio::runtim
             error!("gateway stopped: {e}");
         }
     });
+}
+
+/// This node's X25519 key for private folders (none for a non-Ed25519 identity: it
+/// reads no private folder).
+fn peerfs_reader_key(key: &libp2p_identity::Keypair) -> Option<crate::seal::keys::ReaderKey> {
+    crate::seal::keys::ReaderKey::from_identity(key)
+        .inspect_err(|e| tracing::warn!("private folders: {e}"))
+        .ok()
+}
+
+/// Test-only fault: `PEERFS_TEST_CORRUPT_SEALED` names a private folder's plaintext
+/// block, whose sealed form is then served with a byte flipped.
+fn corrupt_sealed_of(repo: &Repo) -> Option<cid::Cid> {
+    let plain: cid::Cid = std::env::var("PEERFS_TEST_CORRUPT_SEALED")
+        .ok()?
+        .parse()
+        .ok()?;
+    let memo = repo.store().sealed_memo(&plain).ok()??;
+    crate::seal::tree::Memoed::decode(&memo).map(|m| m.sealed)
 }

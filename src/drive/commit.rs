@@ -24,7 +24,8 @@ use super::staging::Staging;
 use super::tree::{Body, Dir, State, StoredDir};
 use super::{Commit, Drive};
 use crate::block::{Block, DAG_PB};
-use crate::head::{Head, OWN_HEAD};
+use crate::head::{Head, SignedHead, OWN_HEAD, PLAIN_HEAD};
+use crate::seal::publish::Publisher;
 use crate::store::{BlockSink, Blocks, StoreError};
 use crate::unixfs::build::{build_directory, Built, DirEntry};
 use crate::unixfs::dagpb::PbNode;
@@ -77,28 +78,41 @@ impl Drive {
         }))
         .unwrap_or_else(|panic| Err(FsError::Bug(panic_message(&panic))));
         let written = built.and_then(|prepared| {
-            let head = Head {
-                peer: self.key.public().to_peer_id(),
-                seq: snap.seq,
-                root: prepared.root.cid,
-                time_ms: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64),
-                open: self.open.load(Ordering::Relaxed),
-            }
-            .sign(&self.key);
+            let head = self.signed_head(snap.seq, prepared.root.cid);
+            let publisher = self.publisher.get().filter(|p| !p.is_empty());
+            // With private folders the plaintext root is mine only: what is published
+            // (and announced) is sealed, in a second batch.
+            let name = if publisher.is_some() {
+                PLAIN_HEAD
+            } else {
+                OWN_HEAD
+            };
             self.staging
-                .commit(&prepared.blocks, OWN_HEAD, head.encoded(), snap.epoch)?;
-            Ok((prepared, head))
+                .commit(&prepared.blocks, name, head.encoded(), snap.epoch)?;
+            let published = match publisher {
+                Some(p) => Some(self.publish_sealed(p, &prepared.root, snap.seq)),
+                None => None,
+            };
+            Ok((prepared, head, published))
         });
         let mut st = self.lock();
         match written {
-            Ok((prepared, head)) => {
+            Ok((prepared, head, published)) => {
                 st.seq = snap.seq;
                 st.root = Some(prepared.root.cid);
                 st.last_commit = Some(SystemTime::now());
-                st.head = Some(head.clone());
                 install(&mut st, snap, Some(&prepared));
+                let head = match published {
+                    None => head,
+                    Some(Ok(sealed)) => sealed,
+                    // The plaintext is committed; the published head stays the last
+                    // one until a commit seals again.
+                    Some(Err(e)) => {
+                        tracing::error!("sealing private folders failed: {e}");
+                        return Ok(None);
+                    }
+                };
+                st.head = Some(head.clone());
                 Ok(Some(Commit { head }))
             }
             Err(e) => {
@@ -106,6 +120,76 @@ impl Drive {
                 Err(e)
             }
         }
+    }
+
+    /// Commits, and publishes again even when nothing changed: the private folders or
+    /// their readers did. `None` when there is no committed root yet.
+    pub fn republish(&self) -> Result<Option<Commit>, FsError> {
+        if let Some(c) = self.commit_with(true)? {
+            return Ok(Some(c));
+        }
+        let _one_at_a_time = self.commit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let (seq, root) = {
+            let st = self.lock();
+            let Some(root) = st.root else {
+                return Ok(None);
+            };
+            (st.seq + 1, root)
+        };
+        let plain = self.signed_head(seq, root);
+        self.staging
+            .store()
+            .commit(&[], PLAIN_HEAD, plain.encoded())?;
+        let head = match self.publisher.get() {
+            Some(p) => self.publish_sealed(
+                p,
+                &Built {
+                    cid: root,
+                    tsize: 0,
+                },
+                seq,
+            )?,
+            None => {
+                self.staging
+                    .store()
+                    .commit(&[], OWN_HEAD, plain.encoded())?;
+                plain
+            }
+        };
+        let mut st = self.lock();
+        st.seq = seq;
+        st.head = Some(head.clone());
+        Ok(Some(Commit { head }))
+    }
+
+    fn signed_head(&self, seq: u64, root: Cid) -> SignedHead {
+        Head {
+            peer: self.key.public().to_peer_id(),
+            seq,
+            root,
+            time_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            open: self.open.load(Ordering::Relaxed),
+        }
+        .sign(&self.key)
+    }
+
+    /// Seals the private folders of plaintext `root` and commits the published head.
+    fn publish_sealed(&self, p: &Publisher, root: &Built, seq: u64) -> Result<SignedHead, FsError> {
+        let store = self.staging.store();
+        let mut write = |batch: Vec<Block>| store.put_many(&batch, false);
+        let published = p
+            .publish(&self.staging, root, &self.opts, &mut write)
+            .map_err(|e| FsError::Bug(format!("sealing: {e}")))?;
+        let head = self.signed_head(seq, published.root.cid);
+        store.commit(&published.blocks, OWN_HEAD, head.encoded())?;
+        tracing::debug!(
+            sealed = published.sealed,
+            root = %published.root.cid,
+            "published with private folders sealed"
+        );
+        Ok(head)
     }
 
     /// Whether uncommitted changes should be committed now: they have paused for

@@ -37,7 +37,8 @@ use cid::Cid;
 use libp2p_identity::Keypair;
 
 /// The names the daemon knows the drive's errors and caught panics by.
-use crate::head::{SignedHead, OWN_HEAD};
+use crate::head::{SignedHead, OWN_HEAD, PLAIN_HEAD};
+use crate::seal::publish::Publisher;
 use crate::store::readahead::ReadAhead;
 use crate::store::{Blocks, HeadStore, StoreError};
 use crate::unixfs::build::{Built, ZeroRuns};
@@ -76,6 +77,9 @@ pub struct Drive {
     /// Written into every head: may holders of my blocks pass them on?
     open: AtomicBool,
     read_ahead: ReadAhead,
+    /// Seals private folders into the published root; unset, the root is published
+    /// as it is.
+    publisher: std::sync::OnceLock<Arc<Publisher>>,
 }
 
 impl Drive {
@@ -88,14 +92,23 @@ impl Drive {
         let read_ahead = ReadAhead::start(Arc::clone(&store) as Arc<dyn crate::store::Blocks>);
         let staging = Staging::new(store);
         let zeros = ZeroRuns::new(&opts, MAX_FILE_SIZE);
-        let head = match staging.store().head(OWN_HEAD)? {
-            Some(bytes) => Some(SignedHead::verify(&bytes).map_err(|e| StoreError::Db {
-                path: "heads/self".into(),
-                message: e.to_string(),
-            })?),
-            None => None,
+        let verified = |name: &str| -> Result<Option<SignedHead>, StoreError> {
+            match staging.store().head(name)? {
+                Some(bytes) => Ok(Some(SignedHead::verify(&bytes).map_err(|e| {
+                    StoreError::Db {
+                        path: format!("heads/{name}"),
+                        message: e.to_string(),
+                    }
+                })?)),
+                None => Ok(None),
+            }
         };
-        let root = match &head {
+        let head = verified(OWN_HEAD)?;
+        // With private folders, the mount shows the plaintext root (as new as the
+        // published one, or newer when a crash came between the two).
+        let plain = verified(PLAIN_HEAD)?
+            .filter(|p| head.as_ref().is_none_or(|h| p.head().seq >= h.head().seq));
+        let root = match plain.as_ref().or(head.as_ref()) {
             Some(h) => {
                 let cid = h.head().root;
                 let node = load_node(&staging, &cid)?;
@@ -118,8 +131,8 @@ impl Drive {
             next_ino: FIRST_DRIVE_INO,
             handles: Default::default(),
             next_fh: 1,
-            seq: head.as_ref().map_or(0, |h| h.head().seq),
-            root: head.as_ref().map(|h| h.head().root),
+            seq: plain.as_ref().or(head.as_ref()).map_or(0, |h| h.head().seq),
+            root: plain.as_ref().or(head.as_ref()).map(|h| h.head().root),
             last_commit: head
                 .as_ref()
                 .map(|h| UNIX_EPOCH + Duration::from_millis(h.head().time_ms)),
@@ -136,6 +149,7 @@ impl Drive {
             key,
             open: AtomicBool::new(false),
             read_ahead,
+            publisher: std::sync::OnceLock::new(),
         })
     }
 
@@ -181,6 +195,15 @@ impl Drive {
     /// The drive's blocks as a sweep must read them: staged ones first, then the store.
     pub fn blocks(&self) -> &dyn Blocks {
         &self.staging
+    }
+
+    /// Seals private folders in every commit from now on.
+    pub fn set_publisher(&self, publisher: Arc<Publisher>) {
+        let _ = self.publisher.set(publisher);
+    }
+
+    pub fn publisher(&self) -> Option<&Arc<Publisher>> {
+        self.publisher.get()
     }
 
     /// Says in future heads whether everyone may read the drive (see `Head::open`).

@@ -37,6 +37,24 @@ impl Drive {
         Ok(root.attr(DRIVE_ROOT))
     }
 
+    /// The entry's path from the drive's root (`a/b`); `None` once it is unlinked (or
+    /// its name is not UTF-8).
+    pub fn path_of(&self, ino: u64) -> Option<String> {
+        let st = self.lock();
+        let mut parts = Vec::new();
+        let mut at = ino;
+        while at != DRIVE_ROOT {
+            let inode = st.inodes.get(&at).filter(|i| i.linked)?;
+            parts.push(std::str::from_utf8(&inode.name).ok()?.to_string());
+            at = inode.parent;
+            if parts.len() > st.inodes.len() {
+                return None;
+            }
+        }
+        parts.reverse();
+        Some(parts.join("/"))
+    }
+
     pub fn forget(&self, ino: u64, n: u64) {
         let mut st = self.lock();
         if let Some(inode) = st.inodes.get_mut(&ino) {

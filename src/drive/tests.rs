@@ -297,3 +297,101 @@ fn holes_give_the_cid_of_written_zeros() {
         drive.unlink(DRIVE_ROOT, b"holes").unwrap();
     }
 }
+
+/// A private folder: the mount and the plaintext head keep it readable, the published
+/// head has it sealed (a reader opens it; the rest of the drive stays in clear), and
+/// its plaintext blocks are never served, even to a peer allowed to read the drive.
+#[test]
+fn a_private_folder_is_published_sealed_and_its_plaintext_never_served() {
+    use crate::head::PLAIN_HEAD;
+    use crate::net::protocol::{BlockRequest, BlockResponse};
+    use crate::seal::publish::Publisher;
+    use crate::seal::unseal::{Unsealer, Unsealing};
+    use crate::unixfs::resolve;
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    let store = store_in(tmp.path());
+    let d = drive_on(&store, ImportOptions::default());
+    let publisher = Arc::new(Publisher::open(repo.path(), Arc::clone(&store) as _).unwrap());
+    d.set_publisher(Arc::clone(&publisher));
+    let secret = d.mkdir(DRIVE_ROOT, b"secret", 0o755).unwrap().ino;
+    let open = d.mkdir(DRIVE_ROOT, b"open", 0o755).unwrap().ino;
+    write_file(&d, secret, "a.txt", b"MARKER-1 the secret");
+    write_file(&d, open, "p.txt", b"public words");
+    let bob = Keypair::generate_ed25519();
+    publisher
+        .set_readers("secret", &[bob.public().to_peer_id()])
+        .unwrap();
+    let head = d.commit().unwrap().unwrap().head;
+    let published = head.head().root;
+    let plain_head = SignedHead::verify(&store.head(PLAIN_HEAD).unwrap().unwrap()).unwrap();
+    let plain = plain_head.head().root;
+    assert_ne!(published, plain);
+    assert_eq!(
+        SignedHead::verify(&store.head(OWN_HEAD).unwrap().unwrap())
+            .unwrap()
+            .head()
+            .root,
+        published
+    );
+    // In clear outside the folder, sealed inside it.
+    assert!(resolve(store.as_ref(), &published, "open/p.txt").is_ok());
+    assert!(resolve(store.as_ref(), &published, "secret/a.txt").is_err());
+    let as_bob = Unsealing {
+        inner: Shared(Arc::clone(&store)),
+        unsealer: Arc::new(Unsealer::new(Some(
+            crate::seal::keys::ReaderKey::from_identity(&bob).unwrap(),
+        ))),
+    };
+    let (a, _) = resolve(&as_bob, &published, "secret/a.txt").unwrap();
+    let r = FileReader::open(&as_bob, &a).unwrap();
+    let mut buf = vec![0; 64];
+    let n = r.read_at(0, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"MARKER-1 the secret");
+
+    // Asked by CID, even by a reader of the drive: nothing of the plaintext.
+    let (plain_a, _) = resolve(store.as_ref(), &plain, "secret/a.txt").unwrap();
+    let (plain_p, _) = resolve(store.as_ref(), &plain, "open/p.txt").unwrap();
+    let ask = |cid: &Cid| BlockRequest {
+        want: vec![serde_bytes::ByteBuf::from(cid.to_bytes())],
+        owner: None,
+    };
+    let served = |cid: &Cid| match crate::net::serve::answer(
+        store.as_ref(),
+        ask(cid),
+        true,
+        &Default::default(),
+        &|_| false,
+    ) {
+        BlockResponse::Blocks { blocks, .. } => blocks.len(),
+        _ => 0,
+    };
+    assert_eq!(served(&plain_a), 0);
+    assert_eq!(served(&plain_p), 1);
+
+    // A remount shows the plaintext.
+    drop(d);
+    let d = drive_on(&store, ImportOptions::default());
+    let secret = d.lookup(DRIVE_ROOT, b"secret").unwrap().ino;
+    let a = d.lookup(secret, b"a.txt").unwrap().ino;
+    let fh = d.open(a, false).unwrap();
+    assert_eq!(d.read(fh, 0, 64).unwrap(), b"MARKER-1 the secret");
+}
+
+/// The store, as a reader's `Blocks` holds it.
+struct Shared(Arc<RocksStore>);
+
+impl Blocks for Shared {
+    fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.get(cid)
+    }
+    fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
+        self.0.has(cid)
+    }
+    fn put_many(&self, blocks: &[crate::block::Block], durable: bool) -> Result<(), StoreError> {
+        self.0.put_many(blocks, durable)
+    }
+    fn delete_many(&self, cids: &[Cid]) -> Result<(), StoreError> {
+        self.0.delete_many(cids)
+    }
+}

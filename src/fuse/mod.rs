@@ -32,7 +32,7 @@ mod reply;
 mod route;
 mod xattr;
 
-pub use xattr::PinOrder;
+pub use xattr::{PinOrder, Readers};
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -68,6 +68,8 @@ pub struct PeerFs {
     started: SystemTime,
     /// Where `user.peerfs.pin` changes go; `None`: they are refused.
     pin_orders: Option<std::sync::mpsc::Sender<PinOrder>>,
+    /// Where `user.peerfs.readers` is read and changed; `None`: it is not there.
+    readers: Option<Arc<dyn xattr::Readers>>,
     /// Told (sender folder, item name) on the first read of an inbox item's content.
     inbox_reads: Option<InboxReads>,
     /// Inodes whose read was told already, so a read costs a set lookup after that.
@@ -101,6 +103,7 @@ impl PeerFs {
             listings: Arc::default(),
             started: SystemTime::now(),
             pin_orders: None,
+            readers: None,
             inbox_reads: None,
             inbox_told: std::sync::Mutex::default(),
             outbox: None,
@@ -150,6 +153,11 @@ impl PeerFs {
         if let Some((sender, item)) = view.inbox_item_of(ino) {
             reads(&sender, &item);
         }
+    }
+
+    /// Answers and changes `user.peerfs.readers` through `readers`.
+    pub fn with_readers(&mut self, readers: Arc<dyn xattr::Readers>) {
+        self.readers = Some(readers);
     }
 
     /// Sends pins and unpins asked for through `user.peerfs.pin` to `orders`.
@@ -501,6 +509,9 @@ impl Filesystem for PeerFs {
         reply: ReplyEmpty,
     ) {
         shielded("setxattr", move || {
+            if xattr::is_readers(ino, name) {
+                return xattr::set_readers(self, ino, value, reply);
+            }
             xattr::change_pin(self, ino, name, !xattr::says_no(value), reply)
         });
     }

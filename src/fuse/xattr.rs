@@ -4,7 +4,8 @@
 //! of it is here, whether it is pinned. Setting `user.peerfs.pin` on such an entry
 //! pins it, removing it unpins: the order goes to the daemon, which pins in the
 //! background (the call returns at once; `user.peerfs.pinned` says when it is done).
-//! Nothing else can be set.
+//! On a directory of my drive, `user.peerfs.readers` says who may read it (a private
+//! folder) and setting it changes that. Nothing else can be set.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -21,7 +22,7 @@ use crate::peers::PeerView;
 use crate::vfs::ino::{is_mount_dir, is_outbox_ino, is_peer_ino};
 use crate::vfs::layout::{
     CID_XATTR, DELIVERY_XATTR, HEAD_SEQ_XATTR, HEAD_TIME_XATTR, LOCAL_XATTR, PEER_ID_XATTR,
-    PEER_XATTR, PINNED_XATTR, PIN_XATTR,
+    PEER_XATTR, PINNED_XATTR, PIN_XATTR, READERS_XATTR,
 };
 use crate::vfs::FsError;
 
@@ -47,6 +48,9 @@ pub(super) fn getxattr(fs: &PeerFs, ino: INodeNo, name: &OsStr, size: u32, reply
             Ok(value) => xattr_reply(reply, value.as_bytes(), size),
             Err(e) => reply.error(errno(&e)),
         };
+    }
+    if name == READERS_XATTR.as_bytes() && !is_mount_dir(ino.0) {
+        return readers_of(fs, ino.0, size, reply);
     }
     if name != CID_XATTR.as_bytes() || is_mount_dir(ino.0) {
         return reply.error(errno(&FsError::NoAttribute));
@@ -111,6 +115,53 @@ pub(super) fn listxattr(fs: &PeerFs, ino: INodeNo, size: u32, reply: ReplyXattr)
 /// setxattr and removexattr: the CID is not ours to set, and nothing else is kept.
 pub(super) fn refuse_change(reply: ReplyEmpty) {
     reply.error(errno(&FsError::Unsupported));
+}
+
+/// Who may read the private folders of my drive, and changing that (the daemon's
+/// `peerfs share`). Errors are for the log; the caller gets an errno.
+pub trait Readers: Send + Sync {
+    /// The readers of `path` (relative to the drive), `None` when it is not private.
+    fn get(&self, path: &str) -> Result<Option<String>, String>;
+    /// Makes `path` private to `readers` (names or peer IDs, comma-separated).
+    fn set(&self, path: &str, readers: &str) -> Result<(), String>;
+}
+
+/// `user.peerfs.readers` of a drive entry.
+fn readers_of(fs: &PeerFs, ino: u64, size: u32, reply: ReplyXattr) {
+    let (Some(readers), Some(path)) = (fs.readers.clone(), fs.drive.path_of(ino)) else {
+        return reply.error(errno(&FsError::NoAttribute));
+    };
+    match readers.get(&path) {
+        Ok(Some(value)) => xattr_reply(reply, value.as_bytes(), size),
+        Ok(None) => reply.error(errno(&FsError::NoAttribute)),
+        Err(_) => reply.error(errno(&FsError::Invalid)),
+    }
+}
+
+/// setxattr of `user.peerfs.readers` on a directory of my drive; sealing and
+/// publishing run off the session thread.
+pub(super) fn set_readers(fs: &PeerFs, ino: INodeNo, value: &[u8], reply: ReplyEmpty) {
+    let (Some(readers), Some(path)) = (fs.readers.clone(), fs.drive.path_of(ino.0)) else {
+        return refuse_change(reply);
+    };
+    let Ok(value) = std::str::from_utf8(value).map(str::to_string) else {
+        return reply.error(errno(&FsError::Invalid));
+    };
+    fs.offload(move || match readers.set(&path, &value) {
+        Ok(()) => reply.ok(),
+        Err(e) => {
+            tracing::warn!("{READERS_XATTR} of {path}: {e}");
+            reply.error(errno(&FsError::Invalid))
+        }
+    });
+}
+
+/// Whether a setxattr is of `user.peerfs.readers` on my drive.
+pub(super) fn is_readers(ino: INodeNo, name: &OsStr) -> bool {
+    name.as_bytes() == READERS_XATTR.as_bytes()
+        && !is_peer_ino(ino.0)
+        && !is_outbox_ino(ino.0)
+        && !is_mount_dir(ino.0)
 }
 
 /// A pin or unpin asked for through `user.peerfs.pin`.

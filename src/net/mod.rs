@@ -138,6 +138,8 @@ pub struct NetConfig {
     pub corrupt_served_blocks: bool,
     /// Bytes a second blocks are served at, all peers together (0: no limit).
     pub upload_rate: u64,
+    /// Test-only fault: serve this one block with one byte flipped.
+    pub corrupt_served_cid: Option<Cid>,
     /// Relays, hole punching, AutoNAT, UPnP.
     pub nat: nat::NatConfig,
 }

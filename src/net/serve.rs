@@ -189,7 +189,7 @@ pub fn answer(
     request: BlockRequest,
     mine: bool,
     passable: &HashSet<PeerId>,
-    corrupt: bool,
+    corrupt: &dyn Fn(&Cid) -> bool,
 ) -> BlockResponse {
     let mut blocks = Vec::new();
     let mut missing = Vec::new();
@@ -202,15 +202,16 @@ pub fn answer(
         if bytes >= RESPONSE_BUDGET {
             break;
         }
+        // A private folder's plaintext goes to nobody: its readers read the sealed form.
         let may_pass = |held: &Holding| match held {
-            Holding::Own => mine,
+            Holding::Own => mine && !store.private(&cid).unwrap_or(true),
             Holding::Fetched(owner) => owner.is_some_and(|o| passable.contains(&o)),
         };
         match store.get_held(&cid) {
             Ok(Some((data, held))) if data.len() <= MAX_BLOCK && may_pass(&held) => {
                 bytes += data.len();
                 let mut data = data;
-                if corrupt {
+                if corrupt(&cid) {
                     if let Some(b) = data.first_mut() {
                         *b ^= 0xff;
                     }

@@ -36,6 +36,17 @@ pub(super) fn shown_attr(node: &Node, head_time: SystemTime) -> Attr {
     attr
 }
 
+/// A private folder this node is no reader of: a directory nobody may open.
+pub(super) fn locked_dir_attr(head_time: SystemTime) -> Attr {
+    Attr {
+        perm: 0,
+        mtime: head_time,
+        ctime: head_time,
+        atime: head_time,
+        ..empty_dir_attr()
+    }
+}
+
 /// A raw block is a whole file with no metadata: its size is the link's.
 pub(super) fn raw_file_attr(size: u64, head_time: SystemTime) -> Attr {
     Attr {

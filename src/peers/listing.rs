@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use cid::Cid;
 use libp2p::PeerId;
 
-use super::attrs::{raw_file_attr, shown_attr};
+use super::attrs::{locked_dir_attr, raw_file_attr, shown_attr};
 use super::PeerView;
 use crate::block::RAW;
-use crate::unixfs::{list, load_node};
+use crate::store::{StoreError, Unavailable};
+use crate::unixfs::{list, load_node, Error as UnixfsError};
 use crate::vfs::{Attr, FsError, Kind};
 
 /// A listing asks for the child nodes it lacks this many entries ahead of the one it
@@ -83,15 +84,25 @@ impl PeerView {
         for (i, e) in entries.iter().enumerate() {
             let ahead = entries.len().min(i + LISTING_AHEAD);
             for next in entries.get(asked..ahead).unwrap_or_default() {
-                if next.cid.codec() != RAW && !self.local.has(&next.cid)? {
-                    self.net.prefetch(&next.cid, owner);
+                // A private folder's entries come as their sealed blocks.
+                let cid = blocks.source_of(&next.cid);
+                if next.cid.codec() != RAW && !self.local.has(&cid)? {
+                    self.net.prefetch(&cid, owner);
                 }
             }
             asked = asked.max(ahead);
             let attr = if e.cid.codec() == RAW {
                 raw_file_attr(e.tsize, time)
             } else {
-                shown_attr(&load_node(&blocks, &e.cid)?, time)
+                match load_node(&blocks, &e.cid) {
+                    Ok(node) => shown_attr(&node, time),
+                    // A private folder this node may not read: there, but closed.
+                    Err(UnixfsError::Store(StoreError::Unavailable {
+                        why: Unavailable::Refused,
+                        ..
+                    })) => locked_dir_attr(time),
+                    Err(err) => return Err(err.into()),
+                }
             };
             out.push((e.name.clone(), e.cid, attr));
         }

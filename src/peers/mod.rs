@@ -45,6 +45,7 @@ use cid::Cid;
 use libp2p::PeerId;
 
 use crate::net::{NetHandle, RemoteBlocks};
+use crate::seal::unseal::{Unsealer, Unsealing};
 use crate::store::readahead::ReadAhead;
 use crate::store::Blocks;
 use crate::unixfs::{load_node, Node};
@@ -74,12 +75,20 @@ pub struct PeerView {
     trim: trim::Trim,
     /// Since when failures are counted, and how many were logged since.
     failures_logged: Mutex<(Instant, u32)>,
+    /// Opens the private folders this node is a reader of.
+    unsealer: Arc<Unsealer>,
 }
 
 impl PeerView {
     /// A view that holds at most about `inode_limit` nodes (see [`trim`]).
-    pub fn new(local: Arc<dyn Blocks>, net: NetHandle, inode_limit: usize) -> PeerView {
+    pub fn new(
+        local: Arc<dyn Blocks>,
+        net: NetHandle,
+        inode_limit: usize,
+        unsealer: Arc<Unsealer>,
+    ) -> PeerView {
         PeerView {
+            unsealer,
             trim: trim::Trim::new(inode_limit),
             read_ahead: ReadAhead::handing_to(Arc::clone(&local), net.handover()),
             local,
@@ -97,18 +106,27 @@ impl PeerView {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn blocks(&self, owner: Option<PeerId>) -> RemoteBlocks {
+    fn blocks(&self, owner: Option<PeerId>) -> Unsealing<RemoteBlocks> {
         self.blocks_of(owner, true)
     }
 
-    /// `owner`'s blocks (anyone's for `None`); with `fetch` false, only those here.
-    fn blocks_of(&self, owner: Option<PeerId>, fetch: bool) -> RemoteBlocks {
-        RemoteBlocks {
-            local: Arc::clone(&self.local),
-            net: self.net.clone(),
-            owner,
-            fetch,
+    /// `owner`'s blocks (anyone's for `None`), private folders opened where this node
+    /// is a reader; with `fetch` false, only those here.
+    fn blocks_of(&self, owner: Option<PeerId>, fetch: bool) -> Unsealing<RemoteBlocks> {
+        Unsealing {
+            inner: RemoteBlocks {
+                local: Arc::clone(&self.local),
+                net: self.net.clone(),
+                owner,
+                fetch,
+            },
+            unsealer: Arc::clone(&self.unsealer),
         }
+    }
+
+    /// Sealed blocks of private folders that did not open (`peerfs status`).
+    pub fn unsealed_failures(&self) -> u64 {
+        self.unsealer.tampered()
     }
 
     /// The peers shown, by name.

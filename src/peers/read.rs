@@ -11,6 +11,7 @@ use libp2p::PeerId;
 use super::PeerView;
 use crate::block::{Block, RAW};
 use crate::net::RemoteBlocks;
+use crate::seal::unseal::Unsealing;
 use crate::store::{copy_part, Blocks, StoreError};
 use crate::unixfs::{load_node, FileNode, FileReader, Node};
 use crate::vfs::FsError;
@@ -114,7 +115,10 @@ impl PeerView {
     fn prefetch(&self, owner: Option<PeerId>, node: &FileNode, from: u64, window: u64) {
         let mut pos = node.inline.len() as u64;
         let end = from.saturating_add(window);
-        for (cid, size) in &node.children {
+        for (plain, size) in &node.children {
+            // A private folder's block comes as its sealed form.
+            let sealed = self.unsealer.sealed_of(plain);
+            let cid = sealed.as_ref().unwrap_or(plain);
             let (start, stop) = (pos, pos + size);
             pos = stop;
             if stop <= from {
@@ -123,15 +127,20 @@ impl PeerView {
             if start >= end {
                 break;
             }
-            if cid.codec() == RAW {
-                if self.local.has(cid).unwrap_or(false) {
+            if plain.codec() == RAW {
+                if self.local.has(cid).unwrap_or(false) && sealed.is_none() {
                     self.read_ahead.request([*cid]);
                 } else {
                     self.net.prefetch(cid, owner);
                 }
                 continue;
             }
-            match self.local.get(cid) {
+            // A sealed node is opened (and its children learnt) only through a read.
+            let here = match sealed {
+                Some(_) => Ok(None),
+                None => self.local.get(cid),
+            };
+            match here {
                 Ok(Some(bytes)) => {
                     if let Ok(Node::File(child)) = Node::decode(cid, bytes) {
                         self.prefetch(
@@ -169,7 +178,7 @@ impl Deref for ReadData {
 /// A view's reads: recent blocks from memory, the rest through `inner`.
 struct RecentBlocks<'a> {
     view: &'a PeerView,
-    inner: &'a RemoteBlocks,
+    inner: &'a Unsealing<RemoteBlocks>,
 }
 
 impl RecentBlocks<'_> {

@@ -42,6 +42,9 @@ pub enum StoreError {
     /// A block that is not here and that no peer delivered.
     #[error("block {cid}: {why}")]
     Unavailable { cid: Cid, why: Unavailable },
+    /// A private folder's block that does not open: a wrong key or tampered bytes.
+    #[error("private folder block {0} does not open: a wrong key or tampered bytes")]
+    Unsealed(Cid),
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -103,6 +106,12 @@ pub trait Blocks: Send + Sync {
     }
     /// Whether `cid` is the root of a pin. A store without pins has none.
     fn is_pin_root(&self, cid: &Cid) -> Result<bool, StoreError> {
+        let _ = cid;
+        Ok(false)
+    }
+    /// Whether `cid` is the plaintext of a private folder, which is never passed on
+    /// (only its sealed form is). A store without private folders has none.
+    fn private(&self, cid: &Cid) -> Result<bool, StoreError> {
         let _ = cid;
         Ok(false)
     }

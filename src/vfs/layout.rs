@@ -24,3 +24,6 @@ pub const LOCAL_XATTR: &str = "user.peerfs.local";
 pub const PINNED_XATTR: &str = "user.peerfs.pinned";
 /// Set on an entry under `peers/` or `ipfs/`, pins it (`peerfs pin`); removed, unpins.
 pub const PIN_XATTR: &str = "user.peerfs.pin";
+/// On a directory of my drive: who may read it, comma-separated; setting it makes the
+/// folder private to them (see `seal`).
+pub const READERS_XATTR: &str = "user.peerfs.readers";

@@ -87,14 +87,18 @@ impl Node {
         let Asked { request, channel } = asked;
         let store = Arc::clone(&self.store);
         let served = self.served.clone();
-        let corrupt = self.config.corrupt_served_blocks;
+        let (all, one) = (
+            self.config.corrupt_served_blocks,
+            self.config.corrupt_served_cid,
+        );
         let passable = self.passable_for(peer);
         // Checked when the answer is made, not when the request came: a request that
         // waited its turn gets nothing of mine once its peer is unfollowed.
         let mine = self.may_read(&peer);
         let throttle = Arc::clone(&self.throttle);
         tokio::task::spawn_blocking(move || {
-            let response = answer(store.as_ref(), request, mine, &passable, corrupt);
+            let corrupt = |cid: &cid::Cid| all || one == Some(*cid);
+            let response = answer(store.as_ref(), request, mine, &passable, &corrupt);
             if let BlockResponse::Blocks { blocks, .. } = &response {
                 let bytes = blocks.iter().map(|(_, b)| b.len() as u64).sum();
                 std::thread::sleep(throttle.wait(bytes, std::time::Instant::now()));

@@ -11,6 +11,7 @@
 mod cache;
 mod kept;
 mod pins;
+mod sealed;
 #[cfg(test)]
 mod tests;
 
@@ -38,7 +39,9 @@ pub const CF_CACHE: &str = "cache";
 pub const CF_CACHE_AGE: &str = "cache_age";
 pub const CF_KEPT: &str = "kept";
 pub const CF_META: &str = "meta";
-const FAMILIES: [&str; 7] = [
+/// Private folders' memo: plaintext multihash → what it was sealed as (`seal::tree`).
+pub const CF_SEALED: &str = "sealed";
+const FAMILIES: [&str; 8] = [
     CF_BLOCKS,
     CF_HEADS,
     CF_PINS,
@@ -46,6 +49,7 @@ const FAMILIES: [&str; 7] = [
     CF_CACHE_AGE,
     CF_KEPT,
     CF_META,
+    CF_SEALED,
 ];
 
 /// Values at least this big live in blob files: every leaf, few directory nodes.
@@ -518,6 +522,12 @@ impl Blocks for RocksStore {
 
     fn is_pin_root(&self, cid: &Cid) -> Result<bool, StoreError> {
         self.is_pinned(cid)
+    }
+
+    fn private(&self, cid: &Cid) -> Result<bool, StoreError> {
+        let cf = self.cf(CF_SEALED);
+        let key = cid.hash().to_bytes();
+        Ok(self.db.key_may_exist_cf(cf, &key) && self.sealed_memo(cid)?.is_some())
     }
 
     fn holding(&self, cid: &Cid) -> Result<Option<Holding>, StoreError> {
