@@ -2,14 +2,17 @@
 //! full and tells A so; A's status counts who holds its newest head; B reads A's
 //! files from C once A is gone; a head A made while C was down is fetched when C
 //! returns; gc on C drops what only an older head reached; a quota stops a mirror.
+//! A restricted drive with a private folder: its mirror passes it on to the owner's
+//! readers only, as ciphertext, and the folder's own readers alone can open it.
 
 mod common;
 
 use std::fs;
 use std::time::Duration;
 
+use common::private::{fails_with, files_with, secret_bytes, MARKER};
 use common::{
-    addr, bytes, cid_of, follow, fsync_tree, kill, peer_id, wait_for, write, Mounted, TestRepo,
+    addr, bytes, cid_of, follow, fsync_tree, kill, peer_id, sh, wait_for, write, Mounted, TestRepo,
 };
 use serde_json::Value;
 
@@ -149,24 +152,13 @@ fn a_mirror_keeps_every_head_and_serves_it_while_the_owner_is_away() {
     follow(&b, &c, "c");
     let d = Mounted::with_repo(no_dht());
     follow(&d, &a, "alice");
-    let alice = |m: &Mounted| {
-        let peers = json(m, &["peers", "--json"]);
-        peers
-            .as_array()
-            .and_then(|ps| ps.iter().find(|p| p["name"] == "alice").cloned())
-            .unwrap_or_else(|| panic!("no alice in {peers}"))
-    };
     let c_id = peer_id(&c);
     for (m, who) in [(&b, "B"), (&d, "D")] {
         wait_for(&format!("{who} knows A's newest head"), WAIT, || {
             alice(m)["head_seq"] == seq2
         });
     }
-    wait_for("D learns that C mirrors A", WAIT, || {
-        alice(&d)["mirrors"]
-            .as_array()
-            .is_some_and(|ms| ms.iter().any(|x| *x == c_id))
-    });
+    wait_told_of_mirror(&d, &c_id);
     kill(&a);
     let on_d = d.mnt.path().join("peers/alice/docs/kept.bin");
     assert!(
@@ -194,6 +186,126 @@ fn a_mirror_keeps_every_head_and_serves_it_while_the_owner_is_away() {
         !gone.status.success(),
         "old.bin's blocks, only the older head's, went at gc"
     );
+}
+
+/// What `m`'s `peers --json` says of the peer it calls alice.
+fn alice(m: &Mounted) -> Value {
+    let peers = json(m, &["peers", "--json"]);
+    peers
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "alice").cloned())
+        .unwrap_or_else(|| panic!("no alice in {peers}"))
+}
+
+/// Waits until `m` has heard from its alice that `mirror` mirrors her.
+fn wait_told_of_mirror(m: &Mounted, mirror: &str) {
+    wait_for("learning who mirrors alice", WAIT, || {
+        alice(m)["mirrors"]
+            .as_array()
+            .is_some_and(|ms| ms.iter().any(|x| x == mirror))
+    });
+}
+
+#[test]
+fn a_mirror_passes_a_private_folder_to_its_readers_only_while_the_owner_is_away() {
+    // A's drive is restricted: open to the peers A follows (B, C and D). Its folder
+    // secret/ is B's alone.
+    let a_repo = no_dht();
+    a_repo.set_config("readers", r#"["following"]"#);
+    let mut a = Mounted::with_repo(a_repo);
+    let (b, c, d) = (
+        Mounted::with_repo(no_dht()),
+        Mounted::with_repo(no_dht()),
+        Mounted::with_repo(no_dht()),
+    );
+    for (m, name) in [(&b, "b"), (&c, "c"), (&d, "d")] {
+        follow(&a, m, name);
+        follow(m, &a, "alice");
+    }
+    follow(&d, &c, "c");
+    let secret = a.drive().join("secret");
+    let (one, two) = (secret_bytes(4000, 1), secret_bytes(3 << 20, 2));
+    write(&secret.join("one.txt"), &one);
+    write(&secret.join("sub/two.bin"), &two);
+    write(&a.drive().join("public.txt"), b"for A's readers");
+    a.repo
+        .ok(&["share", secret.to_str().unwrap(), "--with", "b"]);
+    let seq1 = committed_seq(&a);
+    let status = json(&a, &["status", "--json"]);
+    assert!(
+        status["published_root"].is_string() && status["published_root"] != status["root"],
+        "peers see the sealed root: {status}"
+    );
+
+    c.repo.ok(&["mirror", "add", "alice"]);
+    wait_synced(&c, "alice", seq1);
+    wait_for("A counts C as a replica", WAIT, || replicas(&a) == ["c"]);
+    let c_id = peer_id(&c);
+    for m in [&b, &d] {
+        wait_for("knowing A's newest head", WAIT, || {
+            alice(m)["head_seq"] == seq1
+        });
+        wait_told_of_mirror(m, &c_id);
+    }
+
+    // A dies. B, who does not follow C, reads secret/ in full from C.
+    kill(&a);
+    let at_b = b.mnt.path().join("peers/alice");
+    assert!(fs::read(at_b.join("secret/one.txt")).unwrap() == one);
+    assert!(fs::read(at_b.join("secret/sub/two.bin")).unwrap() == two);
+    // D, a reader of A's drive but not of secret/, follows A and C: it reads A's
+    // public file from C, and nothing of secret/. Neither can C itself.
+    let at_d = d.mnt.path().join("peers/alice");
+    assert_eq!(
+        fs::read(at_d.join("public.txt")).unwrap(),
+        b"for A's readers"
+    );
+    for m in [&c, &d] {
+        fails_with(m.mnt.path(), "ls peers/alice/secret", "Permission denied");
+        fails_with(
+            m.mnt.path(),
+            "cat peers/alice/secret/one.txt",
+            "Permission denied",
+        );
+    }
+
+    // A returns, removes B (dave, never running, stays the folder's reader) and
+    // writes a new file: B cannot read it and still reads the old ones, from C once A
+    // is gone again; C mirrors the new head whole.
+    a.remount();
+    let dave = TestRepo::new();
+    let dave_id = dave.ok(&["id"]).lines().next().unwrap().trim().to_string();
+    sh(
+        a.mnt.path(),
+        &format!("setfattr -n user.peerfs.readers -v {dave_id} drive/secret"),
+    );
+    let new = secret_bytes(5000, 3);
+    write(&secret.join("new.txt"), &new);
+    let seq2 = committed_seq(&a);
+    assert!(seq2 > seq1);
+    wait_synced(&c, "alice", seq2);
+    wait_for("B knowing A's head after the new file", WAIT, || {
+        alice(&b)["head_seq"] == seq2
+    });
+    assert!(!at_b.join("secret/new.txt").exists());
+    kill(&a);
+    assert!(fs::read(at_b.join("secret/sub/two.bin")).unwrap() == two);
+    assert!(!at_b.join("secret/new.txt").exists());
+    let listed = sh(b.mnt.path(), "ls peers/alice/secret");
+    assert!(
+        listed.contains("one.txt") && !listed.contains("new.txt"),
+        "{listed}"
+    );
+
+    // C holds all of it, and none of it in clear: neither the marker written into
+    // every secret file nor the files' names (A's repo, which has them, shows the
+    // search would find them).
+    c.unmount();
+    assert!(!files_with(&a.repo.path(), MARKER).is_empty());
+    for needle in [MARKER, "one.txt", "two.bin", "new.txt"] {
+        let found = files_with(&c.repo.path(), needle);
+        assert!(found.is_empty(), "{needle} in {found}");
+    }
 }
 
 /// The root of the head C's mirror holds, read from its saved mirrors.

@@ -84,6 +84,8 @@ pub struct Status {
     pub mountpoint: String,
     /// The drive's root CID; null for a drive never committed.
     pub root: Option<String>,
+    /// The root peers see, its private folders sealed; null when it is `root`.
+    pub published_root: Option<String>,
     pub seq: u64,
     pub uncommitted_changes: bool,
     /// RFC 3339, UTC.
@@ -176,6 +178,7 @@ impl From<&DaemonStatus> for Status {
             peer_id: s.peer_id.clone(),
             mountpoint: s.mountpoint.display().to_string(),
             root: s.root.clone(),
+            published_root: s.published_root.clone(),
             seq: s.seq,
             uncommitted_changes: s.uncommitted_changes,
             last_commit: s.last_commit_ms.map(rfc3339_ms),

@@ -283,6 +283,9 @@ pub fn status(repo_path: &Path, json: bool) -> Result<()> {
         "root:          {}",
         s.root.as_deref().unwrap_or("(empty drive)")
     )?;
+    if let Some(published) = &s.published_root {
+        outln!("published:     {published} (private folders sealed)")?;
+    }
     outln!(
         "commit seq:    {}{}",
         s.seq,

@@ -249,6 +249,9 @@ pub struct Status {
     pub peer_id: String,
     pub mountpoint: PathBuf,
     pub root: Option<String>,
+    /// The root peers see, when private folders (sealed for them) make it differ.
+    #[serde(default)]
+    pub published_root: Option<String>,
     pub seq: u64,
     /// Milliseconds since the Unix epoch.
     pub last_commit_ms: Option<u64>,

@@ -54,6 +54,8 @@ impl Context {
     fn status(&self) -> Status {
         let d = self.drive.status();
         let cache = self.store.cache_usage().unwrap_or_default();
+        // What peers and mirrors see: with private folders, a root other than mine.
+        let published = stored_head(self.store.as_ref(), crate::head::OWN_HEAD);
         Status {
             pid: std::process::id(),
             peer_id: self.peer_id.to_string(),
@@ -74,7 +76,13 @@ impl Context {
             readers: self.net.readers().summary().to_string(),
             private_blocks_failed: self.view.unsealed_failures(),
             connected_peers: self.net.connected_peers(),
-            replicas: self.mirroring.replicas_of(d.seq, d.root.as_ref()),
+            published_root: published
+                .as_ref()
+                .filter(|h| Some(h.root) != d.root)
+                .map(|h| h.root.to_string()),
+            replicas: published
+                .map(|h| self.mirroring.replicas_of(h.seq, Some(&h.root)))
+                .unwrap_or_default(),
             min_replicas: self.mirroring.min_replicas,
         }
     }

@@ -66,6 +66,10 @@ pub struct Mirror {
     /// The seq of a head that did not fit the quota (it is not fetched).
     #[serde(default)]
     pub over_quota: Option<u64>,
+    /// A restricted drive's readers, as its owner last named them: the peers this
+    /// mirror passes its blocks on to (kept, so that it does while the owner is away).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readers: Vec<String>,
 }
 
 /// The state `peerfs mirrors` shows.
@@ -181,6 +185,7 @@ impl Mirrors {
                     quota,
                     held: None,
                     over_quota: None,
+                    readers: Vec::new(),
                 };
                 self.list.push(m.clone());
                 m
@@ -220,6 +225,7 @@ mod tests {
             quota: Some(10),
             held: held(3),
             over_quota: None,
+            readers: Vec::new(),
         };
         assert_eq!(m.state(Some(3), None), State::Synced);
         assert_eq!(m.state(Some(4), None), State::Behind);

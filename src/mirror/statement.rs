@@ -28,7 +28,12 @@ const MAX_ADDR_LEN: usize = 256;
 /// signature.
 const MAX_STATEMENT: usize = 4096;
 const MAX_LIST: usize = MAX_LISTED * (MAX_STATEMENT + 16) + 64;
-const MAX_ANSWER: usize = 1024;
+/// Readers one answer names, at most: a drive read by more peers is passed on by its
+/// mirrors to the first this many only.
+pub const MAX_READERS: usize = 1024;
+/// An answer's bytes at most: a reason, or the readers' peer IDs (up to 42 bytes each,
+/// with their framing).
+const MAX_ANSWER: usize = MAX_READERS * 48 + 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatementError {
@@ -80,8 +85,41 @@ struct Envelope {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "answer", rename_all = "snake_case")]
 pub enum Answer {
-    Noted,
-    Refused { reason: String },
+    /// Taken. `readers`: when the drive is restricted, the peers that may read it, to
+    /// whom the mirror may pass its blocks (its head says when it is open to everyone).
+    /// The stream is the owner's own, so the list needs no signature of its own.
+    Noted {
+        #[serde(default)]
+        readers: Vec<serde_bytes::ByteBuf>,
+    },
+    Refused {
+        reason: String,
+    },
+}
+
+impl Answer {
+    /// "Taken", telling a mirror it may pass the drive on to `readers`.
+    pub fn noted(readers: impl IntoIterator<Item = PeerId>) -> Answer {
+        Answer::Noted {
+            readers: readers
+                .into_iter()
+                .take(MAX_READERS)
+                .map(|p| serde_bytes::ByteBuf::from(p.to_bytes()))
+                .collect(),
+        }
+    }
+
+    /// The readers a `Noted` names, those that parse, at most `MAX_READERS`.
+    pub fn readers(&self) -> Vec<PeerId> {
+        match self {
+            Answer::Noted { readers } => readers
+                .iter()
+                .take(MAX_READERS)
+                .filter_map(|b| PeerId::from_bytes(b).ok())
+                .collect(),
+            Answer::Refused { .. } => Vec::new(),
+        }
+    }
 }
 
 fn invalid(e: impl ToString) -> io::Error {
@@ -255,5 +293,15 @@ mod tests {
         let bent = serde_ipld_dagcbor::to_vec(&env).unwrap();
         assert!(Statement::verify(&bent, Some(s.mirror), me).is_err());
         assert!(Statement::verify(b"junk", None, None).is_err());
+    }
+
+    #[test]
+    fn an_answer_names_at_most_max_readers_and_fits_its_limit() {
+        let many: Vec<PeerId> = (0..MAX_READERS + 5).map(|_| PeerId::random()).collect();
+        let answer = Answer::noted(many.iter().copied());
+        let bytes = encode(&answer, MAX_ANSWER).unwrap();
+        // After the 4-byte length prefix.
+        let back: Answer = serde_ipld_dagcbor::from_slice(&bytes[4..]).unwrap();
+        assert_eq!(back.readers(), many[..MAX_READERS]);
     }
 }

@@ -108,6 +108,18 @@ impl Readers {
         }
     }
 
+    /// Every peer that may read my drive, given the peers I follow; none when everyone
+    /// may (no list names everyone).
+    pub fn named(&self, followed: impl IntoIterator<Item = PeerId>) -> HashSet<PeerId> {
+        match self {
+            Readers::Everyone => HashSet::new(),
+            Readers::Some { following, listed } => {
+                let followed = followed.into_iter().filter(|_| *following);
+                listed.iter().copied().chain(followed).collect()
+            }
+        }
+    }
+
     /// For `status`: "everyone", "following", "following+listed" or "listed".
     pub fn summary(&self) -> &'static str {
         match self {
@@ -225,6 +237,8 @@ pub(crate) enum Command {
     Reachability(oneshot::Sender<nat::Reachability>),
     /// Dial a peer that holds a drive's blocks (a mirror), at these addresses too.
     DialHolder(PeerId, Vec<Multiaddr>),
+    /// The owner of a drive this node mirrors named who may read it.
+    PassOn(PeerId, HashSet<PeerId>),
 }
 
 /// The way in to a running node. Cheap to clone.
@@ -448,6 +462,12 @@ impl NetHandle {
     /// connected: once it is, the fetcher asks it like any connected peer.
     pub fn dial_holder(&self, peer: PeerId, addrs: Vec<Multiaddr>) {
         self.send(Command::DialHolder(peer, addrs));
+    }
+
+    /// A restricted drive this node mirrors may be passed on to `readers`, as its owner
+    /// `owner` said (none: to nobody but the owner, as any restricted drive).
+    pub fn pass_on(&self, owner: PeerId, readers: HashSet<PeerId>) {
+        self.send(Command::PassOn(owner, readers));
     }
 
     pub fn peers(&self) -> Vec<PeerInfo> {

@@ -17,7 +17,7 @@
 //! - `relaying`: NAT traversal: relay reservations, AutoNAT, the relay server, hole
 //!   punches, and how each peer is reached.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -122,6 +122,9 @@ struct Node {
     head_record_put: Option<Instant>,
     head_record_due: bool,
     followed: HashMap<PeerId, Followed>,
+    /// Restricted drives this node mirrors, and whom their owners let read them: the
+    /// peers their blocks may be passed on to.
+    pass_on: HashMap<PeerId, HashSet<PeerId>>,
     stats: HashMap<PeerId, PeerStats>,
     /// Which block to ask of whom, and when to give up.
     fetch: Scheduler<OutboundRequestId, BlockReply>,
@@ -185,6 +188,7 @@ pub fn start(
         head_record_put: None,
         head_record_due: false,
         followed: HashMap::new(),
+        pass_on: HashMap::new(),
         stats: HashMap::new(),
         fetch: Scheduler::new(config.fetch_timeout),
         served,
@@ -338,6 +342,12 @@ impl Node {
                 let _ = reply.send(self.relaying.reachability);
             }
             Command::DialHolder(peer, addrs) => self.dial_holder(peer, addrs),
+            Command::PassOn(owner, readers) if readers.is_empty() => {
+                self.pass_on.remove(&owner);
+            }
+            Command::PassOn(owner, readers) => {
+                self.pass_on.insert(owner, readers);
+            }
         }
     }
 

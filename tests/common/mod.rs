@@ -2,6 +2,8 @@
 //! reference importer as an oracle, and deterministic test data.
 #![allow(dead_code)]
 
+pub mod private;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@
 //! owner: statements of peers in my peer book are kept, and `status` counts who holds
 //! my newest head.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -45,6 +45,9 @@ const POLL: Duration = Duration::from_secs(1);
 const RETRY: Duration = Duration::from_secs(5);
 /// An owner that did not take a statement is told again after this.
 const TELL_AGAIN: Duration = Duration::from_secs(5);
+/// An owner that took one is told again after this all the same, so that a mirror
+/// learns when the owner's readers change.
+const ASK_READERS_AGAIN: Duration = Duration::from_secs(60);
 /// A statement's exchange, at most.
 const TELL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Statements read at once; streams past it are dropped, and their mirrors retry.
@@ -91,8 +94,8 @@ pub struct ReplicaInfo {
 struct Live {
     fetching: Option<u8>,
     retry_at: Option<Instant>,
-    /// The seq the owner took a statement of.
-    told: Option<u64>,
+    /// The seq the owner took a statement of, and when.
+    told: Option<(u64, Instant)>,
     tell_at: Option<Instant>,
 }
 
@@ -145,6 +148,14 @@ impl Mirroring {
             min_replicas,
         } = parts;
         let mirrors = Mirrors::load(&repo).map_err(|e| e.to_string())?;
+        for m in mirrors.list() {
+            if let Ok(owner) = m.peer_id.parse() {
+                net.pass_on(
+                    owner,
+                    m.readers.iter().filter_map(|r| r.parse().ok()).collect(),
+                );
+            }
+        }
         let replicas = Replicas::load(&repo).map_err(|e| e.to_string())?;
         let m = Arc::new(Mirroring {
             me: key.public().to_peer_id(),
@@ -199,7 +210,7 @@ impl Mirroring {
             quota: m.quota,
             newest_seq: newest,
             state: m.state(newest, fetching).to_string(),
-            owner_told: held.is_some_and(|h| told == Some(h.seq)),
+            owner_told: held.is_some_and(|h| told.is_some_and(|(seq, _)| seq == h.seq)),
         }
     }
 
@@ -250,6 +261,9 @@ impl Mirroring {
             return Response::Error { message: e };
         }
         lock(&self.live).remove(&removed.peer_id);
+        if let Ok(owner) = removed.peer_id.parse() {
+            self.net.pass_on(owner, HashSet::new());
+        }
         info!("no longer mirroring {} ({})", removed.name, removed.peer_id);
         let info = self.info(&removed);
         Response::MirrorRemoved(info)
@@ -452,8 +466,8 @@ impl Mirroring {
         Ok(())
     }
 
-    /// Tells `peer` which head of its drive is held, unless it took that already or
-    /// was told a moment ago.
+    /// Tells `peer` which head of its drive is held, unless it took that a moment ago
+    /// (asked again now and then for its readers) or did not take it a moment ago.
     fn tell(&self, id: &str, peer: PeerId) {
         let held = lock(&self.mirrors).get(id).and_then(|m| m.held.clone());
         let Some(held) = held else { return };
@@ -462,7 +476,10 @@ impl Mirroring {
         };
         let now = Instant::now();
         let due = self.live(id, |l| {
-            l.told != Some(held.seq) && l.tell_at.is_none_or(|t| t <= now)
+            let told = l.told.is_some_and(|(seq, at)| {
+                seq == held.seq && now.duration_since(at) < ASK_READERS_AGAIN
+            });
+            !told && l.tell_at.is_none_or(|t| t <= now)
         });
         if !due {
             return;
@@ -501,9 +518,10 @@ impl Mirroring {
             .block_on(async { tokio::time::timeout(TELL_TIMEOUT, exchange).await })
             .unwrap_or_else(|_| Err("no answer in time".into()));
         match answer {
-            Ok(Answer::Noted) => {
+            Ok(answer @ Answer::Noted { .. }) => {
                 debug!("{peer} knows head {} is held here", held.seq);
-                self.live(id, |l| l.told = Some(held.seq));
+                self.live(id, |l| l.told = Some((held.seq, Instant::now())));
+                self.keep_readers(id, peer, answer.readers());
             }
             Ok(Answer::Refused { reason }) => {
                 info!(
@@ -513,6 +531,21 @@ impl Mirroring {
             }
             Err(e) => debug!("telling {peer} head {} is held: {e}", held.seq),
         }
+    }
+
+    /// Keeps the readers `owner` named for its drive, and passes its blocks on to them.
+    fn keep_readers(&self, id: &str, owner: PeerId, readers: Vec<PeerId>) {
+        let named: Vec<String> = readers.iter().map(|p| p.to_string()).collect();
+        let mut mirrors = lock(&self.mirrors);
+        let Some(m) = mirrors.get_mut(id) else { return };
+        if m.readers != named {
+            m.readers = named;
+            if let Err(e) = mirrors.save() {
+                warn!("keeping the readers {owner} named: {e}");
+            }
+        }
+        drop(mirrors);
+        self.net.pass_on(owner, readers.into_iter().collect());
     }
 
     /// A statement that `sender` sent: kept if it verifies and `sender` is in my book.
@@ -541,7 +574,13 @@ impl Mirroring {
                 };
             }
         }
-        Answer::Noted
+        // The mirror passes my blocks on to my readers only, as I would.
+        let followed: Vec<PeerId> = lock(&self.book)
+            .entries()
+            .iter()
+            .filter_map(|e| e.peer_id())
+            .collect();
+        Answer::noted(self.net.readers().named(followed))
     }
 }
 

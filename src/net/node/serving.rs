@@ -108,10 +108,10 @@ impl Node {
     }
 
     /// Whether `peer` gets the blocks it asks for. My own drive follows my `readers`;
-    /// another's drive I pass on only when its owner's head says everyone may read it
-    /// (and then, to a peer my `readers` leave out, only blocks cached for that drive:
-    /// see `answer`), and a drive whose head I do not know I do not hold (as far as
-    /// anyone may ask).
+    /// another's drive I pass on only when its owner's head says everyone may read it,
+    /// or, a drive I mirror, when its owner named `peer` a reader (and then, to a peer
+    /// my `readers` leave out, only blocks cached for that drive: see `answer`), and a
+    /// drive whose head I do not know I do not hold (as far as anyone may ask).
     fn verdict(&self, peer: &PeerId, request: &BlockRequest) -> Verdict {
         let Some(owner) = request
             .owner
@@ -135,18 +135,26 @@ impl Node {
         match self.followed.get(&owner).and_then(|f| f.head.as_ref()) {
             None => Verdict::NotHeld,
             Some(h) if h.head().open => Verdict::Serve,
+            Some(_) if self.passes_on(&owner, peer) => Verdict::Serve,
             Some(_) => Verdict::Refuse(format!(
                 "drive {owner} is not open to everyone; ask its owner"
             )),
         }
     }
 
+    /// Whether the owner of a drive I mirror named `peer` one of its readers.
+    fn passes_on(&self, owner: &PeerId, peer: &PeerId) -> bool {
+        self.pass_on.get(owner).is_some_and(|r| r.contains(peer))
+    }
+
     /// Whose cached blocks `peer` may have: the drives whose newest head says they are
-    /// open to everyone, and its own.
+    /// open to everyone, those I mirror whose owner lets `peer` read them, and its own.
     fn passable_for(&self, peer: PeerId) -> HashSet<PeerId> {
         self.followed
             .iter()
-            .filter(|(_, f)| f.head.as_ref().is_some_and(|h| h.head().open))
+            .filter(|(o, f)| {
+                f.head.as_ref().is_some_and(|h| h.head().open) || self.passes_on(o, &peer)
+            })
             .map(|(p, _)| *p)
             .chain([peer])
             .collect()
