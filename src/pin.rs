@@ -205,6 +205,8 @@ pub struct GcReport {
     pub missing: u64,
     /// Stored heads of peers no longer followed, whose drives were not kept.
     pub unfollowed: u64,
+    /// Private folders' memo entries of plaintext no longer stored.
+    pub memo_trimmed: u64,
 }
 
 /// Deletes every block that no pin, no head of mine and no head of a peer in
@@ -230,6 +232,7 @@ pub fn collect_garbage(store: &RocksStore, followed: &[PeerId]) -> Result<GcRepo
         report.removed_bytes += store.delete_keys(batch)?;
         report.removed += batch.len() as u64;
     }
+    report.memo_trimmed = store.trim_sealed_memo()?;
     if report.removed > 0 {
         store.reclaim()?;
     }
@@ -277,6 +280,7 @@ pub fn collect_garbage_online(
         Ok(())
     })?;
     sweep(&mut dead)?;
+    report.memo_trimmed = store.trim_sealed_memo()?;
     drop(guard);
     if report.removed > 0 {
         store.reclaim()?;
