@@ -76,6 +76,7 @@ impl Context {
             connected_peers: self.net.connected_peers(),
             replicas: self.mirroring.replicas_of(d.seq, d.root.as_ref()),
             min_replicas: self.mirroring.min_replicas,
+            ipfs_dht: self.net.ipfs_dht_status(),
         }
     }
 

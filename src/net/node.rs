@@ -51,6 +51,7 @@ use swarm::{any_port, build_swarm, port_taken, Behaviour};
 mod fetching;
 mod following;
 mod heads;
+mod ipfs_routing;
 mod presence;
 mod relaying;
 mod serving;
@@ -143,6 +144,8 @@ struct Node {
     failed_reads_log: Budget,
     /// NAT traversal: reservations, reachability, how each peer is reached.
     relaying: Relaying,
+    /// The IPFS DHTs' state, with `ipfs_dht`.
+    ipfs: ipfs_routing::IpfsRouting,
 }
 
 /// Starts the node on its own runtime. `followed` are the peer book's entries.
@@ -198,6 +201,7 @@ pub fn start(
         reach: Reach::default(),
         failed_reads_log: Budget::default(),
         relaying: Relaying::new(config.nat.clone(), friends, Instant::now()),
+        ipfs: Default::default(),
     };
     node.apply_relay_server();
     for addr in &config.listen {
@@ -245,6 +249,7 @@ pub fn start(
         streams,
         bitswap: Arc::default(),
         transfer_sources,
+        ipfs_dht: config.ipfs_dht,
     };
     drop(_guard);
     Ok((handle, runtime))
@@ -338,6 +343,11 @@ impl Node {
                 let _ = reply.send(self.relaying.reachability);
             }
             Command::DialHolder(peer, addrs) => self.dial_holder(peer, addrs),
+            Command::Provide(roots) => self.provide(roots),
+            Command::FindProviders(cid, found) => self.find_providers(cid, found),
+            Command::IpfsDht(reply) => {
+                let _ = reply.send(self.ipfs_status());
+            }
         }
     }
 
@@ -375,5 +385,6 @@ impl Node {
         self.holder_lookups
             .retain(|_, when| now.duration_since(*when) < HOLDER_LOOKUP_EVERY);
         self.activity.prune(now);
+        self.ipfs_prune(now);
     }
 }
