@@ -155,3 +155,46 @@ fn without_ipfs_dht_on_the_provider_a_stranger_fails_in_time() {
     println!("gave up after {took:?}: {}", err.trim());
     assert!(!connected_to(&c, &a_id));
 }
+
+/// A js-libp2p node with Helia's DHT (`@libp2p/kad-dht`, on the LAN protocol) that knows
+/// only B finds A's provider record there, A's address with it: the record is one IPFS
+/// nodes read.
+#[test]
+fn helias_dht_finds_the_provider_record() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracle/helia");
+    assert!(
+        dir.join("node_modules/@libp2p/kad-dht").is_dir(),
+        "Helia is not installed: run scripts/install-deps"
+    );
+    let b = daemon(true, true, None);
+    let b_addr = addr(&b);
+    let a = daemon(true, false, Some(&b_addr));
+    let src = tempfile::tempdir().unwrap();
+    write(&src.path().join("f.bin"), &bytes(100_000, 63));
+    let cid = a
+        .repo
+        .ok(&["add", "-q", src.path().join("f.bin").to_str().unwrap()])
+        .trim()
+        .to_string();
+    wait_for("B to keep A's records", Duration::from_secs(20), || {
+        json(&b, &["status", "--json"])["ipfs_dht"]["stored_provider_keys"].as_u64() >= Some(2)
+    });
+    let out = std::process::Command::new("timeout")
+        .args(["60", "node"])
+        .arg(dir.join("dht.mjs"))
+        .args(["findprovs", &b_addr, &cid, "30000"])
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "Helia's DHT found no provider of {cid}: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(found["id"], peer_id(&a), "{stdout}");
+    assert!(
+        found["addrs"].as_array().is_some_and(|a| !a.is_empty()),
+        "no address for the provider: {stdout}"
+    );
+}
