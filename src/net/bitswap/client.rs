@@ -111,13 +111,12 @@ impl Fetcher {
                 asked.push(*peer);
             }
         }
-        let mut lookup = None;
-        if asked.is_empty() {
-            match route.take() {
-                Some(start) => lookup = Some(start()),
-                None => return Err(FetchError::NoPeers),
-            }
+        // With no Bitswap peer connected, the DHT is asked after the same moment: our
+        // own protocol, asked beside this, often has the block by then.
+        if asked.is_empty() && route.is_none() {
+            return Err(FetchError::NoPeers);
         }
+        let mut lookup = None;
         let mut dont_have = 0;
         let result = loop {
             tokio::select! {
@@ -146,7 +145,7 @@ impl Fetcher {
                 }
             }
             // Everyone asked said no: ask the DHT, or give up once it has no more.
-            if dont_have >= asked.len() {
+            if dont_have >= asked.len() && (!asked.is_empty() || route.is_none()) {
                 if let Some(start) = route.take() {
                     lookup = Some(start());
                 } else if lookup.is_none() {

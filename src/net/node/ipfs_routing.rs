@@ -250,8 +250,23 @@ impl Node {
 
     /// Forgets lookups and dials nobody waits for, and others' records past their time.
     pub(super) fn ipfs_prune(&mut self, now: Instant) {
+        // A lookup whose fetch is over (the block came from elsewhere) stops asking.
+        let over: Vec<(Dht, QueryId)> = self
+            .ipfs
+            .lookups
+            .iter()
+            .filter(|(_, l)| l.found.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        for (dht, id) in over {
+            self.ipfs.lookups.remove(&(dht, id));
+            if let Some((_, kad)) = self.ipfs_kads().find(|(d, _)| *d == dht) {
+                if let Some(mut query) = kad.query_mut(&id) {
+                    query.finish();
+                }
+            }
+        }
         let r = &mut self.ipfs;
-        r.lookups.retain(|_, l| !l.found.is_closed());
         r.dialling.retain(|_, waiting| {
             waiting.retain(|w| !w.is_closed());
             !waiting.is_empty()
