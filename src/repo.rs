@@ -127,6 +127,10 @@ pub struct Config {
     /// Serve IPFS nodes over Bitswap what strangers may read (as the gateway does).
     #[serde(default = "yes")]
     pub bitswap: bool,
+    /// Take part in the IPFS DHTs (`/ipfs/kad/1.0.0` and the LAN one): provide the roots
+    /// Bitswap serves, find providers of CIDs fetched.
+    #[serde(default)]
+    pub ipfs_dht: bool,
     /// Who may send items to my inbox: `"following"` (the default), `"*"`, peer-book
     /// names and peer IDs, in a list or alone.
     #[serde(default = "default_readers", deserialize_with = "one_or_many")]
@@ -173,6 +177,7 @@ impl Default for Config {
             relay_circuits: default_relay_circuits(),
             upnp: false,
             bitswap: true,
+            ipfs_dht: false,
             accept_from: default_readers(),
             inbox_quota: default_inbox_quota(),
             inbox_max_item: default_inbox_max_item(),

@@ -107,6 +107,9 @@ pub struct Status {
     pub min_replicas: usize,
     /// Set when fewer than `min_replicas` peers hold my newest head; null otherwise.
     pub replicas_warning: Option<String>,
+    /// Config `ipfs_dht`: `enabled`, the public and LAN routing tables' peers, the roots
+    /// provided, others' provider records kept.
+    pub ipfs_dht: peerfs::net::ipfs_dht::IpfsDhtStatus,
 }
 
 /// One element of `replicas` in `peerfs status --json`.
@@ -201,6 +204,7 @@ impl From<&DaemonStatus> for Status {
                 .collect(),
             min_replicas: s.min_replicas,
             replicas_warning: replicas_warning(s),
+            ipfs_dht: s.ipfs_dht.clone(),
         }
     }
 }

@@ -308,6 +308,15 @@ pub fn status(repo_path: &Path, json: bool) -> Result<()> {
         indicatif::HumanBytes(s.cache_cap)
     )?;
     outln!("peer inodes:   {}", s.peer_inodes)?;
+    if s.ipfs_dht.enabled {
+        let d = &s.ipfs_dht;
+        outln!(
+            "IPFS DHT:      {} roots provided; {} peers (public), {} (LAN)",
+            d.provided,
+            d.routing_table_peers,
+            d.lan_routing_table_peers
+        )?;
+    }
     print_replicas(&s)?;
     print_audience(&s)
 }

@@ -281,6 +281,9 @@ pub struct Status {
     /// Config `min_replicas`: fewer holders than this is warned of.
     #[serde(default)]
     pub min_replicas: usize,
+    /// The IPFS DHTs (config `ipfs_dht`).
+    #[serde(default)]
+    pub ipfs_dht: crate::net::ipfs_dht::IpfsDhtStatus,
 }
 
 #[derive(Debug, thiserror::Error)]

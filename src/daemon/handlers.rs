@@ -84,6 +84,7 @@ impl Context {
                 .map(|h| self.mirroring.replicas_of(h.seq, Some(&h.root)))
                 .unwrap_or_default(),
             min_replicas: self.mirroring.min_replicas,
+            ipfs_dht: self.net.ipfs_dht_status(),
         }
     }
 

@@ -32,6 +32,7 @@ mod mirror;
 mod mountpoint;
 mod outbox;
 pub mod private;
+mod provide;
 pub mod session;
 mod stop;
 mod sweeper;
@@ -112,6 +113,7 @@ fn net_config(repo: &Repo, book: &PeerBook, flags: &NetFlags) -> Result<NetConfi
             },
             upnp: config.upnp,
         },
+        ipfs_dht: config.ipfs_dht,
     })
 }
 
@@ -344,8 +346,15 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     // Fetching from Bitswap peers works either way; `bitswap` says whether we serve.
     let serving: Arc<dyn gateway::Access> = access;
     net.start_bitswap(
-        repo.config().bitswap.then_some(serving),
+        repo.config().bitswap.then_some(Arc::clone(&serving)),
         corrupt_served_blocks,
+    );
+    provide::start(
+        repo.config(),
+        Arc::downgrade(&drive),
+        store.clone(),
+        serving,
+        net.clone(),
     );
     serve_control(control, context, events.clone());
 

@@ -27,13 +27,16 @@ pub(super) const COMPONENT: &AsciiSet = &CONTROLS
 
 /// The page for the directory `cid`, shown at `/ipfs/{root}/{path}`. Each entry's
 /// size and kind come from its own block; an entry whose block is not here shows
-/// as unknown instead of failing the page.
+/// as unknown instead of failing the page. An entry's CID links to `/ipfs/{cid}` only
+/// when `served_alone` says that address is served (a pin, an open drive's block):
+/// below a pinned root, the rest is served along the path, not by its own CID.
 pub fn page(
     blocks: &dyn Blocks,
     root: &Cid,
     path: &[String],
     cid: &Cid,
     entries: &[DirEntry],
+    served_alone: &dyn Fn(&Cid) -> bool,
 ) -> String {
     let shown = std::iter::once(root.to_string())
         .chain(path.iter().cloned())
@@ -46,6 +49,7 @@ pub fn page(
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>/ipfs/{title}</title><style>\
          body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}\
+         h1{{font-size:1.4em;overflow-wrap:anywhere}}\
          table{{border-collapse:collapse}}td,th{{padding:.25em 1em;text-align:left}}\
          tr:nth-child(even){{background:#f4f4f4}}td.size{{text-align:right}}\
          .cid{{font-family:monospace;font-size:.85em;color:#666}}\
@@ -66,14 +70,19 @@ pub fn page(
             _ => ("?".to_string(), false),
         };
         let href = utf8_percent_encode(&name, COMPONENT).to_string() + if dir { "/" } else { "" };
+        let slash = if dir { "/" } else { "" };
+        let cid = entry.cid;
+        let cid_cell = if served_alone(&cid) {
+            format!("<a class=\"cid\" href=\"/ipfs/{cid}{slash}\">{cid}</a>")
+        } else {
+            format!("<span class=\"cid\">{cid}</span>")
+        };
         let _ = writeln!(
             html,
             "<tr><td><a href=\"{href}\">{name}{slash}</a></td><td class=\"size\">{size}</td>\
-             <td><a class=\"cid\" href=\"/ipfs/{cid}{slash}\">{cid}</a></td></tr>",
+             <td>{cid_cell}</td></tr>",
             href = escape(&href),
             name = escape(&name),
-            slash = if dir { "/" } else { "" },
-            cid = entry.cid,
         );
     }
     html.push_str("</table>\n</body></html>\n");

@@ -205,7 +205,8 @@ fn plain(
                 return Ok(unchanged);
             }
             let entries = list(&view, &cid, &dir)?;
-            let page = listing::page(&view, &wanted.root, &wanted.path, &cid, &entries);
+            let alone = |c: &Cid| access.may_serve(c).unwrap_or(false);
+            let page = listing::page(&view, &wanted.root, &wanted.path, &cid, &entries, &alone);
             let mut r = Response::new(Body::bytes(page));
             set(&mut r, header::CONTENT_TYPE, "text/html; charset=utf-8");
             set(&mut r, header::ETAG, &etag);

@@ -13,6 +13,7 @@
 //!   peer is reached (direct or relayed).
 //! - [`relay`]: relaying for others, friends with generous limits.
 //! - [`bitswap`]: IPFS's block exchange, served to IPFS nodes by the `access` rule.
+//! - [`ipfs_dht`]: the IPFS DHT, opt-in: providing what we serve, finding providers.
 //!
 //! Everything outside talks to the node through a [`NetHandle`]: commands in, answers
 //! on oneshot channels, and [`NetEvent`]s (a followed peer's new head) out.
@@ -20,6 +21,7 @@
 pub mod activity;
 pub mod bitswap;
 pub mod fetch;
+pub mod ipfs_dht;
 pub mod nat;
 pub mod node;
 pub mod peerbook;
@@ -154,6 +156,8 @@ pub struct NetConfig {
     pub corrupt_served_cid: Option<Cid>,
     /// Relays, hole punching, AutoNAT, UPnP.
     pub nat: nat::NatConfig,
+    /// Take part in the IPFS DHTs (public and LAN): provide, find providers.
+    pub ipfs_dht: bool,
 }
 
 /// Commands queued for the node at most; a full queue makes askers wait, and drops
@@ -239,6 +243,11 @@ pub(crate) enum Command {
     DialHolder(PeerId, Vec<Multiaddr>),
     /// The owner of a drive this node mirrors named who may read it.
     PassOn(PeerId, HashSet<PeerId>),
+    /// Provide these roots in the IPFS DHTs (all of them: what is not here stops).
+    Provide(Vec<Cid>),
+    /// Look up the providers of a CID in the IPFS DHTs; each, once connected, is sent.
+    FindProviders(Cid, mpsc::Sender<PeerId>),
+    IpfsDht(oneshot::Sender<ipfs_dht::IpfsDhtStatus>),
 }
 
 /// The way in to a running node. Cheap to clone.
@@ -258,6 +267,8 @@ pub struct NetHandle {
     bitswap: Arc<std::sync::OnceLock<bitswap::Fetcher>>,
     /// Who sent the blocks of each transfer.
     transfer_sources: Arc<TransferSources>,
+    /// Config `ipfs_dht`: Bitswap fetches also ask the providers the IPFS DHT names.
+    ipfs_dht: bool,
 }
 
 /// Blocks and bytes each peer sent for each transfer, until the transfer takes them.
@@ -370,8 +381,9 @@ impl NetHandle {
         })
     }
 
-    /// Asks the connected peers for `cid` over Bitswap, in the background; the answer
-    /// comes on the receiver (dropping it ends the fetch).
+    /// Asks the connected peers for `cid` over Bitswap, in the background, and with
+    /// `ipfs_dht` the providers the IPFS DHT names when those do not have it soon; the
+    /// answer comes on the receiver (dropping it ends the fetch).
     fn fetch_bitswap(
         &self,
         cid: Cid,
@@ -384,11 +396,19 @@ impl NetHandle {
             .filter_map(|p| p.id.parse().ok())
             .collect();
         let limit = self.fetch_timeout;
+        let commands = self.commands.clone();
+        let route: Option<bitswap::Route> = self.ipfs_dht.then(|| {
+            Box::new(move || {
+                let (found, rx) = mpsc::channel(ipfs_dht::PROVIDERS_DIALLED);
+                let _ = commands.try_send(Command::FindProviders(cid, found));
+                rx
+            }) as bitswap::Route
+        });
         let (tx, rx) = oneshot::channel();
         self.runtime.spawn(async move {
             let mut tx = tx;
             tokio::select! {
-                got = fetcher.fetch(cid, &peers, limit) => drop(tx.send(got)),
+                got = fetcher.fetch(cid, &peers, limit, route) => drop(tx.send(got)),
                 _ = tx.closed() => {}
             }
         });
@@ -518,6 +538,17 @@ impl NetHandle {
 
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
         self.ask(Duration::from_secs(5), Command::ListenAddrs)
+            .unwrap_or_default()
+    }
+
+    /// Provides `roots` in the IPFS DHTs from now on (the whole list; with `ipfs_dht`).
+    pub fn provide(&self, roots: Vec<Cid>) {
+        self.send(Command::Provide(roots));
+    }
+
+    /// The IPFS DHTs: on or not, their routing tables, what we provide.
+    pub fn ipfs_dht_status(&self) -> ipfs_dht::IpfsDhtStatus {
+        self.ask(Duration::from_secs(5), Command::IpfsDht)
             .unwrap_or_default()
     }
 

@@ -51,6 +51,7 @@ use swarm::{any_port, build_swarm, port_taken, Behaviour};
 mod fetching;
 mod following;
 mod heads;
+mod ipfs_routing;
 mod presence;
 mod relaying;
 mod serving;
@@ -146,6 +147,8 @@ struct Node {
     failed_reads_log: Budget,
     /// NAT traversal: reservations, reachability, how each peer is reached.
     relaying: Relaying,
+    /// The IPFS DHTs' state, with `ipfs_dht`.
+    ipfs: ipfs_routing::IpfsRouting,
 }
 
 /// Starts the node on its own runtime. `followed` are the peer book's entries.
@@ -202,6 +205,7 @@ pub fn start(
         reach: Reach::default(),
         failed_reads_log: Budget::default(),
         relaying: Relaying::new(config.nat.clone(), friends, Instant::now()),
+        ipfs: Default::default(),
     };
     node.apply_relay_server();
     for addr in &config.listen {
@@ -249,6 +253,7 @@ pub fn start(
         streams,
         bitswap: Arc::default(),
         transfer_sources,
+        ipfs_dht: config.ipfs_dht,
     };
     drop(_guard);
     Ok((handle, runtime))
@@ -348,6 +353,11 @@ impl Node {
             Command::PassOn(owner, readers) => {
                 self.pass_on.insert(owner, readers);
             }
+            Command::Provide(roots) => self.provide(roots),
+            Command::FindProviders(cid, found) => self.find_providers(cid, found),
+            Command::IpfsDht(reply) => {
+                let _ = reply.send(self.ipfs_status());
+            }
         }
     }
 
@@ -385,5 +395,6 @@ impl Node {
         self.holder_lookups
             .retain(|_, when| now.duration_since(*when) < HOLDER_LOOKUP_EVERY);
         self.activity.prune(now);
+        self.ipfs_prune(now);
     }
 }

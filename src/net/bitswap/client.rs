@@ -1,6 +1,8 @@
 //! Fetching over Bitswap: a want-block (with send-DONT_HAVE) to every connected peer
 //! that speaks it; the first block that hashes to the CID wins, and a DONT_HAVE from
-//! every peer asked ends the wait early. Blocks arrive on streams the peers open, which
+//! every peer asked ends the wait early. With a `Route` (the IPFS DHT), the providers
+//! it names are asked too, once the connected peers have said no or a moment has
+//! passed without the block (as IPFS nodes wait before they search). Blocks arrive on streams the peers open, which
 //! the server reads and hands here (`received`); one that nobody waits for, or that
 //! does not hash to its CID, is dropped.
 
@@ -16,7 +18,7 @@ use tokio::time::{timeout, Instant};
 use tracing::debug;
 
 use super::wire::{self, Entry, Message, PresenceType, WantType, Wantlist};
-use super::{Version, MAX_FETCHING};
+use super::{Version, MAX_FETCHING, ROUTE_AFTER};
 use crate::block::{Block, DAG_PB};
 
 /// What a peer said about a wanted block.
@@ -36,6 +38,18 @@ pub enum FetchError {
     TimedOut(usize),
     #[error("too many Bitswap fetches at once")]
     Busy,
+}
+
+/// Starts a provider lookup for the CID being fetched: the providers come on the
+/// receiver once connected, and it closes when the lookup is over.
+pub type Route = Box<dyn FnOnce() -> mpsc::Receiver<PeerId> + Send>;
+
+/// Peers from a lookup, if one runs; never, if none does.
+async fn next_provider(lookup: &mut Option<mpsc::Receiver<PeerId>>) -> Option<PeerId> {
+    match lookup {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Cloneable; shared with the server, which hands it what arrives.
@@ -69,15 +83,19 @@ impl Fetcher {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Fetches `cid` from `peers` (the connected ones) within `limit`, verified.
+    /// Fetches `cid` from `peers` (the connected ones), and from the providers `route`
+    /// finds, within `limit`, verified.
     pub async fn fetch(
         &self,
         cid: Cid,
         peers: &[PeerId],
         limit: Duration,
+        mut route: Option<Route>,
     ) -> Result<Block, FetchError> {
         let deadline = Instant::now() + limit;
-        let (tx, mut rx) = mpsc::channel(peers.len().max(1));
+        let route_at = Instant::now() + ROUTE_AFTER;
+        let (tx, mut rx) =
+            mpsc::channel(peers.len().max(1) + crate::net::ipfs_dht::PROVIDERS_DIALLED);
         {
             let mut waiting = self.lock();
             if waiting.len() >= MAX_FETCHING || waiting.contains_key(&cid) {
@@ -93,23 +111,50 @@ impl Fetcher {
                 asked.push(*peer);
             }
         }
-        if asked.is_empty() {
+        // With no Bitswap peer connected, the DHT is asked after the same moment: our
+        // own protocol, asked beside this, often has the block by then.
+        if asked.is_empty() && route.is_none() {
             return Err(FetchError::NoPeers);
         }
+        let mut lookup = None;
         let mut dont_have = 0;
         let result = loop {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(Heard::Block(data))) => match Block::verified(cid, data) {
-                    Ok(b) => break Ok(b),
-                    Err(e) => debug!("bitswap: {e}"),
+            tokio::select! {
+                heard = rx.recv() => match heard {
+                    Some(Heard::Block(data)) => match Block::verified(cid, data) {
+                        Ok(b) => break Ok(b),
+                        Err(e) => debug!("bitswap: {e}"),
+                    },
+                    Some(Heard::DontHave) => dont_have += 1,
+                    None => break Err(FetchError::TimedOut(asked.len())),
                 },
-                Ok(Some(Heard::DontHave)) => {
-                    dont_have += 1;
-                    if dont_have >= asked.len() {
-                        break Err(FetchError::NobodyHas(asked.len()));
+                found = next_provider(&mut lookup) => match found {
+                    Some(peer) if !asked.contains(&peer) && asked.len() < MAX_ASKED => {
+                        if self.send(peer, &want, Duration::from_secs(2)).await {
+                            asked.push(peer);
+                        }
                     }
+                    Some(_) => {}
+                    None => lookup = None,
+                },
+                _ = tokio::time::sleep_until(route_at), if route.is_some() => {
+                    lookup = route.take().map(|start| start());
                 }
-                Ok(None) | Err(_) => break Err(FetchError::TimedOut(asked.len())),
+                _ = tokio::time::sleep_until(deadline) => {
+                    break Err(FetchError::TimedOut(asked.len()));
+                }
+            }
+            // Everyone asked said no: ask the DHT, or give up once it has no more.
+            if dont_have >= asked.len() && (!asked.is_empty() || route.is_none()) {
+                if let Some(start) = route.take() {
+                    lookup = Some(start());
+                } else if lookup.is_none() {
+                    break Err(if asked.is_empty() {
+                        FetchError::NoPeers
+                    } else {
+                        FetchError::NobodyHas(asked.len())
+                    });
+                }
             }
         };
         // The others stop looking for it.
@@ -174,6 +219,9 @@ impl Fetcher {
         }
     }
 }
+
+/// Peers one fetch asks at most (connected ones and providers found).
+const MAX_ASKED: usize = 256;
 
 /// The CID a 1.1.0 block's prefix and bytes make (sha2-256 only, the one we verify).
 fn cid_of(prefix: &[u8], data: &[u8]) -> Option<Cid> {

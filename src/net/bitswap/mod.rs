@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use libp2p::StreamProtocol;
 
-pub use client::{FetchError, Fetcher};
+pub use client::{FetchError, Fetcher, Route};
 pub use server::start;
 
 /// A message is at most this long, either way (the spec's limit).
@@ -57,6 +57,9 @@ const STREAMS_PER_PEER: usize = 8;
 /// A message's body must arrive within this once its length is read, and an answer
 /// be written within it.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// A fetch asks the DHT for providers (with `ipfs_dht`) when the connected peers have
+/// not sent the block within this (Kubo waits a second, too).
+const ROUTE_AFTER: Duration = Duration::from_secs(1);
 /// A session with no message for this long ends, with its grants.
 const IDLE: Duration = Duration::from_secs(300);
 

@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::heads::head_topic;
 use super::{Node, KAD_PROTOCOL, REDIAL_MIN, REQUEST_TIMEOUT};
+use crate::net::ipfs_dht::Dht;
 use crate::net::protocol::{
     BlockCodec, BlockRequest, BlockResponse, Codec, HeadMessages, BLOCK_PROTOCOL,
     BLOCK_PROTOCOL_V1, HEAD_PROTOCOL,
@@ -43,6 +44,9 @@ pub(super) struct Behaviour {
     pub(super) upnp: Toggle<upnp::tokio::Behaviour>,
     /// Streams of protocols served off the event loop (Bitswap).
     pub(super) streams: libp2p_stream::Behaviour,
+    /// The IPFS DHTs, public and LAN, with `ipfs_dht` (`ipfs_routing`).
+    pub(super) ipfs_kad: Toggle<kad::Behaviour<MemoryStore>>,
+    pub(super) ipfs_lan_kad: Toggle<kad::Behaviour<MemoryStore>>,
 }
 
 /// Why `addr`'s fixed TCP or UDP port cannot be ours: someone holds it (a plain bind,
@@ -95,6 +99,7 @@ pub(super) fn build_swarm(
     let mdns_on = config.mdns;
     let nat = config.nat.clone();
     let max_connections = config.max_connections;
+    let (ipfs_dht, dht_server) = (config.ipfs_dht, config.dht_server);
     let kad_mode = if config.dht_server {
         kad::Mode::Server
     } else {
@@ -167,6 +172,12 @@ pub(super) fn build_swarm(
                 relay: Relay::new(me, &nat.friend_limits, friends),
                 upnp: Toggle::from(nat.upnp.then(upnp::tokio::Behaviour::default)),
                 streams: libp2p_stream::Behaviour::new(),
+                ipfs_kad: Toggle::from(
+                    ipfs_dht.then(|| crate::net::ipfs_dht::behaviour(me, Dht::Wan, dht_server)),
+                ),
+                ipfs_lan_kad: Toggle::from(
+                    ipfs_dht.then(|| crate::net::ipfs_dht::behaviour(me, Dht::Lan, dht_server)),
+                ),
             })
         })
         .map_err(|e| start_err(&e))?
@@ -205,6 +216,7 @@ impl Node {
         if !self.config.bootstrap.is_empty() {
             let _ = self.swarm.behaviour_mut().kad.bootstrap();
         }
+        self.ipfs_join();
     }
 
     pub(super) fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -228,6 +240,7 @@ impl Node {
                 ..
             } => {
                 self.seen(peer_id);
+                self.provider_connected(peer_id);
                 if num_established.get() == 1 {
                     let address = endpoint.get_remote_address().to_string();
                     self.came(peer_id, address);
@@ -258,7 +271,10 @@ impl Node {
                 peer_id: Some(peer),
                 error,
                 ..
-            } => self.dial_failed(peer, &error),
+            } => {
+                self.provider_unreachable(peer);
+                self.dial_failed(peer, &error)
+            }
             SwarmEvent::Behaviour(b) => self.behaviour_event(b),
             _ => {}
         }
@@ -267,6 +283,8 @@ impl Node {
     fn behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
             BehaviourEvent::Blocks(e) => self.block_event(e),
+            BehaviourEvent::IpfsKad(e) => self.ipfs_event(Dht::Wan, e),
+            BehaviourEvent::IpfsLanKad(e) => self.ipfs_event(Dht::Lan, e),
             BehaviourEvent::Heads(e) => self.head_event(e),
             BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. }) => {
                 let from = message.source.unwrap_or(self.me);
@@ -297,6 +315,7 @@ impl Node {
             // others as a node to query, and cannot answer.
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 self.offers_relay(peer_id, &info);
+                self.ipfs_identified(peer_id, &info);
                 if info.protocols.contains(&KAD_PROTOCOL) {
                     for addr in info.listen_addrs {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
