@@ -27,6 +27,7 @@ pub mod feed;
 pub mod find;
 mod follow;
 mod handlers;
+pub mod introduce;
 mod mail;
 mod mirror;
 mod mountpoint;
@@ -285,6 +286,10 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         repo.config().import.profile.options(),
     );
     let connected = Arc::downgrade(&mail);
+    // Introductions start once mirroring has (they say whether this node mirrors).
+    let intro_slot: Arc<std::sync::OnceLock<std::sync::Weak<introduce::Introductions>>> =
+        Arc::default();
+    let introduce_to = Arc::clone(&intro_slot);
     follow_heads(
         net_inbox,
         Arc::clone(&view),
@@ -294,6 +299,9 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         Box::new(move |peer| {
             if let Some(m) = connected.upgrade() {
                 m.connected(&peer);
+            }
+            if let Some(i) = introduce_to.get().and_then(std::sync::Weak::upgrade) {
+                i.connected(peer);
             }
         }),
     );
@@ -307,6 +315,24 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         min_replicas: repo.config().min_replicas,
     })
     .map_err(DaemonError::BadConfig)?;
+    let intro = introduce::Introductions::start(introduce::Parts {
+        repo: repo.path().to_path_buf(),
+        key: repo.keypair().clone(),
+        drive: Arc::clone(&drive),
+        net: net.clone(),
+        store: store.clone(),
+        book: Arc::clone(&book),
+        mirroring: Arc::downgrade(&mirroring),
+        share_following: repo.config().share_following,
+        relay_server: repo
+            .config()
+            .relay_server
+            .parse()
+            .map_err(DaemonError::BadConfig)?,
+        fixed: introduce::offered(repo.config()),
+    })
+    .map_err(DaemonError::BadConfig)?;
+    let _ = intro_slot.set(Arc::downgrade(&intro));
     let context = Context {
         drive: Arc::clone(&drive),
         repo: repo.path().to_path_buf(),
@@ -323,6 +349,7 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         mail,
         mirroring,
         transfers,
+        intro,
     };
     let context = Arc::new(context);
     handlers::carry_out_pins(pin_inbox, Arc::clone(&context));
