@@ -10,6 +10,8 @@
 //! - `mail`: the inbox and outbox at work: offers, fetches, receipts (`share`).
 //! - `mirror`: mirrors kept (every head of a drive in full), and who keeps mine.
 //! - `outbox`: what is copied into `outbox/<peer>/`, sent once it is written.
+//! - [`introduce`]: my profile in my heads, HELLOs with followed peers, profile names
+//!   for `peer add`, capabilities, and suggestions through friends (`profile`).
 //! - [`control`]: the control socket's protocol, and its client.
 //! - [`blocks`]: blocks sessions over the control socket, for the CLI's content commands.
 //! - `follow`: followed peers' new heads into the peer view, the kernel's caches and the feed.
