@@ -33,6 +33,9 @@ use crate::store::{Blocks, HeadStore};
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// HELLOs answered at once; a peer asking beyond it finds the stream closed.
 const ANSWERING_AT_ONCE: usize = 16;
+/// How often connected followed peers are asked again: what they offer and whom they
+/// follow change while a connection lasts (a relay once AutoNAT says public).
+const REFRESH_EVERY: Duration = Duration::from_secs(300);
 /// The pin label of my avatar's block.
 const AVATAR_PIN: &str = "profile avatar";
 
@@ -153,6 +156,8 @@ impl Introductions {
             .net
             .runtime()
             .spawn(answer(Arc::downgrade(&intro), incoming));
+        let weak = Arc::downgrade(&intro);
+        std::thread::spawn(move || refresh(weak));
         Ok(intro)
     }
 
@@ -358,6 +363,28 @@ impl Introductions {
         let mut list: Vec<Suggestion> = found.into_values().collect();
         list.sort_by(|a, b| (&a.profile_name, &a.peer_id).cmp(&(&b.profile_name, &b.peer_id)));
         list
+    }
+}
+
+/// Asks the connected followed peers again every `REFRESH_EVERY`, one at a time,
+/// until the introductions are dropped.
+fn refresh(intro: Weak<Introductions>) {
+    loop {
+        std::thread::sleep(REFRESH_EVERY);
+        let Some(i) = intro.upgrade() else {
+            return;
+        };
+        let connected: Vec<PeerId> = i
+            .parts
+            .net
+            .peers()
+            .into_iter()
+            .filter(|p| p.connected)
+            .filter_map(|p| p.id.parse().ok())
+            .collect();
+        for peer in connected {
+            i.ask(peer);
+        }
     }
 }
 
