@@ -369,6 +369,43 @@ mod tests {
     }
 
     #[test]
+    fn a_change_keeps_what_it_does_not_name_and_counts_up() {
+        let key = Keypair::generate_ed25519();
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("a.gif");
+        std::fs::write(&img, b"GIF89a....").unwrap();
+        let set = Change {
+            name: Some("Alice".into()),
+            about: Some("hi".into()),
+            avatar: AvatarChange::Set(img),
+        };
+        let (first, block) = set.apply(None, &key, 1).unwrap();
+        let block = block.expect("the avatar's block");
+        assert_eq!(first.profile().seq, 1);
+        assert_eq!(first.profile().avatar, Some(*block.cid()));
+        let rename = Change {
+            name: Some("Alicia".into()),
+            ..Change::default()
+        };
+        let (second, none) = rename.apply(Some(first.profile()), &key, 2).unwrap();
+        assert!(none.is_none());
+        let p = second.profile();
+        assert_eq!(
+            (p.seq, p.name.as_str(), p.about.as_str()),
+            (2, "Alicia", "hi")
+        );
+        assert_eq!(p.avatar, first.profile().avatar);
+        let clear = Change {
+            avatar: AvatarChange::Clear,
+            ..Change::default()
+        };
+        let (third, _) = clear.apply(Some(p), &key, 3).unwrap();
+        assert_eq!(third.profile().avatar, None);
+        assert_eq!(third.clone().newer(Some(second.clone())), third);
+        assert_eq!(second.clone().newer(Some(third.clone())), third);
+    }
+
+    #[test]
     fn avatars_are_images_by_their_magic_bytes() {
         assert_eq!(image_kind(b"\x89PNG\r\n\x1a\nrest"), Some("png"));
         assert_eq!(image_kind(&[0xff, 0xd8, 0xff, 0xe0]), Some("jpeg"));
