@@ -6,6 +6,8 @@ use cid::Cid;
 use libp2p_identity::{Keypair, PeerId, PublicKey};
 use serde::{Deserialize, Serialize};
 
+use crate::profile::SignedProfile;
+
 /// The key of my own drive's head in the store's heads table.
 pub const OWN_HEAD: &str = "self";
 /// My drive's plaintext root, when it has private folders: `OWN_HEAD` names the
@@ -45,6 +47,10 @@ struct Payload {
     /// Absent in heads written before it existed: those count as restricted.
     #[serde(default)]
     open: bool,
+    /// The owner's signed profile, so that it goes wherever the head goes. Absent in
+    /// heads written before profiles, and in heads of owners who set none.
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
+    profile: Option<Vec<u8>>,
 }
 
 /// The stored and transmitted form: the payload and its signature.
@@ -60,30 +66,41 @@ struct Envelope {
 pub struct SignedHead {
     head: Head,
     encoded: Vec<u8>,
+    /// The owner's profile it carries, if any and if it verified (boxed: most heads
+    /// travel as events and in maps, and most are read for their fields).
+    profile: Option<Box<SignedProfile>>,
 }
 
 impl Head {
-    fn payload(&self) -> Vec<u8> {
+    fn payload(&self, profile: Option<&SignedProfile>) -> Vec<u8> {
         let p = Payload {
             peer: self.peer.to_bytes(),
             seq: self.seq,
             root: self.root.to_bytes(),
             time_ms: self.time_ms,
             open: self.open,
+            profile: profile.map(|p| p.encoded().to_vec()),
         };
         serde_ipld_dagcbor::to_vec(&p).expect("a plain struct always encodes")
     }
 
     /// Signs the head with `key`, which must be the key of `self.peer`.
     pub fn sign(self, key: &Keypair) -> SignedHead {
+        self.sign_with_profile(key, None)
+    }
+
+    /// Signs the head with `key`, carrying `profile` (which must be `self.peer`'s).
+    pub fn sign_with_profile(self, key: &Keypair, profile: Option<&SignedProfile>) -> SignedHead {
         debug_assert_eq!(key.public().to_peer_id(), self.peer);
-        let payload = self.payload();
+        let profile = profile.filter(|p| p.profile().peer == self.peer);
+        let payload = self.payload(profile);
         let signature = key.sign(&payload).expect("ed25519 signing cannot fail");
         let encoded = serde_ipld_dagcbor::to_vec(&Envelope { payload, signature })
             .expect("a plain struct always encodes");
         SignedHead {
             head: self,
             encoded,
+            profile: profile.cloned().map(Box::new),
         }
     }
 }
@@ -102,6 +119,13 @@ impl SignedHead {
         if !key.verify(&env.payload, &env.signature) {
             return Err(HeadError::BadSignature(peer));
         }
+        // A profile that does not verify, or is another's, is left out: the head
+        // itself is good.
+        let profile = p
+            .profile
+            .and_then(|b| SignedProfile::verify(&b).ok())
+            .filter(|pr| pr.profile().peer == peer)
+            .map(Box::new);
         Ok(SignedHead {
             head: Head {
                 peer,
@@ -111,11 +135,17 @@ impl SignedHead {
                 open: p.open,
             },
             encoded: bytes.to_vec(),
+            profile,
         })
     }
 
     pub fn head(&self) -> &Head {
         &self.head
+    }
+
+    /// The owner's profile the head carries.
+    pub fn profile(&self) -> Option<&SignedProfile> {
+        self.profile.as_deref()
     }
 
     pub fn encoded(&self) -> &[u8] {
@@ -146,7 +176,7 @@ mod tests {
             peer: key.public().to_peer_id(),
             ..head
         };
-        let mut bytes = forged.payload();
+        let mut bytes = forged.payload(None);
         let sig = other.sign(&bytes).unwrap();
         bytes = serde_ipld_dagcbor::to_vec(&Envelope {
             payload: bytes,
@@ -158,5 +188,50 @@ mod tests {
             Err(HeadError::BadSignature(_))
         ));
         assert!(SignedHead::verify(b"\x00junk").is_err());
+    }
+
+    #[test]
+    fn a_head_carries_its_owners_profile_only() {
+        let key = Keypair::generate_ed25519();
+        let me = key.public().to_peer_id();
+        let profile = |peer| crate::profile::Profile {
+            peer,
+            seq: 3,
+            time_ms: 1,
+            name: "Alice".into(),
+            about: String::new(),
+            avatar: None,
+        };
+        let head = Head {
+            peer: me,
+            seq: 1,
+            root: cid_of(cid::Version::V1, RAW, b"x"),
+            time_ms: 1,
+            open: false,
+        };
+        let mine = profile(me).sign(&key).unwrap();
+        let signed = head.clone().sign_with_profile(&key, Some(&mine));
+        let back = SignedHead::verify(signed.encoded()).unwrap();
+        assert_eq!(back.head(), &head);
+        assert_eq!(back.profile(), Some(&mine));
+        // Without a profile the record is what it was before profiles existed.
+        let plain = head.clone().sign(&key);
+        assert!(SignedHead::verify(plain.encoded())
+            .unwrap()
+            .profile()
+            .is_none());
+        let old = serde_ipld_dagcbor::to_vec(
+            &serde_ipld_dagcbor::from_slice::<Envelope>(plain.encoded()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(old, plain.encoded());
+        // Another's profile is not carried.
+        let other = Keypair::generate_ed25519();
+        let theirs = profile(other.public().to_peer_id()).sign(&other).unwrap();
+        let signed = head.sign_with_profile(&key, Some(&theirs));
+        assert!(SignedHead::verify(signed.encoded())
+            .unwrap()
+            .profile()
+            .is_none());
     }
 }

@@ -20,7 +20,11 @@
 //!
 //! - [`disk`]: free space on the repo's disk (statvfs).
 //! - [`fsck`]: checks every block reachable from a root.
-//! - [`head`]: a drive's signed head record `{peer, seq, root, time}`.
+//! - [`signed`]: a DAG-CBOR payload signed by the peer it names.
+//! - [`head`]: a drive's signed head record `{peer, seq, root, time}`, with the owner's
+//!   profile.
+//! - [`profile`]: how a peer introduces itself: a signed profile, safe folder names
+//!   from it, and the HELLO exchanged on connect (`/peerfs/hello/1.0.0`).
 //! - [`vfs`]: the vocabulary `drive`, `peers` and `fuse` share: attributes, kinds,
 //!   inode ranges, errors and their errno values. Uses `unixfs` only.
 //! - [`drive`]: the mutable drive: inodes over a UnixFS tree, copy-on-write file
@@ -64,10 +68,12 @@ pub mod outbox;
 pub mod peers;
 #[cfg(feature = "rocksdb")]
 pub mod pin;
+pub mod profile;
 #[cfg(feature = "rocksdb")]
 pub mod repo;
 pub mod seal;
 pub mod share;
+pub mod signed;
 pub mod store;
 pub mod transfers;
 pub mod unixfs;

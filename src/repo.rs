@@ -147,6 +147,10 @@ pub struct Config {
     /// `status` warns when fewer peers than this hold my newest head in full.
     #[serde(default)]
     pub min_replicas: usize,
+    /// Tell peers whom I follow (peer IDs, profile names, addresses) in my HELLO, so
+    /// that they can suggest them (`peerfs suggestions`).
+    #[serde(default)]
+    pub share_following: bool,
     #[serde(default)]
     pub import: ImportConfig,
     /// Bytes a second this node serves blocks at, to all peers together (0: no limit).
@@ -183,6 +187,7 @@ impl Default for Config {
             inbox_max_item: default_inbox_max_item(),
             read_receipts: true,
             min_replicas: 0,
+            share_following: false,
             import: ImportConfig::default(),
             upload_rate: bytesize::ByteSize::b(0),
         }

@@ -52,6 +52,15 @@ pub struct Peer {
     /// Peer IDs of the peers that hold its newest head in full (its mirrors), as it
     /// told us; they are asked for its blocks while it is away.
     pub mirrors: Vec<String>,
+    /// What its signed profile says (null: no profile known yet); `name` is the local
+    /// folder name, which never changes by itself.
+    pub profile_name: Option<String>,
+    pub about: Option<String>,
+    /// Its avatar image's CID (`peerfs cat CID > avatar` fetches it).
+    pub avatar: Option<String>,
+    /// What it offers others, as it said on connect: "relay", "holder", "inbox",
+    /// "mirror", "find", "bitswap", "gateway".
+    pub capabilities: Vec<String>,
 }
 
 impl From<&PeerInfo> for Peer {
@@ -72,6 +81,10 @@ impl From<&PeerInfo> for Peer {
             last_dial_error: p.last_dial_error.clone(),
             last_dial_error_at: p.last_dial_error_ms.map(rfc3339_ms),
             mirrors: p.mirrors.clone(),
+            profile_name: p.profile_name.clone(),
+            about: p.about.clone(),
+            avatar: p.avatar.clone(),
+            capabilities: p.capabilities.clone(),
         }
     }
 }

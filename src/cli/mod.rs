@@ -15,6 +15,7 @@ mod output;
 mod peer;
 mod pin;
 mod private;
+mod profile;
 mod progress;
 mod store;
 mod transfers;
@@ -158,8 +159,22 @@ enum Command {
     /// Follow or stop following a peer
     #[command(subcommand)]
     Peer(PeerCommand),
-    /// List followed peers: connection, RTT, head, last seen, bad blocks, last dial error
+    /// List followed peers: profile name, capabilities, connection, RTT, head, last seen,
+    /// bad blocks, last dial error
     Peers {
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Show my profile (name, about, avatar), which peers see; `profile set` changes it
+    Profile {
+        #[command(subcommand)]
+        action: Option<profile::ProfileCommand>,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// List peers my followed peers follow (those with share_following = true) and I do
+    /// not: profile name, peer ID, through whom; `peerfs peer add` takes any of them
+    Suggestions {
         #[command(flatten)]
         json: Json,
     },
@@ -303,7 +318,8 @@ enum PeerCommand {
         /// A multiaddr ending in /p2p/PEERID (as `peerfs id` prints it), or a bare peer ID
         #[arg(value_name = "MULTIADDR|PEERID")]
         target: String,
-        /// The name under MOUNTPOINT/peers/ [default: the peer ID, or the name it has]
+        /// The name under MOUNTPOINT/peers/ [default: its profile name made safe and
+        /// unique, if known by the time it connects; else the peer ID; or the name it has]
         #[arg(long)]
         name: Option<String>,
     },
@@ -411,6 +427,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Peer(PeerCommand::Rm { name }) => peer::rm(&repo_path, &name),
         Command::Peers { json } => peer::list(&repo_path, json.json),
+        Command::Profile { action, json } => profile::run(&repo_path, action, json.json),
+        Command::Suggestions { json } => profile::suggestions(&repo_path, json.json),
         Command::Watch { peers, json } => watch::watch(&repo_path, peers, json.json),
         Command::Find {
             pattern,

@@ -219,12 +219,22 @@ fn offline_info(e: &PeerEntry) -> PeerInfo {
         connection: None,
         transport: None,
         mirrors: Vec::new(),
+        ..PeerInfo::default()
     }
 }
 
 fn print_peer(p: &PeerInfo) -> Result<()> {
-    outln!("{}", p.name)?;
+    match &p.profile_name {
+        Some(n) if *n != p.name => outln!("{} (calls itself {n})", p.name)?,
+        _ => outln!("{}", p.name)?,
+    }
     outln!("  peer id:     {}", p.id)?;
+    if let Some(about) = &p.about {
+        outln!("  about:       {}", about.replace('\n', " "))?;
+    }
+    if !p.capabilities.is_empty() {
+        outln!("  offers:      {}", p.capabilities.join(", "))?;
+    }
     if !p.mirrors.is_empty() {
         outln!("  mirrors:     {}", p.mirrors.join(", "))?;
     }

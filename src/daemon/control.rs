@@ -53,6 +53,12 @@ pub enum Request {
         name: String,
     },
     Peers,
+    /// My profile, as my heads carry it.
+    Profile,
+    /// Change my profile and publish it with a new head.
+    ProfileSet(crate::profile::Change),
+    /// Peers my followed peers follow, and I do not.
+    Suggestions,
     /// Fetch the whole DAG of `cid` and keep it. `path` is where it was named in the
     /// mount, which says whose drive it is.
     Pin {
@@ -170,6 +176,13 @@ pub enum Response {
     PeerRemoved(PeerEntry),
     Peers {
         peers: Vec<PeerInfo>,
+    },
+    /// My profile (none set: `None`).
+    Profile {
+        profile: Option<ProfileInfo>,
+    },
+    Suggestions {
+        suggestions: Vec<super::introduce::Suggestion>,
     },
     /// Sent while a pin runs, before its final answer.
     Progress(WalkProgress),
@@ -373,4 +386,29 @@ pub fn read_response(
         path,
         message: e.to_string(),
     })
+}
+
+/// A profile as `peerfs profile` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileInfo {
+    pub peer_id: String,
+    pub name: String,
+    pub about: String,
+    /// The avatar image's CID (a raw block).
+    pub avatar: Option<String>,
+    pub seq: u64,
+    pub time_ms: u64,
+}
+
+impl From<&crate::profile::Profile> for ProfileInfo {
+    fn from(p: &crate::profile::Profile) -> ProfileInfo {
+        ProfileInfo {
+            peer_id: p.peer.to_string(),
+            name: p.name.clone(),
+            about: p.about.clone(),
+            avatar: p.avatar.map(|c| c.to_string()),
+            seq: p.seq,
+            time_ms: p.time_ms,
+        }
+    }
 }

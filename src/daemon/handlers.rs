@@ -24,6 +24,7 @@ use crate::drive::Drive;
 use crate::find::Query;
 use crate::fuse::PinOrder;
 use crate::net::peerbook::PeerBook;
+use crate::net::reach::DialReport;
 use crate::net::NetHandle;
 use crate::peers::PeerView;
 use crate::pin;
@@ -48,6 +49,7 @@ pub(super) struct Context {
     pub(super) mail: Arc<super::mail::Mailroom>,
     pub(super) mirroring: Arc<super::mirror::Mirroring>,
     pub(super) transfers: Arc<crate::transfers::Transfers>,
+    pub(super) intro: Arc<super::introduce::Introductions>,
 }
 
 impl Context {
@@ -170,7 +172,53 @@ impl Context {
         }
     }
 
+    /// `peer add`. A peer added without a name, new to the book, is named after its
+    /// profile: known already (its stored head), or asked for once it is connected;
+    /// without one it keeps its peer ID as its name.
     pub(super) fn peer_add(&self, target: &str, name: Option<&str>) -> Response {
+        let new_peer = match crate::net::peerbook::parse_target(target) {
+            Ok((id, _)) if name.is_none() => {
+                let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+                book.by_id(&id).is_none().then_some(id)
+            }
+            _ => None,
+        };
+        let Some(peer) = new_peer else {
+            return self.add_named(target, name);
+        };
+        if let Some(folder) = self.folder_for(&peer) {
+            return self.add_named(target, Some(&folder));
+        }
+        let added = self.add_named(target, None);
+        let Response::PeerAdded {
+            dial: Some(DialReport::Connected { .. }),
+            ..
+        } = &added
+        else {
+            return added;
+        };
+        // A connection replaced as the two dials meet can fail the first stream.
+        if self.intro.ask(peer).is_none() {
+            std::thread::sleep(Duration::from_millis(300));
+            self.intro.ask(peer);
+        }
+        match self.folder_for(&peer) {
+            Some(folder) => self.add_named(&peer.to_string(), Some(&folder)),
+            None => added,
+        }
+    }
+
+    /// A folder name from `peer`'s profile name, unique among the book's names.
+    fn folder_for(&self, peer: &libp2p::PeerId) -> Option<String> {
+        let profile = self.intro.profile_of(peer)?;
+        let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        let id = peer.to_string();
+        crate::profile::names::folder_name(&profile.profile().name, |n| {
+            book.entries().iter().any(|e| e.name == n && e.id != id)
+        })
+    }
+
+    fn add_named(&self, target: &str, name: Option<&str>) -> Response {
         let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
         let before: Vec<_> = book.entries().to_vec();
         let entry = match book.add(target, name, &self.peer_id) {
@@ -284,8 +332,24 @@ fn answer(
         Ok(Request::Peers) => {
             let mut peers = context.net.peers();
             context.mirroring.name_mirrors(&mut peers);
+            context.intro.describe(&mut peers);
             Response::Peers { peers }
         }
+        Ok(Request::Profile) => Response::Profile {
+            profile: context
+                .intro
+                .mine()
+                .map(|p| control::ProfileInfo::from(p.profile())),
+        },
+        Ok(Request::ProfileSet(change)) => match context.intro.set(&change) {
+            Ok(p) => Response::Profile {
+                profile: Some(control::ProfileInfo::from(p.profile())),
+            },
+            Err(e) => error_response(e),
+        },
+        Ok(Request::Suggestions) => Response::Suggestions {
+            suggestions: context.intro.suggestions(),
+        },
         Ok(Request::Pin {
             cid,
             path,

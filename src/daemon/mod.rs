@@ -10,6 +10,8 @@
 //! - `mail`: the inbox and outbox at work: offers, fetches, receipts (`share`).
 //! - `mirror`: mirrors kept (every head of a drive in full), and who keeps mine.
 //! - `outbox`: what is copied into `outbox/<peer>/`, sent once it is written.
+//! - [`introduce`]: my profile in my heads, HELLOs with followed peers, profile names
+//!   for `peer add`, capabilities, and suggestions through friends (`profile`).
 //! - [`control`]: the control socket's protocol, and its client.
 //! - [`blocks`]: blocks sessions over the control socket, for the CLI's content commands.
 //! - `follow`: followed peers' new heads into the peer view, the kernel's caches and the feed.
@@ -27,6 +29,7 @@ pub mod feed;
 pub mod find;
 mod follow;
 mod handlers;
+pub mod introduce;
 mod mail;
 mod mirror;
 mod mountpoint;
@@ -287,6 +290,10 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         repo.config().import.profile.options(),
     );
     let connected = Arc::downgrade(&mail);
+    // Introductions start once mirroring has (they say whether this node mirrors).
+    let intro_slot: Arc<std::sync::OnceLock<std::sync::Weak<introduce::Introductions>>> =
+        Arc::default();
+    let introduce_to = Arc::clone(&intro_slot);
     follow_heads(
         net_inbox,
         Arc::clone(&view),
@@ -296,6 +303,9 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         Box::new(move |peer| {
             if let Some(m) = connected.upgrade() {
                 m.connected(&peer);
+            }
+            if let Some(i) = introduce_to.get().and_then(std::sync::Weak::upgrade) {
+                i.connected(peer);
             }
         }),
     );
@@ -309,6 +319,24 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         min_replicas: repo.config().min_replicas,
     })
     .map_err(DaemonError::BadConfig)?;
+    let intro = introduce::Introductions::start(introduce::Parts {
+        repo: repo.path().to_path_buf(),
+        key: repo.keypair().clone(),
+        drive: Arc::clone(&drive),
+        net: net.clone(),
+        store: store.clone(),
+        book: Arc::clone(&book),
+        mirroring: Arc::downgrade(&mirroring),
+        share_following: repo.config().share_following,
+        relay_server: repo
+            .config()
+            .relay_server
+            .parse()
+            .map_err(DaemonError::BadConfig)?,
+        fixed: introduce::offered(repo.config()),
+    })
+    .map_err(DaemonError::BadConfig)?;
+    let _ = intro_slot.set(Arc::downgrade(&intro));
     let context = Context {
         drive: Arc::clone(&drive),
         repo: repo.path().to_path_buf(),
@@ -325,6 +353,7 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         mail,
         mirroring,
         transfers,
+        intro,
     };
     let context = Arc::new(context);
     handlers::carry_out_pins(pin_inbox, Arc::clone(&context));

@@ -172,7 +172,7 @@ impl Drive {
                 .map_or(0, |d| d.as_millis() as u64),
             open: self.open.load(Ordering::Relaxed),
         }
-        .sign(&self.key)
+        .sign_with_profile(&self.key, self.profile().as_ref())
     }
 
     /// Seals the private folders of plaintext `root` and commits the published head.

@@ -76,6 +76,8 @@ pub struct Drive {
     key: Keypair,
     /// Written into every head: may holders of my blocks pass them on?
     open: AtomicBool,
+    /// Written into every head: my signed profile, so it goes where my head goes.
+    profile: Mutex<Option<crate::profile::SignedProfile>>,
     read_ahead: ReadAhead,
     /// Seals private folders into the published root; unset, the root is published
     /// as it is.
@@ -148,6 +150,7 @@ impl Drive {
             zeros,
             key,
             open: AtomicBool::new(false),
+            profile: Mutex::new(None),
             read_ahead,
             publisher: std::sync::OnceLock::new(),
         })
@@ -204,6 +207,19 @@ impl Drive {
 
     pub fn publisher(&self) -> Option<&Arc<Publisher>> {
         self.publisher.get()
+    }
+
+    /// Carries `profile` in future heads (`republish` makes one at once).
+    pub fn set_profile(&self, profile: Option<crate::profile::SignedProfile>) {
+        *self.profile.lock().unwrap_or_else(|e| e.into_inner()) = profile;
+    }
+
+    /// The profile future heads carry.
+    pub fn profile(&self) -> Option<crate::profile::SignedProfile> {
+        self.profile
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Says in future heads whether everyone may read the drive (see `Head::open`).

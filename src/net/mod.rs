@@ -179,7 +179,7 @@ pub enum NetEvent {
 }
 
 /// One line of `peerfs peers`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PeerInfo {
     pub name: String,
     pub id: String,
@@ -211,6 +211,17 @@ pub struct PeerInfo {
     /// Peers that hold its newest head in full (its mirrors), as it told us.
     #[serde(default)]
     pub mirrors: Vec<String>,
+    /// What its signed profile says (from its HELLO or its head), filled in by the daemon.
+    #[serde(default)]
+    pub profile_name: Option<String>,
+    #[serde(default)]
+    pub about: Option<String>,
+    /// Its avatar image's CID.
+    #[serde(default)]
+    pub avatar: Option<String>,
+    /// What it offers others, as its last HELLO said.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
 }
 
 pub(crate) type BlockReply = oneshot::Sender<Result<Vec<u8>, Unavailable>>;

@@ -45,7 +45,8 @@ const MAX_BLOCK_RESPONSE_HEAD: usize = MAX_WANT * 96 + 1024;
 /// A response's block bytes, at most: the budget, overrun by the last block.
 const MAX_BLOCK_RESPONSE_DATA: usize = RESPONSE_BUDGET + MAX_BLOCK;
 const MAX_HEAD_REQUEST: usize = MAX_HEADS * 48 + 64;
-const MAX_HEAD_RESPONSE: usize = MAX_HEADS * 512 + 64;
+/// Each head's fields (512 bytes), and the owner's signed profile it may carry.
+const MAX_HEAD_RESPONSE: usize = MAX_HEADS * (512 + crate::profile::MAX_ENCODED) + 64;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockRequest {

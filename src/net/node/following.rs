@@ -146,6 +146,8 @@ impl Node {
                     connection: link.map(|l| l.kind().to_string()),
                     transport: link.and_then(|l| l.transport).map(str::to_string),
                     mirrors: Vec::new(),
+                    // Profiles and capabilities are the daemon's to fill in.
+                    ..PeerInfo::default()
                 }
             })
             .collect();
