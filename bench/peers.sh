@@ -11,13 +11,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 size_mib="${1:-1024}"
-need=()
-command -v sshfs >/dev/null || need+=(sshfs)
-[ -x /usr/sbin/sshd ] || need+=(openssh-server)
-command -v iperf3 >/dev/null || need+=(iperf3)
-if [ "${#need[@]}" -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. "$here/bench/lib/sshfs.sh"
+sshfs_need
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/peerfs-ci/target}"
 if [ -z "${PEERFS_BIN:-}" ]; then
   cargo build --release --quiet --manifest-path "$here/Cargo.toml"
@@ -25,14 +20,13 @@ fi
 peerfs="${PEERFS_BIN:-$CARGO_TARGET_DIR/release/peerfs}"
 
 work="$(mktemp -d /var/tmp/peerfs-bench.XXXXXX)"
-mkdir -p "$work"/{ma,mb,ssh,sshmnt,src}
-sshd_pid="" iperf_pid=""
+mkdir -p "$work"/{ma,mb,sshmnt,src}
+iperf_pid=""
 cleanup() {
   for r in a b; do
     "$peerfs" --repo "$work/$r" unmount "$work/m$r" >/dev/null 2>&1 || fusermount3 -u -z "$work/m$r" 2>/dev/null || true
   done
-  fusermount3 -u -z "$work/sshmnt" 2>/dev/null || true
-  [ -n "$sshd_pid" ] && kill "$sshd_pid" 2>/dev/null || true
+  sshfs_cleanup
   [ -n "$iperf_pid" ] && kill "$iperf_pid" 2>/dev/null || true
   rm -rf "$work"
 }
@@ -62,17 +56,7 @@ echo first > "$work/src/first.txt"
 for _ in $(seq 200); do [ -e "$work/mb/peers/alice/seq.bin" ] && break; sleep 0.1; done
 
 # sshd on loopback only, with throwaway keys.
-ssh-keygen -q -t ed25519 -N '' -f "$work/ssh/host"
-ssh-keygen -q -t ed25519 -N '' -f "$work/ssh/user"
-cat "$work/ssh/user.pub" > "$work/ssh/authorized"
-mkdir -p /run/sshd
-/usr/sbin/sshd -D -p 2222 -o ListenAddress=127.0.0.1 -h "$work/ssh/host" \
-  -o AuthorizedKeysFile="$work/ssh/authorized" -o PermitRootLogin=prohibit-password \
-  -o StrictModes=no -o PidFile=none &
-sshd_pid=$!
-sleep 1
-sshfs -p 2222 -o IdentityFile="$work/ssh/user",StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null \
-  root@127.0.0.1:"$work/src" "$work/sshmnt"
+sshfs_mount "$work/src" "$work/sshmnt"
 
 # Cold sequential reads.
 cold; t0="$(now)"; cat "$work/mb/peers/alice/seq.bin" > /dev/null; t_peerfs="$(secs "$t0")"

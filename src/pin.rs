@@ -106,12 +106,27 @@ pub fn walk_tree(
 pub fn pin_tree(
     store: &RocksStore,
     blocks: &dyn Blocks,
-    (root, owner): (&Cid, Option<PeerId>),
+    root: (&Cid, Option<PeerId>),
     label: &str,
     ahead: impl FnMut(&[Cid]),
     progress: impl FnMut(WalkProgress),
 ) -> Result<WalkProgress, PinError> {
-    let keep = |cid: &Cid, data: &[u8]| store.keep_block(cid, data, owner);
+    let claims = Claims::default();
+    pin_tree_claiming(store, blocks, root, label, &claims, ahead, progress)
+}
+
+/// `pin_tree`, noting in `claims` the blocks it took from the cache or stored: if the
+/// pin is cancelled, they go back (`release`).
+pub fn pin_tree_claiming(
+    store: &RocksStore,
+    blocks: &dyn Blocks,
+    (root, owner): (&Cid, Option<PeerId>),
+    label: &str,
+    claims: &Claims,
+    ahead: impl FnMut(&[Cid]),
+    progress: impl FnMut(WalkProgress),
+) -> Result<WalkProgress, PinError> {
+    let keep = |cid: &Cid, data: &[u8]| claims.keep(store, cid, data, owner);
     let done = walk_tree(blocks, root, ahead, keep, progress)?;
     // Fetched blocks were written without the write-ahead log; make them durable
     // before the pin says they are kept.
@@ -128,11 +143,13 @@ pub fn keep_path(
     blocks: &dyn Blocks,
     (root, owner): (&Cid, PeerId),
     path: &str,
+    claims: &Claims,
 ) -> Result<Cid, PinError> {
     let keeping = Keeping {
         inner: blocks,
         store,
         owner,
+        claims,
     };
     let (cid, _) = crate::unixfs::resolve(&keeping, root, path).map_err(|e| PinError::Path {
         path: path.to_string(),
@@ -146,13 +163,14 @@ struct Keeping<'a> {
     inner: &'a dyn Blocks,
     store: &'a RocksStore,
     owner: PeerId,
+    claims: &'a Claims,
 }
 
 impl Blocks for Keeping<'_> {
     fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
         let got = self.inner.get(cid)?;
         if let Some(data) = &got {
-            self.store.keep_block(cid, data, Some(self.owner))?;
+            self.claims.keep(self.store, cid, data, Some(self.owner))?;
         }
         Ok(got)
     }
@@ -165,6 +183,56 @@ impl Blocks for Keeping<'_> {
     fn delete_many(&self, cids: &[Cid]) -> Result<(), StoreError> {
         self.inner.delete_many(cids)
     }
+}
+
+/// The blocks a pin under way took out of the evictable cache (or stored), as its
+/// walk kept them: a cancelled pin gives them back (`release`) rather than leave them
+/// kept, unreachable from any pin, until a `gc` (which spares what a followed head
+/// still reaches: for ever, for a drive that does not change).
+#[derive(Default)]
+pub struct Claims(std::sync::Mutex<Vec<Cid>>);
+
+impl Claims {
+    /// Keeps `cid` for good (`RocksStore::keep_block`), noting it if this claimed it.
+    fn keep(
+        &self,
+        store: &RocksStore,
+        cid: &Cid,
+        data: &[u8],
+        owner: Option<PeerId>,
+    ) -> Result<(), StoreError> {
+        if store.keep_block(cid, data, owner)? {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).push(*cid);
+        }
+        Ok(())
+    }
+
+    /// Blocks claimed so far.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Gives what a cancelled pin of `owner`'s blocks (none: a CID's) claimed back to the
+/// evictable cache, but for what a pin, my head or the drive (`drive_roots`, its
+/// uncommitted tree, read through `walk`) reaches. Returns the bytes given back.
+pub fn release(
+    store: &RocksStore,
+    walk: &dyn Blocks,
+    claims: &Claims,
+    owner: Option<PeerId>,
+    drive_roots: Vec<Cid>,
+) -> Result<u64, PinError> {
+    let claimed = std::mem::take(&mut *claims.0.lock().unwrap_or_else(|e| e.into_inner()));
+    if claimed.is_empty() {
+        return Ok(0);
+    }
+    let protected = live_blocks(store, walk, &[], drive_roots, &mut GcReport::default())?;
+    Ok(store.recache(&claimed, owner, &protected)?)
 }
 
 /// Removes the label `target` from the pins that have it; failing that, the pins whose

@@ -375,6 +375,85 @@ fn malformed_messages_are_refused_and_the_daemon_keeps_serving() {
     assert_eq!(fs::read(&out).unwrap(), fs::read(&src).unwrap());
 }
 
+/// Asks for `cid` (want-block) on a stream of our own; returns the stream the daemon
+/// answers on, unread, within 10 s.
+async fn answer_stream(raw: &mut RawClient, cid: &str) -> Option<libp2p::Stream> {
+    let ask = wire::Message {
+        wantlist: Some(wire::Wantlist {
+            entries: vec![want(cid, false)],
+            full: false,
+        }),
+        ..wire::Message::default()
+    };
+    let mut s = raw
+        .control
+        .open_stream(raw.peer, raw.protocol.clone())
+        .await
+        .unwrap();
+    s.write_all(&ask.encode_length_delimited_to_vec())
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), raw.incoming.next()).await;
+    next.ok().flatten().map(|(_, s)| s)
+}
+
+#[test]
+fn a_peer_that_stops_reading_one_answer_still_gets_the_next_ones() {
+    let repo = TestRepo::new();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("file.bin");
+    write(&src, &bytes(3 << 20, 17));
+    let root = repo
+        .ok(&["add", "-q", src.to_str().unwrap()])
+        .trim()
+        .to_string();
+    let m = Mounted::with_repo(repo);
+    let a = addr(&m);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut raw = RawClient::connect(&a);
+        let got = raw
+            .ask(
+                &wire::Message {
+                    wantlist: Some(wire::Wantlist {
+                        entries: vec![want(&root, false)],
+                        full: false,
+                    }),
+                    ..wire::Message::default()
+                },
+                |got| got.iter().any(|m| !m.payload.is_empty()),
+            )
+            .await;
+        let node = got
+            .iter()
+            .flat_map(|m| &m.payload)
+            .next()
+            .expect("the root");
+        let root_cid: cid::Cid = root.parse().unwrap();
+        let leaves = peerfs::car::links(&root_cid, &node.data).unwrap();
+        assert!(leaves.len() >= 3, "{leaves:?}");
+        // The first leaf's answer (1 MiB, past the stream's window) is left unread:
+        // its write stalls.
+        let _stalled = answer_stream(&mut raw, &leaves[0].to_string())
+            .await
+            .expect("an answer stream for the first leaf");
+        // The next leaves are answered meanwhile, not after the stalled write gives up.
+        for leaf in &leaves[1..3] {
+            let t0 = std::time::Instant::now();
+            let mut s = answer_stream(&mut raw, &leaf.to_string())
+                .await
+                .unwrap_or_else(|| panic!("{leaf} not answered while an answer stalls"));
+            let len = wire::read_len(&mut s).await.unwrap().unwrap();
+            let m = wire::read_body(&mut s, len).await.unwrap();
+            let block = m.payload.first().expect("a block");
+            peerfs::block::verify(leaf, &block.data).expect("the leaf hashes to its CID");
+            assert!(t0.elapsed() < Duration::from_secs(10));
+        }
+    });
+    assert!(m.alive(), "the daemon died");
+}
+
 /// `node helia.mjs serve FILE`: a Helia node holding FILE, killed (by PID) on drop.
 struct HeliaServer {
     child: std::process::Child,

@@ -515,3 +515,45 @@ fn a_second_daemon_on_a_taken_port_listens_on_a_free_one_and_says_so() {
         std::fs::read_to_string(&theirs).is_ok_and(|t| t == "hi\n")
     });
 }
+
+/// Block requests and blocks `m` answered over the last minute, all peers together
+/// (`status --json`).
+fn served(m: &Mounted) -> (u64, u64) {
+    let out = m.repo.ok(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let peers = v["connected_peers"].as_array().cloned().unwrap_or_default();
+    let sum = |k: &str| peers.iter().filter_map(|p| p[k].as_u64()).sum();
+    (
+        sum("requests_served_last_minute"),
+        sum("blocks_served_last_minute"),
+    )
+}
+
+#[test]
+fn a_cold_listing_of_a_wide_peer_directory_asks_for_many_nodes_a_request() {
+    let a = Mounted::readable_by_everyone();
+    sh(
+        &a.drive(),
+        "mkdir wide && for f in $(seq 3000); do echo $f > wide/f$f; done && echo > done",
+    );
+    let b = Mounted::new();
+    follow(&b, &a, "alice");
+    let theirs = b.mnt.path().join("peers/alice");
+    wait_for("alice's tree", Duration::from_secs(30), || {
+        theirs.join("done").exists()
+    });
+    let (requests0, blocks0) = served(&a);
+    let listed = sh(&theirs, "ls -l wide | wc -l");
+    assert_eq!(listed.trim(), "3001", "{listed}");
+    let (requests, blocks) = served(&a);
+    let (requests, blocks) = (requests - requests0, blocks - blocks0);
+    eprintln!("ls -l of 3,000 entries: {blocks} blocks in {requests} requests");
+    // Each entry's node (for its attributes) and the directory's shards came.
+    assert!(blocks >= 3000, "{blocks} blocks in {requests} requests");
+    // 64 a request (`MAX_WANT`), asked 128 at a time: 47-48 requests for 3,000, where
+    // a want sent as each entry was loaded made 135-246.
+    assert!(
+        requests <= blocks / 50,
+        "{blocks} blocks in {requests} requests"
+    );
+}

@@ -206,3 +206,59 @@ fn a_high_priority_pin_gets_the_bandwidth_before_a_low_one() {
         "the high pin finished at {high_done}, the low one at {low_done}"
     );
 }
+
+/// The cache's bytes, by `status --json`.
+fn cache_bytes(m: &Mounted) -> u64 {
+    let out = m.repo.ok(&["status", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    v["cache_bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no cache_bytes in {v}"))
+}
+
+#[test]
+fn a_cancelled_pins_blocks_go_back_to_the_cache() {
+    // 32 MiB at 8 MiB/s: four seconds to catch it in.
+    let (_a, b, paths) = setup(8, &[("big.bin", 32)]);
+    let before = cache_bytes(&b);
+    let mut pin = pin_in_background(&b, &[&paths[0]]);
+    let mut id = 0;
+    wait_for("the pin a quarter done", Duration::from_secs(30), || {
+        let t = transfer(&b, "big.bin");
+        if let Some(t) = &t {
+            id = t["id"].as_u64().unwrap();
+        }
+        t.is_some_and(|t| t["bytes"].as_u64() >= Some(8 * MIB))
+    });
+    // While it runs, what it fetched is kept, not cache.
+    assert!(
+        cache_bytes(&b) < before + 4 * MIB,
+        "a running pin's blocks are cache: {} bytes",
+        cache_bytes(&b)
+    );
+    let t = transfer(&b, "big.bin").unwrap();
+    b.repo.ok(&["transfers", "cancel", &id.to_string()]);
+    wait_child(&mut pin, Duration::from_secs(20));
+    assert!(
+        transfer(&b, "big.bin").is_none(),
+        "a cancelled transfer is gone"
+    );
+    let fetched = t["bytes"].as_u64().unwrap();
+    assert!((8 * MIB..32 * MIB).contains(&fetched), "{t}");
+    // Everything the walk had kept is evictable again (what was on the way lands in
+    // the cache too).
+    wait_for(
+        "the cancelled pin's blocks back in the cache",
+        Duration::from_secs(10),
+        || cache_bytes(&b) >= before + fetched - MIB,
+    );
+    let pins = b.repo.ok(&["pins"]);
+    assert!(!pins.contains(&paths[0]), "{pins}");
+    // A pin of the same file afterwards keeps all of it again.
+    b.repo.ok(&["pin", &paths[0]]);
+    assert!(
+        cache_bytes(&b) < before + 2 * MIB,
+        "a finished pin leaves its blocks in the cache: {} bytes",
+        cache_bytes(&b)
+    );
+}

@@ -164,6 +164,8 @@ pub struct ConnectedPeer {
     pub connected_since: Option<String>,
     pub blocks_served_last_minute: u64,
     pub bytes_served_last_minute: u64,
+    /// Block requests answered in the last minute (each carries up to 64 blocks).
+    pub requests_served_last_minute: u64,
     /// Block requests refused (it may not read my drive) in the last minute.
     pub requests_refused_last_minute: u64,
     /// Its last block request, RFC 3339, UTC.
@@ -181,6 +183,7 @@ impl From<&NetConnectedPeer> for ConnectedPeer {
             connected_since: p.since_ms.map(rfc3339_ms),
             blocks_served_last_minute: p.blocks_served,
             bytes_served_last_minute: p.bytes_served,
+            requests_served_last_minute: p.requests_served,
             requests_refused_last_minute: p.requests_refused,
             last_request: p.last_request_ms.map(rfc3339_ms),
         }

@@ -238,12 +238,14 @@ impl Context {
         let label = path.map_or_else(|| root.to_string(), |p| p.display().to_string());
         let tell = RefCell::new(tell);
         let last = RefCell::new(WalkProgress::default());
+        // Across attempts: a walk after a resume finds what the first one claimed kept.
+        let claims = pin::Claims::default();
         let outcome = drive(
             &self.transfers,
             &self.net,
             id,
             || {
-                self.pin_once(id, root, path, &mut |p, t| {
+                self.pin_once(id, root, path, &claims, &mut |p, t| {
                     *last.borrow_mut() = p;
                     (tell.borrow_mut())(p, t);
                 })
@@ -264,9 +266,28 @@ impl Context {
                 error_response(format!("pinning {label}: {e}"))
             }
             Outcome::Cancelled => {
-                info!("pin of {label} cancelled");
+                let owner = path.and_then(|p| self.owner_of(p)).map(|(peer, _)| peer);
+                self.release(&label, &claims, owner);
                 error_response(format!("pinning {label}: cancelled"))
             }
+        }
+    }
+
+    /// What cancelled pin `label` claimed goes back to the evictable cache, but for
+    /// what something else keeps. With another pin or an import under way, it stays
+    /// for `gc`: that walk may have passed those blocks as kept, not claiming them.
+    fn release(&self, label: &str, claims: &pin::Claims, owner: Option<libp2p::PeerId>) {
+        let Some(_no_pins) = self.store.no_pins_under_way() else {
+            info!(
+                "pin of {label} cancelled; its {} blocks stay until gc (another pin is under way)",
+                claims.len()
+            );
+            return;
+        };
+        let roots = self.drive.live_roots();
+        match pin::release(&self.store, self.drive.blocks(), claims, owner, roots) {
+            Ok(bytes) => info!("pin of {label} cancelled; {bytes} bytes back in the cache"),
+            Err(e) => warn!("pin of {label} cancelled; its blocks stay until gc: {e}"),
         }
     }
 
@@ -277,6 +298,7 @@ impl Context {
         id: TransferId,
         mut root: Cid,
         path: Option<&Path>,
+        claims: &pin::Claims,
         tell: &mut Tell<'_>,
     ) -> Result<(Cid, WalkProgress), PinError> {
         let label = path.map_or_else(|| root.to_string(), |p| p.display().to_string());
@@ -295,7 +317,8 @@ impl Context {
         // path still opens when the owner is gone.
         if let Some((peer, below)) = &in_peer {
             if let Some(peer_head) = stored_head(self.store.as_ref(), &peer.to_string()) {
-                root = pin::keep_path(&self.store, &blocks, (&peer_head.root, *peer), below)?;
+                let at = (&peer_head.root, *peer);
+                root = pin::keep_path(&self.store, &blocks, at, below, claims)?;
             }
         }
         let progress = |p: WalkProgress| {
@@ -304,11 +327,12 @@ impl Context {
         };
         let ahead = |cids: &[Cid]| blocks.ahead(cids);
         let done = blocks.walking(|| {
-            pin::pin_tree(
+            pin::pin_tree_claiming(
                 &self.store,
                 &blocks,
                 (&root, owner),
                 &label,
+                claims,
                 ahead,
                 progress,
             )

@@ -37,6 +37,9 @@ pub struct ConnectedPeer {
     pub since_ms: Option<u64>,
     pub blocks_served: u64,
     pub bytes_served: u64,
+    /// Block requests answered (a request carries up to `MAX_WANT` blocks).
+    #[serde(default)]
+    pub requests_served: u64,
     pub requests_refused: u64,
     /// Its last block request, ms since the Unix epoch.
     pub last_request_ms: Option<u64>,
@@ -53,6 +56,7 @@ struct Window {
 struct Counts {
     blocks: u64,
     bytes: u64,
+    requests: u64,
     refused: u64,
 }
 
@@ -65,6 +69,7 @@ impl Window {
         }
         counts.blocks += add.blocks;
         counts.bytes += add.bytes;
+        counts.requests += add.requests;
         counts.refused += add.refused;
     }
 
@@ -74,6 +79,7 @@ impl Window {
             if *at + SLOTS as u64 > slot && *at <= slot && *c != Counts::default() {
                 sum.blocks += c.blocks;
                 sum.bytes += c.bytes;
+                sum.requests += c.requests;
                 sum.refused += c.refused;
             }
         }
@@ -173,13 +179,14 @@ impl Activity {
             .clone()
     }
 
-    /// `peer` was sent `blocks` blocks of `bytes` in all.
+    /// A request of `peer` was answered with `blocks` blocks of `bytes` in all.
     pub fn served(&mut self, peer: &PeerId, blocks: u64, bytes: u64, now: Instant, now_ms: u64) {
         self.count(
             peer,
             Counts {
                 blocks,
                 bytes,
+                requests: 1,
                 refused: 0,
             },
             now,
@@ -261,6 +268,7 @@ impl Activity {
                     since_ms: Some(s.since_ms),
                     blocks_served: counts.blocks,
                     bytes_served: counts.bytes,
+                    requests_served: counts.requests,
                     requests_refused: counts.refused,
                     last_request_ms: s.last_request_ms,
                 }

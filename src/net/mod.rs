@@ -235,6 +235,9 @@ pub(crate) enum Command {
         reply: Option<BlockReply>,
         claim: Option<fetch::Claim>,
     },
+    /// Prefetch these of `owner`'s drive, wanted together: they go out in one dispatch,
+    /// `MAX_WANT` nodes to a request, however the loop is woken.
+    Prefetch(Vec<Cid>, Option<PeerId>),
     /// A transfer paused or cancelled: its wants not asked yet are dropped.
     Forget(TransferId),
     /// A transfer's wants are served by this priority from now on.
@@ -444,6 +447,14 @@ impl NetHandle {
         self.prefetch_for(cid, owner, None);
     }
 
+    /// `prefetch` of several blocks at once, which are then asked for together (a
+    /// listing's next entries, a shard's sub-shards).
+    pub fn prefetch_many(&self, cids: Vec<Cid>, owner: Option<PeerId>) {
+        if !cids.is_empty() {
+            let _ = self.commands.try_send(Command::Prefetch(cids, owner));
+        }
+    }
+
     /// `prefetch`, for a transfer (`claim`).
     pub fn prefetch_for(&self, cid: &Cid, owner: Option<PeerId>, claim: Option<fetch::Claim>) {
         let _ = self.commands.try_send(Command::Fetch {
@@ -619,6 +630,18 @@ impl Blocks for RemoteBlocks {
 
     fn delete_many(&self, cids: &[Cid]) -> Result<(), StoreError> {
         self.local.delete_many(cids)
+    }
+
+    fn ahead(&self, cids: &[Cid]) {
+        if !self.fetch {
+            return;
+        }
+        let missing = cids
+            .iter()
+            .filter(|c| !self.local.has(c).unwrap_or(true))
+            .copied()
+            .collect();
+        self.net.prefetch_many(missing, self.owner);
     }
 }
 

@@ -312,6 +312,11 @@ impl Node {
                     None => self.want(cid, owner, None, claim),
                 }
             }
+            Command::Prefetch(cids, owner) => {
+                for cid in cids {
+                    self.want(cid, owner, None, None);
+                }
+            }
             Command::Forget(transfer) => self.fetch.forget(transfer),
             Command::Reprioritize(transfer, priority) => {
                 self.fetch.reprioritize(transfer, priority)

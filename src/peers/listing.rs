@@ -17,6 +17,10 @@ use crate::vfs::{Attr, FsError, Kind};
 /// loads: the round trips overlap, and a huge directory does not become a want per
 /// entry at once.
 const LISTING_AHEAD: usize = 256;
+/// ...and asks again once this many of them are loaded, in one command: the node's
+/// loop dispatches them together, `MAX_WANT` nodes to a request, where a want sent per
+/// entry loaded went out in requests of however many the loop found queued.
+const LISTING_BATCH: usize = 128;
 
 impl PeerView {
     /// A directory's entries, loading them (and each child's node, for its attributes)
@@ -82,15 +86,20 @@ impl PeerView {
         let time = self.head_time(owner);
         let mut out = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
-            let ahead = entries.len().min(i + LISTING_AHEAD);
-            for next in entries.get(asked..ahead).unwrap_or_default() {
-                // A private folder's entries come as their sealed blocks.
-                let cid = blocks.source_of(&next.cid);
-                if next.cid.codec() != RAW && !self.local.has(&cid)? {
-                    self.net.prefetch(&cid, owner);
+            // The next batch, once no more than `LISTING_AHEAD - LISTING_BATCH` are ahead.
+            if asked < entries.len() && asked <= i + LISTING_AHEAD - LISTING_BATCH {
+                let ahead = entries.len().min(i + LISTING_AHEAD);
+                let mut missing = Vec::new();
+                for next in entries.get(asked..ahead).unwrap_or_default() {
+                    // A private folder's entries come as their sealed blocks.
+                    let cid = blocks.source_of(&next.cid);
+                    if next.cid.codec() != RAW && !self.local.has(&cid)? {
+                        missing.push(cid);
+                    }
                 }
+                self.net.prefetch_many(missing, owner);
+                asked = ahead;
             }
-            asked = asked.max(ahead);
             let attr = if e.cid.codec() == RAW {
                 raw_file_attr(e.tsize, time)
             } else {

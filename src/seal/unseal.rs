@@ -182,4 +182,9 @@ impl<B: Blocks> Blocks for Unsealing<B> {
     fn delete_many(&self, cids: &[Cid]) -> Result<(), StoreError> {
         self.inner.delete_many(cids)
     }
+
+    fn ahead(&self, cids: &[Cid]) {
+        let sources: Vec<Cid> = cids.iter().map(|c| self.source_of(c)).collect();
+        self.inner.ahead(&sources);
+    }
 }

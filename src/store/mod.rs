@@ -82,6 +82,11 @@ pub trait Blocks: Send + Sync {
     /// Writes all of `blocks` or none; with `durable` they are on disk before it returns.
     fn put_many(&self, blocks: &[Block], durable: bool) -> Result<(), StoreError>;
     fn delete_many(&self, cids: &[Cid]) -> Result<(), StoreError>;
+    /// A hint: `cids` are about to be read. A store that fetches asks for those it
+    /// lacks all at once, so that a walk's next blocks arrive together.
+    fn ahead(&self, cids: &[Cid]) {
+        let _ = cids;
+    }
     /// Writes blocks of a bulk import; they may stay volatile until `finish_bulk`.
     fn put_bulk(&self, blocks: &[Block]) -> Result<(), StoreError> {
         self.put_many(blocks, false)

@@ -397,7 +397,7 @@ impl Mirroring {
                     "mirror quota of {quota} bytes reached"
                 )));
             }
-            self.store.keep_block(cid, data, Some(peer))
+            self.store.keep_block(cid, data, Some(peer)).map(drop)
         };
         let ahead = |cids: &[Cid]| {
             for c in cids {

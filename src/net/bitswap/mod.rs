@@ -46,6 +46,10 @@ const HAVE_AS_BLOCK: usize = 1024;
 const ANSWER_WANTS: usize = 256;
 /// Answers being looked up or written at once, over all peers.
 const ANSWERS_AT_ONCE: usize = 16;
+/// Answers of one peer being written at once: one slow to read holds up none of the
+/// others, and one peer takes at most this share of `ANSWERS_AT_ONCE` (each answer
+/// holds up to `ANSWER_BUDGET` bytes).
+const ANSWERS_PER_PEER: usize = 4;
 /// Bytes of incoming messages held at once, over all peers (in KiB).
 const READ_BUDGET_KIB: u32 = 32 << 10;
 /// CIDs being fetched at once; more wait for our own protocol alone.

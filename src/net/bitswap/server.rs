@@ -1,6 +1,7 @@
 //! Serving Bitswap: each peer that sends us a wantlist gets a session, a task that
 //! keeps its ledger, looks its wants up on the blocking pool (RocksDB reads never run
-//! on the network's tasks) and writes the answers on a stream it opens to the peer.
+//! on the network's tasks) and writes the answers on a stream it opens to the peer,
+//! several at once (a peer slow to read one answer gets the next ones meanwhile).
 //! Readers, one per stream the peer opened, hand the session each message they read.
 //! Every bound is in `super`: sessions, streams per peer, bytes being read, answers
 //! being made, wants queued.
@@ -13,6 +14,7 @@ use libp2p::futures::stream::{self, StreamExt};
 use libp2p::{PeerId, Stream};
 use libp2p_stream::Control;
 use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tracing::{debug, warn};
 
@@ -20,8 +22,8 @@ use super::client::Fetcher;
 use super::ledger::Ledger;
 use super::wire::{self, Want, Wants, WireError};
 use super::{
-    Version, ANSWERS_AT_ONCE, ANSWER_BUDGET, ANSWER_WANTS, HAVE_AS_BLOCK, IDLE, IO_TIMEOUT,
-    MAX_BLOCK_SENT, MAX_SESSIONS, READ_BUDGET_KIB, STREAMS_PER_PEER,
+    Version, ANSWERS_AT_ONCE, ANSWERS_PER_PEER, ANSWER_BUDGET, ANSWER_WANTS, HAVE_AS_BLOCK, IDLE,
+    IO_TIMEOUT, MAX_BLOCK_SENT, MAX_SESSIONS, READ_BUDGET_KIB, STREAMS_PER_PEER,
 };
 use crate::access::Access;
 use crate::car::links;
@@ -186,20 +188,59 @@ impl Session {
     }
 
     async fn run(mut self, mut messages: mpsc::Receiver<Inbound>) {
+        let mut writing = JoinSet::new();
         loop {
+            while let Some(written) = writing.try_join_next() {
+                self.written(written);
+            }
             if self.ledger.is_idle() {
-                match timeout(IDLE, messages.recv()).await {
-                    Ok(Some(m)) => self.take_in(m),
-                    _ => return,
+                let next = if writing.is_empty() {
+                    timeout(IDLE, messages.recv()).await.ok().flatten()
+                } else {
+                    tokio::select! {
+                        m = messages.recv() => m,
+                        Some(written) = writing.join_next() => {
+                            self.written(written);
+                            continue;
+                        }
+                    }
+                };
+                match next {
+                    Some(m) => self.take_in(m),
+                    None if writing.is_empty() => return,
+                    None => {}
                 }
             }
             // Cancels and new wants first, so the answer reflects them.
             while let Ok(m) = messages.try_recv() {
                 self.take_in(m);
             }
-            if !self.ledger.is_idle() {
-                self.answer().await;
+            if self.ledger.is_idle() {
+                continue;
             }
+            // Its answers being written fill its share: the oldest ends first.
+            if writing.len() >= ANSWERS_PER_PEER {
+                if let Some(written) = writing.join_next().await {
+                    self.written(written);
+                }
+                continue;
+            }
+            if let Some(write) = self.answer().await {
+                writing.spawn(write);
+            }
+        }
+    }
+
+    /// An answer's write ended: a peer we cannot write to gets nothing more until it
+    /// asks again.
+    fn written(&mut self, written: Result<std::io::Result<()>, tokio::task::JoinError>) {
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                debug!("bitswap: answering {}: {e}", self.peer);
+                self.ledger.forget_wants();
+            }
+            Err(e) => warn!("bitswap: an answer to {} failed: {e}", self.peer),
         }
     }
 
@@ -214,11 +255,15 @@ impl Session {
         }
     }
 
-    /// Answers the oldest wants in one message.
-    async fn answer(&mut self) {
-        let Ok(_turn) = Arc::clone(&self.shared.answering).acquire_owned().await else {
-            return;
-        };
+    /// Looks up the oldest wants for one message; returns its write, to run beside
+    /// the session (holding its room among all answers) while the next answer is
+    /// looked up. What the blocks link to is granted before the write starts, so the
+    /// peer's wants for it, sent once the block arrives, find the grant.
+    async fn answer(&mut self) -> Option<impl std::future::Future<Output = std::io::Result<()>>> {
+        let turn = Arc::clone(&self.shared.answering)
+            .acquire_owned()
+            .await
+            .ok()?;
         let taken = self.ledger.take(ANSWER_WANTS);
         let access = self.shared.access.clone();
         let corrupt = self.shared.corrupt;
@@ -229,11 +274,11 @@ impl Session {
             Ok(Ok(l)) => l,
             Ok(Err(e)) => {
                 warn!("bitswap: reading the store for {peer}: {e}");
-                return;
+                return None;
             }
             Err(e) => {
                 warn!("bitswap: a lookup for {peer} failed: {e}");
-                return;
+                return None;
             }
         };
         self.ledger.put_back(looked.rest);
@@ -254,36 +299,37 @@ impl Session {
             }
         }
         if self.version != Version::V120 && blocks.is_empty() {
-            return;
+            return None;
         }
         if blocks.is_empty() && presences.is_empty() {
-            return;
+            return None;
         }
         let message = wire::answer(self.version, blocks, &presences);
-        if let Err(e) = self.send(&message).await {
-            debug!("bitswap: answering {peer}: {e}");
-            // A peer we cannot write to gets nothing more until it asks again.
-            self.ledger.forget_wants();
-        }
+        let (control, protocol) = (self.shared.control.clone(), self.version.protocol());
+        Some(async move {
+            let sent = send(control, peer, protocol, &message).await;
+            drop(turn);
+            sent
+        })
     }
+}
 
-    /// Writes `message` on a stream of its own, closed after it. A stream kept open
-    /// for the next answer could be closed by the peer meanwhile (Helia closes idle
-    /// ones) and take a message with it unnoticed.
-    async fn send(&mut self, message: &wire::Message) -> std::io::Result<()> {
-        let mut control = self.shared.control.clone();
-        let opened = timeout(
-            IO_TIMEOUT,
-            control.open_stream(self.peer, self.version.protocol()),
-        )
-        .await;
-        let mut s = match opened {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(std::io::Error::other(e.to_string())),
-            Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
-        };
-        write(&mut s, message).await
-    }
+/// Writes `message` to `peer` on a stream of its own, closed after it. A stream kept
+/// open for the next answer could be closed by the peer meanwhile (Helia closes idle
+/// ones) and take a message with it unnoticed.
+async fn send(
+    mut control: Control,
+    peer: PeerId,
+    protocol: libp2p::StreamProtocol,
+    message: &wire::Message,
+) -> std::io::Result<()> {
+    let opened = timeout(IO_TIMEOUT, control.open_stream(peer, protocol)).await;
+    let mut s = match opened {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(std::io::Error::other(e.to_string())),
+        Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+    };
+    write(&mut s, message).await
 }
 
 /// Writes one message and closes the stream, within `IO_TIMEOUT`.

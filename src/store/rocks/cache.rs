@@ -249,12 +249,15 @@ impl RocksStore {
     /// cached for a peer's, stays that peer's (served under its drive's rule); one
     /// already ours stays ours. Without the write-ahead log, like a bulk import:
     /// `finish_bulk` makes it durable.
+    ///
+    /// Returns whether this call claimed it (it was cache, or not here): what a
+    /// cancelled pin claimed goes back to the cache (`recache`).
     pub fn keep_block(
         &self,
         cid: &Cid,
         data: &[u8],
         owner: Option<PeerId>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut cache = self.cache();
         let key = cid.hash().to_bytes();
         let mut batch = WriteBatch::default();
@@ -275,7 +278,69 @@ impl RocksStore {
         }
         self.db
             .write_opt(batch, &without_wal())
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))?;
+        Ok(cached_for.is_some() || !here)
+    }
+
+    /// Gives blocks a pin claimed (`keep_block`) and no longer keeps back to the
+    /// evictable cache, as `owner`'s drive's, least recently used of all. Skipped:
+    /// `protected` ones (something else reaches them), those not here or cached
+    /// already, and, for a peer's drive, those no longer kept for it (written as ours
+    /// since). Returns the bytes given back.
+    pub fn recache(
+        &self,
+        cids: &[Cid],
+        owner: Option<PeerId>,
+        protected: &HashSet<Vec<u8>>,
+    ) -> Result<u64, StoreError> {
+        let mut cache = self.cache();
+        let Some(state) = cache.as_mut() else {
+            return Ok(0);
+        };
+        let mut batch = WriteBatch::default();
+        let mut seen = HashSet::new();
+        let mut added = 0;
+        for cid in cids {
+            let key = cid.hash().to_bytes();
+            if protected.contains(&key) || !seen.insert(key.clone()) || self.is_cached(&key)? {
+                continue;
+            }
+            let kept_for = self.kept_for(&key)?;
+            let still_theirs = match owner {
+                Some(_) => kept_for == Some(owner),
+                None => kept_for.is_none(),
+            };
+            if !still_theirs {
+                continue;
+            }
+            let Some(size) = self.block_size(&key)? else {
+                continue;
+            };
+            // Stamp 0: the oldest, evicted before what anyone read.
+            let stored = Stored {
+                stamp: 0,
+                size,
+                owner,
+            };
+            self.unkeep(&mut batch, &key)?;
+            batch.put_cf(self.cf(CF_CACHE), &key, stored.encode());
+            batch.put_cf(self.cf(CF_CACHE_AGE), age_key(&key, &stored), []);
+            added += size;
+        }
+        self.db
+            .write_opt(batch, &without_wal())
+            .map_err(|e| self.err(e))?;
+        state.bytes += added;
+        self.evict_from(state)?;
+        Ok(added)
+    }
+
+    fn block_size(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
+        let value = self
+            .db
+            .get_pinned_cf(self.cf(CF_BLOCKS), key)
+            .map_err(|e| self.err(e))?;
+        Ok(value.map(|v| v.len() as u64))
     }
 
     /// Whose the block stored under `key` is: cache (and whose drive it was fetched

@@ -182,6 +182,17 @@ impl RocksStore {
         self.unpinned.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Held while what a cancelled pin claimed goes back to the cache: no import or
+    /// pin is under way (they would find those blocks kept and not claim them). `None`
+    /// while one is.
+    pub fn no_pins_under_way(&self) -> Option<std::sync::RwLockWriteGuard<'_, ()>> {
+        match self.unpinned.try_write() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// Starts an online sweep: from now on, blocks written as our own are kept from
     /// it. `None` while an import or pin is under way and `wait` is false.
     pub fn begin_sweep(&self, wait: bool) -> Option<SweepGuard<'_>> {

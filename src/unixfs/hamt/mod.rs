@@ -474,7 +474,20 @@ fn collect(
     if at.level >= geo.max_levels() {
         return Err(malformed(cid, "HAMT deeper than its hash"));
     }
-    for (slot, child) in checked_slots(cid, shard, geo, at)? {
+    let slots = checked_slots(cid, shard, geo, at)?;
+    // Every sub-shard of this one is asked for before the first is read: a wide
+    // directory from a peer costs a round trip per level, not one per shard.
+    let subs: Vec<Cid> = slots
+        .values()
+        .filter_map(|c| match c {
+            Child::Shard(sub) => Some(sub.cid),
+            Child::Entry(_) => None,
+        })
+        .collect();
+    if !subs.is_empty() {
+        blocks.ahead(&subs);
+    }
+    for (slot, child) in slots {
         match child {
             Child::Entry(e) => out.push(e),
             Child::Shard(sub) => {
