@@ -7,15 +7,12 @@
 
 mod common;
 
-use std::io;
 use std::time::Duration;
 
-use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
-use libp2p::request_response::{self, ProtocolSupport};
-use libp2p::swarm::SwarmEvent;
-use libp2p::{noise, tcp, yamux, Multiaddr, StreamProtocol};
+use libp2p::{Multiaddr, StreamProtocol};
 use serde_json::Value;
 
+use common::raw::{frame, send_all};
 use common::{addr, kill, peer_id, wait_for, write, Mounted, TestRepo};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -225,125 +222,10 @@ fn hostile_profile_names_become_safe_unique_folder_names() {
     assert!(peer_dirs(&b).contains(&peer_id(&a3)));
 }
 
-/// Writes a request byte for byte, reads whatever comes back.
-#[derive(Clone, Default)]
-struct Raw;
-
-impl request_response::Codec for Raw {
-    type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
-
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let mut v = Vec::new();
-        io.take(1 << 20).read_to_end(&mut v).await?;
-        Ok(v)
-    }
-
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let mut v = Vec::new();
-        io.take(1 << 20).read_to_end(&mut v).await?;
-        Ok(v)
-    }
-
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        r: Vec<u8>,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        io.write_all(&r).await?;
-        io.close().await
-    }
-
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        r: Vec<u8>,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        io.write_all(&r).await?;
-        io.close().await
-    }
-}
-
 /// Sends each message as a HELLO to the daemon at `addr`: the answers' bytes, or why not.
 fn hellos(addr: &Multiaddr, messages: Vec<Vec<u8>>) -> Vec<Result<Vec<u8>, String>> {
     let protocol = StreamProtocol::new("/peerfs/hello/1.0.0");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default(),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .unwrap()
-            .with_behaviour(|_| {
-                request_response::Behaviour::<Raw>::new(
-                    [(protocol, ProtocolSupport::Outbound)],
-                    request_response::Config::default()
-                        .with_request_timeout(Duration::from_secs(15)),
-                )
-            })
-            .unwrap()
-            .build();
-        let mut addr = addr.clone();
-        let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.pop() else {
-            panic!("no /p2p/ in {addr}")
-        };
-        swarm.add_peer_address(peer, addr);
-        let mut pending = std::collections::HashMap::new();
-        for (i, m) in messages.into_iter().enumerate() {
-            pending.insert(swarm.behaviour_mut().send_request(&peer, m), i);
-        }
-        let mut results: Vec<Option<Result<Vec<u8>, String>>> = vec![None; pending.len()];
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-        while results.iter().any(Option::is_none) {
-            let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
-                .await
-                .expect("every HELLO answered or failed in time");
-            if let SwarmEvent::Behaviour(e) = event {
-                match e {
-                    request_response::Event::Message {
-                        message:
-                            request_response::Message::Response {
-                                request_id,
-                                response,
-                            },
-                        ..
-                    } => results[pending[&request_id]] = Some(Ok(response)),
-                    request_response::Event::OutboundFailure {
-                        request_id, error, ..
-                    } => results[pending[&request_id]] = Some(Err(error.to_string())),
-                    _ => {}
-                }
-            }
-        }
-        results.into_iter().map(Option::unwrap).collect()
-    })
-}
-
-fn frame(len: u32, body: &[u8]) -> Vec<u8> {
-    let mut v = len.to_be_bytes().to_vec();
-    v.extend_from_slice(body);
-    v
+    send_all(addr, protocol, messages, Duration::from_secs(40))
 }
 
 #[test]

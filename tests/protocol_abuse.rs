@@ -17,132 +17,11 @@ use peerfs::net::protocol::{
     encode, BlockCodec, BlockRequest, BlockResponse, BLOCK_PROTOCOL, HEAD_PROTOCOL,
 };
 
+use common::raw::{frame, send_all};
 use common::{cid_of, follow, peer_id, wait_for, write, Mounted, TestRepo};
 
-/// Writes requests byte for byte as given; reads whatever comes back.
-#[derive(Clone, Default)]
-struct Raw;
-
-impl request_response::Codec for Raw {
-    type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
-
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let mut v = Vec::new();
-        io.take(1 << 20).read_to_end(&mut v).await?;
-        Ok(v)
-    }
-
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let mut v = Vec::new();
-        io.take(16 << 20).read_to_end(&mut v).await?;
-        Ok(v)
-    }
-
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Vec<u8>,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        io.write_all(&req).await?;
-        io.close().await
-    }
-
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        res: Vec<u8>,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        io.write_all(&res).await?;
-        io.close().await
-    }
-}
-
-/// Sends each message on `protocol` to the daemon at `addr`; returns, per message, the
-/// response bytes or the failure.
-fn send_all(
-    addr: &Multiaddr,
-    protocol: StreamProtocol,
-    messages: Vec<Vec<u8>>,
-) -> Vec<Result<Vec<u8>, String>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default(),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .unwrap()
-            .with_behaviour(|_| {
-                request_response::Behaviour::<Raw>::new(
-                    [(protocol, ProtocolSupport::Outbound)],
-                    request_response::Config::default()
-                        .with_request_timeout(Duration::from_secs(10)),
-                )
-            })
-            .unwrap()
-            .build();
-        let mut addr = addr.clone();
-        let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.pop() else {
-            panic!("no /p2p/ in {addr}")
-        };
-        swarm.add_peer_address(peer, addr);
-        let mut pending = std::collections::HashMap::new();
-        for (i, m) in messages.into_iter().enumerate() {
-            pending.insert(swarm.behaviour_mut().send_request(&peer, m), i);
-        }
-        let mut results: Vec<Option<Result<Vec<u8>, String>>> = vec![None; pending.len()];
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while results.iter().any(Option::is_none) {
-            let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
-                .await
-                .expect("the daemon answers or fails every message in time");
-            if let SwarmEvent::Behaviour(e) = event {
-                match e {
-                    request_response::Event::Message {
-                        message:
-                            request_response::Message::Response {
-                                request_id,
-                                response,
-                            },
-                        ..
-                    } => results[pending[&request_id]] = Some(Ok(response)),
-                    request_response::Event::OutboundFailure {
-                        request_id, error, ..
-                    } => results[pending[&request_id]] = Some(Err(error.to_string())),
-                    _ => {}
-                }
-            }
-        }
-        results.into_iter().map(Option::unwrap).collect()
-    })
-}
-
-fn frame(len: u32, body: &[u8]) -> Vec<u8> {
-    let mut v = len.to_be_bytes().to_vec();
-    v.extend_from_slice(body);
-    v
-}
+/// Every exchange of a raw client, at most.
+const WAIT: Duration = Duration::from_secs(30);
 
 #[test]
 fn hostile_messages_are_refused_and_the_daemon_keeps_serving() {
@@ -187,7 +66,7 @@ fn hostile_messages_are_refused_and_the_daemon_keeps_serving() {
         vec![0x00, 0x00],              // not even a length
         Vec::new(),                    // nothing at all
     ];
-    let results = send_all(&addr, BLOCK_PROTOCOL, hostile);
+    let results = send_all(&addr, BLOCK_PROTOCOL, hostile, WAIT);
     let answered = results[0].as_ref().expect("the good request is answered");
     assert!(answered.len() > 4, "an empty answer to a good request");
     // Refused: the stream fails, or closes with no answer.
@@ -199,6 +78,7 @@ fn hostile_messages_are_refused_and_the_daemon_keeps_serving() {
         &addr,
         HEAD_PROTOCOL,
         vec![frame(u32::MAX, b""), frame(5, b"junk!")],
+        WAIT,
     );
     assert!(results.iter().all(refused), "{results:?}");
 
@@ -278,6 +158,7 @@ fn a_follower_passes_on_no_cached_block_of_a_restricted_drive() {
             block_request(&secret_cid, Some(&peer_id(&b))),
             block_request(&secret_cid, Some(&stranger)),
         ],
+        WAIT,
     );
     let responses: Vec<BlockResponse> = results.iter().map(block_response).collect();
     assert_eq!(sent_blocks(&responses[0]), 1, "bob serves his own blocks");

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod private;
+pub mod raw;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
