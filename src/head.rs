@@ -3,10 +3,11 @@
 //! signature matched the peer ID it names.
 
 use cid::Cid;
-use libp2p_identity::{Keypair, PeerId, PublicKey};
+use libp2p_identity::{Keypair, PeerId};
 use serde::{Deserialize, Serialize};
 
 use crate::profile::SignedProfile;
+use crate::signed::{self, SignedError};
 
 /// The key of my own drive's head in the store's heads table.
 pub const OWN_HEAD: &str = "self";
@@ -53,15 +54,6 @@ struct Payload {
     profile: Option<Vec<u8>>,
 }
 
-/// The stored and transmitted form: the payload and its signature.
-#[derive(Serialize, Deserialize)]
-struct Envelope {
-    #[serde(with = "serde_bytes")]
-    payload: Vec<u8>,
-    #[serde(with = "serde_bytes")]
-    signature: Vec<u8>,
-}
-
 #[derive(Clone, Debug)]
 pub struct SignedHead {
     head: Head,
@@ -72,16 +64,15 @@ pub struct SignedHead {
 }
 
 impl Head {
-    fn payload(&self, profile: Option<&SignedProfile>) -> Vec<u8> {
-        let p = Payload {
+    fn payload(&self, profile: Option<&SignedProfile>) -> Payload {
+        Payload {
             peer: self.peer.to_bytes(),
             seq: self.seq,
             root: self.root.to_bytes(),
             time_ms: self.time_ms,
             open: self.open,
             profile: profile.map(|p| p.encoded().to_vec()),
-        };
-        serde_ipld_dagcbor::to_vec(&p).expect("a plain struct always encodes")
+        }
     }
 
     /// Signs the head with `key`, which must be the key of `self.peer`.
@@ -93,10 +84,8 @@ impl Head {
     pub fn sign_with_profile(self, key: &Keypair, profile: Option<&SignedProfile>) -> SignedHead {
         debug_assert_eq!(key.public().to_peer_id(), self.peer);
         let profile = profile.filter(|p| p.profile().peer == self.peer);
-        let payload = self.payload(profile);
-        let signature = key.sign(&payload).expect("ed25519 signing cannot fail");
-        let encoded = serde_ipld_dagcbor::to_vec(&Envelope { payload, signature })
-            .expect("a plain struct always encodes");
+        let encoded = signed::sign(&self.payload(profile), key)
+            .expect("a plain struct always encodes and ed25519 signing cannot fail");
         SignedHead {
             head: self,
             encoded,
@@ -109,16 +98,15 @@ impl SignedHead {
     /// Decodes a record and checks its signature against the peer ID inside it.
     pub fn verify(bytes: &[u8]) -> Result<SignedHead, HeadError> {
         let malformed = |e: &dyn std::fmt::Display| HeadError::Malformed(e.to_string());
-        let env: Envelope = serde_ipld_dagcbor::from_slice(bytes).map_err(|e| malformed(&e))?;
-        let p: Payload = serde_ipld_dagcbor::from_slice(&env.payload).map_err(|e| malformed(&e))?;
+        let p: Payload = signed::open(bytes, |p: &Payload| {
+            PeerId::from_bytes(&p.peer).map_err(|e| e.to_string())
+        })
+        .map_err(|e| match e {
+            SignedError::BadSignature(peer) => HeadError::BadSignature(peer),
+            SignedError::Malformed(why) => HeadError::Malformed(why),
+        })?;
         let peer = PeerId::from_bytes(&p.peer).map_err(|e| malformed(&e))?;
         let root = Cid::try_from(p.root.as_slice()).map_err(|e| malformed(&e))?;
-        // An ed25519 peer ID is the public key itself (identity multihash).
-        let key = PublicKey::try_decode_protobuf(peer.as_ref().digest())
-            .map_err(|_| HeadError::BadSignature(peer))?;
-        if !key.verify(&env.payload, &env.signature) {
-            return Err(HeadError::BadSignature(peer));
-        }
         // A profile that does not verify, or is another's, is left out: the head
         // itself is good.
         let profile = p
@@ -176,13 +164,7 @@ mod tests {
             peer: key.public().to_peer_id(),
             ..head
         };
-        let mut bytes = forged.payload(None);
-        let sig = other.sign(&bytes).unwrap();
-        bytes = serde_ipld_dagcbor::to_vec(&Envelope {
-            payload: bytes,
-            signature: sig,
-        })
-        .unwrap();
+        let bytes = signed::sign(&forged.payload(None), &other).unwrap();
         assert!(matches!(
             SignedHead::verify(&bytes),
             Err(HeadError::BadSignature(_))
@@ -221,7 +203,7 @@ mod tests {
             .profile()
             .is_none());
         let old = serde_ipld_dagcbor::to_vec(
-            &serde_ipld_dagcbor::from_slice::<Envelope>(plain.encoded()).unwrap(),
+            &serde_ipld_dagcbor::from_slice::<signed::Envelope>(plain.encoded()).unwrap(),
         )
         .unwrap();
         assert_eq!(old, plain.encoded());

@@ -16,12 +16,13 @@ pub enum SignedError {
     BadSignature(PeerId),
 }
 
+/// The stored and transmitted form (visible to the crate's tests, which bend it).
 #[derive(Serialize, Deserialize)]
-struct Envelope {
+pub(crate) struct Envelope {
     #[serde(with = "serde_bytes")]
-    payload: Vec<u8>,
+    pub(crate) payload: Vec<u8>,
     #[serde(with = "serde_bytes")]
-    signature: Vec<u8>,
+    pub(crate) signature: Vec<u8>,
 }
 
 /// Encodes `payload` and signs it with `key`: the envelope's bytes.

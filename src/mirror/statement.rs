@@ -9,10 +9,11 @@ use std::io;
 use cid::Cid;
 use libp2p::futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use libp2p::{PeerId, StreamProtocol};
-use libp2p_identity::{Keypair, PublicKey};
+use libp2p_identity::Keypair;
 use serde::{Deserialize, Serialize};
 
 use crate::net::protocol::{encode, read_message};
+use crate::signed::{self, SignedError};
 
 pub const REPLICA_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerfs/replica/1.0.0");
 /// A follower asks an owner for its mirrors' statements (it writes one empty message,
@@ -73,14 +74,6 @@ struct Payload {
     addrs: Vec<String>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Envelope {
-    #[serde(with = "serde_bytes")]
-    payload: Vec<u8>,
-    #[serde(with = "serde_bytes")]
-    signature: Vec<u8>,
-}
-
 /// The owner's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "answer", rename_all = "snake_case")]
@@ -129,17 +122,15 @@ fn invalid(e: impl ToString) -> io::Error {
 impl Statement {
     /// The signed, encoded form. `key` must be the key of `self.mirror`.
     pub fn sign(&self, key: &Keypair) -> io::Result<Vec<u8>> {
-        let payload = serde_ipld_dagcbor::to_vec(&Payload {
+        let payload = Payload {
             mirror: self.mirror.to_bytes(),
             owner: self.owner.to_bytes(),
             seq: self.seq,
             root: self.root.to_bytes(),
             time_ms: self.time_ms,
             addrs: self.addrs.clone(),
-        })
-        .map_err(invalid)?;
-        let signature = key.sign(&payload).map_err(io::Error::other)?;
-        serde_ipld_dagcbor::to_vec(&Envelope { payload, signature }).map_err(invalid)
+        };
+        signed::sign(&payload, key).map_err(invalid)
     }
 
     /// Decodes a statement and checks its signature; `sender`, when given, must be
@@ -150,17 +141,16 @@ impl Statement {
         me: Option<PeerId>,
     ) -> Result<Statement, StatementError> {
         let malformed = |e: &dyn std::fmt::Display| StatementError::Malformed(e.to_string());
-        let env: Envelope = serde_ipld_dagcbor::from_slice(bytes).map_err(|e| malformed(&e))?;
-        let p: Payload = serde_ipld_dagcbor::from_slice(&env.payload).map_err(|e| malformed(&e))?;
+        let p: Payload = signed::open(bytes, |p: &Payload| {
+            PeerId::from_bytes(&p.mirror).map_err(|e| e.to_string())
+        })
+        .map_err(|e| match e {
+            SignedError::BadSignature(mirror) => StatementError::BadSignature(mirror),
+            SignedError::Malformed(why) => StatementError::Malformed(why),
+        })?;
         let mirror = PeerId::from_bytes(&p.mirror).map_err(|e| malformed(&e))?;
         let owner = PeerId::from_bytes(&p.owner).map_err(|e| malformed(&e))?;
         let root = Cid::try_from(p.root.as_slice()).map_err(|e| malformed(&e))?;
-        // An ed25519 peer ID is the public key itself (identity multihash).
-        let key = PublicKey::try_decode_protobuf(mirror.as_ref().digest())
-            .map_err(|_| StatementError::BadSignature(mirror))?;
-        if !key.verify(&env.payload, &env.signature) {
-            return Err(StatementError::BadSignature(mirror));
-        }
         if let Some(actual) = sender.filter(|s| *s != mirror) {
             return Err(StatementError::WrongSender {
                 claimed: mirror.to_string(),
@@ -287,7 +277,7 @@ mod tests {
             Err(StatementError::BadSignature(_))
         ));
         // A seq changed after signing.
-        let mut env: Envelope = serde_ipld_dagcbor::from_slice(&signed).unwrap();
+        let mut env: signed::Envelope = serde_ipld_dagcbor::from_slice(&signed).unwrap();
         let last = env.payload.len() - 1;
         env.payload[last] ^= 1;
         let bent = serde_ipld_dagcbor::to_vec(&env).unwrap();

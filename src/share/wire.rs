@@ -11,10 +11,11 @@ use std::io;
 use cid::Cid;
 use libp2p::futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use libp2p::{PeerId, StreamProtocol};
-use libp2p_identity::{Keypair, PublicKey};
+use libp2p_identity::Keypair;
 use serde::{Deserialize, Serialize};
 
 use crate::net::protocol::{encode, read_message};
+use crate::signed::{self, SignedError};
 
 pub const OFFER_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerfs/offer/1.0.0");
 /// A letter's bytes at most: a name, a note and a CID, with room to spare.
@@ -69,14 +70,6 @@ struct Payload {
     body: Body,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Envelope {
-    #[serde(with = "serde_bytes")]
-    payload: Vec<u8>,
-    #[serde(with = "serde_bytes")]
-    signature: Vec<u8>,
-}
-
 /// A letter whose signature and addresses were checked (or that we signed).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Letter {
@@ -102,33 +95,28 @@ pub enum Answer {
 impl Letter {
     /// The signed, encoded form. `key` must be the key of `self.from`.
     pub fn sign(&self, key: &Keypair) -> io::Result<Vec<u8>> {
-        let payload = serde_ipld_dagcbor::to_vec(&Payload {
+        let payload = Payload {
             from: self.from.to_bytes(),
             to: self.to.to_bytes(),
             time_ms: self.time_ms,
             body: self.body.clone(),
-        })
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        let signature = key
-            .sign(&payload)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        serde_ipld_dagcbor::to_vec(&Envelope { payload, signature })
+        };
+        signed::sign(&payload, key)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
     }
 
     /// Decodes a letter `sender` sent to `me`, and checks who signed it and for whom.
     pub fn verify(bytes: &[u8], sender: PeerId, me: PeerId) -> Result<Letter, LetterError> {
         let malformed = |e: &dyn std::fmt::Display| LetterError::Malformed(e.to_string());
-        let env: Envelope = serde_ipld_dagcbor::from_slice(bytes).map_err(|e| malformed(&e))?;
-        let p: Payload = serde_ipld_dagcbor::from_slice(&env.payload).map_err(|e| malformed(&e))?;
+        let p: Payload = signed::open(bytes, |p: &Payload| {
+            PeerId::from_bytes(&p.from).map_err(|e| e.to_string())
+        })
+        .map_err(|e| match e {
+            SignedError::BadSignature(from) => LetterError::BadSignature(from),
+            SignedError::Malformed(why) => LetterError::Malformed(why),
+        })?;
         let from = PeerId::from_bytes(&p.from).map_err(|e| malformed(&e))?;
         let to = PeerId::from_bytes(&p.to).map_err(|e| malformed(&e))?;
-        // An ed25519 peer ID is the public key itself (identity multihash).
-        let key = PublicKey::try_decode_protobuf(from.as_ref().digest())
-            .map_err(|_| LetterError::BadSignature(from))?;
-        if !key.verify(&env.payload, &env.signature) {
-            return Err(LetterError::BadSignature(from));
-        }
         if from != sender {
             return Err(LetterError::WrongSender {
                 claimed: from.to_string(),
