@@ -29,6 +29,7 @@ pub mod protocol;
 pub mod reach;
 pub mod relay;
 pub mod serve;
+pub mod streams;
 pub mod throttle;
 
 use std::collections::{HashMap, HashSet};

@@ -4,13 +4,12 @@
 use std::sync::{Arc, Weak};
 
 use cid::Cid;
-use libp2p::futures::StreamExt;
 use libp2p::PeerId;
-use tokio::sync::Semaphore;
 use tracing::{debug, info};
 
 use super::{lock, now_ms, Mailroom, LETTERS_AT_ONCE, LETTER_TIMEOUT};
 use crate::daemon::feed::What;
+use crate::net::streams::{serve_streams, Serving};
 use crate::share::items::{InState, Incoming, OutState, Outgoing, Receipt};
 use crate::share::policy::{valid_name, Sender};
 use crate::share::wire::{self, Answer, Body, Letter, OFFER_PROTOCOL};
@@ -290,39 +289,25 @@ impl Mailroom {
 }
 
 /// Reads letters from the streams peers open, `LETTERS_AT_ONCE` at a time.
-pub(super) async fn serve_letters(
-    room: Weak<Mailroom>,
-    mut incoming: libp2p_stream::IncomingStreams,
-) {
-    let at_once = Arc::new(Semaphore::new(LETTERS_AT_ONCE));
-    while let Some((peer, mut stream)) = incoming.next().await {
-        // Over the bound: the stream is dropped, and the sender tries again later.
-        let Ok(permit) = Arc::clone(&at_once).try_acquire_owned() else {
-            continue;
+pub(super) async fn serve_letters(room: Weak<Mailroom>, incoming: libp2p_stream::IncomingStreams) {
+    let serving = Serving {
+        at_once: LETTERS_AT_ONCE,
+        limit: LETTER_TIMEOUT,
+        what: "letter",
+    };
+    serve_streams(incoming, room, serving, |r, peer, mut stream| async move {
+        let bytes = wire::read_letter(&mut stream).await?;
+        let answer = match Letter::verify(&bytes, peer, r.me) {
+            Ok(letter) => tokio::task::spawn_blocking(move || r.letter(peer, letter))
+                .await
+                .unwrap_or(Answer::Refused {
+                    reason: "the recipient failed to read the offer".into(),
+                }),
+            Err(e) => Answer::Refused {
+                reason: e.to_string(),
+            },
         };
-        let Some(r) = room.upgrade() else { return };
-        tokio::spawn(async move {
-            let _permit = permit;
-            let exchange = async {
-                let bytes = wire::read_letter(&mut stream).await?;
-                let answer = match Letter::verify(&bytes, peer, r.me) {
-                    Ok(letter) => {
-                        let r2 = Arc::clone(&r);
-                        tokio::task::spawn_blocking(move || r2.letter(peer, letter))
-                            .await
-                            .unwrap_or(Answer::Refused {
-                                reason: "the recipient failed to read the offer".into(),
-                            })
-                    }
-                    Err(e) => Answer::Refused {
-                        reason: e.to_string(),
-                    },
-                };
-                wire::answer(&mut stream, &answer).await
-            };
-            if let Ok(Err(e)) = tokio::time::timeout(LETTER_TIMEOUT, exchange).await {
-                debug!("letter from {peer}: {e}");
-            }
-        });
-    }
+        wire::answer(&mut stream, &answer).await
+    })
+    .await
 }

@@ -119,24 +119,17 @@ pub(super) fn find_holders(m: Weak<Mirroring>) {
 }
 
 /// Answers followed peers that ask for my mirrors.
-pub(super) async fn serve_lists(m: Weak<Mirroring>, mut incoming: libp2p_stream::IncomingStreams) {
-    let at_once = Arc::new(Semaphore::new(STATEMENTS_AT_ONCE));
-    while let Some((peer, mut stream)) = incoming.next().await {
-        let Ok(permit) = Arc::clone(&at_once).try_acquire_owned() else {
-            continue;
-        };
-        let Some(m) = m.upgrade() else { return };
-        tokio::spawn(async move {
-            let _permit = permit;
-            let exchange = async {
-                let list = tokio::task::spawn_blocking(move || m.list_for(&peer))
-                    .await
-                    .unwrap_or_default();
-                statement::answer_list(&mut stream, &list).await
-            };
-            if let Ok(Err(e)) = tokio::time::timeout(TELL_TIMEOUT, exchange).await {
-                debug!("mirrors asked by {peer}: {e}");
-            }
-        });
-    }
+pub(super) async fn serve_lists(m: Weak<Mirroring>, incoming: libp2p_stream::IncomingStreams) {
+    let serving = Serving {
+        at_once: STATEMENTS_AT_ONCE,
+        limit: TELL_TIMEOUT,
+        what: "mirrors asked",
+    };
+    serve_streams(incoming, m, serving, |m, peer, mut stream| async move {
+        let list = tokio::task::spawn_blocking(move || m.list_for(&peer))
+            .await
+            .unwrap_or_default();
+        statement::answer_list(&mut stream, &list).await
+    })
+    .await
 }

@@ -12,11 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cid::Cid;
-use libp2p::futures::StreamExt;
 use libp2p::PeerId;
 use libp2p_identity::Keypair;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use super::control::Response;
@@ -29,6 +27,7 @@ use crate::mirror::statement::{
 };
 use crate::mirror::{pin_label, walk, Held, Mirror, Mirrors};
 use crate::net::peerbook::PeerBook;
+use crate::net::streams::{serve_streams, Serving};
 use crate::net::PeerInfo;
 use crate::net::{NetHandle, RemoteBlocks};
 use crate::pin::PinError;

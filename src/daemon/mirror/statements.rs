@@ -124,30 +124,20 @@ impl Mirroring {
 }
 
 /// Reads statements from the streams mirrors open, `STATEMENTS_AT_ONCE` at a time.
-pub(super) async fn serve_statements(
-    m: Weak<Mirroring>,
-    mut incoming: libp2p_stream::IncomingStreams,
-) {
-    let at_once = Arc::new(Semaphore::new(STATEMENTS_AT_ONCE));
-    while let Some((peer, mut stream)) = incoming.next().await {
-        let Ok(permit) = Arc::clone(&at_once).try_acquire_owned() else {
-            continue;
-        };
-        let Some(m) = m.upgrade() else { return };
-        tokio::spawn(async move {
-            let _permit = permit;
-            let exchange = async {
-                let bytes = statement::read(&mut stream).await?;
-                let answer = tokio::task::spawn_blocking(move || m.statement(peer, bytes))
-                    .await
-                    .unwrap_or(Answer::Refused {
-                        reason: "the owner failed to read it".into(),
-                    });
-                statement::answer(&mut stream, &answer).await
-            };
-            if let Ok(Err(e)) = tokio::time::timeout(TELL_TIMEOUT, exchange).await {
-                debug!("mirror statement from {peer}: {e}");
-            }
-        });
-    }
+pub(super) async fn serve_statements(m: Weak<Mirroring>, incoming: libp2p_stream::IncomingStreams) {
+    let serving = Serving {
+        at_once: STATEMENTS_AT_ONCE,
+        limit: TELL_TIMEOUT,
+        what: "mirror statement",
+    };
+    serve_streams(incoming, m, serving, |m, peer, mut stream| async move {
+        let bytes = statement::read(&mut stream).await?;
+        let answer = tokio::task::spawn_blocking(move || m.statement(peer, bytes))
+            .await
+            .unwrap_or(Answer::Refused {
+                reason: "the owner failed to read it".into(),
+            });
+        statement::answer(&mut stream, &answer).await
+    })
+    .await
 }
