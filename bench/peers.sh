@@ -12,6 +12,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 size_mib="${1:-1024}"
 . "$here/bench/lib/sshfs.sh"
+. "$here/bench/lib/cpu.sh"
 sshfs_need
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/peerfs-ci/target}"
 if [ -z "${PEERFS_BIN:-}" ]; then
@@ -48,20 +49,37 @@ b_addr="$("$peerfs" --repo "$work/b" id | sed -n 2p)"
 # A's drive is read by the peers A follows (readers = "following", the default).
 "$peerfs" --repo "$work/a" peer add "$b_addr" --name bob >/dev/null
 
-# The same bytes on A's drive and on the local disk sshfs serves.
-head -c "$((size_mib << 20))" /dev/urandom > "$work/src/seq.bin"
-cp "$work/src/seq.bin" "$work/ma/drive/seq.bin"
+# The same bytes on A's drive and on the local disk sshfs serves: two files, so that
+# each side reads one first and one last.
+for f in seq1 seq2; do
+  head -c "$((size_mib << 20))" /dev/urandom > "$work/src/$f.bin"
+  cp "$work/src/$f.bin" "$work/ma/drive/$f.bin"
+done
 echo first > "$work/ma/drive/first.txt"
 echo first > "$work/src/first.txt"
-for _ in $(seq 200); do [ -e "$work/mb/peers/alice/seq.bin" ] && break; sleep 0.1; done
+for _ in $(seq 200); do [ -e "$work/mb/peers/alice/seq2.bin" ] && break; sleep 0.1; done
+daemons=("$(pgrep -f -- "--repo $work/a mount")" "$(pgrep -f -- "--repo $work/b mount")")
 
 # sshd on loopback only, with throwaway keys.
 sshfs_mount "$work/src" "$work/sshmnt"
 
-# Cold sequential reads.
-cold; t0="$(now)"; cat "$work/mb/peers/alice/seq.bin" > /dev/null; t_peerfs="$(secs "$t0")"
-cold; t0="$(now)"; cat "$work/sshmnt/seq.bin" > /dev/null; t_sshfs="$(secs "$t0")"
-cmp "$work/mb/peers/alice/seq.bin" "$work/src/seq.bin"
+# Cold sequential reads, peerfs, sshfs, sshfs, peerfs (a drift in the machine's load
+# then falls on both), after A has settled (stored, compacted). CPU time is counted
+# for both daemons, and for sshd, sftp-server and sshfs.
+settle "${daemons[@]}"
+ssh_side() { pgrep -x sshd; pgrep -x sshfs; pgrep -f sftp-server; }
+declare -A took=([peerfs]=0 [sshfs]=0) cpu=([peerfs]=0 [sshfs]=0)
+read_cold() { # SIDE FILE
+  local pids c0 t0 dir="$work/sshmnt"
+  if [ "$1" = peerfs ]; then pids=("${daemons[@]}") dir="$work/mb/peers/alice"; else mapfile -t pids < <(ssh_side); fi
+  cold; c0="$(cpu_secs "${pids[@]}")"; t0="$(now)"
+  cat "$dir/$2" > /dev/null
+  took[$1]="$(echo "${took[$1]} + $(secs "$t0")" | bc -l)"
+  cpu[$1]="$(echo "${cpu[$1]} + $(cpu_secs "${pids[@]}") - $c0" | bc -l)"
+}
+read_cold peerfs seq1.bin; read_cold sshfs seq1.bin; read_cold sshfs seq2.bin; read_cold peerfs seq2.bin
+for f in seq1 seq2; do cmp "$work/mb/peers/alice/$f.bin" "$work/src/$f.bin"; done
+size_mib=$((2 * size_mib)) t_peerfs="${took[peerfs]}" t_sshfs="${took[sshfs]}"
 
 # Time to first byte of a file nobody has read.
 cold; t0="$(now)"; head -c 1 "$work/mb/peers/alice/first.txt" > /dev/null; ttfb_peerfs="$(secs "$t0")"
@@ -90,6 +108,7 @@ mib_s() { echo "$size_mib / $1" | bc -l; }
 printf '%-34s %10s %10s\n' "" "peerfs" "sshfs"
 printf '%-34s %10.1f %10.1f\n' "cold read MiB/s (${size_mib} MiB)" "$(mib_s "$t_peerfs")" "$(mib_s "$t_sshfs")"
 printf '%-34s %10.4f %10.4f\n' "time to first byte, s" "$ttfb_peerfs" "$ttfb_sshfs"
+printf '%-34s %10.2f %10.2f\n' "CPU seconds per GiB read" "$(echo "${cpu[peerfs]} * 1024 / $size_mib" | bc -l)" "$(echo "${cpu[sshfs]} * 1024 / $size_mib" | bc -l)"
 printf 'cold read, peerfs/sshfs:           %.2fx\n' "$(echo "$t_sshfs / $t_peerfs" | bc -l)"
 printf 'iperf3 loopback MiB/s:             %.0f (peerfs reaches %.1f%%)\n' \
   "$(echo "$iperf_bps / 8 / 1048576" | bc -l)" "$(echo "100 * $(mib_s "$t_peerfs") * 8 * 1048576 / $iperf_bps" | bc -l)"

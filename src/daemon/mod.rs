@@ -126,6 +126,7 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
     let opts = repo.config().import.profile.options();
     let store = repo.shared_store();
     store.enable_cache(repo.config().cache_size.as_u64())?;
+    crate::store::rocks::keep_reclaiming(Arc::downgrade(&store));
     store.set_min_free(repo.config().min_disk_free.as_u64());
     let drive = Arc::new(Drive::load(store.clone(), opts, repo.keypair().clone())?);
     let publisher = crate::seal::publish::Publisher::open(repo.path(), store.clone() as _)

@@ -7,10 +7,13 @@
 //! - [`cache`]: the evictable cache of fetched blocks.
 //! - [`pins`]: roots that must stay.
 //! - [`kept`]: whose drive the blocks a pin kept came from.
+//! - [`reclaim`]: giving deleted blocks' space back.
 
 mod cache;
 mod kept;
 mod pins;
+mod reclaim;
+pub use reclaim::keep_reclaiming;
 mod sealed;
 #[cfg(test)]
 mod tests;
@@ -22,8 +25,7 @@ use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cid::Cid;
 use rocksdb::{
-    BlockBasedOptions, BottommostLevelCompaction, ColumnFamilyDescriptor, CompactOptions,
-    IteratorMode, Options, WriteBatch, WriteOptions, DB,
+    BlockBasedOptions, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB,
 };
 
 use libp2p_identity::PeerId;
@@ -59,9 +61,6 @@ const MIN_BLOB_SIZE: u64 = 16 * 1024;
 const BLOCKS_MEMTABLE: usize = 32 << 20;
 /// The other families' memtables: keys and small values only.
 const SMALL_MEMTABLE: usize = 8 << 20;
-/// RocksDB's default: compactions rewrite live blobs out of the oldest quarter of blob
-/// files. `reclaim` raises it to every file for one compaction.
-const BLOB_GC_AGE_CUTOFF: &str = "0.25";
 
 pub struct RocksStore {
     db: DB,
@@ -82,6 +81,8 @@ pub struct RocksStore {
     /// Imports and pins hold this shared until their roots are pinned; a sweep takes
     /// it exclusively, so blocks whose pin is not written yet are never swept.
     unpinned: RwLock<()>,
+    /// Held while garbage is collected: one collection at a time.
+    reclaiming: Mutex<()>,
 }
 
 /// Keeps an online sweep's guard up: blocks written as our own meanwhile stay.
@@ -131,6 +132,7 @@ impl RocksStore {
             written: Mutex::new(None),
             own_written: AtomicU64::new(0),
             unpinned: RwLock::new(()),
+            reclaiming: Mutex::new(()),
         })
     }
 
@@ -387,23 +389,6 @@ impl RocksStore {
         }
         Ok((blocks, bytes))
     }
-
-    /// Gives the space of deleted blocks back to the disk: compacts the block family
-    /// and rewrites every blob file that holds garbage.
-    pub fn reclaim(&self) -> Result<(), StoreError> {
-        let cf = self.cf(CF_BLOCKS);
-        let set = |cutoff: &str| {
-            self.db
-                .set_options_cf(cf, &[("blob_garbage_collection_age_cutoff", cutoff)])
-                .map_err(|e| self.err(e))
-        };
-        set("1.0")?;
-        let mut opts = CompactOptions::default();
-        opts.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
-        self.db
-            .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &opts);
-        set(BLOB_GC_AGE_CUTOFF)
-    }
 }
 
 impl HeadStore for RocksStore {
@@ -435,8 +420,11 @@ fn family_options(name: &str) -> Options {
         o.set_enable_blob_files(true);
         o.set_min_blob_size(MIN_BLOB_SIZE);
         o.set_blob_file_size(256 << 20);
-        o.set_enable_blob_gc(true);
-        o.set_blob_gc_age_cutoff(BLOB_GC_AGE_CUTOFF.parse().expect("a number"));
+        // No garbage collection in ordinary compactions: each one that rewrites the
+        // level holding the keys (all of it: the keys are hashes) would copy every live
+        // blob of the oldest files again, a cost that grows with the store. `reclaim`
+        // collects when there is garbage to collect.
+        o.set_enable_blob_gc(false);
         o.set_write_buffer_size(BLOCKS_MEMTABLE);
     }
     if name == CF_BLOCKS || name == CF_CACHE || name == CF_KEPT {

@@ -155,3 +155,46 @@ fn big_blocks_go_before_small_ones_and_the_order_is_rebuilt_when_it_was_lost() {
     assert_eq!(kept, [false, false, true, false]);
     assert_eq!(store.cache_usage(), Some((1000, 1500)));
 }
+
+#[test]
+fn evicted_blocks_stay_garbage_through_compactions_until_reclaimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RocksStore::open(dir.path(), true).unwrap();
+    store.enable_cache(u64::MAX).unwrap();
+    let blocks: Vec<Block> = (1..=40).map(block).collect();
+    // Eight blob files: collecting in ordinary compactions would rewrite the oldest.
+    for some in blocks.chunks(5) {
+        store.put_cached(some, None).unwrap();
+        store.finish_bulk().unwrap();
+    }
+    // Every other block used since: the other half goes, from every file.
+    for b in blocks.iter().step_by(2) {
+        store.get(b.cid()).unwrap();
+    }
+    store.finish_bulk().unwrap();
+    // Eviction goes a sixteenth below the cap: room for twenty.
+    store.enable_cache(2_200_000).unwrap();
+    let kept: Vec<&Block> = blocks
+        .iter()
+        .filter(|b| store.has(b.cid()).unwrap())
+        .collect();
+    assert_eq!(kept.len(), 20);
+    let compact = || {
+        let cf = store.cf(CF_BLOCKS);
+        store.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+    };
+    compact();
+    let (garbage, size) = store.blob_garbage().unwrap();
+    assert!(garbage >= 20 * 100 * 1024, "{garbage} of {size}");
+    // An ordinary compaction copies no live blob to collect it.
+    compact();
+    assert_eq!(store.blob_garbage().unwrap(), (garbage, size));
+    assert!(!store.reclaim_if_wasteful(size + 1).unwrap());
+    assert!(store.reclaim_if_wasteful(1).unwrap());
+    let (after, smaller) = store.blob_garbage().unwrap();
+    assert_eq!(after, 0);
+    assert!(smaller <= size - garbage, "{smaller} of {size}");
+    for b in kept {
+        assert_eq!(store.get(b.cid()).unwrap().as_deref(), Some(b.data()));
+    }
+}
