@@ -496,6 +496,8 @@ fn bitswap_peers_are_sources_of_blocks_of_no_drive_only_and_mute_peers_of_none()
     }
     assert!(!ways.contains_key(&mute), "{ways:?}");
     assert!(ways[&helia].iter().all(|w| *w == Way::Bitswap), "{ways:?}");
+    // A Bitswap peer has one leaf out at a time (`BITSWAP_WINDOW`).
+    assert_eq!(ways[&helia].len(), 1, "{ways:?}");
     assert!(ways[&owner].iter().all(|w| *w == Way::Ours), "{ways:?}");
 
     // A drive's block goes to our protocol's peers only; with none of them left, it
