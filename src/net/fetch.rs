@@ -25,12 +25,13 @@ use std::time::{Duration, Instant};
 use cid::Cid;
 use libp2p::PeerId;
 
-use super::protocol::MAX_WANT;
-use crate::block::RAW;
 use crate::store::Unavailable;
 use crate::transfers::{Priority, TransferId};
-use sources::{Request, Sources, Standing, LEAF_GUESS, NODE_GUESS};
+pub use round::Way;
+use round::{guess, Round};
+use sources::{Request, Sources, Standing};
 
+mod round;
 mod sources;
 
 /// A source not measured yet that has not answered in this long gets a second one
@@ -58,37 +59,12 @@ pub const BUSY_BACKOFF: Duration = Duration::from_millis(300);
 /// Prefetches are dropped while this many blocks are wanted: they are hints, and a
 /// listing or a reader must not make the node hold unbounded wants.
 pub const MAX_WANTS: usize = 4096;
-/// Leaves are large: one per request, so several stream in parallel.
-const LEAVES_PER_REQUEST: usize = 1;
-/// Nodes in one Bitswap request at most: with at most 48 requests out to a peer, it
-/// holds at most 768 of our wants (ours keep 1,024 a peer; others have limits too).
-const BITSWAP_NODES_PER_REQUEST: usize = 16;
 /// Bytes (guessed) out to one Bitswap peer at most, one block always: a Bitswap peer
 /// sends every block it has ready in one message on one stream, and a JavaScript one
 /// (Helia; js-libp2p's yamux) writes it in frames as large as the stream's window,
 /// which ours grows past the 1 MiB frame our yamux accepts: the connection is closed.
 /// A message of at most about 1 MiB never gets there.
 const BITSWAP_WINDOW: u64 = 1 << 20;
-
-/// How a source is asked for blocks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Way {
-    /// Our protocol (`/peerfs/blocks`).
-    Ours,
-    /// Bitswap (an IPFS node, or any peer that speaks it and not ours): for blocks of
-    /// no drive only.
-    Bitswap,
-}
-
-impl Way {
-    /// Nodes one request carries at most.
-    fn nodes_per_request(self) -> usize {
-        match self {
-            Way::Ours => MAX_WANT,
-            Way::Bitswap => BITSWAP_NODES_PER_REQUEST,
-        }
-    }
-}
 
 /// Which transfer (a pin, a delivery) a want is for, and how urgent that is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,40 +176,6 @@ impl<R, W> Want<R, W> {
     /// Whether `peer` may be asked for this block now (by this want's own history).
     fn may_ask(&self, peer: &PeerId, now: Instant) -> bool {
         !self.tried.contains(peer) && self.busy.get(peer).is_none_or(|t| *t <= now)
-    }
-}
-
-/// A block's guessed size, before it comes.
-fn guess(cid: &Cid) -> u64 {
-    if cid.codec() == RAW {
-        LEAF_GUESS
-    } else {
-        NODE_GUESS
-    }
-}
-
-/// The requests of one dispatch, and what they add to each source's load.
-#[derive(Default)]
-struct Round {
-    batches: HashMap<(PeerId, Option<PeerId>, Way), Vec<Cid>>,
-    /// Per peer: bytes and requests added in this round.
-    added: HashMap<PeerId, (u64, usize)>,
-}
-
-impl Round {
-    fn added(&self, peer: &PeerId) -> (u64, usize) {
-        self.added.get(peer).copied().unwrap_or_default()
-    }
-
-    fn assign(&mut self, peer: PeerId, owner: Option<PeerId>, way: Way, cid: Cid) {
-        let batch = self.batches.entry((peer, owner, way)).or_default();
-        let nodes = batch.iter().filter(|c| c.codec() != RAW).count();
-        // Leaves go one per request; nodes share one per `nodes_per_request`.
-        let new_request = cid.codec() == RAW || nodes % way.nodes_per_request() == 0;
-        batch.push(cid);
-        let added = self.added.entry(peer).or_default();
-        added.0 += guess(&cid);
-        added.1 += usize::from(new_request);
     }
 }
 
@@ -558,7 +500,7 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
     pub fn dispatch(&self, connected: &[PeerId], now: Instant) -> Vec<Action<W>> {
         let mut round = Round::default();
         self.plan(&mut round, connected, now);
-        requests(round.batches)
+        round.into_requests()
     }
 
     fn plan(&self, round: &mut Round, connected: &[PeerId], now: Instant) {
@@ -607,7 +549,7 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
             }
         }
         self.plan(&mut round, connected, now);
-        out.extend(requests(round.batches));
+        out.extend(round.into_requests());
         self.failed
             .retain(|_, (when, _)| now.duration_since(*when) < FAILED_MEMORY);
         out
@@ -700,28 +642,6 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
     pub fn delivered_by(&self, peer: &PeerId) -> u64 {
         self.sources.delivered_by(peer)
     }
-}
-
-/// Requests for batches of CIDs: raw leaves one per request, nodes up to the way's
-/// `nodes_per_request`.
-fn requests<W>(batches: HashMap<(PeerId, Option<PeerId>, Way), Vec<Cid>>) -> Vec<Action<W>> {
-    let mut out = Vec::new();
-    for ((peer, owner, way), cids) in batches {
-        let (leaves, nodes): (Vec<Cid>, Vec<Cid>) =
-            cids.into_iter().partition(|c| c.codec() == RAW);
-        for group in leaves
-            .chunks(LEAVES_PER_REQUEST)
-            .chain(nodes.chunks(way.nodes_per_request()))
-        {
-            out.push(Action::Request {
-                peer,
-                owner,
-                cids: group.to_vec(),
-                way,
-            });
-        }
-    }
-    out
 }
 
 #[cfg(test)]

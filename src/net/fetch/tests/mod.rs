@@ -2,7 +2,7 @@
 //! sources, deadlines and limits.
 
 use super::*;
-use crate::block::Block;
+use crate::block::{Block, RAW};
 
 type S = Scheduler<u32, &'static str>;
 
