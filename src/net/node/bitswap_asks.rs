@@ -61,16 +61,20 @@ pub(super) struct Done {
 }
 
 impl Asks {
-    /// A request for `cids` goes to `peer`: its id.
-    pub fn start(&mut self, peer: PeerId, cids: &[Cid], now: Instant) -> u64 {
+    /// A request for `cids` goes to `peer`: its id, and the older requests it leaves
+    /// with nothing to wait for (answered in full now).
+    pub fn start(&mut self, peer: PeerId, cids: &[Cid], now: Instant) -> (u64, Vec<u64>) {
         self.next += 1;
         let id = self.next;
+        let mut emptied = Vec::new();
         for cid in cids {
-            // The same CID asked of the same peer again (after a "lacks" or a
-            // timeout) belongs to the newest request.
+            // The same CID asked of the same peer again belongs to the newest request.
             if let Some(old) = self.by_cid.insert((peer, *cid), id) {
                 if let Some(o) = self.out.get_mut(&old) {
                     o.left.remove(cid);
+                    if o.left.is_empty() {
+                        emptied.push(old);
+                    }
                 }
             }
         }
@@ -82,7 +86,9 @@ impl Asks {
             missing: Vec::new(),
         };
         self.out.insert(id, out);
-        id
+        emptied.sort_unstable();
+        emptied.dedup();
+        (id, emptied)
     }
 
     /// `peer` sent `blocks` and said DONT_HAVE to `dont_have`: the requests that are
@@ -208,8 +214,10 @@ impl Node {
     /// in one message; the scheduler is told of each request.
     pub(super) fn ask_bitswap(&mut self, requests: Vec<(PeerId, Vec<Cid>)>, now: Instant) {
         let mut per_peer: HashMap<PeerId, Vec<Cid>> = HashMap::new();
+        let mut emptied = Vec::new();
         for (peer, cids) in requests {
-            let id = self.asks.start(peer, &cids, now);
+            let (id, older) = self.asks.start(peer, &cids, now);
+            emptied.extend(older);
             per_peer.entry(peer).or_default().extend(&cids);
             let sent = Sent {
                 peer,
@@ -220,6 +228,9 @@ impl Node {
         }
         for (peer, cids) in per_peer {
             self.bitswap.want(peer, cids);
+        }
+        for id in emptied {
+            self.bitswap_answered(id);
         }
     }
 
@@ -352,7 +363,7 @@ mod tests {
         let t0 = Instant::now();
         let (p, q) = (PeerId::random(), PeerId::random());
         let mut a = Asks::default();
-        let id = a.start(p, &[cid(1), cid(2)], t0);
+        let (id, _) = a.start(p, &[cid(1), cid(2)], t0);
         // From another peer, or not asked: nothing.
         assert!(a.heard(q, vec![(cid(1), vec![1])], vec![]).is_empty());
         assert!(a.heard(p, vec![(cid(3), vec![3])], vec![]).is_empty());
@@ -373,8 +384,8 @@ mod tests {
         let t0 = Instant::now();
         let (p, q) = (PeerId::random(), PeerId::random());
         let mut a = Asks::default();
-        let first = a.start(p, &[cid(1)], t0);
-        let second = a.start(q, &[cid(1), cid(2)], t0 + Duration::from_secs(5));
+        let (first, _) = a.start(p, &[cid(1)], t0);
+        let (second, _) = a.start(q, &[cid(1), cid(2)], t0 + Duration::from_secs(5));
         let (peers, answered) = a.arrived(&cid(1), p);
         assert_eq!(peers, vec![q]);
         assert!(answered.is_empty(), "cid(2) is still out");
@@ -398,5 +409,16 @@ mod tests {
             "both: ours"
         );
         assert_eq!(way_of(&[StreamProtocol::new("/ipfs/ping/1.0.0")]), None);
+    }
+
+    #[test]
+    fn a_cid_asked_again_of_the_same_peer_ends_the_request_it_left_empty() {
+        let t0 = Instant::now();
+        let p = PeerId::random();
+        let mut a = Asks::default();
+        let (old, _) = a.start(p, &[cid(1)], t0);
+        let (new, emptied) = a.start(p, &[cid(1)], t0);
+        assert_eq!(emptied, vec![old], "the old one waits for nothing");
+        assert_eq!(a.heard(p, vec![(cid(1), vec![1])], vec![]), vec![new]);
     }
 }
