@@ -170,6 +170,8 @@ struct Want<R, W> {
 struct Out {
     sent: Sent,
     request: Request,
+    /// Sent before its peer said what it speaks (over ours, as a guess).
+    unidentified: bool,
 }
 
 impl<R, W> Want<R, W> {
@@ -308,7 +310,25 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
     /// `peer` (connected, identified) is asked `way` from now on; `None`: it speaks
     /// neither protocol, and is asked nothing.
     pub fn speaks(&mut self, peer: PeerId, way: Option<Way>) {
-        self.ways.insert(peer, way);
+        let first = self.ways.insert(peer, way).is_none();
+        if !first || way == Some(Way::Ours) {
+            return;
+        }
+        // It was asked over ours before it said what it speaks, and failed: that is
+        // forgiven, and what it failed is asked again its own way.
+        let out: HashSet<R> = self
+            .requests
+            .iter()
+            .filter(|(_, o)| o.sent.peer == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for w in self.wants.values_mut() {
+            if !w.in_flight.iter().any(|f| out.contains(&f.id)) {
+                w.tried.remove(&peer);
+            }
+        }
+        self.sources.forgive(peer);
+        self.failed.clear();
     }
 
     /// How `peer` is asked for `want`'s block, if it may be at all: over ours, or over
@@ -361,7 +381,12 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
             at: now,
             alone,
         };
-        let out = Out { sent, request };
+        let unidentified = !self.ways.contains_key(&sent.peer);
+        let out = Out {
+            sent,
+            request,
+            unidentified,
+        };
         self.requests.insert(id, out);
     }
 
@@ -402,6 +427,18 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
         if let Some(out) = self.requests.remove(&id) {
             let peer = out.sent.peer;
             self.sources.answered(peer, out.request, 0, now);
+            // Asked over ours before it said it does not speak it: no fault of its; it
+            // is asked again its own way.
+            let misasked = self.ways.get(&peer).is_some_and(|w| *w != Some(Way::Ours));
+            if out.unidentified && misasked {
+                for cid in &out.sent.cids {
+                    if let Some(w) = self.wants.get_mut(cid) {
+                        w.tried.remove(&peer);
+                        w.in_flight.retain(|f| f.id != id);
+                    }
+                }
+                return;
+            }
             self.sources.strike(peer, now);
             self.give_up_on(peer, id, &out.sent.cids);
         }

@@ -175,6 +175,15 @@ impl Sources {
         }
     }
 
+    /// What `peer` did is forgiven (it was asked the wrong way).
+    pub fn forgive(&mut self, peer: PeerId) {
+        if let Some(s) = self.peers.get_mut(&peer) {
+            s.strikes = 0;
+            s.backoff_until = None;
+            s.lacks.clear();
+        }
+    }
+
     /// `peer` failed a request or sent wrong bytes: it is left alone for a while,
     /// longer each time.
     pub fn strike(&mut self, peer: PeerId, now: Instant) {

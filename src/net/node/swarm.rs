@@ -318,6 +318,7 @@ impl Node {
                 self.offers_relay(peer_id, &info);
                 let way = super::bitswap_asks::way_of(&info.protocols);
                 self.fetch.speaks(peer_id, way);
+                self.dispatch();
                 self.ipfs_identified(peer_id, &info);
                 if info.protocols.contains(&KAD_PROTOCOL) {
                     for addr in info.listen_addrs {

@@ -524,3 +524,30 @@ fn bitswap_peers_are_sources_of_blocks_of_no_drive_only_and_mute_peers_of_none()
         vec![leaf(10)]
     );
 }
+
+#[test]
+fn a_peer_asked_over_ours_before_it_said_it_speaks_only_bitswap_is_asked_again_over_bitswap() {
+    let t0 = Instant::now();
+    let helia = PeerId::random();
+    let mut id = 0;
+    for identify_first in [false, true] {
+        let mut s = S::new(Duration::from_secs(30));
+        s.want(leaf(1), None, Some("reader"), t0);
+        // Not identified yet: asked over ours, which it does not speak.
+        let acts = s.dispatch(&[helia], t0);
+        let out = send(&mut s, acts, &mut id, t0);
+        assert_eq!(out.len(), 1);
+        if identify_first {
+            s.speaks(helia, Some(Way::Bitswap));
+            s.failed(out[0].0, t0);
+        } else {
+            s.failed(out[0].0, t0);
+            s.speaks(helia, Some(Way::Bitswap));
+        }
+        let acts = s.dispatch(&[helia], t0);
+        assert!(
+            matches!(&acts[..], [Action::Request { peer, way: Way::Bitswap, .. }] if *peer == helia),
+            "identify first: {identify_first}: {acts:?}"
+        );
+    }
+}
