@@ -87,6 +87,18 @@ pub struct SourceProgress {
     pub peer: String,
     pub blocks: u64,
     pub bytes: u64,
+    /// Sent over Bitswap (a peer that speaks it and not our protocol).
+    #[serde(default)]
+    pub bitswap: bool,
+}
+
+/// What one peer sent a transfer lately.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub blocks: u64,
+    pub bytes: u64,
+    /// Over Bitswap.
+    pub bitswap: bool,
 }
 
 /// One line of `peerfs transfers`.
@@ -291,7 +303,7 @@ impl Transfers {
         &self,
         id: TransferId,
         walk: (u64, u64, Option<u64>),
-        sent: &HashMap<String, (u64, u64)>,
+        sent: &HashMap<String, Tally>,
     ) {
         let mut inner = self.lock();
         let Some(t) = find(&mut inner, id) else {
@@ -301,16 +313,18 @@ impl Transfers {
         t.blocks = t.blocks.max(blocks);
         t.bytes = t.bytes.max(bytes);
         t.total_bytes = total.or(t.total_bytes);
-        for (peer, (b, n)) in sent {
+        for (peer, n) in sent {
             match t.sources.iter_mut().find(|s| &s.peer == peer) {
                 Some(s) => {
-                    s.blocks += b;
-                    s.bytes += n;
+                    s.blocks += n.blocks;
+                    s.bytes += n.bytes;
+                    s.bitswap |= n.bitswap;
                 }
                 None => t.sources.push(SourceProgress {
                     peer: peer.clone(),
-                    blocks: *b,
-                    bytes: *n,
+                    blocks: n.blocks,
+                    bytes: n.bytes,
+                    bitswap: n.bitswap,
                 }),
             }
         }
@@ -480,7 +494,12 @@ mod tests {
         let t = Transfers::open(dir.path());
         let a = t.start(pin("a"));
         let b = t.start(pin("b"));
-        let sent = HashMap::from([("p".to_string(), (3, 300))]);
+        let tally = Tally {
+            blocks: 3,
+            bytes: 300,
+            bitswap: false,
+        };
+        let sent = HashMap::from([("p".to_string(), tally)]);
         t.progress(a, (5, 500, Some(1000)), &sent);
         t.change(a, Change::Pause).unwrap();
         assert_eq!(t.gate(a), Gate::Paused);

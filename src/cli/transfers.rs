@@ -68,6 +68,20 @@ pub struct JsonSource {
     pub name: Option<String>,
     pub blocks: u64,
     pub bytes: u64,
+    /// How it sent them: "peerfs" (our protocol) or "bitswap".
+    pub protocol: &'static str,
+}
+
+impl JsonSource {
+    /// How it reads in a listing: its name, or its ID and, over Bitswap, so.
+    fn label(&self) -> String {
+        let who = self.name.as_deref().unwrap_or(&self.peer_id);
+        if self.protocol == "bitswap" {
+            format!("{who} (bitswap)")
+        } else {
+            who.to_string()
+        }
+    }
 }
 
 impl JsonTransfer {
@@ -96,6 +110,7 @@ impl JsonTransfer {
                     peer_id: s.peer,
                     blocks: s.blocks,
                     bytes: s.bytes,
+                    protocol: if s.bitswap { "bitswap" } else { "peerfs" },
                 })
                 .collect(),
             started: json::rfc3339_ms(t.started_ms),
@@ -161,7 +176,7 @@ fn list(repo: &Path, as_json: bool) -> Result<()> {
         for s in &t.sources {
             outln!(
                 "        from {}: {} blocks, {}",
-                s.name.as_deref().unwrap_or(&s.peer_id),
+                s.label(),
                 s.blocks,
                 HumanBytes(s.bytes)
             )?;
@@ -209,14 +224,7 @@ pub fn sources_line(t: &Transfer, book: Option<&PeerBook>) -> String {
     let from: Vec<String> = t
         .sources
         .iter()
-        .map(|s| {
-            format!(
-                "{} {} blocks {}",
-                s.name.as_deref().unwrap_or(&s.peer_id),
-                s.blocks,
-                HumanBytes(s.bytes)
-            )
-        })
+        .map(|s| format!("{} {} blocks {}", s.label(), s.blocks, HumanBytes(s.bytes)))
         .collect();
     format!(
         "transfer {}: {}; from {}",

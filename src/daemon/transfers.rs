@@ -163,7 +163,7 @@ impl<'a> ForTransfer<'a> {
     fn tick(&self) {
         let p = *self.walked.lock().unwrap_or_else(|e| e.into_inner());
         let sent = self.inner.net.take_transfer_sources(self.id);
-        let fetched: u64 = sent.values().map(|(_, bytes)| bytes).sum();
+        let fetched: u64 = sent.values().map(|n| n.bytes).sum();
         if self.not_durable.fetch_add(fetched, Ordering::Relaxed) + fetched >= DURABLE_EVERY {
             self.not_durable.store(0, Ordering::Relaxed);
             if let Err(e) = self.inner.local.finish_bulk() {

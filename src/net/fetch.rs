@@ -4,7 +4,8 @@
 //! returns (send these requests, hand these blocks to their waiters, fail these).
 //!
 //! Every wanted CID is a `Want`. Every connected peer is a source at once (the owner,
-//! followers that cached or pinned the drive, mirrors): each want goes, readers' first
+//! followers that cached or pinned the drive, mirrors, and for blocks of no drive the
+//! peers that speak Bitswap and not our protocol, asked over Bitswap): each want goes, readers' first
 //! and then in the order they came, to the source whose answer is expected first from
 //! its measured rate, round trip and what it has out (`sources`); a source whose window
 //! is full is waited for if it is still the fastest. A block is asked of one source at
@@ -24,12 +25,13 @@ use std::time::{Duration, Instant};
 use cid::Cid;
 use libp2p::PeerId;
 
-use super::protocol::MAX_WANT;
-use crate::block::RAW;
 use crate::store::Unavailable;
 use crate::transfers::{Priority, TransferId};
-use sources::{Request, Sources, Standing, LEAF_GUESS, NODE_GUESS};
+pub use round::Way;
+use round::{guess, Round};
+use sources::{Request, Sources, Standing};
 
+mod round;
 mod sources;
 
 /// A source not measured yet that has not answered in this long gets a second one
@@ -57,8 +59,12 @@ pub const BUSY_BACKOFF: Duration = Duration::from_millis(300);
 /// Prefetches are dropped while this many blocks are wanted: they are hints, and a
 /// listing or a reader must not make the node hold unbounded wants.
 pub const MAX_WANTS: usize = 4096;
-/// Leaves are large: one per request, so several stream in parallel.
-const LEAVES_PER_REQUEST: usize = 1;
+/// Bytes (guessed) out to one Bitswap peer at most, one block always: a Bitswap peer
+/// sends every block it has ready in one message on one stream, and a JavaScript one
+/// (Helia; js-libp2p's yamux) writes it in frames as large as the stream's window,
+/// which ours grows past the 1 MiB frame our yamux accepts: the connection is closed.
+/// A message of at most about 1 MiB never gets there.
+const BITSWAP_WINDOW: u64 = 1 << 20;
 
 /// Which transfer (a pin, a delivery) a want is for, and how urgent that is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,11 +94,13 @@ fn priority_rank(p: Priority) -> u8 {
 /// What the event loop is to do.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action<W> {
-    /// Ask `peer` for `cids` of `owner`'s drive, then report the request's id to `sent`.
+    /// Ask `peer` for `cids` of `owner`'s drive, `way`, then report the request's id
+    /// to `sent`.
     Request {
         peer: PeerId,
         owner: Option<PeerId>,
         cids: Vec<Cid>,
+        way: Way,
     },
     /// Block `cid` arrived (verified): hand it to `waiters`, or keep it for its reader
     /// if nobody waits (a prefetch).
@@ -151,6 +159,7 @@ struct Want<R, W> {
     deadline: Instant,
     /// When it came, among wants: earlier wants are asked first.
     seq: u64,
+    since: Instant,
     /// Wants of a lower rank are asked first (see `rank`).
     rank: u8,
     /// The transfer it is for, if any.
@@ -161,51 +170,14 @@ struct Want<R, W> {
 struct Out {
     sent: Sent,
     request: Request,
+    /// Sent before its peer said what it speaks (over ours, as a guess).
+    unidentified: bool,
 }
 
 impl<R, W> Want<R, W> {
     /// Whether `peer` may be asked for this block now (by this want's own history).
     fn may_ask(&self, peer: &PeerId, now: Instant) -> bool {
         !self.tried.contains(peer) && self.busy.get(peer).is_none_or(|t| *t <= now)
-    }
-
-    /// Whether any connected peer is left to ask, now or after a "busy".
-    fn has_source(&self, connected: &[PeerId], now: Instant) -> bool {
-        connected.iter().any(|p| self.may_ask(p, now))
-    }
-}
-
-/// A block's guessed size, before it comes.
-fn guess(cid: &Cid) -> u64 {
-    if cid.codec() == RAW {
-        LEAF_GUESS
-    } else {
-        NODE_GUESS
-    }
-}
-
-/// The requests of one dispatch, and what they add to each source's load.
-#[derive(Default)]
-struct Round {
-    batches: HashMap<(PeerId, Option<PeerId>), Vec<Cid>>,
-    /// Per peer: bytes and requests added in this round.
-    added: HashMap<PeerId, (u64, usize)>,
-}
-
-impl Round {
-    fn added(&self, peer: &PeerId) -> (u64, usize) {
-        self.added.get(peer).copied().unwrap_or_default()
-    }
-
-    fn assign(&mut self, peer: PeerId, owner: Option<PeerId>, cid: Cid) {
-        let batch = self.batches.entry((peer, owner)).or_default();
-        let nodes = batch.iter().filter(|c| c.codec() != RAW).count();
-        // Leaves go one per request; nodes share one per `MAX_WANT`.
-        let new_request = cid.codec() == RAW || nodes % MAX_WANT == 0;
-        batch.push(cid);
-        let added = self.added.entry(peer).or_default();
-        added.0 += guess(&cid);
-        added.1 += usize::from(new_request);
     }
 }
 
@@ -216,6 +188,9 @@ pub struct Scheduler<R, W> {
     failed: HashMap<Cid, (Instant, Unavailable)>,
     /// Each connected peer's figures as a source.
     sources: Sources,
+    /// How each identified peer is asked (`None`: it speaks neither protocol, and is
+    /// no source); one not identified yet is asked over ours.
+    ways: HashMap<PeerId, Option<Way>>,
     fetch_timeout: Duration,
     next_seq: u64,
 }
@@ -227,6 +202,7 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
             requests: HashMap::new(),
             failed: HashMap::new(),
             sources: Sources::default(),
+            ways: HashMap::new(),
             fetch_timeout,
             next_seq: 0,
         }
@@ -285,6 +261,7 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
             refused: false,
             deadline,
             seq,
+            since: now,
             rank,
             transfer: None,
         });
@@ -330,6 +307,50 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
         self.failed.clear();
     }
 
+    /// `peer` (connected, identified) is asked `way` from now on; `None`: it speaks
+    /// neither protocol, and is asked nothing.
+    pub fn speaks(&mut self, peer: PeerId, way: Option<Way>) {
+        let first = self.ways.insert(peer, way).is_none();
+        if !first || way == Some(Way::Ours) {
+            return;
+        }
+        // It was asked over ours before it said what it speaks, and failed: that is
+        // forgiven, and what it failed is asked again its own way.
+        let out: HashSet<R> = self
+            .requests
+            .iter()
+            .filter(|(_, o)| o.sent.peer == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for w in self.wants.values_mut() {
+            if !w.in_flight.iter().any(|f| out.contains(&f.id)) {
+                w.tried.remove(&peer);
+            }
+        }
+        self.sources.forgive(peer);
+        self.failed.clear();
+    }
+
+    /// How `peer` is asked for `want`'s block, if it may be at all: over ours, or over
+    /// Bitswap for a block of no drive.
+    fn way_for(&self, peer: &PeerId, want: &Want<R, W>) -> Option<Way> {
+        match self.ways.get(peer).copied().unwrap_or(Some(Way::Ours))? {
+            Way::Bitswap if want.owner.is_some() => None,
+            way => Some(way),
+        }
+    }
+
+    /// Whether `peer` may be asked for `want`'s block now.
+    fn may_ask(&self, want: &Want<R, W>, peer: &PeerId, now: Instant) -> bool {
+        want.may_ask(peer, now) && self.way_for(peer, want).is_some()
+    }
+
+    /// Whether any connected peer is left to ask for `want`'s block, now or after a
+    /// "busy".
+    fn has_source(&self, want: &Want<R, W>, connected: &[PeerId], now: Instant) -> bool {
+        connected.iter().any(|p| self.may_ask(want, p, now))
+    }
+
     /// Request `id` carries `sent`.
     pub fn sent(&mut self, id: R, sent: Sent, now: Instant) {
         let guess = sent.cids.iter().map(guess).sum();
@@ -360,7 +381,12 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
             at: now,
             alone,
         };
-        let out = Out { sent, request };
+        let unidentified = !self.ways.contains_key(&sent.peer);
+        let out = Out {
+            sent,
+            request,
+            unidentified,
+        };
         self.requests.insert(id, out);
     }
 
@@ -401,6 +427,18 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
         if let Some(out) = self.requests.remove(&id) {
             let peer = out.sent.peer;
             self.sources.answered(peer, out.request, 0, now);
+            // Asked over ours before it said it does not speak it: no fault of its; it
+            // is asked again its own way.
+            let misasked = self.ways.get(&peer).is_some_and(|w| *w != Some(Way::Ours));
+            if out.unidentified && misasked {
+                for cid in &out.sent.cids {
+                    if let Some(w) = self.wants.get_mut(cid) {
+                        w.tried.remove(&peer);
+                        w.in_flight.retain(|f| f.id != id);
+                    }
+                }
+                return;
+            }
             self.sources.strike(peer, now);
             self.give_up_on(peer, id, &out.sent.cids);
         }
@@ -469,7 +507,7 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
         let guess = guess(cid);
         let mut candidates: Vec<(Standing, Duration, bool, PeerId)> = connected
             .iter()
-            .filter(|p| want.may_ask(p, now))
+            .filter(|p| self.may_ask(want, p, now))
             .filter_map(|p| {
                 let standing = self.sources.standing(p, want.owner, now)?;
                 let (extra, _) = round.added(p);
@@ -481,7 +519,11 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
         let best = candidates.first()?.0;
         let room = |p: &PeerId| {
             let (extra, requests) = round.added(p);
-            self.sources.has_room(p, extra, requests, guess)
+            let cap = match self.way_for(p, want) {
+                Some(Way::Bitswap) => Some(BITSWAP_WINDOW),
+                _ => None,
+            };
+            self.sources.has_room(p, extra, requests, guess, cap)
         };
         let mut good = candidates.iter().filter(|c| c.0 == best);
         if wait_for_best {
@@ -495,7 +537,7 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
     pub fn dispatch(&self, connected: &[PeerId], now: Instant) -> Vec<Action<W>> {
         let mut round = Round::default();
         self.plan(&mut round, connected, now);
-        requests(round.batches)
+        round.into_requests()
     }
 
     fn plan(&self, round: &mut Round, connected: &[PeerId], now: Instant) {
@@ -509,7 +551,8 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
         waiting.sort_by_key(|(_, w)| (w.rank, w.seq));
         for (cid, want) in waiting {
             if let Some(source) = self.source_for(want, cid, round, connected, now, true) {
-                round.assign(source, want.owner, *cid);
+                let way = self.way_for(&source, want).unwrap_or(Way::Ours);
+                round.assign(source, want.owner, way, *cid);
             }
         }
     }
@@ -519,6 +562,7 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
     pub fn tick(&mut self, connected: &[PeerId], now: Instant) -> Vec<Action<W>> {
         let mut out = self.expire(connected, now);
         self.sources.prune(connected);
+        self.ways.retain(|p, _| connected.contains(p));
         let waiting = self.wants.values().any(|w| w.in_flight.is_empty());
         let endgame = !waiting && self.wants.len() <= ENDGAME_BLOCKS;
         let mut round = Round::default();
@@ -537,11 +581,12 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
         hedges.sort_by_key(|(_, w)| (w.rank, w.seq));
         for (cid, want) in hedges {
             if let Some(source) = self.source_for(want, cid, &round, connected, now, false) {
-                round.assign(source, want.owner, *cid);
+                let way = self.way_for(&source, want).unwrap_or(Way::Ours);
+                round.assign(source, want.owner, way, *cid);
             }
         }
         self.plan(&mut round, connected, now);
-        out.extend(requests(round.batches));
+        out.extend(round.into_requests());
         self.failed
             .retain(|_, (when, _)| now.duration_since(*when) < FAILED_MEMORY);
         out
@@ -552,8 +597,9 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
             .wants
             .iter()
             .filter(|(_, w)| {
-                let stranded =
-                    w.in_flight.is_empty() && w.busy.is_empty() && !w.has_source(connected, now);
+                let stranded = w.in_flight.is_empty()
+                    && w.busy.is_empty()
+                    && !self.has_source(w, connected, now);
                 // With no source left, a prefetch nobody waits for is dropped, and a
                 // block every source refused fails at once.
                 w.deadline <= now || (stranded && (w.waiters.is_empty() || w.refused))
@@ -567,7 +613,11 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
             };
             let why = if w.refused {
                 Unavailable::Refused
-            } else if connected.iter().all(|p| w.tried.contains(p)) && w.in_flight.is_empty() {
+            } else if connected
+                .iter()
+                .all(|p| w.tried.contains(p) || self.way_for(p, &w).is_none())
+                && w.in_flight.is_empty()
+            {
                 Unavailable::NoPeer
             } else {
                 Unavailable::Timeout
@@ -596,9 +646,28 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
         self.wants
             .values()
             .filter(|w| !w.waiters.is_empty() && w.in_flight.is_empty() && w.busy.is_empty())
-            .filter(|w| !w.has_source(connected, now))
+            .filter(|w| !self.has_source(w, connected, now))
             .filter_map(|w| w.owner)
             .collect()
+    }
+
+    /// Blocks of no drive a reader has waited for `after` or more, or that no
+    /// connected peer is left to ask for: the IPFS DHT may know who provides them.
+    pub fn unowned_waiting(&self, connected: &[PeerId], now: Instant, after: Duration) -> Vec<Cid> {
+        self.wants
+            .iter()
+            .filter(|(_, w)| w.owner.is_none() && !w.waiters.is_empty())
+            .filter(|(_, w)| {
+                now.saturating_duration_since(w.since) >= after
+                    || (w.in_flight.is_empty() && !self.has_source(w, connected, now))
+            })
+            .map(|(c, _)| *c)
+            .collect()
+    }
+
+    /// Whether `cid` is wanted now.
+    pub fn is_wanted(&self, cid: &Cid) -> bool {
+        self.wants.contains_key(cid)
     }
 
     /// Blocks wanted now.
@@ -610,26 +679,6 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
     pub fn delivered_by(&self, peer: &PeerId) -> u64 {
         self.sources.delivered_by(peer)
     }
-}
-
-/// Requests for batches of CIDs: raw leaves one per request, nodes up to `MAX_WANT`.
-fn requests<W>(batches: HashMap<(PeerId, Option<PeerId>), Vec<Cid>>) -> Vec<Action<W>> {
-    let mut out = Vec::new();
-    for ((peer, owner), cids) in batches {
-        let (leaves, nodes): (Vec<Cid>, Vec<Cid>) =
-            cids.into_iter().partition(|c| c.codec() == RAW);
-        for group in leaves
-            .chunks(LEAVES_PER_REQUEST)
-            .chain(nodes.chunks(MAX_WANT))
-        {
-            out.push(Action::Request {
-                peer,
-                owner,
-                cids: group.to_vec(),
-            });
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::head::SignedHead;
 use crate::store::handover::Handover;
 use crate::store::{Blocks, HeadStore, StoreError, Unavailable};
-use crate::transfers::{Priority, TransferId};
+use crate::transfers::{Priority, Tally, TransferId};
 use peerbook::PeerEntry;
 
 #[derive(Debug, thiserror::Error)]
@@ -260,8 +260,6 @@ pub(crate) enum Command {
     PassOn(PeerId, HashSet<PeerId>),
     /// Provide these roots in the IPFS DHTs (all of them: what is not here stops).
     Provide(Vec<Cid>),
-    /// Look up the providers of a CID in the IPFS DHTs; each, once connected, is sent.
-    FindProviders(Cid, mpsc::Sender<PeerId>),
     IpfsDht(oneshot::Sender<ipfs_dht::IpfsDhtStatus>),
 }
 
@@ -278,31 +276,30 @@ pub struct NetHandle {
     readers: Readers,
     /// Opens and accepts streams of the protocols served off the event loop.
     streams: libp2p_stream::Control,
-    /// Fetches from Bitswap peers, once Bitswap is started.
-    bitswap: Arc<std::sync::OnceLock<bitswap::Fetcher>>,
+    /// Sends the node's want-blocks to Bitswap peers, and hears back for it.
+    bitswap: bitswap::Client,
     /// Who sent the blocks of each transfer.
     transfer_sources: Arc<TransferSources>,
-    /// Config `ipfs_dht`: Bitswap fetches also ask the providers the IPFS DHT names.
-    ipfs_dht: bool,
 }
 
 /// Blocks and bytes each peer sent for each transfer, until the transfer takes them.
 #[derive(Default)]
 pub(crate) struct TransferSources(std::sync::Mutex<SentBy>);
 
-type SentBy = HashMap<TransferId, HashMap<PeerId, (u64, u64)>>;
+type SentBy = HashMap<TransferId, HashMap<PeerId, Tally>>;
 
 impl TransferSources {
     fn lock(&self) -> std::sync::MutexGuard<'_, SentBy> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `peer` sent a block of `bytes` for `transfer`.
-    pub(crate) fn add(&self, transfer: TransferId, peer: PeerId, bytes: u64) {
+    /// `peer` sent a block of `bytes` for `transfer` (over Bitswap or not).
+    pub(crate) fn add(&self, transfer: TransferId, peer: PeerId, bytes: u64, bitswap: bool) {
         let mut all = self.lock();
         let n = all.entry(transfer).or_default().entry(peer).or_default();
-        n.0 += 1;
-        n.1 += bytes;
+        n.blocks += 1;
+        n.bytes += bytes;
+        n.bitswap |= bitswap;
     }
 }
 
@@ -332,8 +329,7 @@ impl NetHandle {
     /// Fetches one block, verified, from `owner` or any peer that has it. Blocks the
     /// calling thread (never a FUSE session thread) for at most the fetch timeout.
     /// A CID of no drive (`owner` none: `cat`, `get`, `pin` of a CID) is also asked of
-    /// the connected Bitswap peers, at the same time and within the same deadline: the
-    /// first verified block wins.
+    /// the connected peers that speak only Bitswap, as sources of the same scheduler.
     pub fn fetch(&self, cid: &Cid, owner: Option<PeerId>) -> Result<Vec<u8>, Unavailable> {
         self.fetch_for(cid, owner, None)
     }
@@ -346,7 +342,6 @@ impl NetHandle {
         claim: Option<fetch::Claim>,
     ) -> Result<Vec<u8>, Unavailable> {
         let limit = self.fetch_timeout + Duration::from_secs(1);
-        let bitswap = owner.is_none().then(|| self.fetch_bitswap(*cid)).flatten();
         let (tx, rx) = oneshot::channel();
         if !self.send(Command::Fetch {
             cid: *cid,
@@ -356,78 +351,12 @@ impl NetHandle {
         }) {
             return Err(Unavailable::Stopped);
         }
-        let ours = async move {
+        self.runtime.block_on(async move {
             match tokio::time::timeout(limit, rx).await {
                 Ok(Ok(answer)) => answer,
                 _ => Err(Unavailable::Stopped),
             }
-        };
-        let Some(bitswap) = bitswap else {
-            return self.runtime.block_on(ours);
-        };
-        let theirs = async move {
-            match tokio::time::timeout(limit, bitswap).await {
-                Ok(Ok(Ok(block))) => Some(block),
-                Ok(Ok(Err(e))) => {
-                    tracing::debug!("bitswap: {cid}: {e}");
-                    None
-                }
-                _ => None,
-            }
-        };
-        let keep = |block: crate::block::Block| {
-            if let Err(e) = self.store.put_cached(std::slice::from_ref(&block), None) {
-                tracing::warn!("cannot keep block {cid} fetched over Bitswap: {e}");
-            }
-            block.into_data()
-        };
-        self.runtime.block_on(async move {
-            tokio::pin!(ours, theirs);
-            tokio::select! {
-                answer = &mut ours => match answer {
-                    Ok(data) => Ok(data),
-                    Err(why) => theirs.await.map(keep).ok_or(why),
-                },
-                block = &mut theirs => match block {
-                    Some(block) => Ok(keep(block)),
-                    None => ours.await,
-                },
-            }
         })
-    }
-
-    /// Asks the connected peers for `cid` over Bitswap, in the background, and with
-    /// `ipfs_dht` the providers the IPFS DHT names when those do not have it soon; the
-    /// answer comes on the receiver (dropping it ends the fetch).
-    fn fetch_bitswap(
-        &self,
-        cid: Cid,
-    ) -> Option<oneshot::Receiver<Result<crate::block::Block, bitswap::FetchError>>> {
-        let fetcher = self.bitswap.get()?.clone();
-        let peers: Vec<PeerId> = self
-            .connected_peers()
-            .into_iter()
-            .filter(|p| p.connected)
-            .filter_map(|p| p.id.parse().ok())
-            .collect();
-        let limit = self.fetch_timeout;
-        let commands = self.commands.clone();
-        let route: Option<bitswap::Route> = self.ipfs_dht.then(|| {
-            Box::new(move || {
-                let (found, rx) = mpsc::channel(ipfs_dht::PROVIDERS_DIALLED);
-                let _ = commands.try_send(Command::FindProviders(cid, found));
-                rx
-            }) as bitswap::Route
-        });
-        let (tx, rx) = oneshot::channel();
-        self.runtime.spawn(async move {
-            let mut tx = tx;
-            tokio::select! {
-                got = fetcher.fetch(cid, &peers, limit, route) => drop(tx.send(got)),
-                _ = tx.closed() => {}
-            }
-        });
-        Some(rx)
     }
 
     /// A block prefetched for a reader, if it is waiting in memory (handed over once).
@@ -478,7 +407,7 @@ impl NetHandle {
     }
 
     /// Blocks and bytes each peer sent for `transfer` since the last call.
-    pub fn take_transfer_sources(&self, transfer: TransferId) -> HashMap<String, (u64, u64)> {
+    pub fn take_transfer_sources(&self, transfer: TransferId) -> HashMap<String, Tally> {
         let sent = self.transfer_sources.lock().remove(&transfer);
         sent.into_iter()
             .flatten()
@@ -540,13 +469,11 @@ impl NetHandle {
     }
 
     /// Starts Bitswap on the node's runtime: serving by `access` (with none, nothing is
-    /// served), and fetching from Bitswap peers what our own protocol does not find.
-    /// Serves Bitswap by `access` (nothing without it) and fetches over it. `corrupt`:
+    /// served), and reading what Bitswap peers send for the node's wants. `corrupt`:
     /// tests only, every block sent is wrong, as a lying peer's.
     pub fn start_bitswap(&self, access: Option<Arc<dyn crate::access::Access>>, corrupt: bool) {
         let _in_runtime = self.runtime.enter();
-        let fetcher = bitswap::start(self.streams.clone(), access, corrupt);
-        let _ = self.bitswap.set(fetcher);
+        bitswap::start(self.streams.clone(), access, corrupt, self.bitswap.clone());
     }
 
     /// Opens and accepts streams of protocols served off the event loop (the inbox's).

@@ -11,6 +11,7 @@
 //! - `swarm`: the behaviours composed, transports and listeners, swarm events routed.
 //! - `serving`: block requests answered, by `readers` and each drive's openness.
 //! - `fetching`: the `fetch` scheduler's decisions carried out, answers checked.
+//! - `bitswap_asks`: the scheduler's requests to Bitswap peers, and their answers.
 //! - `heads`: my head published; followed peers' heads received, stored, passed on.
 //! - `following`: followed peers dialled, subscribed to, and held for in the DHT.
 //! - `presence`: who comes and goes, dial failures and refusals, in the log.
@@ -30,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::activity::{Activity, Budget};
+use super::bitswap::{self as bitswap_client, Heard};
 use super::fetch::{Scheduler, Sent};
 use super::peerbook::PeerEntry;
 use super::protocol::BlockResponse;
@@ -48,6 +50,7 @@ use relaying::Relaying;
 use serving::Asked;
 use swarm::{any_port, build_swarm, port_taken, Behaviour};
 
+mod bitswap_asks;
 mod fetching;
 mod following;
 mod heads;
@@ -83,10 +86,17 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A block request's id: of our protocol's, or of the Bitswap requests' own count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Ask {
+    Ours(OutboundRequestId),
+    Bitswap(u64),
+}
+
 /// A block response, its blocks hashed off the event loop.
 struct Checked {
     peer: PeerId,
-    id: OutboundRequestId,
+    id: Ask,
     sent: Sent,
     blocks: Vec<Block>,
     /// Blocks whose bytes did not match their CID, and why.
@@ -128,7 +138,14 @@ struct Node {
     pass_on: HashMap<PeerId, HashSet<PeerId>>,
     stats: HashMap<PeerId, PeerStats>,
     /// Which block to ask of whom, and when to give up.
-    fetch: Scheduler<OutboundRequestId, BlockReply>,
+    fetch: Scheduler<Ask, BlockReply>,
+    /// Sends want-blocks to Bitswap peers; what they send back comes on `run`'s `heard`.
+    bitswap: bitswap_client::Client,
+    /// The scheduler's requests out to Bitswap peers.
+    asks: bitswap_asks::Asks,
+    /// IPFS DHT lookups for the providers of blocks of no drive a reader waits for,
+    /// while they are wanted (dropping one ends its lookup).
+    provider_lookups: HashMap<Cid, mpsc::Receiver<PeerId>>,
     served: mpsc::Sender<Made>,
     checked: mpsc::Sender<Checked>,
     prefetched: Arc<Handover>,
@@ -175,6 +192,8 @@ pub fn start(
     // At most `MAX_SERVING` answers are being made, so they always find room.
     let (served, served_inbox) = mpsc::channel(MAX_SERVING);
     let (checked, checked_inbox) = mpsc::channel(CHECKED_QUEUED);
+    let (heard, heard_inbox) = mpsc::channel(bitswap_client::HEARD_QUEUED);
+    let bitswap = bitswap_client::Client::new(streams.clone(), heard);
     let prefetched = Arc::new(Handover::new(PREFETCHED_WAITING));
     let transfer_sources = Arc::new(super::TransferSources::default());
     let own_head = load_head(store.as_ref(), OWN_HEAD);
@@ -194,6 +213,9 @@ pub fn start(
         pass_on: HashMap::new(),
         stats: HashMap::new(),
         fetch: Scheduler::new(config.fetch_timeout),
+        bitswap: bitswap.clone(),
+        asks: Default::default(),
+        provider_lookups: HashMap::new(),
         served,
         checked,
         prefetched: Arc::clone(&prefetched),
@@ -242,7 +264,7 @@ pub fn start(
             .and_then(|p| load_head(store.as_ref(), &p.to_string()));
         node.follow(entry, head);
     }
-    runtime.spawn(node.run(inbox, served_inbox, checked_inbox));
+    runtime.spawn(node.run(inbox, served_inbox, checked_inbox, heard_inbox));
     let handle = NetHandle {
         commands,
         store,
@@ -251,9 +273,8 @@ pub fn start(
         prefetched,
         readers: config.readers.clone(),
         streams,
-        bitswap: Arc::default(),
+        bitswap,
         transfer_sources,
-        ipfs_dht: config.ipfs_dht,
     };
     drop(_guard);
     Ok((handle, runtime))
@@ -265,6 +286,7 @@ impl Node {
         mut inbox: mpsc::Receiver<Command>,
         mut served: mpsc::Receiver<Made>,
         mut checked: mpsc::Receiver<Checked>,
+        mut heard: mpsc::Receiver<Heard>,
     ) {
         let mut tick = tokio::time::interval(TICK);
         loop {
@@ -288,6 +310,7 @@ impl Node {
                     let _ = self.swarm.behaviour_mut().blocks.send_response(channel, response);
                 }
                 Some(c) = checked.recv() => self.settle(c),
+                Some(h) = heard.recv() => self.bitswap_heard(h),
                 event = self.swarm.select_next_some() => self.swarm_event(event),
                 _ = tick.tick() => self.tick(),
             }
@@ -359,7 +382,6 @@ impl Node {
                 self.pass_on.insert(owner, readers);
             }
             Command::Provide(roots) => self.provide(roots),
-            Command::FindProviders(cid, found) => self.find_providers(cid, found),
             Command::IpfsDht(reply) => {
                 let _ = reply.send(self.ipfs_status());
             }
@@ -382,9 +404,11 @@ impl Node {
     fn tick(&mut self) {
         let now = Instant::now();
         let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        self.bitswap_tick(now);
         let actions = self.fetch.tick(&connected, now);
         self.act(actions, HashMap::new());
         self.find_holders(now, &connected);
+        self.find_providers_of_waiting(now, &connected);
         self.put_head_record(now);
         self.redial(now);
         self.keep_reservations(now);

@@ -1,12 +1,12 @@
-//! Fetching over Bitswap: a want-block (with send-DONT_HAVE) to every connected peer
-//! that speaks it; the first block that hashes to the CID wins, and a DONT_HAVE from
-//! every peer asked ends the wait early. With a `Route` (the IPFS DHT), the providers
-//! it names are asked too, once the connected peers have said no or a moment has
-//! passed without the block (as IPFS nodes wait before they search). Blocks arrive on streams the peers open, which
-//! the server reads and hands here (`received`); one that nobody waits for, or that
-//! does not hash to its CID, is dropped.
+//! Fetching over Bitswap, for the fetch scheduler: the node's loop says which CIDs to
+//! want of which peer (want-block, with send-DONT_HAVE), and hears back, on one bounded
+//! channel, the blocks and DONT_HAVEs that peer sent for them and the wants that could
+//! not be sent. Blocks arrive on streams the peers open, which the server reads and
+//! hands here (`received`): only what was asked of the peer that sends it is passed on
+//! (unverified: the loop checks it off the loop, as it does our protocol's blocks);
+//! the rest is dropped.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,163 +14,98 @@ use cid::Cid;
 use libp2p::PeerId;
 use libp2p_stream::Control;
 use tokio::sync::mpsc;
-use tokio::time::{timeout, Instant};
-use tracing::debug;
+use tokio::time::timeout;
 
 use super::wire::{self, Entry, Message, PresenceType, WantType, Wantlist};
-use super::{Version, MAX_FETCHING, ROUTE_AFTER};
-use crate::block::{Block, DAG_PB};
+use super::{Version, MAX_ASKED};
+use crate::block::DAG_PB;
 
-/// What a peer said about a wanted block.
-enum Heard {
-    Block(Vec<u8>),
-    DontHave,
+/// What the client tells the node's loop.
+#[derive(Debug)]
+pub enum Heard {
+    /// `peer` sent blocks (not verified yet) and DONT_HAVEs for what it was asked.
+    Answer {
+        peer: PeerId,
+        blocks: Vec<(Cid, Vec<u8>)>,
+        dont_have: Vec<Cid>,
+    },
+    /// The wants for `cids` could not be sent to `peer`.
+    Unsent { peer: PeerId, cids: Vec<Cid> },
 }
 
-/// Why a Bitswap fetch gave nothing.
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error("no connected peer speaks Bitswap")]
-    NoPeers,
-    #[error("every Bitswap peer asked ({0}) said it does not have it")]
-    NobodyHas(usize),
-    #[error("no Bitswap peer delivered it in time ({0} asked)")]
-    TimedOut(usize),
-    #[error("too many Bitswap fetches at once")]
-    Busy,
-}
+/// A want list must be written within this.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Starts a provider lookup for the CID being fetched: the providers come on the
-/// receiver once connected, and it closes when the lookup is over.
-pub type Route = Box<dyn FnOnce() -> mpsc::Receiver<PeerId> + Send>;
-
-/// Peers from a lookup, if one runs; never, if none does.
-async fn next_provider(lookup: &mut Option<mpsc::Receiver<PeerId>>) -> Option<PeerId> {
-    match lookup {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Cloneable; shared with the server, which hands it what arrives.
+/// Cloneable; shared with the server, which hands it what arrives, and the node.
 #[derive(Clone)]
-pub struct Fetcher {
+pub struct Client {
     control: Control,
-    waiting: Arc<Mutex<HashMap<Cid, mpsc::Sender<Heard>>>>,
+    /// What each peer was asked for and has not answered: what is passed on.
+    asked: Arc<Mutex<HashSet<(PeerId, Cid)>>>,
+    heard: mpsc::Sender<Heard>,
 }
 
-/// A wait registered for a CID, removed when dropped.
-struct Registered<'a> {
-    fetcher: &'a Fetcher,
-    cid: Cid,
-}
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        self.fetcher.lock().remove(&self.cid);
-    }
-}
-
-impl Fetcher {
-    pub fn new(control: Control) -> Fetcher {
-        Fetcher {
+impl Client {
+    /// A client that opens streams with `control` and tells `heard` what it heard.
+    pub fn new(control: Control, heard: mpsc::Sender<Heard>) -> Client {
+        Client {
             control,
-            waiting: Arc::default(),
+            asked: Arc::default(),
+            heard,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Cid, mpsc::Sender<Heard>>> {
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(PeerId, Cid)>> {
+        self.asked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Fetches `cid` from `peers` (the connected ones), and from the providers `route`
-    /// finds, within `limit`, verified.
-    pub async fn fetch(
-        &self,
-        cid: Cid,
-        peers: &[PeerId],
-        limit: Duration,
-        mut route: Option<Route>,
-    ) -> Result<Block, FetchError> {
-        let deadline = Instant::now() + limit;
-        let route_at = Instant::now() + ROUTE_AFTER;
-        let (tx, mut rx) =
-            mpsc::channel(peers.len().max(1) + crate::net::ipfs_dht::PROVIDERS_DIALLED);
-        {
-            let mut waiting = self.lock();
-            if waiting.len() >= MAX_FETCHING || waiting.contains_key(&cid) {
-                return Err(FetchError::Busy);
-            }
-            waiting.insert(cid, tx);
-        }
-        let _registered = Registered { fetcher: self, cid };
-        let want = want_message(&cid, false);
-        let mut asked = Vec::new();
-        for peer in peers {
-            if self.send(*peer, &want, Duration::from_secs(2)).await {
-                asked.push(*peer);
-            }
-        }
-        // With no Bitswap peer connected, the DHT is asked after the same moment: our
-        // own protocol, asked beside this, often has the block by then.
-        if asked.is_empty() && route.is_none() {
-            return Err(FetchError::NoPeers);
-        }
-        let mut lookup = None;
-        let mut dont_have = 0;
-        let result = loop {
-            tokio::select! {
-                heard = rx.recv() => match heard {
-                    Some(Heard::Block(data)) => match Block::verified(cid, data) {
-                        Ok(b) => break Ok(b),
-                        Err(e) => debug!("bitswap: {e}"),
-                    },
-                    Some(Heard::DontHave) => dont_have += 1,
-                    None => break Err(FetchError::TimedOut(asked.len())),
-                },
-                found = next_provider(&mut lookup) => match found {
-                    Some(peer) if !asked.contains(&peer) && asked.len() < MAX_ASKED => {
-                        if self.send(peer, &want, Duration::from_secs(2)).await {
-                            asked.push(peer);
-                        }
-                    }
-                    Some(_) => {}
-                    None => lookup = None,
-                },
-                _ = tokio::time::sleep_until(route_at), if route.is_some() => {
-                    lookup = route.take().map(|start| start());
+    /// Asks `peer` for `cids` (want-block, send-DONT_HAVE) in one message, in the
+    /// background: wants past `MAX_ASKED` out at once are not sent (and reported
+    /// unsent), nor is a message that cannot be written.
+    pub fn want(&self, peer: PeerId, cids: Vec<Cid>) {
+        let (ok, over): (Vec<Cid>, Vec<Cid>) = {
+            let mut asked = self.lock();
+            cids.into_iter().partition(|c| {
+                asked.len() < MAX_ASKED && {
+                    asked.insert((peer, *c));
+                    true
                 }
-                _ = tokio::time::sleep_until(deadline) => {
-                    break Err(FetchError::TimedOut(asked.len()));
-                }
-            }
-            // Everyone asked said no: ask the DHT, or give up once it has no more.
-            if dont_have >= asked.len() && (!asked.is_empty() || route.is_none()) {
-                if let Some(start) = route.take() {
-                    lookup = Some(start());
-                } else if lookup.is_none() {
-                    break Err(if asked.is_empty() {
-                        FetchError::NoPeers
-                    } else {
-                        FetchError::NobodyHas(asked.len())
-                    });
-                }
-            }
+            })
         };
-        // The others stop looking for it.
-        let cancel = want_message(&cid, true);
-        for peer in asked {
-            let this = self.clone();
-            let cancel = cancel.clone();
-            tokio::spawn(async move { this.send(peer, &cancel, Duration::from_secs(2)).await });
+        let this = self.clone();
+        tokio::spawn(async move {
+            let sent = !ok.is_empty() && this.send(peer, &message(&ok, false)).await;
+            let unsent: Vec<Cid> = if sent { over } else { [ok, over].concat() };
+            if !unsent.is_empty() {
+                this.forget(peer, &unsent);
+                let _ = this.heard.send(Heard::Unsent { peer, cids: unsent }).await;
+            }
+        });
+    }
+
+    /// Tells `peer` to stop sending `cids` (best effort, in the background).
+    pub fn cancel(&self, peer: PeerId, cids: Vec<Cid>) {
+        let this = self.clone();
+        tokio::spawn(async move { this.send(peer, &message(&cids, true)).await });
+    }
+
+    /// What `peer` sends for `cids` is no longer passed on.
+    pub fn forget(&self, peer: PeerId, cids: &[Cid]) {
+        let mut asked = self.lock();
+        for c in cids {
+            asked.remove(&(peer, *c));
         }
-        result
+    }
+
+    /// Nothing `peer` sends is passed on (it left).
+    pub fn forget_peer(&self, peer: PeerId) {
+        self.lock().retain(|(p, _)| *p != peer);
     }
 
     /// Sends one message on a stream of its own; whether it went.
-    async fn send(&self, peer: PeerId, message: &Message, limit: Duration) -> bool {
+    async fn send(&self, peer: PeerId, message: &Message) -> bool {
         let mut control = self.control.clone();
-        let sent = timeout(limit, async {
+        let sent = timeout(SEND_TIMEOUT, async {
             let mut s = control
                 .open_stream(peer, Version::V120.protocol())
                 .await
@@ -182,46 +117,53 @@ impl Fetcher {
         matches!(sent, Ok(Ok(())))
     }
 
-    /// A message arrived from a peer: blocks and DONT_HAVEs for what we wait for.
-    pub fn received(&self, message: &Message) {
+    /// A message arrived from `peer`: its blocks and DONT_HAVEs for what it was asked
+    /// go to the loop (waiting while the loop is behind).
+    pub async fn received(&self, peer: PeerId, message: &Message) {
         if message.payload.is_empty()
             && message.blocks.is_empty()
             && message.block_presences.is_empty()
         {
             return;
         }
-        let waiting = self.lock();
-        if waiting.is_empty() {
-            return;
-        }
-        let hand = |cid: Cid, heard: Heard| {
-            if let Some(tx) = waiting.get(&cid) {
-                let _ = tx.try_send(heard);
+        let (blocks, dont_have) = {
+            let asked = self.lock();
+            if asked.is_empty() {
+                return;
             }
-        };
-        for b in &message.payload {
-            if let Some(cid) = cid_of(&b.prefix, &b.data) {
-                hand(cid, Heard::Block(b.data.clone()));
-            }
-        }
-        for data in &message.blocks {
-            let cid = Cid::new_v0(crate::block::sha256_multihash(data)).ok();
-            if let Some(cid) = cid {
-                hand(cid, Heard::Block(data.clone()));
-            }
-        }
-        for p in &message.block_presences {
-            if p.r#type == PresenceType::DontHave as i32 {
-                if let Ok(cid) = Cid::try_from(p.cid.as_slice()) {
-                    hand(cid, Heard::DontHave);
+            let wanted = |cid: &Cid| asked.contains(&(peer, *cid));
+            let mut blocks = Vec::new();
+            for b in &message.payload {
+                if let Some(cid) = cid_of(&b.prefix, &b.data).filter(wanted) {
+                    blocks.push((cid, b.data.clone()));
                 }
             }
+            for data in &message.blocks {
+                let cid = Cid::new_v0(crate::block::sha256_multihash(data)).ok();
+                if let Some(cid) = cid.filter(wanted) {
+                    blocks.push((cid, data.clone()));
+                }
+            }
+            let dont_have: Vec<Cid> = message
+                .block_presences
+                .iter()
+                .filter(|p| p.r#type == PresenceType::DontHave as i32)
+                .filter_map(|p| Cid::try_from(p.cid.as_slice()).ok())
+                .filter(wanted)
+                .collect();
+            (blocks, dont_have)
+        };
+        if blocks.is_empty() && dont_have.is_empty() {
+            return;
         }
+        let heard = Heard::Answer {
+            peer,
+            blocks,
+            dont_have,
+        };
+        let _ = self.heard.send(heard).await;
     }
 }
-
-/// Peers one fetch asks at most (connected ones and providers found).
-const MAX_ASKED: usize = 256;
 
 /// The CID a 1.1.0 block's prefix and bytes make (sha2-256 only, the one we verify).
 fn cid_of(prefix: &[u8], data: &[u8]) -> Option<Cid> {
@@ -239,16 +181,21 @@ fn cid_of(prefix: &[u8], data: &[u8]) -> Option<Cid> {
     }
 }
 
-fn want_message(cid: &Cid, cancel: bool) -> Message {
+/// Want-blocks (with send-DONT_HAVE) for `cids`, or their cancels.
+fn message(cids: &[Cid], cancel: bool) -> Message {
+    let entries = cids
+        .iter()
+        .map(|cid| Entry {
+            block: cid.to_bytes(),
+            priority: 1,
+            cancel,
+            want_type: WantType::Block as i32,
+            send_dont_have: true,
+        })
+        .collect();
     Message {
         wantlist: Some(Wantlist {
-            entries: vec![Entry {
-                block: cid.to_bytes(),
-                priority: 1,
-                cancel,
-                want_type: WantType::Block as i32,
-                send_dont_have: true,
-            }],
+            entries,
             full: false,
         }),
         ..Message::default()

@@ -8,7 +8,9 @@
 //! - `ledger`: one peer's wants and grants, capped.
 //! - `server`: streams accepted, messages read, answers looked up off the event loop
 //!   and sent on a stream of our own, as the protocol has it.
-//! - `client`: a block fetched from connected peers, verified.
+//! - `client`: want-blocks sent for the fetch scheduler, and what comes back for them
+//!   handed to the node's loop (Bitswap peers are sources of the same scheduler as
+//!   peers of our protocol: `node::bitswap_asks`).
 //!
 //! The streams come from the swarm's `libp2p_stream` behaviour: nothing here runs on
 //! the node's event loop.
@@ -22,7 +24,7 @@ use std::time::Duration;
 
 use libp2p::StreamProtocol;
 
-pub use client::{FetchError, Fetcher, Route};
+pub use client::{Client, Heard};
 pub use server::start;
 
 /// A message is at most this long, either way (the spec's limit).
@@ -52,8 +54,12 @@ const ANSWERS_AT_ONCE: usize = 16;
 const ANSWERS_PER_PEER: usize = 4;
 /// Bytes of incoming messages held at once, over all peers (in KiB).
 const READ_BUDGET_KIB: u32 = 32 << 10;
-/// CIDs being fetched at once; more wait for our own protocol alone.
-const MAX_FETCHING: usize = 1024;
+/// Wants out to Bitswap peers at once, over all peers (the scheduler bounds each
+/// peer's share); more are not sent, and fail as unsent.
+const MAX_ASKED: usize = 8192;
+/// Messages of blocks and DONT_HAVEs waiting for the node's loop; a reader waits
+/// while they are this many (each is at most `MAX_MESSAGE`).
+pub const HEARD_QUEUED: usize = 8;
 /// Peers with a session at once; streams from more are refused.
 const MAX_SESSIONS: usize = 256;
 /// Streams one peer may have open towards us at once.
@@ -61,9 +67,10 @@ const STREAMS_PER_PEER: usize = 8;
 /// A message's body must arrive within this once its length is read, and an answer
 /// be written within it.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
-/// A fetch asks the DHT for providers (with `ipfs_dht`) when the connected peers have
-/// not sent the block within this (Kubo waits a second, too).
-const ROUTE_AFTER: Duration = Duration::from_secs(1);
+/// A block of no drive that a reader waits for is looked up in the IPFS DHT (with
+/// `ipfs_dht`) when the connected peers have not sent it within this, or all lack it
+/// (Kubo waits a second, too).
+pub const ROUTE_AFTER: Duration = Duration::from_secs(1);
 /// A session with no message for this long ends, with its grants.
 const IDLE: Duration = Duration::from_secs(300);
 

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tracing::{debug, warn};
 
-use super::client::Fetcher;
+use super::client::Client;
 use super::ledger::Ledger;
 use super::wire::{self, Want, Wants, WireError};
 use super::{
@@ -39,7 +39,7 @@ struct Shared {
     corrupt: bool,
     control: Control,
     /// Where blocks and presences for what we fetch go.
-    fetcher: Fetcher,
+    client: Client,
     sessions: Mutex<HashMap<PeerId, SessionHandle>>,
     /// Bytes of messages being read, in KiB.
     reading: Arc<Semaphore>,
@@ -56,9 +56,8 @@ struct SessionHandle {
 
 /// Reads Bitswap on the streams `control` accepts, on the current tokio runtime until
 /// it ends: wants are served by `access` (none without it: every answer DONT_HAVE),
-/// blocks go to the returned fetcher.
-pub fn start(mut control: Control, access: Option<Arc<dyn Access>>, corrupt: bool) -> Fetcher {
-    let fetcher = Fetcher::new(control.clone());
+/// blocks and DONT_HAVEs go to `client`.
+pub fn start(mut control: Control, access: Option<Arc<dyn Access>>, corrupt: bool, client: Client) {
     let mut incoming = Vec::new();
     for version in Version::ALL {
         match control.accept(version.protocol()) {
@@ -70,7 +69,7 @@ pub fn start(mut control: Control, access: Option<Arc<dyn Access>>, corrupt: boo
         access,
         corrupt,
         control,
-        fetcher: fetcher.clone(),
+        client,
         sessions: Mutex::new(HashMap::new()),
         reading: Arc::new(Semaphore::new(READ_BUDGET_KIB as usize)),
         answering: Arc::new(Semaphore::new(ANSWERS_AT_ONCE)),
@@ -81,7 +80,6 @@ pub fn start(mut control: Control, access: Option<Arc<dyn Access>>, corrupt: boo
             accept(&shared, peer, s, version);
         }
     });
-    fetcher
 }
 
 /// Starts reading a stream `peer` opened, if it has room for one more.
@@ -95,9 +93,10 @@ fn accept(shared: &Arc<Shared>, peer: PeerId, s: Stream, version: Version) {
         return;
     };
     let reading = Arc::clone(&shared.reading);
-    let fetcher = shared.fetcher.clone();
+    let client = shared.client.clone();
     tokio::spawn(async move {
-        if let Err(e) = read(s, version, &session.messages, &reading, &fetcher).await {
+        let from = (peer, &client);
+        if let Err(e) = read(s, version, &session.messages, &reading, from).await {
             debug!("bitswap: a message from {peer} refused: {e}");
         }
         drop(slot);
@@ -131,7 +130,7 @@ async fn read(
     version: Version,
     to: &mpsc::Sender<Inbound>,
     budget: &Arc<Semaphore>,
-    fetcher: &Fetcher,
+    (peer, client): (PeerId, &Client),
 ) -> Result<(), WireError> {
     // A stream may stay open between messages for as long as the connection does.
     while let Some(len) = wire::read_len(&mut s).await? {
@@ -144,8 +143,9 @@ async fn read(
         let message = timeout(IO_TIMEOUT, wire::read_body(&mut s, len))
             .await
             .map_err(|_| timed_out())??;
+        // The budget is held until the loop took the blocks: it bounds them too.
+        client.received(peer, &message).await;
         drop(room);
-        fetcher.received(&message);
         let wants = Wants::of(&message)?;
         if to.send((version, wants)).await.is_err() {
             return Ok(());

@@ -175,6 +175,15 @@ impl Sources {
         }
     }
 
+    /// What `peer` did is forgiven (it was asked the wrong way).
+    pub fn forgive(&mut self, peer: PeerId) {
+        if let Some(s) = self.peers.get_mut(&peer) {
+            s.strikes = 0;
+            s.backoff_until = None;
+            s.lacks.clear();
+        }
+    }
+
     /// `peer` failed a request or sent wrong bytes: it is left alone for a while,
     /// longer each time.
     pub fn strike(&mut self, peer: PeerId, now: Instant) {
@@ -235,14 +244,22 @@ impl Sources {
     }
 
     /// Whether `peer` has room for a request of `bytes`, with `extra` bytes in
-    /// `extra_requests` more put to it in this round. A peer with nothing out always
-    /// has room for one.
-    pub fn has_room(&self, peer: &PeerId, extra: u64, extra_requests: usize, bytes: u64) -> bool {
+    /// `extra_requests` more put to it in this round, its window at most `cap`. A peer
+    /// with nothing out always has room for one.
+    pub fn has_room(
+        &self,
+        peer: &PeerId,
+        extra: u64,
+        extra_requests: usize,
+        bytes: u64,
+        cap: Option<u64>,
+    ) -> bool {
+        let cap = cap.unwrap_or(u64::MAX);
         let Some(s) = self.peers.get(peer) else {
-            return extra == 0 || extra + bytes <= INITIAL_WINDOW;
+            return extra == 0 || extra + bytes <= INITIAL_WINDOW.min(cap);
         };
         let (out, requests) = (s.bytes_out + extra, s.requests + extra_requests);
-        requests == 0 || (requests < MAX_REQUESTS && out + bytes <= s.window())
+        requests == 0 || (requests < MAX_REQUESTS && out + bytes <= s.window().min(cap))
     }
 
     /// Whether `peer` has been measured: then its requests are judged by its own

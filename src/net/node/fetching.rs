@@ -1,6 +1,7 @@
 //! The loop's side of fetching: carries out what the `fetch` scheduler decides (send
-//! these requests, deliver these blocks, fail these reads), checks answers off the
-//! loop, and asks the DHT for holders when a drive's owner cannot be reached.
+//! these requests, over our protocol or Bitswap; deliver these blocks; fail these
+//! reads), checks answers off the loop, and asks the DHT for holders when a drive's
+//! owner cannot be reached (the IPFS DHT for providers of a block of no drive).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -14,9 +15,11 @@ use serde_bytes::ByteBuf;
 use tracing::{debug, info, warn};
 
 use super::following::holders_key;
-use super::{Checked, Node, HOLDER_LOOKUP_EVERY};
+use super::{Ask, Checked, Node, HOLDER_LOOKUP_EVERY};
 use crate::block::Block;
-use crate::net::fetch::{Action, Answer, Claim, Sent};
+use crate::net::bitswap::ROUTE_AFTER;
+use crate::net::fetch::{Action, Answer, Claim, Sent, Way};
+use crate::net::ipfs_dht::PROVIDERS_DIALLED;
 use crate::net::protocol::{BlockRequest, BlockResponse};
 use crate::net::BlockReply;
 
@@ -42,9 +45,21 @@ impl Node {
         mut arrived: HashMap<Cid, Block>,
     ) {
         let now = Instant::now();
+        let mut bitswap = Vec::new();
         for action in actions {
             match action {
-                Action::Request { peer, owner, cids } => {
+                Action::Request {
+                    peer,
+                    cids,
+                    way: Way::Bitswap,
+                    ..
+                } => bitswap.push((peer, cids)),
+                Action::Request {
+                    peer,
+                    owner,
+                    cids,
+                    way: Way::Ours,
+                } => {
                     let request = BlockRequest {
                         want: cids.iter().map(|c| ByteBuf::from(c.to_bytes())).collect(),
                         owner: owner.map(|o| ByteBuf::from(o.to_bytes())),
@@ -54,7 +69,8 @@ impl Node {
                         .behaviour_mut()
                         .blocks
                         .send_request(&peer, request);
-                    self.fetch.sent(id, Sent { peer, owner, cids }, now);
+                    self.fetch
+                        .sent(Ask::Ours(id), Sent { peer, owner, cids }, now);
                 }
                 Action::Deliver { cid, mut waiters } => {
                     let Some(block) = arrived.remove(&cid) else {
@@ -88,6 +104,9 @@ impl Node {
                 }
             }
         }
+        if !bitswap.is_empty() {
+            self.ask_bitswap(bitswap, now);
+        }
     }
 
     /// Takes the blocks in a response that match what we asked for. Hashing a
@@ -98,6 +117,7 @@ impl Node {
         id: OutboundRequestId,
         response: BlockResponse,
     ) {
+        let id = Ask::Ours(id);
         let bytes = match &response {
             BlockResponse::Blocks { blocks, .. } => {
                 blocks.iter().map(|(_, b)| b.len() as u64).sum()
@@ -139,6 +159,19 @@ impl Node {
             .filter_map(|c| Cid::try_from(c.as_slice()).ok())
             .filter(|c| asked_set.contains(c))
             .collect();
+        self.check(peer, id, sent, arrived, missing);
+    }
+
+    /// Hashes the blocks `peer` sent for request `id` off the loop, keeps the good ones
+    /// as cache, and hands them to `settle`.
+    pub(super) fn check(
+        &mut self,
+        peer: PeerId,
+        id: Ask,
+        sent: Sent,
+        arrived: Vec<(Cid, Vec<u8>)>,
+        missing: Vec<Cid>,
+    ) {
         let checked = self.checked.clone();
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || {
@@ -182,13 +215,19 @@ impl Node {
         if let Some(s) = self.stats_of(peer) {
             s.blocks_fetched += blocks.len() as u64;
         }
+        let bitswap = matches!(id, Ask::Bitswap(_));
         for b in &blocks {
             if let Some(t) = self.fetch.transfer_of(b.cid()) {
-                self.transfer_sources.add(t, peer, b.data().len() as u64);
+                self.transfer_sources
+                    .add(t, peer, b.data().len() as u64, bitswap);
             }
         }
+        let delivered: Vec<Cid> = blocks.iter().map(|b| *b.cid()).collect();
+        if self.asks.len() > 0 {
+            self.bitswap_arrived(&delivered, peer);
+        }
         let answer = Answer {
-            delivered: blocks.iter().map(|b| *b.cid()).collect(),
+            delivered,
             bad: bad.into_iter().map(|(c, _)| c).collect(),
             missing,
         };
@@ -228,6 +267,29 @@ impl Node {
                     .behaviour_mut()
                     .kad
                     .get_providers(holders_key(&owner));
+            }
+        }
+    }
+
+    /// Asks the IPFS DHT (with `ipfs_dht`) who provides the blocks of no drive a reader
+    /// has waited for a while or no connected peer has; the providers it finds are
+    /// dialled, and once connected are sources like any peer. A lookup ends when its
+    /// block is no longer wanted.
+    pub(super) fn find_providers_of_waiting(&mut self, now: Instant, connected: &[PeerId]) {
+        if !self.config.ipfs_dht {
+            return;
+        }
+        let fetch = &self.fetch;
+        self.provider_lookups.retain(|cid, found| {
+            while found.try_recv().is_ok() {}
+            fetch.is_wanted(cid)
+        });
+        for cid in self.fetch.unowned_waiting(connected, now, ROUTE_AFTER) {
+            if !self.provider_lookups.contains_key(&cid) {
+                debug!("asking the IPFS DHT who provides {cid}");
+                let (found, rx) = tokio::sync::mpsc::channel(PROVIDERS_DIALLED);
+                self.find_providers(cid, found);
+                self.provider_lookups.insert(cid, rx);
             }
         }
     }

@@ -1,8 +1,8 @@
 //! The loop's side of the IPFS DHT (`net::ipfs_dht`, config `ipfs_dht`): peers put in
 //! the public or the LAN routing table by their addresses, the roots we provide kept in
 //! step with the daemon's list, other nodes' provider records kept within a bound, and
-//! provider lookups for Bitswap fetches: the providers found are dialled, and each one
-//! connected is handed to the fetch that asked.
+//! provider lookups for blocks of no drive that a reader waits for: the providers found
+//! are dialled, and once connected are sources of the fetch scheduler like any peer.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;

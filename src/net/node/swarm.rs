@@ -260,6 +260,7 @@ impl Node {
                 ..
             } => {
                 self.went(peer_id, cause.as_ref());
+                self.bitswap_gone(peer_id);
                 // What we know of a stranger goes with it; a gone peer has no RTT.
                 if !self.followed.contains_key(&peer_id) {
                     self.stats.remove(&peer_id);
@@ -315,6 +316,9 @@ impl Node {
             // others as a node to query, and cannot answer.
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 self.offers_relay(peer_id, &info);
+                let way = super::bitswap_asks::way_of(&info.protocols);
+                self.fetch.speaks(peer_id, way);
+                self.dispatch();
                 self.ipfs_identified(peer_id, &info);
                 if info.protocols.contains(&KAD_PROTOCOL) {
                     for addr in info.listen_addrs {
@@ -391,7 +395,8 @@ impl Node {
                 ..
             } => {
                 debug!("block request to {peer} failed: {error}");
-                self.fetch.failed(request_id, std::time::Instant::now());
+                let id = super::Ask::Ours(request_id);
+                self.fetch.failed(id, std::time::Instant::now());
                 self.dispatch();
             }
             request_response::Event::InboundFailure {

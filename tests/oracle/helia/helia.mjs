@@ -7,6 +7,9 @@
 //       summary {"files","dirs","hamtShards","symlinks","bytes"}; exit 2 on timeout
 //   node helia.mjs serve FILE
 //       imports FILE, prints "<cid> <multiaddr>" and serves it until killed
+//   node helia.mjs mirror MULTIADDR CID [LENGTH]
+//       dials MULTIADDR, fetches CID's file (its first LENGTH bytes' blocks) over
+//       Bitswap, hangs up, prints "<cid> <multiaddr>" and serves them until killed
 
 // Node 20 lacks Promise.withResolvers, which libp2p uses: added before libp2p loads
 // (static imports would run first, hence the dynamic ones below).
@@ -123,7 +126,21 @@ if (cmd === 'fetch') {
   const addr = helia.libp2p.getMultiaddrs()[0]
   console.log(`${root} ${addr}`)
   process.on('SIGTERM', async () => { await helia.stop().catch(() => {}); process.exit(0) })
+} else if (cmd === 'mirror') {
+  const [addr, cidText, length] = args
+  const helia = await node(['/ip4/127.0.0.1/tcp/0'])
+  const cid = CID.parse(cidText)
+  const signal = AbortSignal.timeout(600000)
+  setMaxListeners(Infinity, signal)
+  await helia.libp2p.dial(multiaddr(addr), { signal })
+  const entry = await exporter(cid, helia.blockstore, { signal })
+  const range = length === undefined ? {} : { offset: 0, length: Number(length) }
+  for await (const chunk of entry.content({ signal, ...range })) { void chunk }
+  // Only blocks it holds: the source it copied from is hung up on.
+  await helia.libp2p.hangUp(multiaddr(addr)).catch(() => {})
+  console.log(`${cid} ${helia.libp2p.getMultiaddrs()[0]}`)
+  process.on('SIGTERM', async () => { await helia.stop().catch(() => {}); process.exit(0) })
 } else {
-  console.error('usage: node helia.mjs fetch MULTIADDR CID OUTDIR TIMEOUT_MS | serve FILE')
+  console.error('usage: node helia.mjs fetch MULTIADDR CID OUTDIR TIMEOUT_MS | serve FILE | mirror MULTIADDR CID [LENGTH]')
   process.exit(64)
 }

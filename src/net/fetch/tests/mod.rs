@@ -2,7 +2,7 @@
 //! sources, deadlines and limits.
 
 use super::*;
-use crate::block::Block;
+use crate::block::{Block, RAW};
 
 type S = Scheduler<u32, &'static str>;
 
@@ -23,7 +23,10 @@ fn send(
 ) -> Vec<(u32, Sent)> {
     let mut out = Vec::new();
     for a in actions {
-        if let Action::Request { peer, owner, cids } = a {
+        if let Action::Request {
+            peer, owner, cids, ..
+        } = a
+        {
             *next_id += 1;
             let sent = Sent { peer, owner, cids };
             s.sent(*next_id, sent.clone(), now);
@@ -100,7 +103,9 @@ fn each_want_goes_to_its_own_owner_first() {
         .dispatch(&connected, t0)
         .into_iter()
         .filter_map(|a| match a {
-            Action::Request { peer, owner, cids } => Some((peer, owner, cids)),
+            Action::Request {
+                peer, owner, cids, ..
+            } => Some((peer, owner, cids)),
             _ => None,
         })
         .collect();
@@ -468,3 +473,81 @@ fn prefetches_stop_at_the_cap_and_readers_do_not() {
 
 mod swarming;
 mod transfers;
+
+#[test]
+fn bitswap_peers_are_sources_of_blocks_of_no_drive_only_and_mute_peers_of_none() {
+    let t0 = Instant::now();
+    let (owner, helia, mute) = (PeerId::random(), PeerId::random(), PeerId::random());
+    let connected = [owner, helia, mute];
+    let mut s = S::new(Duration::from_secs(30));
+    s.speaks(helia, Some(Way::Bitswap));
+    s.speaks(mute, None);
+    // Blocks of no drive: spread over the peer of our protocol and the Bitswap one,
+    // each asked its own way; the peer that speaks neither is asked nothing.
+    for i in 0..8 {
+        s.want(leaf(i), None, Some("reader"), t0);
+    }
+    s.want(node(1), None, Some("reader"), t0);
+    let mut ways: HashMap<PeerId, Vec<Way>> = HashMap::new();
+    for a in s.dispatch(&connected, t0) {
+        if let Action::Request { peer, way, .. } = a {
+            ways.entry(peer).or_default().push(way);
+        }
+    }
+    assert!(!ways.contains_key(&mute), "{ways:?}");
+    assert!(ways[&helia].iter().all(|w| *w == Way::Bitswap), "{ways:?}");
+    // A Bitswap peer has one leaf out at a time (`BITSWAP_WINDOW`).
+    assert_eq!(ways[&helia].len(), 1, "{ways:?}");
+    assert!(ways[&owner].iter().all(|w| *w == Way::Ours), "{ways:?}");
+
+    // A drive's block goes to our protocol's peers only; with none of them left, it
+    // has no source.
+    let mut s = S::new(Duration::from_secs(30));
+    s.speaks(helia, Some(Way::Bitswap));
+    s.want(leaf(9), Some(owner), Some("reader"), t0);
+    assert!(s.dispatch(&[helia], t0).is_empty());
+    assert_eq!(s.stranded_owners(&[helia], t0), HashSet::from([owner]));
+    let acts = s.dispatch(&[helia, owner], t0);
+    assert!(matches!(
+        &acts[..],
+        [Action::Request { peer, way: Way::Ours, .. }] if *peer == owner
+    ));
+    // Once the Bitswap peer has waited for a block of no drive past the routing
+    // moment, it is one to look up.
+    s.want(leaf(10), None, Some("reader"), t0);
+    assert!(s
+        .unowned_waiting(&[helia], t0, Duration::from_secs(1))
+        .is_empty());
+    let later = t0 + Duration::from_secs(1);
+    assert_eq!(
+        s.unowned_waiting(&[helia], later, Duration::from_secs(1)),
+        vec![leaf(10)]
+    );
+}
+
+#[test]
+fn a_peer_asked_over_ours_before_it_said_it_speaks_only_bitswap_is_asked_again_over_bitswap() {
+    let t0 = Instant::now();
+    let helia = PeerId::random();
+    let mut id = 0;
+    for identify_first in [false, true] {
+        let mut s = S::new(Duration::from_secs(30));
+        s.want(leaf(1), None, Some("reader"), t0);
+        // Not identified yet: asked over ours, which it does not speak.
+        let acts = s.dispatch(&[helia], t0);
+        let out = send(&mut s, acts, &mut id, t0);
+        assert_eq!(out.len(), 1);
+        if identify_first {
+            s.speaks(helia, Some(Way::Bitswap));
+            s.failed(out[0].0, t0);
+        } else {
+            s.failed(out[0].0, t0);
+            s.speaks(helia, Some(Way::Bitswap));
+        }
+        let acts = s.dispatch(&[helia], t0);
+        assert!(
+            matches!(&acts[..], [Action::Request { peer, way: Way::Bitswap, .. }] if *peer == helia),
+            "identify first: {identify_first}: {acts:?}"
+        );
+    }
+}

@@ -73,7 +73,9 @@ impl Net {
         let mut delivered = 0;
         for a in actions {
             match a {
-                Action::Request { peer, owner, cids } => {
+                Action::Request {
+                    peer, owner, cids, ..
+                } => {
                     self.next_id += 1;
                     let id = self.next_id;
                     let sent = Sent { peer, owner, cids };
