@@ -478,38 +478,40 @@ const LEVEL_AHEAD: usize = 1024;
 /// Every shard below `root`, loaded a level at a time, each level's sub-shards asked
 /// for together (`LEVEL_AHEAD` at a time) before the first is read: a wide directory
 /// from a peer costs a round trip per level, where a walk shard by shard cost one per
-/// shard with sub-shards (a 10,000-entry directory has some 250 of them). Only found
-/// here: `collect` checks each shard where it sits.
+/// shard with sub-shards (a 10,000-entry directory has some 250 of them). Each shard is
+/// checked where it sits as it loads, so a malformed tree fails before the rest of it
+/// is fetched.
 fn load_tree(
     blocks: &dyn Blocks,
     root_cid: &Cid,
     root: &ShardNode,
     geo: Geometry,
 ) -> Result<HashMap<Cid, ShardNode>, Error> {
-    let subs = |cid: &Cid, shard: &ShardNode| -> Result<Vec<Cid>, Error> {
-        Ok(slots_of(cid, shard, geo)?
-            .into_values()
-            .filter_map(|c| match c {
-                Child::Shard(sub) => Some(sub.cid),
+    let subs = |cid: &Cid, shard: &ShardNode, at: Position| -> Result<Vec<_>, Error> {
+        Ok(checked_slots(cid, shard, geo, at)?
+            .into_iter()
+            .filter_map(|(slot, c)| match c {
+                Child::Shard(sub) => Some((sub.cid, at.below(geo, slot))),
                 Child::Entry(_) => None,
             })
             .collect())
     };
     let mut shards = HashMap::new();
-    let mut level = subs(root_cid, root)?;
+    let mut level = subs(root_cid, root, Position::ROOT)?;
     // Below the root's level, as deep as a hash reaches.
     for _ in 1..geo.max_levels() {
         let mut next = Vec::new();
         for chunk in level.chunks(LEVEL_AHEAD) {
-            blocks.ahead(chunk);
-            for cid in chunk {
+            let cids: Vec<Cid> = chunk.iter().map(|(cid, _)| *cid).collect();
+            blocks.ahead(&cids);
+            for &(cid, at) in chunk {
                 // A shard linked twice is loaded once (and refused by `collect`).
-                if shards.contains_key(cid) {
+                if shards.contains_key(&cid) {
                     continue;
                 }
-                let shard = load_shard(blocks, cid, geo.fanout())?;
-                next.extend(subs(cid, &shard)?);
-                shards.insert(*cid, shard);
+                let shard = load_shard(blocks, &cid, geo.fanout())?;
+                next.extend(subs(&cid, &shard, at)?);
+                shards.insert(cid, shard);
             }
         }
         if next.is_empty() {
