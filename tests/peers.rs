@@ -557,3 +557,77 @@ fn a_cold_listing_of_a_wide_peer_directory_asks_for_many_nodes_a_request() {
         "{blocks} blocks in {requests} requests"
     );
 }
+
+#[test]
+fn a_cold_listing_of_a_sharded_peer_directory_asks_for_a_level_of_shards_at_once() {
+    let a = Mounted::readable_by_everyone();
+    // Past the sharding threshold: a HAMT of three levels, some 250 of whose 256
+    // second-level shards have sub-shards of their own.
+    sh(
+        &a.drive(),
+        "mkdir wide && for f in $(seq 10000); do echo $f > wide/f$f; done && echo > done",
+    );
+    let b = Mounted::new();
+    follow(&b, &a, "alice");
+    let theirs = b.mnt.path().join("peers/alice");
+    wait_for("alice's tree", Duration::from_secs(30), || {
+        theirs.join("done").exists()
+    });
+    let (requests0, blocks0) = served(&a);
+    let listed = sh(&theirs, "ls -l wide | wc -l");
+    assert_eq!(listed.trim(), "10001", "{listed}");
+    let (requests, blocks) = served(&a);
+    let (requests, blocks) = (requests - requests0, blocks - blocks0);
+    eprintln!("ls -l of 10,000 entries: {blocks} blocks in {requests} requests");
+    assert!(blocks >= 10000, "{blocks} blocks in {requests} requests");
+    // Walked shard by shard, each second-level shard's sub-shards came in a request of
+    // their own (about 400 requests, 27 blocks each); a level at a time, some 175.
+    assert!(
+        requests <= blocks / 40,
+        "{blocks} blocks in {requests} requests"
+    );
+}
+
+/// The errno of reading extended attribute `name` of `path` (0 if it has one).
+fn xattr_errno(path: &Path, name: &str) -> i32 {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: both are NUL-terminated; a null buffer of size 0 asks for the length only.
+    let n = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    if n >= 0 {
+        0
+    } else {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    }
+}
+
+#[test]
+fn acls_and_security_labels_are_unsupported_so_ls_stops_asking_for_them() {
+    let a = Mounted::readable_by_everyone();
+    let b = Mounted::new();
+    follow(&b, &a, "alice");
+    write(&b.drive().join("mine.txt"), b"mine\n");
+    write(&a.drive().join("theirs.txt"), b"theirs\n");
+    let theirs = b.mnt.path().join("peers/alice/theirs.txt");
+    wait_for("alice's file", Duration::from_secs(15), || theirs.exists());
+    for path in [theirs.clone(), b.drive().join("mine.txt")] {
+        // EOPNOTSUPP, not ENODATA: `ls -l` asks each entry for both unless told the
+        // device has no support, and the kernel caches neither answer.
+        for name in ["security.selinux", "system.posix_acl_access"] {
+            assert_eq!(
+                xattr_errno(&path, name),
+                libc::EOPNOTSUPP,
+                "{name} of {}",
+                path.display()
+            );
+        }
+        assert_eq!(
+            xattr_errno(&path, "user.peerfs.cid"),
+            0,
+            "{}",
+            path.display()
+        );
+        assert_eq!(xattr_errno(&path, "user.other"), libc::ENODATA);
+    }
+}

@@ -5,7 +5,8 @@
 //! pins it, removing it unpins: the order goes to the daemon, which pins in the
 //! background (the call returns at once; `user.peerfs.pinned` says when it is done).
 //! On a directory of my drive, `user.peerfs.readers` says who may read it (a private
-//! folder) and setting it changes that. Nothing else can be set.
+//! folder) and setting it changes that. Nothing else can be set, and outside `user.*`
+//! nothing is supported (`EOPNOTSUPP`).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -26,9 +27,32 @@ use crate::vfs::layout::{
 };
 use crate::vfs::FsError;
 
+/// The attributes an entry of a peer's drive answers.
+const PEER_XATTRS: [&str; 7] = [
+    CID_XATTR,
+    PEER_XATTR,
+    PEER_ID_XATTR,
+    HEAD_SEQ_XATTR,
+    HEAD_TIME_XATTR,
+    LOCAL_XATTR,
+    PINNED_XATTR,
+];
+
 pub(super) fn getxattr(fs: &PeerFs, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
     let name = name.as_bytes();
+    // Only `user.*` attributes exist here (no ACLs, no security labels). Saying so,
+    // rather than "no such attribute", lets `ls -l` stop asking after the first entry
+    // (it remembers a device without support): it asked every entry for
+    // `security.selinux` and `system.posix_acl_access`, two round trips through FUSE
+    // per entry that the kernel caches for neither.
+    if !name.starts_with(b"user.") {
+        return reply.error(errno(&FsError::Unsupported));
+    }
     if is_peer_ino(ino.0) {
+        // Any other is absent: answered here, not after a trip to the pool.
+        if !PEER_XATTRS.iter().any(|n| n.as_bytes() == name) {
+            return reply.error(errno(&FsError::NoAttribute));
+        }
         let view = match fs.peer_view() {
             Ok(v) => v,
             Err(e) => return reply.error(errno(&e)),
@@ -80,6 +104,7 @@ fn peer_xattr(view: &Arc<PeerView>, ino: u64, name: &[u8]) -> Result<String, FsE
             None => "unknown".to_string(),
         },
         PINNED_XATTR => yes_no(view.is_pinned(ino)?),
+        // Not in `PEER_XATTRS`.
         _ => return Err(FsError::NoAttribute),
     })
 }

@@ -471,6 +471,30 @@ fn prefetches_stop_at_the_cap_and_readers_do_not() {
     assert_eq!(s.wanted(), MAX_WANTS + 1);
 }
 
+#[test]
+fn a_cold_listing_s_2048_nodes_go_out_at_once() {
+    let t0 = Instant::now();
+    let owner = PeerId::random();
+    let mut s = S::new(Duration::from_secs(30));
+    // The entries' nodes a listing asks for ahead (`LISTING_AHEAD` in peers/listing.rs).
+    for i in 0..2048u32 {
+        let data = i.to_le_bytes().to_vec();
+        let cid = *Block::hash(cid::Version::V1, crate::block::DAG_PB, data).cid();
+        s.want(cid, Some(owner), None, t0);
+    }
+    let out = s.dispatch(&[owner], t0);
+    let asked: usize = out
+        .iter()
+        .map(|a| match a {
+            Action::Request { cids, .. } => cids.len(),
+            _ => 0,
+        })
+        .sum();
+    // With nodes guessed at 16 KiB, the first window took 512 of them (8 requests),
+    // and the listing waited a round trip per 512.
+    assert_eq!((asked, out.len()), (2048, 2048 / MAX_WANT));
+}
+
 mod swarming;
 mod transfers;
 
