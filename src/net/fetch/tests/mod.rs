@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::block::{Block, RAW};
+use crate::net::protocol::MAX_WANT;
 
 type S = Scheduler<u32, &'static str>;
 
