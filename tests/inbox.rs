@@ -422,7 +422,11 @@ fn a_fetch_cut_by_a_crash_resumes_after_the_restart_without_fetching_what_it_sto
         format!("/ip4/127.0.0.1/tcp/{}", free_port()),
         format!("/ip4/127.0.0.1/tcp/{}", free_port()),
     );
-    let a = Mounted::listening(&la);
+    // Paced, so that the kill surely comes before the end: unpaced, a fast machine
+    // fetched the rest between the count and the kill.
+    let a_repo = TestRepo::new();
+    a_repo.set_config("upload_rate", r#""32 MiB""#);
+    let a = Mounted::listening_with(a_repo, &la);
     let mut b = Mounted::listening(&lb);
     follow(&a, &b, "bob");
     follow(&b, &a, "alice");

@@ -259,7 +259,11 @@ impl Mounted {
 
     /// A fresh repo whose daemon listens only on `listen` (a loopback multiaddr).
     pub fn listening(listen: &str) -> Mounted {
-        let repo = TestRepo::new();
+        Mounted::listening_with(TestRepo::new(), listen)
+    }
+
+    /// `listening`, with a repo the test configured.
+    pub fn listening_with(repo: TestRepo, listen: &str) -> Mounted {
         let mnt = tempfile::tempdir().expect("temp dir");
         let pid = mount(&repo, &mnt, listen);
         Mounted { repo, mnt, pid }
