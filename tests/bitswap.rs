@@ -200,13 +200,13 @@ impl RawClient {
         )
     }
 
-    /// Sends `message` and reads the answers the daemon sends on a stream of its own,
-    /// until `done` says enough (10 s at most).
-    async fn ask(
+    /// Sends `message`: the stream the daemon opens for its answers, if it opens one
+    /// before `deadline`.
+    async fn send(
         &mut self,
         message: &wire::Message,
-        mut done: impl FnMut(&[wire::Message]) -> bool,
-    ) -> Vec<wire::Message> {
+        deadline: tokio::time::Instant,
+    ) -> Option<libp2p::Stream> {
         let mut s = self
             .control
             .open_stream(self.peer, self.protocol.clone())
@@ -216,11 +216,20 @@ impl RawClient {
             .await
             .unwrap();
         s.flush().await.unwrap();
+        let next = tokio::time::timeout_at(deadline, self.incoming.next()).await;
+        next.ok().flatten().map(|(_, s)| s)
+    }
+
+    /// Sends `message` and reads the answers the daemon sends on a stream of its own,
+    /// until `done` says enough (10 s at most).
+    async fn ask(
+        &mut self,
+        message: &wire::Message,
+        mut done: impl FnMut(&[wire::Message]) -> bool,
+    ) -> Vec<wire::Message> {
         let mut got = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        let Ok(Some((_, mut answers))) =
-            tokio::time::timeout_at(deadline, self.incoming.next()).await
-        else {
+        let Some(mut answers) = self.send(message, deadline).await else {
             return got;
         };
         while !done(&got) {
@@ -385,17 +394,8 @@ async fn answer_stream(raw: &mut RawClient, cid: &str) -> Option<libp2p::Stream>
         }),
         ..wire::Message::default()
     };
-    let mut s = raw
-        .control
-        .open_stream(raw.peer, raw.protocol.clone())
-        .await
-        .unwrap();
-    s.write_all(&ask.encode_length_delimited_to_vec())
-        .await
-        .unwrap();
-    s.flush().await.unwrap();
-    let next = tokio::time::timeout(Duration::from_secs(10), raw.incoming.next()).await;
-    next.ok().flatten().map(|(_, s)| s)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    raw.send(&ask, deadline).await
 }
 
 #[test]
