@@ -104,6 +104,11 @@ pub struct Config {
     /// again on next use.
     #[serde(default = "default_peer_inode_limit")]
     pub peer_inode_limit: usize,
+    /// Most entries of a peer's directory the daemon lists (it holds a listing whole,
+    /// about 1 KiB an entry); a larger one fails to list with EFBIG, and the log says
+    /// why.
+    #[serde(default = "default_peer_listing_limit")]
+    pub peer_listing_limit: usize,
     /// Relay for others: `"auto"` (when AutoNAT finds this node public), `"on"`, `"off"`.
     #[serde(default = "default_relay_server")]
     pub relay_server: String,
@@ -174,6 +179,7 @@ impl Default for Config {
             allow_other: false,
             gateway: None,
             peer_inode_limit: default_peer_inode_limit(),
+            peer_listing_limit: default_peer_listing_limit(),
             relay_server: default_relay_server(),
             relays: Vec::new(),
             relay_circuit_bytes: default_relay_circuit_bytes(),
@@ -257,6 +263,10 @@ fn default_max_connections() -> u32 {
 
 fn default_peer_inode_limit() -> usize {
     50_000
+}
+
+fn default_peer_listing_limit() -> usize {
+    1_000_000
 }
 
 fn default_inbox_quota() -> bytesize::ByteSize {

@@ -492,6 +492,33 @@ fn listing_more_of_a_peer_than_peer_inode_limit_keeps_the_view_near_it() {
 }
 
 #[test]
+fn a_peer_directory_past_peer_listing_limit_fails_to_list_with_efbig_and_says_why() {
+    let a = alice_with_4000_entries();
+    let repo = TestRepo::new();
+    // Alice's top has 40 entries, each of her folders 100.
+    repo.set_config("peer_listing_limit", "60");
+    let b = Mounted::with_repo(repo);
+    follow(&b, &a, "alice");
+    let theirs = b.mnt.path().join("peers/alice");
+    wait_for("alice's tree", Duration::from_secs(20), || {
+        theirs.join("d40").exists()
+    });
+    let listed = std::fs::read_dir(theirs.join("d7"))
+        .and_then(|d| d.collect::<Result<Vec<_>, _>>())
+        .map(|d| d.len());
+    assert_eq!(
+        listed.as_ref().map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EFBIG)),
+        "{listed:?}"
+    );
+    // The rest still lists, and the daemon says why that one did not.
+    assert_eq!(sh(&theirs, "ls | wc -l").trim(), "40");
+    assert!(b.alive());
+    let log = std::fs::read_to_string(b.repo.path().join("daemon.log")).unwrap();
+    assert!(log.contains("more than 60 entries"), "{log}");
+}
+
+#[test]
 fn a_second_daemon_on_a_taken_port_listens_on_a_free_one_and_says_so() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

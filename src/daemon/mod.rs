@@ -157,6 +157,7 @@ pub fn run(repo: Repo, mountpoint: &Path, flags: NetFlags) -> Result<(), DaemonE
         store.clone(),
         net.clone(),
         repo.config().peer_inode_limit,
+        repo.config().peer_listing_limit,
         Arc::new(crate::seal::unseal::Unsealer::new(reader_key)),
     ));
     for entry in book.entries() {

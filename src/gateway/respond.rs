@@ -390,7 +390,7 @@ fn failed(e: unixfs::Error) -> Response<Body> {
         unixfs::Error::NotADirectory(_) | unixfs::Error::NotAFile(_) => 400,
         unixfs::Error::IsADirectory(_) | unixfs::Error::NotEmpty(_) => 400,
         unixfs::Error::Malformed { .. } | unixfs::Error::HashCollision => 502,
-        unixfs::Error::Store(_) | unixfs::Error::Io(_) => {
+        unixfs::Error::Store(_) | unixfs::Error::Io(_) | unixfs::Error::TooManyEntries { .. } => {
             tracing::warn!("gateway: {e}");
             500
         }

@@ -10,7 +10,7 @@ use super::attrs::{locked_dir_attr, raw_file_attr, shown_attr};
 use super::PeerView;
 use crate::block::RAW;
 use crate::store::{StoreError, Unavailable};
-use crate::unixfs::{list, load_node, Error as UnixfsError};
+use crate::unixfs::{list_at_most, load_node, Error as UnixfsError};
 use crate::vfs::{Attr, FsError, Kind};
 
 /// A listing asks for the child nodes it lacks this many entries ahead of the one it
@@ -82,7 +82,7 @@ impl PeerView {
     ) -> Result<Vec<(Vec<u8>, Cid, Attr)>, FsError> {
         let blocks = self.blocks(owner);
         let node = load_node(&blocks, dir)?;
-        let entries = list(&blocks, dir, &node)?;
+        let entries = list_at_most(&blocks, dir, &node, self.listing_limit)?;
         let mut asked = 0;
         let time = self.head_time(owner);
         let mut out = Vec::with_capacity(entries.len());

@@ -64,6 +64,12 @@ const FAILURES_LOGGED: u32 = 20;
 /// How far up `path_of` names an inode's parents.
 const MAX_PATH_DEPTH: usize = 256;
 
+/// Failures the kernel's errno alone does not explain: a peer's data that does not
+/// arrive or is refused, and a directory too big to list.
+fn logged(e: &FsError) -> bool {
+    matches!(e.errno(), libc::EIO | libc::EACCES | libc::EFBIG)
+}
+
 pub struct PeerView {
     local: Arc<dyn Blocks>,
     /// Reads cached leaves ahead of a sequential reader, as the drive does its own, into
@@ -73,6 +79,9 @@ pub struct PeerView {
     net: NetHandle,
     state: Mutex<State>,
     trim: trim::Trim,
+    /// Most entries one directory's listing holds: a peer's directory is anyone's
+    /// making, and its listing is held whole.
+    listing_limit: usize,
     /// Since when failures are counted, and how many were logged since.
     failures_logged: Mutex<(Instant, u32)>,
     /// Opens the private folders this node is a reader of.
@@ -80,16 +89,19 @@ pub struct PeerView {
 }
 
 impl PeerView {
-    /// A view that holds at most about `inode_limit` nodes (see [`trim`]).
+    /// A view that holds at most about `inode_limit` nodes (see [`trim`]), and lists
+    /// directories of at most `listing_limit` entries.
     pub fn new(
         local: Arc<dyn Blocks>,
         net: NetHandle,
         inode_limit: usize,
+        listing_limit: usize,
         unsealer: Arc<Unsealer>,
     ) -> PeerView {
         PeerView {
             unsealer,
             trim: trim::Trim::new(inode_limit),
+            listing_limit,
             read_ahead: ReadAhead::handing_to(Arc::clone(&local), net.handover()),
             local,
             net,
@@ -276,7 +288,7 @@ impl PeerView {
     /// Says in the log which file a failed read or listing was about (the network's
     /// line names the block and the peers asked), at most `FAILURES_LOGGED` a minute.
     fn log_failure(&self, doing: &str, ino: u64, e: &FsError) {
-        if matches!(e.errno(), libc::EIO | libc::EACCES) {
+        if logged(e) {
             let path = self
                 .path_of(ino)
                 .map_or_else(|_| format!("(inode {ino})"), |p| p.display().to_string());
@@ -286,7 +298,7 @@ impl PeerView {
 
     /// `log_failure` for a path named already.
     fn log_failure_at(&self, doing: &str, path: &str, e: &FsError) {
-        if !matches!(e.errno(), libc::EIO | libc::EACCES) {
+        if !logged(e) {
             return;
         }
         {

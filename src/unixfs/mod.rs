@@ -31,7 +31,7 @@ pub use build::{build_directory, build_symlink, Built, DirEntry, FileBuilder};
 pub use data::{Metadata, Mtime};
 pub use node::{FileNode, Node};
 pub use profile::{ImportOptions, Overrides, Profile};
-pub use read::{list, lookup, resolve, FileReader};
+pub use read::{list, list_at_most, lookup, resolve, FileReader};
 
 use crate::store::{Blocks, StoreError};
 
@@ -68,6 +68,8 @@ pub enum Error {
     NotEmpty(String),
     #[error("two names in one directory share all 64 bits of their HAMT hash")]
     HashCollision,
+    #[error("directory {cid} has more than {max} entries, the most a listing holds")]
+    TooManyEntries { cid: Cid, max: usize },
     #[error(transparent)]
     Io(std::io::Error),
 }

@@ -64,7 +64,20 @@ pub fn lookup(
 
 /// The entries of a directory node, sorted by name bytes.
 pub fn list(blocks: &dyn Blocks, dir_cid: &Cid, dir: &Node) -> Result<Vec<DirEntry>, Error> {
+    list_at_most(blocks, dir_cid, dir, usize::MAX)
+}
+
+/// `list`, for a directory someone else made: one of more than `max` entries (or a
+/// HAMT of more than `max` shards) fails with `TooManyEntries` before it holds more.
+pub fn list_at_most(
+    blocks: &dyn Blocks,
+    dir_cid: &Cid,
+    dir: &Node,
+    max: usize,
+) -> Result<Vec<DirEntry>, Error> {
+    let too_many = || Error::TooManyEntries { cid: *dir_cid, max };
     let mut out = match dir {
+        Node::Directory(d) if d.links.len() > max => return Err(too_many()),
         Node::Directory(d) => d
             .links
             .iter()
@@ -74,7 +87,7 @@ pub fn list(blocks: &dyn Blocks, dir_cid: &Cid, dir: &Node) -> Result<Vec<DirEnt
                 tsize: l.tsize.unwrap_or(0),
             })
             .collect(),
-        Node::Shard(s) => hamt::entries(blocks, dir_cid, s)?,
+        Node::Shard(s) => hamt::entries(blocks, dir_cid, s, max)?,
         _ => return Err(Error::NotADirectory(dir_cid.to_string())),
     };
     out.sort_unstable_by(|a, b| a.name.cmp(&b.name));

@@ -80,6 +80,8 @@ impl FsError {
             FsError::Format(unixfs::Error::NotADirectory(_)) => libc::ENOTDIR,
             FsError::Format(unixfs::Error::IsADirectory(_)) => libc::EISDIR,
             FsError::Format(unixfs::Error::NotEmpty(_)) => libc::ENOTEMPTY,
+            // A directory too big to hold its listing, as a file too big to hold.
+            FsError::Format(unixfs::Error::TooManyEntries { .. }) => libc::EFBIG,
             FsError::Format(_) | FsError::Bug(_) => libc::EIO,
         }
     }

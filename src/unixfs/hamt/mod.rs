@@ -451,103 +451,124 @@ pub fn lookup(
 
 /// Every entry of the shard tree, in slot order. A shard is anyone's block, so each
 /// entry is checked to sit where its name's hash puts it (`checked_slots`): then no
-/// name is listed twice, however the links were laid out.
+/// name is listed twice, however the links were laid out. A tree of more than `max`
+/// entries, or shards, fails with `TooManyEntries` before more are held.
 pub fn entries(
     blocks: &dyn Blocks,
     root_cid: &Cid,
     root: &ShardNode,
+    max: usize,
 ) -> Result<Vec<DirEntry>, Error> {
-    let geo = Geometry::of(root.fanout);
-    let mut shards = load_tree(blocks, root_cid, root, geo)?;
-    let mut out = Vec::new();
-    collect(
+    let walk = Walk {
         blocks,
-        root_cid,
-        root,
-        geo,
-        Position::ROOT,
-        &mut shards,
-        &mut out,
-    )?;
+        geo: Geometry::of(root.fanout),
+        dir: *root_cid,
+        max,
+    };
+    let mut shards = walk.load_tree(root)?;
+    let mut out = Vec::new();
+    walk.collect(root_cid, root, Position::ROOT, &mut shards, &mut out)?;
     Ok(out)
 }
 
 /// Sub-shards asked for at once, at most, while a level is loaded.
 const LEVEL_AHEAD: usize = 1024;
 
-/// Every shard below `root`, loaded a level at a time, each level's sub-shards asked
-/// for together (`LEVEL_AHEAD` at a time) before the first is read: a wide directory
-/// from a peer costs a round trip per level, where a walk shard by shard cost one per
-/// shard with sub-shards (a 10,000-entry directory has some 250 of them). Each shard is
-/// checked where it sits as it loads, so a malformed tree fails before the rest of it
-/// is fetched.
-fn load_tree(
-    blocks: &dyn Blocks,
-    root_cid: &Cid,
-    root: &ShardNode,
+/// A walk of one directory's shard tree.
+struct Walk<'a> {
+    blocks: &'a dyn Blocks,
     geo: Geometry,
-) -> Result<HashMap<Cid, ShardNode>, Error> {
-    let subs = |cid: &Cid, shard: &ShardNode, at: Position| -> Result<Vec<_>, Error> {
-        Ok(checked_slots(cid, shard, geo, at)?
-            .into_iter()
-            .filter_map(|(slot, c)| match c {
-                Child::Shard(sub) => Some((sub.cid, at.below(geo, slot))),
-                Child::Entry(_) => None,
-            })
-            .collect())
-    };
-    let mut shards = HashMap::new();
-    let mut level = subs(root_cid, root, Position::ROOT)?;
-    // Below the root's level, as deep as a hash reaches.
-    for _ in 1..geo.max_levels() {
-        let mut next = Vec::new();
-        for chunk in level.chunks(LEVEL_AHEAD) {
-            let cids: Vec<Cid> = chunk.iter().map(|(cid, _)| *cid).collect();
-            blocks.ahead(&cids);
-            for &(cid, at) in chunk {
-                // A shard linked twice is loaded once (and refused by `collect`).
-                if shards.contains_key(&cid) {
-                    continue;
-                }
-                let shard = load_shard(blocks, &cid, geo.fanout())?;
-                next.extend(subs(&cid, &shard, at)?);
-                shards.insert(cid, shard);
-            }
-        }
-        if next.is_empty() {
-            break;
-        }
-        level = next;
-    }
-    Ok(shards)
+    /// The directory (its root shard), named in errors.
+    dir: Cid,
+    /// Most entries, and most shards, the walk holds.
+    max: usize,
 }
 
-fn collect(
-    blocks: &dyn Blocks,
-    cid: &Cid,
-    shard: &ShardNode,
-    geo: Geometry,
-    at: Position,
-    loaded: &mut HashMap<Cid, ShardNode>,
-    out: &mut Vec<DirEntry>,
-) -> Result<(), Error> {
-    if at.level >= geo.max_levels() {
-        return Err(malformed(cid, "HAMT deeper than its hash"));
-    }
-    for (slot, child) in checked_slots(cid, shard, geo, at)? {
-        match child {
-            Child::Entry(e) => out.push(e),
-            Child::Shard(sub) => {
-                let node = match loaded.remove(&sub.cid) {
-                    Some(node) => node,
-                    None => load_shard(blocks, &sub.cid, geo.fanout())?,
-                };
-                let below = at.below(geo, slot);
-                collect(blocks, &sub.cid, &node, geo, below, loaded, out)?;
-            }
+impl Walk<'_> {
+    fn too_many(&self) -> Error {
+        Error::TooManyEntries {
+            cid: self.dir,
+            max: self.max,
         }
     }
-    Ok(())
+
+    /// Every shard below the root, loaded a level at a time, each level's sub-shards
+    /// asked for together (`LEVEL_AHEAD` at a time) before the first is read: a wide
+    /// directory from a peer costs a round trip per level, where a walk shard by shard
+    /// cost one per shard with sub-shards (a 10,000-entry directory has some 250 of
+    /// them). Each shard is checked where it sits as it loads, so a malformed tree fails
+    /// before the rest of it is fetched.
+    fn load_tree(&self, root: &ShardNode) -> Result<HashMap<Cid, ShardNode>, Error> {
+        let geo = self.geo;
+        let subs = |cid: &Cid, shard: &ShardNode, at: Position| -> Result<Vec<_>, Error> {
+            Ok(checked_slots(cid, shard, geo, at)?
+                .into_iter()
+                .filter_map(|(slot, c)| match c {
+                    Child::Shard(sub) => Some((sub.cid, at.below(geo, slot))),
+                    Child::Entry(_) => None,
+                })
+                .collect())
+        };
+        let mut shards = HashMap::new();
+        let mut level = subs(&self.dir, root, Position::ROOT)?;
+        // Below the root's level, as deep as a hash reaches.
+        for _ in 1..geo.max_levels() {
+            let mut next = Vec::new();
+            for chunk in level.chunks(LEVEL_AHEAD) {
+                let cids: Vec<Cid> = chunk.iter().map(|(cid, _)| *cid).collect();
+                self.blocks.ahead(&cids);
+                for &(cid, at) in chunk {
+                    // A shard linked twice is loaded once (and refused by `collect`).
+                    if shards.contains_key(&cid) {
+                        continue;
+                    }
+                    if shards.len() >= self.max {
+                        return Err(self.too_many());
+                    }
+                    let shard = load_shard(self.blocks, &cid, geo.fanout())?;
+                    next.extend(subs(&cid, &shard, at)?);
+                    shards.insert(cid, shard);
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            level = next;
+        }
+        Ok(shards)
+    }
+
+    fn collect(
+        &self,
+        cid: &Cid,
+        shard: &ShardNode,
+        at: Position,
+        loaded: &mut HashMap<Cid, ShardNode>,
+        out: &mut Vec<DirEntry>,
+    ) -> Result<(), Error> {
+        if at.level >= self.geo.max_levels() {
+            return Err(malformed(cid, "HAMT deeper than its hash"));
+        }
+        for (slot, child) in checked_slots(cid, shard, self.geo, at)? {
+            match child {
+                Child::Entry(e) => {
+                    if out.len() >= self.max {
+                        return Err(self.too_many());
+                    }
+                    out.push(e)
+                }
+                Child::Shard(sub) => {
+                    let node = match loaded.remove(&sub.cid) {
+                        Some(node) => node,
+                        None => load_shard(self.blocks, &sub.cid, self.geo.fanout())?,
+                    };
+                    let below = at.below(self.geo, slot);
+                    self.collect(&sub.cid, &node, below, loaded, out)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where a shard sits in its tree: its level, and the hash bits of the slots that

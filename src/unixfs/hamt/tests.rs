@@ -153,7 +153,7 @@ fn hand_made(store: &MemoryBlocks, links: &[(usize, &[u8], Cid)]) -> (Cid, Shard
 }
 
 fn listed(store: &MemoryBlocks, (cid, shard): &(Cid, ShardNode)) -> Result<Vec<Vec<u8>>, Error> {
-    Ok(entries(store, cid, shard)?
+    Ok(entries(store, cid, shard, usize::MAX)?
         .into_iter()
         .map(|e| e.name)
         .collect())
@@ -189,4 +189,28 @@ fn a_listed_entry_sits_where_its_hash_puts_it() {
         let shard = hand_made(&store, &[(slot_of(bad), bad, leaf)]);
         assert!(listed(&store, &shard).is_err(), "{bad:?}");
     }
+}
+
+/// A directory someone else made is listed up to a bound: past it, the walk stops with
+/// `TooManyEntries` instead of holding whatever the tree holds.
+#[test]
+fn a_listing_stops_at_its_bound_of_entries_and_shards() {
+    let store = MemoryBlocks::default();
+    let all: BTreeMap<usize, DirEntry> = (0..3000).map(|i| (i, entry(i, 0))).collect();
+    let root = built_from_scratch(&store, &all, Metadata::default());
+    let shard = shard_at(&store, &root);
+    let walk = |max| entries(&store, &root.cid, &shard, max);
+
+    assert_eq!(walk(3000).unwrap().len(), 3000);
+    for max in [2999, 100] {
+        match walk(max) {
+            Err(Error::TooManyEntries { cid, max: said }) => {
+                assert_eq!((cid, said), (root.cid, max))
+            }
+            other => panic!("{max}: {:?}", other.map(|e| e.len())),
+        }
+    }
+    // 3,000 entries need more than one shard below the root: a bound of one shard
+    // stops the walk while it loads the tree, before any entry is collected.
+    assert!(matches!(walk(1), Err(Error::TooManyEntries { .. })));
 }
