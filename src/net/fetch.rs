@@ -29,7 +29,7 @@ use crate::store::Unavailable;
 use crate::transfers::{Priority, TransferId};
 pub use round::Way;
 use round::{guess, Round};
-use sources::{Request, Sources, Standing};
+use sources::{Lacking, Request, Sources, Standing};
 
 mod expiry;
 mod round;
@@ -407,8 +407,20 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
                 w.refused = true;
             }
         }
-        self.sources.lacks(sent.peer, sent.owner, now);
+        for what in self.lacking(sent, &sent.cids) {
+            self.sources.lacks(sent.peer, what, now);
+        }
         self.give_up_on(sent.peer, id, &sent.cids);
+    }
+
+    /// What the blocks `cids` asked of `sent.peer` are of (see `Lacking`).
+    fn lacking(&self, sent: &Sent, cids: &[Cid]) -> HashSet<Lacking> {
+        cids.iter()
+            .map(|cid| {
+                let transfer = self.wants.get(cid).and_then(|w| w.transfer);
+                Lacking::of(sent.owner, transfer)
+            })
+            .collect()
     }
 
     /// `peer` is too busy for request `id`: ask others, and it again a little later.
@@ -447,19 +459,22 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
 
     /// The checked answer to request `id`: delivers what came, and asks elsewhere for
     /// what did not (the same peer too, for what did not fit in the answer). A peer
-    /// that sent wrong bytes backs off; one that lacks blocks is asked for its drive's
-    /// blocks last.
+    /// that sent wrong bytes backs off; one that lacks blocks is asked last for more of
+    /// what they are of (`Lacking`).
     pub fn settle(&mut self, id: R, sent: &Sent, answer: Answer, now: Instant) -> Vec<Action<W>> {
         let mut out = Vec::new();
         let mut settled = HashSet::new();
         if !answer.delivered.is_empty() {
+            let of = self.lacking(sent, &answer.delivered);
             self.sources
-                .delivered(sent.peer, sent.owner, answer.delivered.len() as u64);
+                .delivered(sent.peer, &of, answer.delivered.len() as u64);
         }
         if !answer.bad.is_empty() {
             self.sources.strike(sent.peer, now);
-        } else if !answer.missing.is_empty() {
-            self.sources.lacks(sent.peer, sent.owner, now);
+        } else {
+            for what in self.lacking(sent, &answer.missing) {
+                self.sources.lacks(sent.peer, what, now);
+            }
         }
         for cid in answer.delivered {
             settled.insert(cid);
@@ -510,7 +525,8 @@ impl<R: Copy + Eq + Hash, W> Scheduler<R, W> {
             .iter()
             .filter(|p| self.may_ask(want, p, now))
             .filter_map(|p| {
-                let standing = self.sources.standing(p, want.owner, now)?;
+                let lacking = Lacking::of(want.owner, want.transfer);
+                let standing = self.sources.standing(p, lacking, now)?;
                 let (extra, _) = round.added(p);
                 let takes = self.sources.expected(p, extra, guess);
                 Some((standing, takes, want.owner != Some(*p), *p))

@@ -4,12 +4,14 @@
 //! while (it failed or lied: backoff; it said "busy"; it lacks a drive's blocks).
 //! From these: how much a peer may have out at once (its window) and when a block
 //! asked of it now should arrive (its expected completion). Kept for connected
-//! peers only, and each peer's list of drives it lacks is bounded.
+//! peers only, and each peer's list of what it lacks is bounded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
+
+use crate::transfers::TransferId;
 
 /// A peer not measured yet is assumed to send this fast, and its round trip this
 /// long: fast enough that every new peer gets a block or two to show its figures.
@@ -40,8 +42,29 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A peer that said it lacks a drive's blocks is asked for that drive's blocks only
 /// when nobody else can be, for this long.
 const LACKS_MEMORY: Duration = Duration::from_secs(30);
-/// Drives remembered as lacking, per peer.
+/// What is remembered as lacking, per peer.
 const MAX_LACKS: usize = 64;
+
+/// What a peer that lacked a block is taken to lack more of: a drive's blocks (who
+/// lacks one of a drive lacks its others, most likely). A block of no drive belongs to
+/// any DAG, and an IPFS node may hold one DAG whole and another in part: there, only
+/// the blocks of the same transfer, or (outside transfers) of no drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Lacking {
+    Drive(PeerId),
+    Transfer(TransferId),
+    NoDrive,
+}
+
+impl Lacking {
+    pub fn of(owner: Option<PeerId>, transfer: Option<TransferId>) -> Lacking {
+        match (owner, transfer) {
+            (Some(owner), _) => Lacking::Drive(owner),
+            (None, Some(t)) => Lacking::Transfer(t),
+            (None, None) => Lacking::NoDrive,
+        }
+    }
+}
 
 /// Guesses of a block's size before it arrives: a leaf is 1 MiB (our chunker's size),
 /// a node a few KiB. Most nodes asked for are small files' (a cold `ls -l` asks for
@@ -76,8 +99,8 @@ struct Source {
     strikes: u32,
     backoff_until: Option<Instant>,
     busy_until: Option<Instant>,
-    /// Drives (by owner) it said it lacks blocks of, and when.
-    lacks: HashMap<Option<PeerId>, Instant>,
+    /// What it said it lacks blocks of, and when.
+    lacks: HashMap<Lacking, Instant>,
     /// Blocks it delivered, for the log and tests.
     delivered: u64,
 }
@@ -166,14 +189,13 @@ impl Sources {
         }
     }
 
-    /// `peer` delivered `n` good blocks of `owner`'s drive: whatever it did before
-    /// is forgiven.
-    pub fn delivered(&mut self, peer: PeerId, owner: Option<PeerId>, n: u64) {
+    /// `peer` delivered `n` good blocks, of `of`: whatever it did before is forgiven.
+    pub fn delivered(&mut self, peer: PeerId, of: &HashSet<Lacking>, n: u64) {
         if let Some(s) = self.peers.get_mut(&peer) {
             s.delivered += n;
             s.strikes = 0;
             s.backoff_until = None;
-            s.lacks.remove(&owner);
+            s.lacks.retain(|what, _| !of.contains(what));
         }
     }
 
@@ -197,15 +219,15 @@ impl Sources {
         s.backoff_until = Some(now + backoff);
     }
 
-    /// `peer` does not have (or will not give) `owner`'s blocks.
-    pub fn lacks(&mut self, peer: PeerId, owner: Option<PeerId>, now: Instant) {
+    /// `peer` does not have (or will not give) blocks of `what`.
+    pub fn lacks(&mut self, peer: PeerId, what: Lacking, now: Instant) {
         let s = self.peers.entry(peer).or_default();
-        if s.lacks.len() >= MAX_LACKS && !s.lacks.contains_key(&owner) {
+        if s.lacks.len() >= MAX_LACKS && !s.lacks.contains_key(&what) {
             if let Some(oldest) = s.lacks.iter().min_by_key(|(_, t)| **t).map(|(o, _)| *o) {
                 s.lacks.remove(&oldest);
             }
         }
-        s.lacks.insert(owner, now);
+        s.lacks.insert(what, now);
     }
 
     /// `peer` said "busy": it is asked nothing until `until`.
@@ -213,8 +235,8 @@ impl Sources {
         self.peers.entry(peer).or_default().busy_until = Some(until);
     }
 
-    /// How `peer` stands for a block of `owner`'s drive; `None`: not to be asked now.
-    pub fn standing(&self, peer: &PeerId, owner: Option<PeerId>, now: Instant) -> Option<Standing> {
+    /// How `peer` stands for a block of `what`; `None`: not to be asked now.
+    pub fn standing(&self, peer: &PeerId, what: Lacking, now: Instant) -> Option<Standing> {
         let Some(s) = self.peers.get(peer) else {
             return Some(Standing::Good);
         };
@@ -224,7 +246,7 @@ impl Sources {
         let backing_off = s.backoff_until.is_some_and(|t| t > now);
         let lacking = s
             .lacks
-            .get(&owner)
+            .get(&what)
             .is_some_and(|t| now.saturating_duration_since(*t) < LACKS_MEMORY);
         Some(if backing_off || lacking {
             Standing::LastResort

@@ -90,3 +90,40 @@ fn a_paused_transfer_drops_its_wants_not_asked_yet_and_keeps_a_readers() {
         assert!(w.transfer != Some(7) || !w.in_flight.is_empty() || !w.waiters.is_empty());
     }
 }
+
+/// A block of no drive that one peer lacks sidelines that peer for the rest of the
+/// same transfer only: an IPFS node may hold another DAG whole.
+#[test]
+fn a_peer_lacking_a_block_of_no_drive_stays_a_good_source_for_another_transfer() {
+    let t0 = Instant::now();
+    let connected = [PeerId::random(), PeerId::random()];
+    let mut s = S::new(Duration::from_secs(30));
+    let mut id = 0;
+    let (first, more) = (leaf(1), leaf(3));
+    let other = leaf(2);
+    s.want_for(first, None, None, claim(1, Priority::Normal), t0);
+    let out = {
+        let acts = s.dispatch(&connected, t0);
+        send(&mut s, acts, &mut id, t0)
+    };
+    let lacking = out[0].1.peer;
+    let sent = s.answered(out[0].0, 0, t0).unwrap();
+    s.settle(out[0].0, &sent, missing(&[first]), t0);
+
+    // More of transfer 1 goes elsewhere; transfer 2's block may go to it as to any.
+    s.want_for(more, None, None, claim(1, Priority::Normal), t0);
+    s.want_for(other, None, None, claim(2, Priority::Normal), t0);
+    let asked: HashMap<Cid, PeerId> = s
+        .dispatch(&connected, t0)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Request { peer, cids, .. } => Some(cids.into_iter().map(move |c| (c, peer))),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_ne!(asked.get(&more), Some(&lacking), "{asked:?}");
+    // The other peer has a request out in this round, so the lacking one is expected
+    // to answer first: it gets the block, unless it is sidelined.
+    assert_eq!(asked.get(&other), Some(&lacking), "{asked:?}");
+}
