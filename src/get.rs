@@ -22,7 +22,7 @@ use cid::Cid;
 
 use crate::store::Blocks;
 use crate::unixfs::node::check_name;
-use crate::unixfs::{self, list, load_node, FileReader, Metadata, Node};
+use crate::unixfs::{self, list_at_most, load_node, FileReader, Metadata, Node, LISTING_LIMIT};
 use at::{Dir, Kind};
 
 /// Directories nested deeper than this are refused: no tool could reach the bottom by
@@ -144,7 +144,7 @@ impl Writer<'_> {
         if depth >= MAX_DEPTH {
             return Err(GetError::TooDeep(path.to_path_buf()));
         }
-        for entry in list(self.blocks, cid, node)? {
+        for entry in list_at_most(self.blocks, cid, node, LISTING_LIMIT)? {
             check_name(&entry.name).map_err(|_| GetError::UnsafeName {
                 dir: path.to_path_buf(),
                 name: String::from_utf8_lossy(&entry.name).into_owned(),

@@ -266,7 +266,7 @@ fn default_peer_inode_limit() -> usize {
 }
 
 fn default_peer_listing_limit() -> usize {
-    1_000_000
+    crate::unixfs::LISTING_LIMIT
 }
 
 fn default_inbox_quota() -> bytesize::ByteSize {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::block::RAW;
 use crate::store::Blocks;
 use crate::unixfs::diff::EntryKind;
-use crate::unixfs::{list, load_node, Node};
+use crate::unixfs::{list_at_most, load_node, Node, LISTING_LIMIT};
 
 /// An entry the query accepted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,7 +81,10 @@ where
     // directories on the way down and their unlisted siblings.
     let mut pending = vec![(String::new(), *root)];
     while let Some((dir_path, dir_cid)) = pending.pop() {
-        let entries = match load_node(blocks, &dir_cid).and_then(|n| list(blocks, &dir_cid, &n)) {
+        // A directory too big to hold is skipped like one that cannot be read.
+        let listed = load_node(blocks, &dir_cid)
+            .and_then(|n| list_at_most(blocks, &dir_cid, &n, LISTING_LIMIT));
+        let entries = match listed {
             Ok(e) => e,
             Err(_) => {
                 walked.unreadable += 1;

@@ -16,7 +16,7 @@ use super::listing;
 use super::request::{self, Format, Refusal, Wanted};
 use super::verifiable::{self, View};
 use crate::store::Blocks;
-use crate::unixfs::{self, list, lookup, FileReader, Node};
+use crate::unixfs::{self, list_at_most, lookup, FileReader, Node, LISTING_LIMIT};
 
 /// `/ipfs/` content never changes.
 const IMMUTABLE: &str = "public, max-age=29030400, immutable";
@@ -204,7 +204,7 @@ fn plain(
             if let Some(unchanged) = not_modified(asked, &etag) {
                 return Ok(unchanged);
             }
-            let entries = list(&view, &cid, &dir)?;
+            let entries = list_at_most(&view, &cid, &dir, LISTING_LIMIT)?;
             let alone = |c: &Cid| access.may_serve(c).unwrap_or(false);
             let page = listing::page(&view, &wanted.root, &wanted.path, &cid, &entries, &alone);
             let mut r = Response::new(Body::bytes(page));
@@ -390,10 +390,12 @@ fn failed(e: unixfs::Error) -> Response<Body> {
         unixfs::Error::NotADirectory(_) | unixfs::Error::NotAFile(_) => 400,
         unixfs::Error::IsADirectory(_) | unixfs::Error::NotEmpty(_) => 400,
         unixfs::Error::Malformed { .. } | unixfs::Error::HashCollision => 502,
-        unixfs::Error::Store(_) | unixfs::Error::Io(_) | unixfs::Error::TooManyEntries { .. } => {
+        unixfs::Error::Store(_) | unixfs::Error::Io(_) => {
             tracing::warn!("gateway: {e}");
             500
         }
+        // Held whole to list, the directory would take more memory than we give one.
+        unixfs::Error::TooManyEntries { .. } => 507,
     };
     let why = match &e {
         unixfs::Error::Missing(cid) => {

@@ -12,7 +12,7 @@ use super::request::{Scope, Wanted};
 use crate::block::Block;
 use crate::car::{CarError, CarWriter};
 use crate::store::{Blocks, StoreError};
-use crate::unixfs::{self, list, resolve, Node};
+use crate::unixfs::{self, list_at_most, resolve, Node, LISTING_LIMIT};
 
 /// Multihash code of an identity hash: the "digest" is the data itself.
 const IDENTITY: u64 = 0x00;
@@ -66,7 +66,7 @@ pub fn write_car(
         (Scope::Entity, Node::Shard(_)) => {
             // A sharded directory's own blocks are the ones listing it reads.
             let shards = View::recording(blocks);
-            list(&shards, cid, node)?;
+            list_at_most(&shards, cid, node, LISTING_LIMIT)?;
             car.block(cid, &block(blocks, cid)?)?;
             for (cid, data) in shards.taken() {
                 car.block(&cid, &data)?;

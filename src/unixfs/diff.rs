@@ -5,7 +5,7 @@
 
 use cid::Cid;
 
-use super::{list, load_node, Error, Node};
+use super::{list_at_most, load_node, Error, Node, LISTING_LIMIT};
 use crate::block::RAW;
 use crate::store::Blocks;
 
@@ -182,9 +182,9 @@ impl Walk<'_> {
         // An old listing that cannot be read is taken as empty: what is there now shows
         // as added.
         let old_entries = old
-            .and_then(|(cid, node)| list(self.blocks, cid, node).ok())
+            .and_then(|(cid, node)| list_at_most(self.blocks, cid, node, LISTING_LIMIT).ok())
             .unwrap_or_default();
-        let new_entries = list(self.blocks, new_cid, new)?;
+        let new_entries = list_at_most(self.blocks, new_cid, new, LISTING_LIMIT)?;
         let (mut a, mut b) = (old_entries.iter().peekable(), new_entries.iter().peekable());
         loop {
             let (name, o, n) = match (a.peek(), b.peek()) {

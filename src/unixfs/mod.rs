@@ -31,7 +31,7 @@ pub use build::{build_directory, build_symlink, Built, DirEntry, FileBuilder};
 pub use data::{Metadata, Mtime};
 pub use node::{FileNode, Node};
 pub use profile::{ImportOptions, Overrides, Profile};
-pub use read::{list, list_at_most, lookup, resolve, FileReader};
+pub use read::{list, list_at_most, lookup, resolve, FileReader, LISTING_LIMIT};
 
 use crate::store::{Blocks, StoreError};
 

@@ -67,6 +67,11 @@ pub fn list(blocks: &dyn Blocks, dir_cid: &Cid, dir: &Node) -> Result<Vec<DirEnt
     list_at_most(blocks, dir_cid, dir, usize::MAX)
 }
 
+/// Most entries `list_at_most` is asked to hold of a directory someone else made, unless
+/// the user set another bound: at about 1 KiB an entry held, a bound on memory that
+/// directories of ordinary size (a few 100,000 entries) stay well inside.
+pub const LISTING_LIMIT: usize = 1_000_000;
+
 /// `list`, for a directory someone else made: one of more than `max` entries (or a
 /// HAMT of more than `max` shards) fails with `TooManyEntries` before it holds more.
 pub fn list_at_most(
