@@ -53,12 +53,10 @@ impl PeerView {
         let folder_ino = st
             .nodes
             .get(&inbox)
-            .and_then(|n| n.children.as_ref())
-            .and_then(|c| c.get(folder.as_bytes()).copied());
+            .and_then(|n| n.known().get(folder.as_bytes()).copied());
         let gone = folder_ino
             .and_then(|f| st.nodes.get_mut(&f))
-            .and_then(|n| n.children.as_mut())
-            .and_then(|c| c.remove(name.as_bytes()));
+            .and_then(|n| n.known_mut().remove(name.as_bytes()));
         st.orphan(gone);
     }
 

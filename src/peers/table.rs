@@ -1,7 +1,8 @@
 //! The view's inode table: one node per entry the kernel may hold, each knowing its
-//! owner, its CID and, once listed, its children. Nodes go when the kernel forgets
-//! them, or when no listing names them any more; a directory records when it was last
-//! used, so that the least recently used can be handed back to the kernel to drop.
+//! owner, its CID and, once listed, its children (before that, those looked up). Nodes
+//! go when the kernel forgets them, or when no listing names them any more; a directory
+//! records when it was last used, so that the least recently used can be handed back
+//! to the kernel to drop.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -21,8 +22,11 @@ pub(super) struct PeerNode {
     /// `None` for a followed peer whose head we have not seen yet.
     pub cid: Option<Cid>,
     pub attr: Attr,
-    /// Loaded on first lookup or listing.
+    /// The whole listing, loaded on first listing.
     pub children: Option<BTreeMap<Vec<u8>, u64>>,
+    /// Entries looked up one by one while the listing is not loaded (empty once it is):
+    /// the kernel may hold them, so the listing takes them over, inodes and all.
+    pub found: BTreeMap<Vec<u8>, u64>,
     /// A file's root node, kept after the first read.
     pub file: Option<Arc<FileNode>>,
     /// How far ahead of the reader blocks have been asked for.
@@ -38,6 +42,21 @@ pub(super) struct PeerNode {
     pub used: u64,
     /// The kernel was asked to drop it; not asked again before it is used again.
     pub trimmed: bool,
+}
+
+impl PeerNode {
+    /// The entries known of a directory: its listing once loaded, else those found by
+    /// lookup.
+    pub(super) fn known(&self) -> &BTreeMap<Vec<u8>, u64> {
+        self.children.as_ref().unwrap_or(&self.found)
+    }
+
+    pub(super) fn known_mut(&mut self) -> &mut BTreeMap<Vec<u8>, u64> {
+        match &mut self.children {
+            Some(c) => c,
+            None => &mut self.found,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -77,6 +96,7 @@ impl State {
                 attr: Attr { ino, ..attr },
                 // A peer whose head is unknown shows as an empty directory.
                 children: cid.is_none().then(BTreeMap::new),
+                found: BTreeMap::new(),
                 file: None,
                 prefetched_to: 0,
                 lookups: 0,
@@ -106,9 +126,7 @@ impl State {
         let mut pending = 0;
         let mut dirs = Vec::new();
         for (&ino, n) in &self.nodes {
-            let Some(len) = n.children.as_ref().map(|c| c.len()) else {
-                continue;
-            };
+            let len = n.known().len();
             if n.trimmed {
                 pending += len;
             } else if len > 0 && n.cid.is_some() && !n.orphan {
@@ -139,7 +157,7 @@ impl State {
         let siblings = match parent {
             PEERS => &self.tops,
             IPFS => &self.cids,
-            _ => self.nodes.get(&parent)?.children.as_ref()?,
+            _ => self.nodes.get(&parent)?.known(),
         };
         let name = siblings.iter().find(|(_, &i)| i == ino)?.0;
         Some((parent, name))
@@ -147,10 +165,12 @@ impl State {
 
     /// Removes the nodes below `ino` (the kernel holds none of them).
     pub(super) fn drop_below(&mut self, ino: u64) {
-        let Some(children) = self.nodes.get_mut(&ino).and_then(|n| n.children.take()) else {
+        let Some(n) = self.nodes.get_mut(&ino) else {
             return;
         };
-        for child in children.into_values() {
+        let found = std::mem::take(&mut n.found);
+        let children = n.children.take().unwrap_or_default();
+        for child in children.into_values().chain(found.into_values()) {
             self.drop_below(child);
             self.nodes.remove(&child);
         }
