@@ -632,6 +632,33 @@ fn a_lookup_in_a_huge_peer_directory_never_listed_loads_only_its_entry() {
     assert_eq!(std::fs::read_to_string(wide.join("f77")).unwrap(), "77\n");
 }
 
+#[test]
+fn entries_looked_up_in_a_peer_directory_never_listed_follow_her_new_head() {
+    use std::os::unix::fs::MetadataExt;
+    let (a, b, theirs) = alice_with_wide(7000);
+    let wide = theirs.join("wide");
+    let kept = wide.join("f1234");
+    let ino = std::fs::metadata(&kept).unwrap().ino();
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "1234\n");
+    assert!(wide.join("f77").is_file() && wide.join("f5").is_file());
+    // Changed, removed, and replaced by a directory.
+    sh(
+        &a.drive(),
+        "echo changed > wide/f1234 && rm wide/f77 wide/f5 && mkdir wide/f5",
+    );
+    wait_for("alice's new f1234", Duration::from_secs(30), || {
+        std::fs::read_to_string(&kept).is_ok_and(|t| t == "changed\n")
+    });
+    assert_eq!(std::fs::metadata(&kept).unwrap().ino(), ino);
+    wait_for("f77 gone, f5 a directory", Duration::from_secs(10), || {
+        !wide.join("f77").exists() && wide.join("f5").is_dir()
+    });
+    // Still looked up one by one: the listing was never loaded.
+    assert!(peer_inodes(&b) < 10, "{} inodes", peer_inodes(&b));
+    assert_eq!(sh(&wide, "ls | wc -l"), "6999\n");
+    assert_eq!(std::fs::metadata(&kept).unwrap().ino(), ino);
+}
+
 /// The errno of reading extended attribute `name` of `path` (0 if it has one).
 fn xattr_errno(path: &Path, name: &str) -> i32 {
     use std::os::unix::ffi::OsStrExt;
