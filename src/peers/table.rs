@@ -50,13 +50,6 @@ impl PeerNode {
     pub(super) fn known(&self) -> &BTreeMap<Vec<u8>, u64> {
         self.children.as_ref().unwrap_or(&self.found)
     }
-
-    pub(super) fn known_mut(&mut self) -> &mut BTreeMap<Vec<u8>, u64> {
-        match &mut self.children {
-            Some(c) => c,
-            None => &mut self.found,
-        }
-    }
 }
 
 #[derive(Default)]
