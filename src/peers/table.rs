@@ -179,3 +179,47 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::{cid_of, RAW};
+    use crate::peers::attrs::empty_dir_attr;
+    use cid::Version;
+
+    fn node(st: &mut State, parent: u64, what: &[u8]) -> u64 {
+        let cid = cid_of(Version::V1, RAW, what);
+        st.add_node(None, parent, Some(cid), empty_dir_attr())
+    }
+
+    #[test]
+    fn entries_found_by_lookup_are_named_counted_and_dropped_with_their_directory() {
+        let mut st = State {
+            next_ino: 1000,
+            ..State::default()
+        };
+        let dir = node(&mut st, IPFS, b"dir");
+        st.cids.insert(b"dir".to_vec(), dir);
+        let sub = node(&mut st, dir, b"sub");
+        let below = node(&mut st, sub, b"below");
+        st.nodes
+            .get_mut(&dir)
+            .unwrap()
+            .found
+            .insert(b"sub".to_vec(), sub);
+        st.nodes
+            .get_mut(&sub)
+            .unwrap()
+            .found
+            .insert(b"below".to_vec(), below);
+
+        assert_eq!(st.entry_of(below), Some((sub, &b"below"[..])));
+        assert_eq!(st.entry_of(sub), Some((dir, &b"sub"[..])));
+        // Trimming counts what a lookup added, as it does a listing.
+        assert_eq!(st.least_used_dirs(0).len(), 2);
+
+        st.drop_below(dir);
+        assert_eq!(st.nodes.len(), 1, "only the directory itself is left");
+        assert!(st.nodes[&dir].found.is_empty());
+    }
+}
