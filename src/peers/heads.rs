@@ -214,7 +214,7 @@ impl PeerView {
                 }
                 // Gone, another kind, or not loadable now (looked up again on next use).
                 _ => {
-                    self.lock().orphan([child]);
+                    self.lock().release_found([child]);
                     out.push(Invalidation::Entry { parent: ino, name });
                 }
             }
@@ -225,7 +225,7 @@ impl PeerView {
         };
         // A lookup or listing meanwhile (of the new directory) made its own nodes.
         if n.children.is_some() || kept.keys().any(|k| n.found.contains_key(k)) {
-            st.orphan(kept.values().copied());
+            st.release_found(kept.values().copied());
             out.extend(
                 kept.into_keys()
                     .map(|name| Invalidation::Entry { parent: ino, name }),

@@ -169,6 +169,22 @@ impl State {
         }
     }
 
+    /// Frees entries found by lookup (never through a listing) that no directory names
+    /// any more. Their lookup counts are exact, as `readdirplus` never handed them out:
+    /// those the kernel holds none of go now, the others once it forgets them.
+    pub(super) fn release_found(&mut self, inos: impl IntoIterator<Item = u64>) {
+        for ino in inos {
+            match self.nodes.get_mut(&ino) {
+                Some(n) if n.lookups == 0 => {
+                    self.drop_below(ino);
+                    self.nodes.remove(&ino);
+                }
+                Some(n) => n.orphan = true,
+                None => {}
+            }
+        }
+    }
+
     /// Marks inodes no listing names any more. What the kernel may still hold of them
     /// (an open file, a directory below) keeps working until it forgets them.
     pub(super) fn orphan(&mut self, inos: impl IntoIterator<Item = u64>) {
@@ -221,5 +237,23 @@ mod tests {
         st.drop_below(dir);
         assert_eq!(st.nodes.len(), 1, "only the directory itself is left");
         assert!(st.nodes[&dir].found.is_empty());
+    }
+
+    #[test]
+    fn an_entry_found_by_lookup_and_gone_goes_now_unless_the_kernel_holds_it() {
+        let mut st = State::default();
+        let dir = node(&mut st, IPFS, b"dir");
+        let held = node(&mut st, dir, b"held");
+        let forgotten = node(&mut st, dir, b"forgotten");
+        let below = node(&mut st, forgotten, b"below");
+        st.nodes
+            .get_mut(&forgotten)
+            .unwrap()
+            .found
+            .insert(b"below".to_vec(), below);
+        st.nodes.get_mut(&held).unwrap().lookups = 1;
+        st.release_found([held, forgotten]);
+        assert!(st.nodes[&held].orphan);
+        assert!(!st.nodes.contains_key(&forgotten) && !st.nodes.contains_key(&below));
     }
 }
