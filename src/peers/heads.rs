@@ -190,7 +190,8 @@ impl PeerView {
 
     /// `retarget` of a directory whose listing was never loaded, only entries looked up
     /// in it: each is looked up again in the new one (a few blocks), the listing still
-    /// not loaded. An entry gone or of another kind is orphaned and invalidated.
+    /// not loaded. An entry gone or of another kind is invalidated and released (freed,
+    /// or orphaned while the kernel holds it).
     fn retarget_found(
         &self,
         ino: u64,
