@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # A peer's directory, cold, against sshfs to 127.0.0.1 holding the same tree, in one
-# run: `ls -l` of a 10,000-entry directory (B has none of its blocks, the page cache
-# is dropped, sshfs is freshly mounted), and time to first byte of files nobody has
-# read (the median of 20, each after a cache drop). Prints both, and the ratios
-# sshfs time / peerfs time (above 1: peerfs is faster).
+# run: time to first byte of one file of a 10,000-entry directory neither has listed,
+# then `ls -l` of that directory (B has none of its blocks but the few that lookup
+# brought, the page cache is dropped, sshfs is freshly mounted), time to first byte of
+# files nobody has read (the median of 20, each after a cache drop), and of 20 files
+# of the big directory, listed and forgotten since. Prints both, and the ratios sshfs
+# time / peerfs time (above 1: peerfs is faster).
 #
 #   bench/peer-ls.sh [ENTRIES]      (default 10000)
 #
@@ -72,27 +74,43 @@ for _ in $(seq 600); do [ -e "$work/mb/peers/alice/done" ] && break; sleep 0.1; 
 [ -e "$work/mb/peers/alice/done" ] || { echo "B never saw A's tree" >&2; exit 1; }
 sshfs_mount "$work/src" "$work/sshmnt"
 
+# First byte of one file in the big directory, which neither has listed yet (one
+# sample each: the first lookup there is the cold one).
+first_byte() { cold; local t0; t0="$(now)"; head -c 1 "$1" > /dev/null; secs "$t0"; }
+big_one="$(printf 'big/file-%05d.txt' $((entries * 3 / 7)))"
+first_big_peerfs="$(first_byte "$work/mb/peers/alice/$big_one")"
+first_big_sshfs="$(first_byte "$work/sshmnt/$big_one")"
+
 # Cold `ls -l` of the big directory.
 cold; t0="$(now)"; n_peerfs="$(ls -l "$work/mb/peers/alice/big" | wc -l)"; ls_peerfs="$(secs "$t0")"
 cold; t0="$(now)"; n_sshfs="$(ls -l "$work/sshmnt/big" | wc -l)"; ls_sshfs="$(secs "$t0")"
 [ "$n_peerfs" = "$n_sshfs" ] || { echo "ls -l: $n_peerfs lines on peerfs, $n_sshfs on sshfs" >&2; exit 1; }
 
-# Time to first byte, each file once, cold.
+# Time to first byte, each file once, cold: the median of 20.
 ttfb() {
-  local dir="$1" i t0 times=()
-  for i in $(seq -f '%02g' 0 19); do
-    cold; t0="$(now)"; head -c 1 "$dir/ttfb/f$i.bin" > /dev/null; times+=("$(secs "$t0")")
-  done
+  local dir="$1" f times=()
+  shift
+  for f in "$@"; do times+=("$(first_byte "$dir/$f")"); done
   printf '%s\n' "${times[@]}" | sort -n | sed -n 10p
 }
-ttfb_peerfs="$(ttfb "$work/mb/peers/alice")"
-ttfb_sshfs="$(ttfb "$work/sshmnt")"
+small=($(seq -f 'ttfb/f%02g.bin' 0 19))
+ttfb_peerfs="$(ttfb "$work/mb/peers/alice" "${small[@]}")"
+ttfb_sshfs="$(ttfb "$work/sshmnt" "${small[@]}")"
+# ...and of 20 files of the big directory, listed above and forgotten since (the
+# cache drop makes the kernel forget it; B keeps its blocks).
+big=($(for i in $(seq 20); do printf 'big/file-%05d.txt\n' $(((i * 487) % entries)); done))
+ttfb_big_peerfs="$(ttfb "$work/mb/peers/alice" "${big[@]}")"
+ttfb_big_sshfs="$(ttfb "$work/sshmnt" "${big[@]}")"
 cmp "$work/mb/peers/alice/ttfb/f07.bin" "$work/src/ttfb/f07.bin"
 
 printf 'tree of %s entries made in %.1f s (binary: %s)\n' "$entries" "$t_create" "$peerfs"
 printf '%-38s %10s %10s %8s\n' "" "peerfs" "sshfs" "ratio"
 printf '%-38s %10.3f %10.3f %7.2fx\n' "cold ls -l, $entries entries, s" "$ls_peerfs" "$ls_sshfs" \
   "$(echo "$ls_sshfs / $ls_peerfs" | bc -l)"
-printf '%-38s %10.4f %10.4f %7.2fx\n' "time to first byte, median of 20, s" "$ttfb_peerfs" "$ttfb_sshfs" \
-  "$(echo "$ttfb_sshfs / $ttfb_peerfs" | bc -l)"
+line() {
+  printf '%-38s %10.4f %10.4f %7.2fx\n' "$1" "$2" "$3" "$(echo "$3 / $2" | bc -l)"
+}
+line "time to first byte, median of 20, s" "$ttfb_peerfs" "$ttfb_sshfs"
+line "first byte in big, never listed, s" "$first_big_peerfs" "$first_big_sshfs"
+line "first byte in big, forgotten, med., s" "$ttfb_big_peerfs" "$ttfb_big_sshfs"
 echo "ratio: sshfs time / peerfs time (above 1: peerfs is faster)"

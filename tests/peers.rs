@@ -511,7 +511,9 @@ fn a_peer_directory_past_peer_listing_limit_fails_to_list_with_efbig_and_says_wh
         Err(Some(libc::EFBIG)),
         "{listed:?}"
     );
-    // The rest still lists, and the daemon says why that one did not.
+    // Its files open by name all the same (a lookup loads only its entry), the rest
+    // still lists, and the daemon says why that one did not.
+    assert!(theirs.join("d7/f3").is_file());
     assert_eq!(sh(&theirs, "ls | wc -l").trim(), "40");
     assert!(b.alive());
     let log = std::fs::read_to_string(b.repo.path().join("daemon.log")).unwrap();
@@ -556,9 +558,10 @@ fn served(m: &Mounted) -> (u64, u64) {
     )
 }
 
-/// Lists a peer's directory of `entries` files cold with `ls -l`: the blocks the
-/// owner served for it, and in how many requests.
-fn cold_listing(entries: u32) -> (u64, u64) {
+/// Alice (returned first) with `wide/`, a directory of `entries` files `f1`, `f2`...
+/// holding their number, and B following her, none of `wide/` listed yet; the path of
+/// her drive on B.
+fn alice_with_wide(entries: u32) -> (Mounted, Mounted, std::path::PathBuf) {
     let a = Mounted::readable_by_everyone();
     sh(
         &a.drive(),
@@ -572,6 +575,13 @@ fn cold_listing(entries: u32) -> (u64, u64) {
     wait_for("alice's tree", Duration::from_secs(30), || {
         theirs.join("done").exists()
     });
+    (a, b, theirs)
+}
+
+/// Lists a peer's directory of `entries` files cold with `ls -l`: the blocks the
+/// owner served for it, and in how many requests.
+fn cold_listing(entries: u32) -> (u64, u64) {
+    let (a, _b, theirs) = alice_with_wide(entries);
     let (requests0, blocks0) = served(&a);
     let listed = sh(&theirs, "ls -l wide | wc -l");
     assert_eq!(listed.trim(), (entries + 1).to_string(), "{listed}");
@@ -608,6 +618,74 @@ fn a_cold_listing_of_a_sharded_peer_directory_asks_for_a_level_of_shards_at_once
         requests <= blocks / 40,
         "{blocks} blocks in {requests} requests"
     );
+}
+
+#[test]
+fn a_lookup_in_a_huge_peer_directory_never_listed_loads_only_its_entry() {
+    use std::os::unix::fs::MetadataExt;
+    // A HAMT (7,000 links of some 41 bytes are past the 256 KiB sharding threshold)
+    // that B never listed.
+    let (a, b, theirs) = alice_with_wide(7000);
+    let wide = theirs.join("wide");
+    let (requests0, blocks0) = served(&a);
+    let one = wide.join("f1234");
+    let ino = std::fs::metadata(&one).unwrap().ino();
+    assert_eq!(std::fs::read_to_string(&one).unwrap(), "1234\n");
+    let missing = std::fs::metadata(wide.join("f7001")).unwrap_err();
+    assert_eq!(missing.raw_os_error(), Some(libc::ENOENT), "{missing}");
+    let (requests, blocks) = served(&a);
+    let (requests, blocks) = (requests - requests0, blocks - blocks0);
+    eprintln!("stat, cat and a missing name: {blocks} blocks in {requests} requests");
+    // The shards on the two names' paths and the file, where the whole listing is
+    // 7,000 nodes and more.
+    assert!(blocks <= 10, "{blocks} blocks in {requests} requests");
+    assert!(peer_inodes(&b) < 10, "{} inodes", peer_inodes(&b));
+
+    // The listing that follows has every entry once, and the one looked up keeps its
+    // inode.
+    let listed = sh(
+        &wide,
+        "ls | sort | uniq -c | awk '$1 != 1' | wc -l; ls | wc -l",
+    );
+    assert_eq!(listed, "0\n7000\n");
+    assert_eq!(std::fs::metadata(&one).unwrap().ino(), ino);
+    assert_eq!(std::fs::read_to_string(&one).unwrap(), "1234\n");
+    let held = peer_inodes(&b);
+    assert!((7000..7010).contains(&held), "{held} inodes after ls");
+
+    // What a lookup added goes when the kernel forgets the directory.
+    wait_for("the view to forget", Duration::from_secs(20), || {
+        let _ = std::fs::write("/proc/sys/vm/drop_caches", "2");
+        peer_inodes(&b) < 10
+    });
+    assert_eq!(std::fs::read_to_string(wide.join("f77")).unwrap(), "77\n");
+}
+
+#[test]
+fn entries_looked_up_in_a_peer_directory_never_listed_follow_her_new_head() {
+    use std::os::unix::fs::MetadataExt;
+    let (a, b, theirs) = alice_with_wide(7000);
+    let wide = theirs.join("wide");
+    let kept = wide.join("f1234");
+    let ino = std::fs::metadata(&kept).unwrap().ino();
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "1234\n");
+    assert!(wide.join("f77").is_file() && wide.join("f5").is_file());
+    // Changed, removed, and replaced by a directory.
+    sh(
+        &a.drive(),
+        "echo changed > wide/f1234 && rm wide/f77 wide/f5 && mkdir wide/f5",
+    );
+    wait_for("alice's new f1234", Duration::from_secs(30), || {
+        std::fs::read_to_string(&kept).is_ok_and(|t| t == "changed\n")
+    });
+    assert_eq!(std::fs::metadata(&kept).unwrap().ino(), ino);
+    wait_for("f77 gone, f5 a directory", Duration::from_secs(10), || {
+        !wide.join("f77").exists() && wide.join("f5").is_dir()
+    });
+    // Still looked up one by one: the listing was never loaded.
+    assert!(peer_inodes(&b) < 10, "{} inodes", peer_inodes(&b));
+    assert_eq!(sh(&wide, "ls | wc -l"), "6999\n");
+    assert_eq!(std::fs::metadata(&kept).unwrap().ino(), ino);
 }
 
 /// The errno of reading extended attribute `name` of `path` (0 if it has one).

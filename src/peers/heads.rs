@@ -116,7 +116,7 @@ impl PeerView {
         attr: Option<Attr>,
         out: &mut Vec<Invalidation>,
     ) {
-        let (owner, old_children) = {
+        let (owner, old_children, found) = {
             let mut st = self.lock();
             let Some(n) = st.nodes.get_mut(&ino) else {
                 return;
@@ -130,9 +130,11 @@ impl PeerView {
                 n.attr = Attr { ino, ..a };
             }
             out.push(Invalidation::Inode(ino));
-            (n.owner, n.children.take())
+            (n.owner, n.children.take(), std::mem::take(&mut n.found))
         };
-        let Some(old) = old_children else { return };
+        let Some(old) = old_children else {
+            return self.retarget_found(ino, owner, cid, attr, found, out);
+        };
         let new = match attr.filter(|a| a.kind == Kind::Directory) {
             Some(_) => self.load_entries(owner, &cid).ok(),
             None => None,
@@ -183,6 +185,54 @@ impl PeerView {
         }
         if let Some(n) = self.lock().nodes.get_mut(&ino) {
             n.children = Some(children);
+        }
+    }
+
+    /// `retarget` of a directory whose listing was never loaded, only entries looked up
+    /// in it: each is looked up again in the new one (a few blocks), the listing still
+    /// not loaded. An entry gone or of another kind is invalidated and released (freed,
+    /// or orphaned while the kernel holds it).
+    fn retarget_found(
+        &self,
+        ino: u64,
+        owner: Option<PeerId>,
+        cid: Cid,
+        attr: Option<Attr>,
+        found: BTreeMap<Vec<u8>, u64>,
+        out: &mut Vec<Invalidation>,
+    ) {
+        let still_dir = attr.is_some_and(|a| a.kind == Kind::Directory);
+        let mut kept = BTreeMap::new();
+        for (name, child) in found {
+            let new = still_dir
+                .then(|| self.find_entry(owner, &cid, &name).ok().flatten())
+                .flatten();
+            let kind = self.lock().nodes.get(&child).map(|n| n.attr.kind);
+            match new {
+                Some((child_cid, child_attr)) if kind == Some(child_attr.kind) => {
+                    self.retarget(child, child_cid, Some(child_attr), out);
+                    kept.insert(name, child);
+                }
+                // Gone, another kind, or not loadable now (looked up again on next use).
+                _ => {
+                    self.lock().release_found([child]);
+                    out.push(Invalidation::Entry { parent: ino, name });
+                }
+            }
+        }
+        let mut st = self.lock();
+        let Some(n) = st.nodes.get_mut(&ino) else {
+            return;
+        };
+        // A lookup or listing meanwhile (of the new directory) made its own nodes.
+        if n.children.is_some() || kept.keys().any(|k| n.found.contains_key(k)) {
+            st.release_found(kept.values().copied());
+            out.extend(
+                kept.into_keys()
+                    .map(|name| Invalidation::Entry { parent: ino, name }),
+            );
+        } else {
+            n.found.append(&mut kept);
         }
     }
 }

@@ -48,15 +48,21 @@ impl PeerView {
     /// without this, a lookup through the kernel's cached folder would still find the
     /// item until the kernel is told.
     pub fn drop_inbox_entry(&self, folder: &str, name: &str) {
+        let folder_ino = {
+            let st = self.lock();
+            let Some(inbox) = st.inbox else { return };
+            st.nodes
+                .get(&inbox)
+                .and_then(|n| n.known().get(folder.as_bytes()).copied())
+        };
+        let Some(folder_ino) = folder_ino else { return };
+        // Not listed yet, a lookup would find the name again in the folder's node: its
+        // listing (here, and small) is loaded for the name to leave it.
+        let _ = self.load_children(folder_ino);
         let mut st = self.lock();
-        let Some(inbox) = st.inbox else { return };
-        let folder_ino = st
+        let gone = st
             .nodes
-            .get(&inbox)
-            .and_then(|n| n.children.as_ref())
-            .and_then(|c| c.get(folder.as_bytes()).copied());
-        let gone = folder_ino
-            .and_then(|f| st.nodes.get_mut(&f))
+            .get_mut(&folder_ino)
             .and_then(|n| n.children.as_mut())
             .and_then(|c| c.remove(name.as_bytes()));
         st.orphan(gone);

@@ -10,15 +10,17 @@
 //! the kernel must forget.
 //!
 //! The table follows what the kernel holds: a directory's entries get inodes when it is
-//! listed, and go when the kernel forgets the directory (it forgets a directory only
-//! after everything below it). A forgotten entry keeps only its small node in its
-//! parent's listing, so an `ls -R` of a huge drive costs what the kernel keeps, not
-//! what it has seen.
+//! listed, or one by one as they are looked up before that (a lookup in a huge
+//! directory loads a few blocks), and go when the kernel forgets the directory (it
+//! forgets a directory only after everything below it). A forgotten entry keeps only
+//! its small node in its parent's listing, so an `ls -R` of a huge drive costs what
+//! the kernel keeps, not what it has seen.
 //!
 //! - `PeerView` (here): the view's state and the calls FUSE makes that need no more
 //!   than the table: lookup, attributes, forget, listing, readlink.
 //! - [`table`]: the inode table: one node per entry the kernel may hold.
-//! - [`listing`]: a directory's entries loaded on first use, child nodes fetched ahead.
+//! - [`listing`]: a directory's entries loaded on first listing, child nodes fetched
+//!   ahead; or one entry, on lookup.
 //! - [`read`]: reading a peer's file, with prefetch ahead of a sequential reader.
 //! - [`heads`]: showing a peer, hiding it, and moving its tree to a new head.
 //! - [`attrs`]: what `stat` shows of a peer's node: read-only, dated by its head.
@@ -177,17 +179,14 @@ impl PeerView {
         match parent {
             IPFS => return self.lookup_cid(name),
             PEERS => {}
-            _ => self.load_children(parent)?,
+            _ => self.load_entry(parent, name)?,
         }
         let mut st = self.lock();
         st.touch(parent);
         let ino = if parent == PEERS {
             st.tops.get(name)
         } else {
-            st.nodes
-                .get(&parent)
-                .and_then(|p| p.children.as_ref())
-                .and_then(|c| c.get(name))
+            st.nodes.get(&parent).and_then(|p| p.known().get(name))
         };
         let ino = *ino.ok_or(FsError::NotFound)?;
         let n = st.nodes.get_mut(&ino).ok_or(FsError::NotFound)?;

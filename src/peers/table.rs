@@ -1,7 +1,8 @@
 //! The view's inode table: one node per entry the kernel may hold, each knowing its
-//! owner, its CID and, once listed, its children. Nodes go when the kernel forgets
-//! them, or when no listing names them any more; a directory records when it was last
-//! used, so that the least recently used can be handed back to the kernel to drop.
+//! owner, its CID and, once listed, its children (before that, those looked up). Nodes
+//! go when the kernel forgets them, or when no listing names them any more; a directory
+//! records when it was last used, so that the least recently used can be handed back
+//! to the kernel to drop.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -21,8 +22,11 @@ pub(super) struct PeerNode {
     /// `None` for a followed peer whose head we have not seen yet.
     pub cid: Option<Cid>,
     pub attr: Attr,
-    /// Loaded on first lookup or listing.
+    /// The whole listing, loaded on first listing.
     pub children: Option<BTreeMap<Vec<u8>, u64>>,
+    /// Entries looked up one by one while the listing is not loaded (empty once it is):
+    /// the kernel may hold them, so the listing takes them over, inodes and all.
+    pub found: BTreeMap<Vec<u8>, u64>,
     /// A file's root node, kept after the first read.
     pub file: Option<Arc<FileNode>>,
     /// How far ahead of the reader blocks have been asked for.
@@ -38,6 +42,14 @@ pub(super) struct PeerNode {
     pub used: u64,
     /// The kernel was asked to drop it; not asked again before it is used again.
     pub trimmed: bool,
+}
+
+impl PeerNode {
+    /// The entries known of a directory: its listing once loaded, else those found by
+    /// lookup.
+    pub(super) fn known(&self) -> &BTreeMap<Vec<u8>, u64> {
+        self.children.as_ref().unwrap_or(&self.found)
+    }
 }
 
 #[derive(Default)]
@@ -77,6 +89,7 @@ impl State {
                 attr: Attr { ino, ..attr },
                 // A peer whose head is unknown shows as an empty directory.
                 children: cid.is_none().then(BTreeMap::new),
+                found: BTreeMap::new(),
                 file: None,
                 prefetched_to: 0,
                 lookups: 0,
@@ -106,9 +119,7 @@ impl State {
         let mut pending = 0;
         let mut dirs = Vec::new();
         for (&ino, n) in &self.nodes {
-            let Some(len) = n.children.as_ref().map(|c| c.len()) else {
-                continue;
-            };
+            let len = n.known().len();
             if n.trimmed {
                 pending += len;
             } else if len > 0 && n.cid.is_some() && !n.orphan {
@@ -139,7 +150,7 @@ impl State {
         let siblings = match parent {
             PEERS => &self.tops,
             IPFS => &self.cids,
-            _ => self.nodes.get(&parent)?.children.as_ref()?,
+            _ => self.nodes.get(&parent)?.known(),
         };
         let name = siblings.iter().find(|(_, &i)| i == ino)?.0;
         Some((parent, name))
@@ -147,12 +158,30 @@ impl State {
 
     /// Removes the nodes below `ino` (the kernel holds none of them).
     pub(super) fn drop_below(&mut self, ino: u64) {
-        let Some(children) = self.nodes.get_mut(&ino).and_then(|n| n.children.take()) else {
+        let Some(n) = self.nodes.get_mut(&ino) else {
             return;
         };
-        for child in children.into_values() {
+        let found = std::mem::take(&mut n.found);
+        let children = n.children.take().unwrap_or_default();
+        for child in children.into_values().chain(found.into_values()) {
             self.drop_below(child);
             self.nodes.remove(&child);
+        }
+    }
+
+    /// Frees entries found by lookup (never through a listing) that no directory names
+    /// any more. Their lookup counts are exact, as `readdirplus` never handed them out:
+    /// those the kernel holds none of go now, the others once it forgets them.
+    pub(super) fn release_found(&mut self, inos: impl IntoIterator<Item = u64>) {
+        for ino in inos {
+            match self.nodes.get_mut(&ino) {
+                Some(n) if n.lookups == 0 => {
+                    self.drop_below(ino);
+                    self.nodes.remove(&ino);
+                }
+                Some(n) => n.orphan = true,
+                None => {}
+            }
         }
     }
 
@@ -164,5 +193,67 @@ impl State {
                 n.orphan = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::{cid_of, RAW};
+    use crate::peers::attrs::empty_dir_attr;
+    use cid::Version;
+
+    fn node(st: &mut State, parent: u64, what: &[u8]) -> u64 {
+        let cid = cid_of(Version::V1, RAW, what);
+        st.add_node(None, parent, Some(cid), empty_dir_attr())
+    }
+
+    #[test]
+    fn entries_found_by_lookup_are_named_counted_and_dropped_with_their_directory() {
+        let mut st = State {
+            next_ino: 1000,
+            ..State::default()
+        };
+        let dir = node(&mut st, IPFS, b"dir");
+        st.cids.insert(b"dir".to_vec(), dir);
+        let sub = node(&mut st, dir, b"sub");
+        let below = node(&mut st, sub, b"below");
+        st.nodes
+            .get_mut(&dir)
+            .unwrap()
+            .found
+            .insert(b"sub".to_vec(), sub);
+        st.nodes
+            .get_mut(&sub)
+            .unwrap()
+            .found
+            .insert(b"below".to_vec(), below);
+
+        assert_eq!(st.entry_of(below), Some((sub, &b"below"[..])));
+        assert_eq!(st.entry_of(sub), Some((dir, &b"sub"[..])));
+        // Trimming counts what a lookup added, as it does a listing.
+        assert_eq!(st.least_used_dirs(0).len(), 2);
+
+        st.drop_below(dir);
+        assert_eq!(st.nodes.len(), 1, "only the directory itself is left");
+        assert!(st.nodes[&dir].found.is_empty());
+    }
+
+    #[test]
+    fn an_entry_found_by_lookup_and_gone_goes_now_unless_the_kernel_holds_it() {
+        let mut st = State::default();
+        let dir = node(&mut st, IPFS, b"dir");
+        let held = node(&mut st, dir, b"held");
+        let forgotten = node(&mut st, dir, b"forgotten");
+        let below = node(&mut st, forgotten, b"below");
+        st.nodes
+            .get_mut(&forgotten)
+            .unwrap()
+            .found
+            .insert(b"below".to_vec(), below);
+        st.nodes.get_mut(&held).unwrap().lookups = 1;
+        st.release_found([held, forgotten]);
+        assert!(st.nodes[&held].orphan);
+        assert!(!st.nodes.contains_key(&forgotten) && !st.nodes.contains_key(&below));
     }
 }
