@@ -134,6 +134,14 @@ fn served(m: &Mounted) -> (u64, u64) {
     )
 }
 
+/// What `m` served (requests, blocks) while `work` ran.
+fn served_while<T>(m: &Mounted, work: impl FnOnce() -> T) -> (T, u64, u64) {
+    let (requests0, blocks0) = served(m);
+    let done = work();
+    let (requests, blocks) = served(m);
+    (done, requests - requests0, blocks - blocks0)
+}
+
 /// Alice (returned first) with `wide/`, a directory of `entries` files `f1`, `f2`...
 /// holding their number, and B following her, none of `wide/` listed yet; the path of
 /// her drive on B.
@@ -158,11 +166,8 @@ fn alice_with_wide(entries: u32) -> (Mounted, Mounted, std::path::PathBuf) {
 /// owner served for it, and in how many requests.
 fn cold_listing(entries: u32) -> (u64, u64) {
     let (a, _b, theirs) = alice_with_wide(entries);
-    let (requests0, blocks0) = served(&a);
-    let listed = sh(&theirs, "ls -l wide | wc -l");
+    let (listed, requests, blocks) = served_while(&a, || sh(&theirs, "ls -l wide | wc -l"));
     assert_eq!(listed.trim(), (entries + 1).to_string(), "{listed}");
-    let (requests, blocks) = served(&a);
-    let (requests, blocks) = (requests - requests0, blocks - blocks0);
     eprintln!("ls -l of {entries} entries: {blocks} blocks in {requests} requests");
     // Each entry's node (for its attributes) and the directory's shards came.
     assert!(
@@ -203,14 +208,14 @@ fn a_lookup_in_a_huge_peer_directory_never_listed_loads_only_its_entry() {
     // that B never listed.
     let (a, b, theirs) = alice_with_wide(7000);
     let wide = theirs.join("wide");
-    let (requests0, blocks0) = served(&a);
     let one = wide.join("f1234");
-    let ino = std::fs::metadata(&one).unwrap().ino();
-    assert_eq!(std::fs::read_to_string(&one).unwrap(), "1234\n");
-    let missing = std::fs::metadata(wide.join("f7001")).unwrap_err();
-    assert_eq!(missing.raw_os_error(), Some(libc::ENOENT), "{missing}");
-    let (requests, blocks) = served(&a);
-    let (requests, blocks) = (requests - requests0, blocks - blocks0);
+    let (ino, requests, blocks) = served_while(&a, || {
+        let ino = std::fs::metadata(&one).unwrap().ino();
+        assert_eq!(std::fs::read_to_string(&one).unwrap(), "1234\n");
+        let missing = std::fs::metadata(wide.join("f7001")).unwrap_err();
+        assert_eq!(missing.raw_os_error(), Some(libc::ENOENT), "{missing}");
+        ino
+    });
     eprintln!("stat, cat and a missing name: {blocks} blocks in {requests} requests");
     // The shards on the two names' paths and the file, where the whole listing is
     // 7,000 nodes and more.

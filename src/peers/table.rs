@@ -208,6 +208,17 @@ mod tests {
         st.add_node(None, parent, Some(cid), empty_dir_attr())
     }
 
+    /// `node`, as a lookup in `parent` adds it: named in the parent's `found`.
+    fn found(st: &mut State, parent: u64, name: &[u8]) -> u64 {
+        let ino = node(st, parent, name);
+        st.nodes
+            .get_mut(&parent)
+            .unwrap()
+            .found
+            .insert(name.to_vec(), ino);
+        ino
+    }
+
     #[test]
     fn entries_found_by_lookup_are_named_counted_and_dropped_with_their_directory() {
         let mut st = State {
@@ -216,18 +227,8 @@ mod tests {
         };
         let dir = node(&mut st, IPFS, b"dir");
         st.cids.insert(b"dir".to_vec(), dir);
-        let sub = node(&mut st, dir, b"sub");
-        let below = node(&mut st, sub, b"below");
-        st.nodes
-            .get_mut(&dir)
-            .unwrap()
-            .found
-            .insert(b"sub".to_vec(), sub);
-        st.nodes
-            .get_mut(&sub)
-            .unwrap()
-            .found
-            .insert(b"below".to_vec(), below);
+        let sub = found(&mut st, dir, b"sub");
+        let below = found(&mut st, sub, b"below");
 
         assert_eq!(st.entry_of(below), Some((sub, &b"below"[..])));
         assert_eq!(st.entry_of(sub), Some((dir, &b"sub"[..])));
@@ -245,12 +246,7 @@ mod tests {
         let dir = node(&mut st, IPFS, b"dir");
         let held = node(&mut st, dir, b"held");
         let forgotten = node(&mut st, dir, b"forgotten");
-        let below = node(&mut st, forgotten, b"below");
-        st.nodes
-            .get_mut(&forgotten)
-            .unwrap()
-            .found
-            .insert(b"below".to_vec(), below);
+        let below = found(&mut st, forgotten, b"below");
         st.nodes.get_mut(&held).unwrap().lookups = 1;
         st.release_found([held, forgotten]);
         assert!(st.nodes[&held].orphan);
